@@ -1,0 +1,77 @@
+"""Dense, softmax cross-entropy, the one-hot gather/scatter, and Keras's initialisers.
+
+Everything here is written against an array namespace ``xp`` (numpy or cupy) and is the plain reference that
+faster backend kernels are tested against.
+"""
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------------------------
+# Initialisers (Keras 3 / tf.keras recipes, DESIGN.md §5). They draw on the host with a numpy Generator, so the same
+# seed gives the same weights on every backend.
+
+
+def glorot_uniform(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """U(-limit, limit) with limit = sqrt(6 / (fan_in + fan_out)), fan_in = shape[0], fan_out = shape[1]."""
+    fan_in, fan_out = shape
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
+
+
+def orthogonal(rng: np.random.Generator, shape: tuple[int, int], gain: float = 1.0) -> np.ndarray:
+    """Keras's orthogonal: QR of a normal matrix, columns sign-fixed by diag(R), transposed when rows < cols."""
+    rows, cols = shape
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q *= np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return gain * q
+
+
+def lstm_bias(units: int) -> np.ndarray:
+    """Zeros except the forget-gate block, which is 1 (Keras ``unit_forget_bias=True``); gate order i, f, c, o."""
+    bias = np.zeros(4 * units)
+    bias[units : 2 * units] = 1.0
+    return bias
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One-hot as a gather. onehot(ids) @ W == W[ids], and d W = onehot(ids)^T @ dY is a scatter-add of the rows of dY
+# into the rows of dW picked by ids.
+
+
+def gather_rows(xp, table, ids):
+    """``onehot(ids) @ table`` without the one-hot: rows of ``table``, shape ids.shape + (table.shape[1],)."""
+    return xp.take(table, ids, axis=0)
+
+
+def scatter_add_rows(xp, out, ids, values):
+    """``out += onehot(ids)^T @ values``: add row k of ``values`` (n, d) into row ids[k] of ``out`` (V, d)."""
+    xp.add.at(out, ids, values)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Softmax cross-entropy from the logits, as TensorFlow computes it when a softmax feeds categorical_crossentropy.
+#
+#   log p = z - max(z) - log(sum(exp(z - max(z))))        (stable log-softmax)
+#   loss  = -sum_n log p[n, y_n]                          (the caller divides by the number of positions)
+#   dL/dz = softmax(z) - onehot(y)                         (times grad_scale, i.e. 1 / positions for the mean)
+
+
+def softmax_cross_entropy(xp, logits, target_ids, grad_scale):
+    """Loss sum, number of argmax hits, and the gradient of ``grad_scale * loss_sum`` w.r.t. the logits.
+
+    ``logits`` (n, V), ``target_ids`` (n,) ints. The two counts are returned as 0-d device arrays so a GPU
+    backend can accumulate them over an epoch without synchronising each step.
+    """
+    rows = xp.arange(logits.shape[0])
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_norm = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = shifted - log_norm
+    loss_sum = -log_probs[rows, target_ids].sum()
+    n_correct = (logits.argmax(axis=1) == target_ids).sum()
+    d_logits = xp.exp(log_probs)
+    d_logits[rows, target_ids] -= 1.0
+    d_logits *= grad_scale
+    return loss_sum, n_correct, d_logits

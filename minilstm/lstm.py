@@ -1,0 +1,125 @@
+r"""The LSTM layer: forward over a sequence, and backward through time.
+
+Keras layout and gate order (DESIGN.md §1): ``kernel`` (V, 4H), ``recurrent_kernel`` (H, 4H), ``bias`` (4H), gate
+blocks i, f, c, o along the last axis. Inputs are token ids, so the input projection ``onehot(x_t) @ kernel`` is the
+row gather ``kernel[x_t]``. Arrays are time-major: ``(T, B, ...)``, so one time step is one contiguous slice.
+
+Forward, for t = 1..T (z holds the four pre-activations side by side):
+
+    z_t   = kernel[x_t] + h_{t-1} @ recurrent_kernel + bias
+    i_t   = sigmoid(z_i)     f_t = sigmoid(z_f)     g_t = tanh(z_c)     o_t = sigmoid(z_o)
+    c_t   = f_t * c_{t-1} + i_t * g_t
+    h_t   = o_t * tanh(c_t)
+
+Backward, given dL/dh_t from above (the layer's outputs) and dh, dc carried back from step t+1:
+
+    dh     = dh_from_above_t + dz_{t+1} @ recurrent_kernel^T         (dz_{T+1} term replaced by dL/dh_T)
+    do     = dh * tanh(c_t)
+    dc     = dc_from_t+1 + dh * o_t * (1 - tanh(c_t)^2)              (dc from T+1 is dL/dc_T)
+    di     = dc * g_t            df = dc * c_{t-1}            dg = dc * i_t
+    dz     = [di * i(1-i),  df * f(1-f),  dg * (1-g^2),  do * o(1-o)]
+    dc_{t-1} = dc * f_t
+
+and the weight gradients, summed over all steps at once after the loop (one large GEMM each, not T small ones):
+
+    d recurrent_kernel = sum_t h_{t-1}^T @ dz_t          d bias = sum_t sum_b dz_t
+    d kernel[v]        = sum over (t, b) with x_t[b] == v of dz_t[b]      (scatter-add: onehot^T @ dz)
+"""
+
+from dataclasses import dataclass
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pointwise cell, reference versions (any xp). Backends may replace them with fused kernels.
+
+
+def _sigmoid(xp, x):
+    # exp(-x) overflows to inf for very negative x; 1 / (1 + inf) = 0 is the right limit, so silence the warning.
+    if xp.__name__ == "numpy":
+        with xp.errstate(over="ignore"):
+            return 1.0 / (1.0 + xp.exp(-x))
+    return 1.0 / (1.0 + xp.exp(-x))
+
+
+def cell_forward(xp, z, c_prev, gates, c, h):
+    """From pre-activations ``z`` (B, 4H) and ``c_prev`` (B, H) write activated ``gates`` (B, 4H; may be ``z``
+    itself), the new cell state ``c`` and the output ``h``."""
+    units = c_prev.shape[1]
+    gates[:, : 2 * units] = _sigmoid(xp, z[:, : 2 * units])
+    gates[:, 2 * units : 3 * units] = xp.tanh(z[:, 2 * units : 3 * units])
+    gates[:, 3 * units :] = _sigmoid(xp, z[:, 3 * units :])
+    i, f, g, o = (gates[:, k * units : (k + 1) * units] for k in range(4))
+    c[...] = f * c_prev + i * g
+    h[...] = o * xp.tanh(c)
+
+
+def cell_backward(xp, gates, c_prev, c, dh, dc, dz, dc_prev):
+    """Write ``dz`` (B, 4H), the gradient w.r.t. the pre-activations, and ``dc_prev`` (may alias ``dc``), given the
+    activated ``gates``, the states ``c_prev`` and ``c``, and the incoming ``dh`` and ``dc`` (math: module doc)."""
+    units = c.shape[1]
+    i, f, g, o = (gates[:, k * units : (k + 1) * units] for k in range(4))
+    tanh_c = xp.tanh(c)
+    dc_total = dc + dh * o * (1.0 - tanh_c * tanh_c)
+    dz[:, :units] = dc_total * g * i * (1.0 - i)
+    dz[:, units : 2 * units] = dc_total * c_prev * f * (1.0 - f)
+    dz[:, 2 * units : 3 * units] = dc_total * i * (1.0 - g * g)
+    dz[:, 3 * units :] = dh * tanh_c * o * (1.0 - o)
+    dc_prev[...] = dc_total * f
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The layer over a whole sequence.
+
+
+@dataclass
+class LSTMCache:
+    """What backward needs from forward. ``hs[0]``, ``cs[0]`` are the initial states; ``hs[1:]`` the outputs."""
+
+    input_ids: object  # (T, B) ints
+    gates: object  # (T, B, 4H) activated gates
+    hs: object  # (T + 1, B, H)
+    cs: object  # (T + 1, B, H)
+
+
+def lstm_forward(backend, kernel, recurrent_kernel, bias, input_ids, h0, c0) -> LSTMCache:
+    """Run the layer over ``input_ids`` (T, B) from states ``h0``, ``c0`` (B, H)."""
+    xp = backend.xp
+    steps, batch = input_ids.shape
+    units = recurrent_kernel.shape[0]
+    dtype = recurrent_kernel.dtype
+    gates = backend.gather_rows(kernel, input_ids)  # (T, B, 4H): the input projection of every step, at once
+    gates += bias
+    hs = xp.empty((steps + 1, batch, units), dtype=dtype)
+    cs = xp.empty((steps + 1, batch, units), dtype=dtype)
+    hs[0] = h0
+    cs[0] = c0
+    recurrent = xp.empty((batch, 4 * units), dtype=dtype)
+    for t in range(steps):
+        xp.matmul(hs[t], recurrent_kernel, out=recurrent)
+        gates[t] += recurrent
+        backend.lstm_cell_forward(gates[t], cs[t], gates[t], cs[t + 1], hs[t + 1])
+    return LSTMCache(input_ids, gates, hs, cs)
+
+
+def lstm_backward(backend, cache: LSTMCache, recurrent_kernel, d_outputs, d_h_last, d_c_last, grads):
+    """Backpropagate through time. ``d_outputs`` (T, B, H) or None (outputs unused, as in the encoder);
+    ``d_h_last``, ``d_c_last`` (B, H) the gradients w.r.t. the final states. Writes the weight gradients into
+    ``grads["kernel"]``, ``grads["recurrent_kernel"]``, ``grads["bias"]`` (overwriting them) and returns
+    ``(d_h0, d_c0)``."""
+    xp = backend.xp
+    steps, batch, four_units = cache.gates.shape
+    units = four_units // 4
+    dz = xp.empty_like(cache.gates)
+    dh = d_h_last.copy()
+    dc = d_c_last.copy()
+    recurrent_kernel_t = recurrent_kernel.T
+    for t in reversed(range(steps)):
+        if d_outputs is not None:
+            dh += d_outputs[t]
+        backend.lstm_cell_backward(cache.gates[t], cache.cs[t], cache.cs[t + 1], dh, dc, dz[t], dc)
+        xp.matmul(dz[t], recurrent_kernel_t, out=dh)
+    dz_flat = dz.reshape(steps * batch, four_units)
+    xp.matmul(cache.hs[:-1].reshape(steps * batch, units).T, dz_flat, out=grads["recurrent_kernel"])
+    grads["bias"][...] = dz_flat.sum(axis=0)
+    grads["kernel"][...] = 0
+    backend.scatter_add_rows(grads["kernel"], cache.input_ids.reshape(-1), dz_flat)
+    return dh, dc

@@ -1,0 +1,35 @@
+"""All tensors of a model in one flat buffer with named views into it (as llm.c does).
+
+One allocation, one optimizer pass over one array (a single fused kernel on the GPU), one checkpoint array.
+Gradients use a second buffer with the same layout.
+"""
+
+import math
+
+
+class FlatParameters:
+    """Named views ``self[name]`` of shape ``shapes[name]`` into the 1-D array ``self.flat``."""
+
+    def __init__(self, xp, shapes: dict[str, tuple[int, ...]], dtype):
+        self.shapes = dict(shapes)
+        self.flat = xp.zeros(sum(math.prod(s) for s in self.shapes.values()), dtype=dtype)
+        self.views = {}
+        offset = 0
+        for name, shape in self.shapes.items():
+            size = math.prod(shape)
+            self.views[name] = self.flat[offset : offset + size].reshape(shape)
+            offset += size
+
+    def __getitem__(self, name):
+        return self.views[name]
+
+    def __iter__(self):
+        return iter(self.views)
+
+    def items(self):
+        return self.views.items()
+
+    def group(self, prefix: str) -> dict:
+        """The views whose names start with ``prefix + "."``, keyed by the rest: ``group("encoder")["kernel"]``."""
+        start = prefix + "."
+        return {name[len(start) :]: view for name, view in self.views.items() if name.startswith(start)}

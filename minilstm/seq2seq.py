@@ -1,0 +1,211 @@
+"""The Keras example's model: encoder LSTM -> its final (h, c) -> decoder LSTM (teacher forcing) -> Dense -> softmax.
+
+Batches come in as token ids, batch-major ``(B, T)`` like the Keras arrays; internally everything is time-major.
+The loss is categorical cross-entropy averaged over every (sample, time step), padding included, and accuracy is
+argmax equality over the same positions, exactly as the example's ``model.fit`` reports them.
+
+Backward of the whole model (the LSTM part is in ``lstm``):
+
+    logits = Y @ W + b,  Y = decoder outputs (T*B, H)
+    dW = Y^T @ dlogits      db = sum(dlogits)      dY = dlogits @ W^T
+    decoder BPTT with d_outputs = dY             -> d(h0, c0) of the decoder = d(final h, c) of the encoder
+    encoder BPTT with d_outputs = None, those final-state gradients -> d(initial state of the encoder)
+"""
+
+import numpy as np
+
+from . import layers
+from .backend import get_backend
+from .data import END, START, Vocab, encode_inputs
+from .lstm import lstm_backward, lstm_forward
+from .params import FlatParameters
+
+DTYPES = ("float32", "float64")
+
+
+class Seq2Seq:
+    """Weights in Keras's layout (``encoder.kernel`` etc.), views into one flat buffer; gradients likewise."""
+
+    def __init__(self, backend, input_vocab: Vocab, target_vocab: Vocab, max_encoder_len: int, max_decoder_len: int,
+                 latent_dim: int = 256, dtype: str = "float32"):
+        self.backend = get_backend(backend)
+        if str(np.dtype(dtype)) not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
+        self.input_vocab = input_vocab
+        self.target_vocab = target_vocab
+        self.max_encoder_len = max_encoder_len
+        self.max_decoder_len = max_decoder_len
+        self.latent_dim = latent_dim
+        self.dtype = np.dtype(dtype)
+        units, n_in, n_out = latent_dim, len(input_vocab), len(target_vocab)
+        shapes = {
+            "encoder.kernel": (n_in, 4 * units),
+            "encoder.recurrent_kernel": (units, 4 * units),
+            "encoder.bias": (4 * units,),
+            "decoder.kernel": (n_out, 4 * units),
+            "decoder.recurrent_kernel": (units, 4 * units),
+            "decoder.bias": (4 * units,),
+            "dense.kernel": (units, n_out),
+            "dense.bias": (n_out,),
+        }
+        xp = self.backend.xp
+        self.params = FlatParameters(xp, shapes, self.dtype)
+        self.grads = FlatParameters(xp, shapes, self.dtype)
+        self.d_initial_state = None  # (dh0, dc0) of the encoder after the last loss_and_grads
+
+    # -- weights -------------------------------------------------------------------------------------------------
+
+    def initialize(self, seed: int | np.random.Generator = 0):
+        """Keras initialisers (glorot_uniform kernels, orthogonal recurrent kernels, forget bias 1), drawn on the
+        host in float64 from ``seed`` so every backend and dtype starts from the same numbers."""
+        rng = np.random.default_rng(seed)
+        weights = {}
+        for layer in ("encoder", "decoder"):
+            kernel_shape = self.params.shapes[f"{layer}.kernel"]
+            weights[f"{layer}.kernel"] = layers.glorot_uniform(rng, kernel_shape)
+            weights[f"{layer}.recurrent_kernel"] = layers.orthogonal(rng, (self.latent_dim, 4 * self.latent_dim))
+            weights[f"{layer}.bias"] = layers.lstm_bias(self.latent_dim)
+        weights["dense.kernel"] = layers.glorot_uniform(rng, self.params.shapes["dense.kernel"])
+        weights["dense.bias"] = np.zeros(len(self.target_vocab))
+        self.set_weights(weights)
+        return self
+
+    def set_weights(self, weights: dict):
+        for name, view in self.params.items():
+            value = np.asarray(weights[name])
+            if value.shape != view.shape:
+                raise ValueError(f"{name}: expected shape {view.shape}, got {value.shape}")
+            view[...] = self.backend.asarray(value, dtype=self.dtype)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {name: self.backend.to_numpy(view).copy() for name, view in self.params.items()}
+
+    def config(self) -> dict:
+        return {
+            "latent_dim": self.latent_dim,
+            "dtype": str(self.dtype),
+            "input_vocab": self.input_vocab.to_json(),
+            "target_vocab": self.target_vocab.to_json(),
+            "max_encoder_len": self.max_encoder_len,
+            "max_decoder_len": self.max_decoder_len,
+        }
+
+    # -- training ------------------------------------------------------------------------------------------------
+
+    def _time_major(self, ids):
+        return self.backend.xp.ascontiguousarray(self.backend.asarray(ids).T)
+
+    def _zero_state(self, batch):
+        return self.backend.xp.zeros((batch, self.latent_dim), dtype=self.dtype)
+
+    def _forward(self, encoder_ids, decoder_ids, initial_state):
+        """Time-major ids in; both layers' caches, the decoder outputs (T*B, H) and the logits (T*B, V) out."""
+        p = self.params
+        if initial_state is None:
+            batch = encoder_ids.shape[1]
+            initial_state = (self._zero_state(batch), self._zero_state(batch))
+        enc = lstm_forward(self.backend, p["encoder.kernel"], p["encoder.recurrent_kernel"], p["encoder.bias"],
+                           encoder_ids, *initial_state)
+        dec = lstm_forward(self.backend, p["decoder.kernel"], p["decoder.recurrent_kernel"], p["decoder.bias"],
+                           decoder_ids, enc.hs[-1], enc.cs[-1])
+        outputs = dec.hs[1:].reshape(-1, self.latent_dim)
+        logits = outputs @ p["dense.kernel"]
+        logits += p["dense.bias"]
+        return enc, dec, outputs, logits
+
+    def teacher_forced_logits(self, encoder_input_ids, decoder_input_ids):
+        """Logits (B, T, V) of the decoder fed the true previous characters, as a host array."""
+        dec_ids = self._time_major(decoder_input_ids)
+        logits = self._forward(self._time_major(encoder_input_ids), dec_ids, None)[3]
+        steps, batch = dec_ids.shape
+        return self.backend.to_numpy(logits).reshape(steps, batch, -1).transpose(1, 0, 2)
+
+    def forward_backward(self, encoder_input_ids, decoder_input_ids, decoder_target_ids, compute_grads=True,
+                         initial_state=None):
+        """Loss sum and argmax hits over all B*T decoder positions (0-d device arrays, not synchronised), and,
+        with ``compute_grads``, the gradient of the *mean* loss in ``self.grads``."""
+        p, xp = self.params, self.backend.xp
+        dec_ids = self._time_major(decoder_input_ids)
+        target_ids = self._time_major(decoder_target_ids).reshape(-1)
+        steps, batch = dec_ids.shape
+        enc, dec, outputs, logits = self._forward(self._time_major(encoder_input_ids), dec_ids, initial_state)
+        loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, 1.0 / (steps * batch))
+        if not compute_grads:
+            return loss_sum, n_correct
+        g = self.grads
+        xp.matmul(outputs.T, d_logits, out=g["dense.kernel"])
+        g["dense.bias"][...] = d_logits.sum(axis=0)
+        d_outputs = (d_logits @ p["dense.kernel"].T).reshape(steps, batch, self.latent_dim)
+        d_h, d_c = lstm_backward(self.backend, dec, p["decoder.recurrent_kernel"], d_outputs,
+                                 self._zero_state(batch), self._zero_state(batch), g.group("decoder"))
+        self.d_initial_state = lstm_backward(self.backend, enc, p["encoder.recurrent_kernel"], None, d_h, d_c,
+                                             g.group("encoder"))
+        return loss_sum, n_correct
+
+    def loss_and_grads(self, encoder_input_ids, decoder_input_ids, decoder_target_ids):
+        """Mean loss and accuracy of the batch as Python floats; every gradient in ``self.grads``."""
+        loss_sum, n_correct = self.forward_backward(encoder_input_ids, decoder_input_ids, decoder_target_ids)
+        positions = np.asarray(decoder_target_ids).size
+        return float(loss_sum) / positions, float(n_correct) / positions
+
+    # -- greedy decoding -----------------------------------------------------------------------------------------
+
+    def encode(self, encoder_input_ids):
+        """Final (h, c) of the encoder for a batch of ids (B, T)."""
+        p = self.params
+        ids = self._time_major(encoder_input_ids)
+        batch = ids.shape[1]
+        enc = lstm_forward(self.backend, p["encoder.kernel"], p["encoder.recurrent_kernel"], p["encoder.bias"], ids,
+                           self._zero_state(batch), self._zero_state(batch))
+        return enc.hs[-1], enc.cs[-1]
+
+    def decode_step(self, prev_ids, h, c):
+        """One decoder step for the previous characters ``prev_ids`` (B,): returns (logits, h, c)."""
+        p, xp = self.params, self.backend.xp
+        z = self.backend.gather_rows(p["decoder.kernel"], prev_ids)
+        z += p["decoder.bias"]
+        z += h @ p["decoder.recurrent_kernel"]
+        h_new, c_new = xp.empty_like(h), xp.empty_like(c)
+        self.backend.lstm_cell_forward(z, c, z, c_new, h_new)
+        logits = h_new @ p["dense.kernel"]
+        logits += p["dense.bias"]
+        return logits, h_new, c_new
+
+    def greedy_decode_ids(self, encoder_input_ids) -> list[list[int]]:
+        """The example's greedy loop for a whole batch at once: feed START, take the argmax, feed it back; each
+        sentence stops at its own END or once it is longer than ``max_decoder_len`` (END is not returned)."""
+        xp = self.backend.xp
+        start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
+        h, c = self.encode(encoder_input_ids)
+        batch = h.shape[0]
+        prev = xp.full(batch, start_id, dtype=np.int64)
+        tokens = []
+        finished = xp.zeros(batch, dtype=bool)
+        for _ in range(self.max_decoder_len + 1):
+            logits, h, c = self.decode_step(prev, h, c)
+            prev = logits.argmax(axis=1)
+            tokens.append(prev)
+            finished |= prev == end_id
+            if bool(finished.all()):
+                break
+        tokens = self.backend.to_numpy(xp.stack(tokens, axis=1))
+        decoded = []
+        for row in tokens.tolist():
+            decoded.append(row[: row.index(end_id)] if end_id in row else row)
+        return decoded
+
+    def translate(self, texts: list[str], batch_size: int = 512) -> list[str]:
+        """Greedy translations of ``texts``, many at a time. Inputs are padded with spaces to ``max_encoder_len``
+        as in training; a longer input is padded to its own length, and is batched only with inputs of that same
+        padded length, so every sentence gets exactly the string it would get decoded alone."""
+        by_length: dict[int, list[int]] = {}
+        for k, text in enumerate(texts):
+            by_length.setdefault(max(len(text), self.max_encoder_len), []).append(k)
+        results = [""] * len(texts)
+        for length, members in by_length.items():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                ids = encode_inputs([texts[k] for k in chunk], self.input_vocab, length)
+                for k, decoded in zip(chunk, self.greedy_decode_ids(ids)):
+                    results[k] = self.target_vocab.decode(decoded)
+        return results

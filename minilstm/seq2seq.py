@@ -206,6 +206,6 @@ class Seq2Seq:
             for start in range(0, len(members), batch_size):
                 chunk = members[start : start + batch_size]
                 ids = encode_inputs([texts[k] for k in chunk], self.input_vocab, length)
-                for k, decoded in zip(chunk, self.greedy_decode_ids(ids)):
+                for k, decoded in zip(chunk, self.greedy_decode_ids(ids), strict=True):
                     results[k] = self.target_vocab.decode(decoded)
         return results

@@ -1,0 +1,20 @@
+import numpy as np
+import pytest
+
+from minilstm.backend import BACKENDS
+
+# Backends that run on any machine; the GPU backend has its own tests that skip without a device.
+CPU_BACKENDS = [name for name in ("numpy", "numba") if name in BACKENDS]
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def cpu_backend(request):
+    from minilstm.backend import get_backend
+
+    return get_backend(request.param)
+
+
+@pytest.fixture
+def rng(request):
+    # A fresh, different draw for every test, reproducible from the test's name.
+    return np.random.default_rng(abs(hash(request.node.nodeid)) % 2**32)

@@ -1,0 +1,46 @@
+"""Shared test utilities: small models, random batches, a finite-difference gradient checker."""
+
+import numpy as np
+
+from minilstm.data import Vocab
+from minilstm.seq2seq import Seq2Seq
+
+
+def small_model(backend, n_in=5, n_out=6, units=3, enc_len=4, dec_len=5, dtype="float64", seed=0):
+    """A Seq2Seq with synthetic vocabularies; the target vocabulary holds START and END."""
+    in_chars = " abcdefghijklmnopqrstuvwxyz"[:n_in]
+    out_chars = "\t\n ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:n_out]
+    model = Seq2Seq(backend, Vocab(list(in_chars)), Vocab(list(out_chars)), enc_len, dec_len, units, dtype)
+    model.initialize(seed)
+    # Keras's bias init is mostly zeros; perturb every weight so no gradient is trivially zero.
+    rng = np.random.default_rng(seed + 1)
+    model.set_weights({k: v + 0.3 * rng.standard_normal(v.shape) for k, v in model.get_weights().items()})
+    return model
+
+
+def random_batch(rng, model, batch):
+    enc = rng.integers(0, len(model.input_vocab), size=(batch, model.max_encoder_len))
+    dec_in = rng.integers(0, len(model.target_vocab), size=(batch, model.max_decoder_len))
+    dec_out = rng.integers(0, len(model.target_vocab), size=(batch, model.max_decoder_len))
+    return enc, dec_in, dec_out
+
+
+def numerical_gradient(loss_fn, array, eps=1e-6):
+    """Centred differences of ``loss_fn()`` w.r.t. every element of ``array`` (modified in place, restored)."""
+    grad = np.zeros(array.shape)
+    flat = array.reshape(-1)
+    for k in range(flat.size):
+        saved = flat[k].copy()
+        flat[k] = saved + eps
+        plus = loss_fn()
+        flat[k] = saved - eps
+        minus = loss_fn()
+        flat[k] = saved
+        grad.reshape(-1)[k] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def relative_error(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(np.linalg.norm(a), np.linalg.norm(b))
+    return float(np.linalg.norm(a - b) / scale) if scale > 0 else 0.0

@@ -1,0 +1,138 @@
+"""The command-line tools end to end, in subprocesses: a short training run, translation, and every bad input
+giving one clear line on stderr, exit code 2 and no traceback."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = Path(__file__).parent / "data" / "tiny.txt"
+
+
+def run(module, *args, stdin=None, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", f"minilstm.{module}", *map(str, args)], input=stdin,
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Three epochs on 320 built-in pairs with a small model: shared by the tests below."""
+    out = tmp_path_factory.mktemp("run")
+    result = run("train", "--num-samples", 320, "--epochs", 3, "--batch-size", 32, "--latent-dim", 32,
+                 "--learning-rate", 0.01, "--num-decodes", 5, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_training_lowers_the_loss_and_writes_its_outputs(trained):
+    out, result = trained
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert set(history[0]) >= {"loss", "accuracy", "val_loss", "val_accuracy", "seconds", "ms_per_step"}
+    for name in ("best", "final"):
+        assert {p.name for p in (out / name).iterdir()} == {"config.json", "weights.npz", "optimizer.npz"}
+    assert "Number of unique input tokens:" in result.stdout
+    assert result.stdout.count("Epoch ") == 3
+    assert result.stdout.count("Decoded sentence:") == 5
+    assert "Input sentence: Go." in result.stdout
+
+
+def test_translate_arguments_and_stdin_agree(trained):
+    out, _ = trained
+    args_result = run("translate", out / "final", "Go.", "Run!", "Hello!")
+    assert args_result.returncode == 0, args_result.stderr
+    assert len(args_result.stdout.splitlines()) == 3
+    stdin_result = run("translate", out / "final", stdin="Go.\nRun!\nHello!\n")
+    assert stdin_result.returncode == 0, stdin_result.stderr
+    assert stdin_result.stdout == args_result.stdout
+
+
+def test_translate_bad_inputs(trained, tmp_path):
+    out, _ = trained
+    assert_user_error(run("translate", out / "final", "Go.", "Straße €"), "'ß'", "'€'", "Straße")
+    assert_user_error(run("translate", out / "final", "Go.", ""), "empty")
+    assert_user_error(run("translate", out / "final", stdin="Go.\n\nHi.\n"), "sentence 2")
+    skipped = run("translate", out / "final", "--skip-unknown", "Go€.")
+    assert skipped.returncode == 0 and skipped.stdout == run("translate", out / "final", "Go.").stdout
+    assert_user_error(run("translate", tmp_path / "nowhere", "Go."), "checkpoint not found")
+    assert_user_error(run("translate", out / "final", "--backend", "tpu", "Go."), "unknown backend", "numpy")
+
+    def broken_copy(name, mutate):
+        target = tmp_path / name
+        target.mkdir()
+        for f in (out / "final").iterdir():
+            (target / f.name).write_bytes(f.read_bytes())
+        mutate(target)
+        return target
+
+    truncated = broken_copy("truncated", lambda d: (d / "weights.npz").write_bytes(
+        (d / "weights.npz").read_bytes()[:1000]))
+    assert_user_error(run("translate", truncated, "Go."), "corrupt checkpoint file", "weights.npz")
+    garbage = broken_copy("garbage", lambda d: (d / "config.json").write_text("{not json"))
+    assert_user_error(run("translate", garbage, "Go."), "corrupt checkpoint file", "config.json")
+    missing = broken_copy("missing", lambda d: (d / "weights.npz").unlink())
+    assert_user_error(run("translate", missing, "Go."), "missing", "weights.npz")
+
+    def bump_version(d):
+        config = json.loads((d / "config.json").read_text())
+        config["format_version"] = 99
+        (d / "config.json").write_text(json.dumps(config))
+
+    assert_user_error(run("translate", broken_copy("future", bump_version), "Go."), "version 99")
+
+    def wrong_shape(d):
+        config = json.loads((d / "config.json").read_text())
+        config["model"]["latent_dim"] = 31
+        (d / "config.json").write_text(json.dumps(config))
+
+    assert_user_error(run("translate", broken_copy("shape", wrong_shape), "Go."), "shape", "weights.npz")
+
+
+def test_train_bad_inputs(tmp_path):
+    def train(*args):
+        return run("train", "--epochs", 1, "--latent-dim", 4, "--out", tmp_path / "out", *args)
+
+    assert_user_error(train("--data", tmp_path / "absent.txt"), "not found", "absent.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_user_error(train("--data", empty), "empty.txt")
+    no_tab = tmp_path / "no_tab.txt"
+    no_tab.write_text("Go.\tVa !\nHi. Salut !\n")
+    assert_user_error(train("--data", no_tab), "no_tab.txt:2", "tab")
+    bad_utf8 = tmp_path / "bad.txt.gz"
+    bad_utf8.write_bytes(gzip.compress(b"Go.\tVa !\nHi.\tSalut \xff!\n"))
+    assert_user_error(train("--data", bad_utf8), "bad.txt.gz", "2")
+    assert_user_error(train("--backend", "tpu"), "unknown backend")
+    assert_user_error(train("--num-samples", 20000), "10,000")
+    assert not (tmp_path / "out" / "final").exists()
+
+
+def test_training_stops_on_divergence(tmp_path):
+    """A learning rate that blows up gives the NaN message naming the step, exit 2."""
+    result = run("train", "--num-samples", 128, "--epochs", 2, "--batch-size", 32, "--latent-dim", 8,
+                 "--learning-rate", 1e38, "--out", tmp_path / "out")
+    assert_user_error(result, "diverged", "step")
+
+
+def test_train_data_flag_reads_a_three_column_file(tmp_path):
+    result = run("train", "--data", TINY, "--epochs", 1, "--latent-dim", 8, "--batch-size", 4,
+                 "--num-decodes", 2, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Decoded sentence:") == 2

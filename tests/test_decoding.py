@@ -1,0 +1,110 @@
+"""Greedy decoding: stepwise equals teacher forcing, batched equals one-by-one, equals the Keras example's own
+loop, and survives a save/load round trip."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import random_batch, small_model
+
+from minilstm.checkpoint import load_checkpoint, save_checkpoint
+from minilstm.data import END, START, Dataset, read_pairs
+from minilstm.optim import RMSprop
+from minilstm.seq2seq import Seq2Seq
+
+TINY = Path(__file__).parent / "data" / "tiny.txt"
+
+
+def test_stepwise_decoding_reproduces_teacher_forcing(cpu_backend, rng):
+    """Fed the true previous character, the one-step decoder gives the teacher-forced logits and argmaxes."""
+    model = small_model(cpu_backend, n_in=6, n_out=9, units=5, enc_len=4, dec_len=7)
+    enc, dec_in, _ = random_batch(rng, model, 3)
+    forced = model.teacher_forced_logits(enc, dec_in)
+    h, c = model.encode(enc)
+    for t in range(model.max_decoder_len):
+        logits, h, c = model.decode_step(cpu_backend.asarray(dec_in[:, t]), h, c)
+        logits = cpu_backend.to_numpy(logits)
+        np.testing.assert_allclose(logits, forced[:, t], rtol=1e-12, atol=1e-12)
+        assert (logits.argmax(axis=1) == forced[:, t].argmax(axis=1)).all()
+
+
+def tiny_model(backend, dtype="float32", seed=3):
+    """A model over tests/data/tiny.txt's vocabularies with large random weights, so decodes vary by input."""
+    dataset = Dataset.from_pairs(read_pairs(TINY))
+    model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                    dataset.max_decoder_len, latent_dim=16, dtype=dtype).initialize(seed)
+    rng = np.random.default_rng(seed)
+    weights = {k: v + rng.standard_normal(v.shape) for k, v in model.get_weights().items()}
+    weights["dense.bias"][model.target_vocab.index[END]] += 2.0  # so that some decodes end early, others do not
+    model.set_weights(weights)
+    return dataset, model
+
+
+def keras_greedy_decode(model, text):
+    """The Keras example's decode_sequence, literally: one-hot float64 matmuls, batch 1, one character per call."""
+    w = {k: v.astype(np.float64) for k, v in model.get_weights().items()}
+    units = model.latent_dim
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+
+    def cell(x_onehot, h, c, layer):
+        z = x_onehot @ w[f"{layer}.kernel"] + h @ w[f"{layer}.recurrent_kernel"] + w[f"{layer}.bias"]
+        i, f, g, o = sigmoid(z[:units]), sigmoid(z[units:2 * units]), np.tanh(z[2 * units:3 * units]), \
+            sigmoid(z[3 * units:])
+        c = f * c + i * g
+        return o * np.tanh(c), c
+
+    eye_in, eye_out = np.eye(len(model.input_vocab)), np.eye(len(model.target_vocab))
+    h = c = np.zeros(units)
+    padded = text + " " * max(0, model.max_encoder_len - len(text))
+    for ch in padded:
+        h, c = cell(eye_in[model.input_vocab.index[ch]], h, c, "encoder")
+    target_seq = eye_out[model.target_vocab.index[START]]
+    decoded = ""
+    while True:
+        h, c = cell(target_seq, h, c, "decoder")
+        probs = h @ w["dense.kernel"] + w["dense.bias"]
+        sampled_char = model.target_vocab.chars[int(np.argmax(probs))]
+        decoded += sampled_char
+        if sampled_char == END or len(decoded) > model.max_decoder_len:
+            break
+        target_seq = eye_out[model.target_vocab.index[sampled_char]]
+    return decoded.removesuffix(END)
+
+
+def test_greedy_decoding_equals_keras_loop(cpu_backend):
+    dataset, model = tiny_model(cpu_backend, dtype="float64")
+    texts = dataset.input_texts + ["Go. Go. Go. Go. Go. Go. Go."]  # the last is longer than max_encoder_len
+    ours = model.translate(texts)
+    assert ours == [keras_greedy_decode(model, t) for t in texts]
+    assert len(set(ours)) > 1, "decodes do not depend on the input: the test would prove nothing"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batched_decoding_equals_one_by_one(cpu_backend, dtype):
+    dataset, model = tiny_model(cpu_backend, dtype)
+    texts = dataset.input_texts * 3 + ["Hi. " * 9]
+    batched = model.translate(texts, batch_size=7)
+    one_by_one = [model.translate([t])[0] for t in texts]
+    assert batched == one_by_one
+    assert len(set(batched)) > 1
+    # Some decodes stop at END, at least one runs to the length limit: both stopping rules are exercised.
+    lengths = {len(s) for s in batched}
+    assert min(lengths) < model.max_decoder_len and max(lengths) == model.max_decoder_len + 1
+
+
+def test_checkpoint_round_trip_decodes_identically(cpu_backend, tmp_path, rng):
+    dataset, model = tiny_model(cpu_backend)
+    optimizer = RMSprop(cpu_backend, model.params.flat.size, model.dtype)
+    enc, dec_in, dec_out = (dataset.encoder_input_ids[:4], dataset.decoder_input_ids[:4],
+                            dataset.decoder_target_ids[:4])
+    model.loss_and_grads(enc, dec_in, dec_out)
+    optimizer.step(model.params.flat, model.grads.flat)
+    save_checkpoint(tmp_path / "ckpt", model, optimizer, {"epoch": 1})
+    loaded = load_checkpoint(tmp_path / "ckpt", backend=cpu_backend)
+    assert loaded.config["epoch"] == 1
+    assert loaded.model.input_vocab == model.input_vocab and loaded.model.target_vocab == model.target_vocab
+    for name, value in model.get_weights().items():
+        assert np.array_equal(loaded.model.get_weights()[name], value), name
+    assert np.array_equal(loaded.optimizer_velocity, optimizer.velocity)
+    assert loaded.model.translate(dataset.input_texts) == model.translate(dataset.input_texts)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"], "temporary files left behind"

@@ -499,3 +499,14 @@ def test_download_connection_refused(tmp_path, monkeypatch):
         port = s.getsockname()[1]
     with pytest.raises(MinilstmError, match="download of .* failed: .*--data"):
         download(tmp_path, url=f"http://127.0.0.1:{port}/fra-eng.zip", timeout=5)
+
+
+def test_download_command(server, tmp_path, capsys):
+    from minilstm import download as download_command
+    from minilstm.cli import run_main
+
+    assert run_main(download_command.main, ["--dir", str(tmp_path), "--url", server + "/fra-eng.zip"]) == 0
+    assert (tmp_path / "fra.txt").read_bytes() == TINY.read_bytes()
+    assert "--data" in capsys.readouterr().out
+    assert run_main(download_command.main, ["--dir", str(tmp_path / "x"), "--url", server + "/missing.zip"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: download of")

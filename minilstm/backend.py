@@ -4,7 +4,14 @@ The model is written once against a backend object. The plain ``Backend`` implem
 reference ``xp`` code from ``lstm`` and ``layers``; a faster backend (Numba on the CPU, our CUDA kernels through
 CuPy on the GPU) subclasses it and overrides some of them, and its tests check each override against the
 reference on random inputs.
+
+A backend may also split a batch into ``workers`` shards that run in parallel threads (``parallel_map``): the LSTM
+recurrence is independent across the rows of a batch, so each thread runs the whole sequence for its rows and
+only the weight gradients are summed at the end.
 """
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -13,10 +20,11 @@ from .errors import MinilstmError
 
 
 class Backend:
-    """NumPy, no compiled kernels: the reference every other backend is checked against."""
+    """NumPy, no compiled kernels, one thread of our own: the reference every other backend is checked against."""
 
     name = "numpy"
     xp = np
+    workers = 1
 
     def asarray(self, array, dtype=None):
         """Host (numpy) array -> device array."""
@@ -29,16 +37,23 @@ class Backend:
     def synchronize(self):
         """Wait for queued device work (a no-op on the CPU); benchmarks call it before reading a clock."""
 
+    def parallel_map(self, function, items) -> list:
+        """``[function(item) for item in items]``, in parallel where the backend has several workers."""
+        return [function(item) for item in items]
+
+    def describe(self) -> str:
+        return self.name
+
     # The replaceable operations. Signatures are fixed; outputs are written into the arrays passed in.
 
-    def lstm_cell_forward(self, z, c_prev, gates, c, h):
-        lstm.cell_forward(self.xp, z, c_prev, gates, c, h)
+    def lstm_cell_forward(self, gates, z_recurrent, c_prev, c, h):
+        lstm.cell_forward(self.xp, gates, z_recurrent, c_prev, c, h)
 
-    def lstm_cell_backward(self, gates, c_prev, c, dh, dc, dz, dc_prev):
-        lstm.cell_backward(self.xp, gates, c_prev, c, dh, dc, dz, dc_prev)
+    def lstm_cell_backward(self, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev):
+        lstm.cell_backward(self.xp, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev)
 
-    def gather_rows(self, table, ids):
-        return layers.gather_rows(self.xp, table, ids)
+    def gather_rows_add(self, table, ids, bias):
+        return layers.gather_rows_add(self.xp, table, ids, bias)
 
     def scatter_add_rows(self, out, ids, values):
         layers.scatter_add_rows(self.xp, out, ids, values)
@@ -47,7 +62,7 @@ class Backend:
         return layers.softmax_cross_entropy(self.xp, logits, target_ids, grad_scale)
 
     def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt):
-        """One RMSprop step over flat arrays, in place (math in ``optim.RMSprop``)."""
+        """One RMSprop step over flat arrays, in place (math in ``optim``)."""
         xp = self.xp
         velocity *= rho
         velocity += (1.0 - rho) * grads * grads
@@ -61,21 +76,107 @@ class Backend:
 
 NumpyBackend = Backend
 
-BACKENDS = {"numpy": NumpyBackend}
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class NumbaBackend(Backend):
+    """NumPy arrays, fused Numba kernels for the pointwise work, BLAS for the GEMMs, and the batch split over
+    ``workers`` threads (default: one per core) each calling single-threaded BLAS.
+
+    Why threads over the batch instead of BLAS's own threads: the GEMM on the critical path, one time step
+    (64x256 @ 256x1024), is too small for OpenBLAS to split well; its two threads spend the gain on the hand-off
+    (DESIGN.md §3). Two shards of 32 rows, each with its own single-threaded GEMMs and kernels, run the whole
+    sequence with no hand-off at all. While the shards run, BLAS is held to one thread (threadpoolctl), so our
+    threads and BLAS's never fight over the cores; outside them BLAS keeps its own setting.
+    """
+
+    name = "numba"
+
+    def __init__(self, workers: int | None = None):
+        try:
+            from . import numba_kernels
+        except ImportError as e:
+            raise MinilstmError(f"the numba backend needs numba ({e}); pip install numba, or use --backend numpy") \
+                from None
+        self.kernels = numba_kernels
+        self.workers = max(1, workers if workers is not None else int(os.environ.get("MINILSTM_THREADS", 0))
+                           or cpu_count())
+        self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        self._blas = None
+        if self.workers > 1:
+            from threadpoolctl import ThreadpoolController
+
+            self._blas = ThreadpoolController()
+
+    def parallel_map(self, function, items) -> list:
+        if self._pool is None or len(items) < 2:
+            return [function(item) for item in items]
+        errstate = np.geterr()  # numpy's error handling is per thread: give the workers the caller's
+
+        def run(item):
+            with np.errstate(**errstate):
+                return function(item)
+
+        with self._blas.limit(limits=1, user_api="blas"):
+            return list(self._pool.map(run, items))
+
+    def describe(self) -> str:
+        return f"numba ({self.workers} thread{'s' if self.workers > 1 else ''})"
+
+    def lstm_cell_forward(self, gates, z_recurrent, c_prev, c, h):
+        self.kernels.lstm_cell_forward(gates, z_recurrent, c_prev, c, h)
+
+    def lstm_cell_backward(self, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev):
+        self.kernels.lstm_cell_backward(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev)
+
+    def gather_rows_add(self, table, ids, bias):
+        out = np.empty(ids.shape + (table.shape[1],), dtype=table.dtype)
+        self.kernels.gather_rows_add(table, ids.reshape(-1), bias, out.reshape(-1, table.shape[1]))
+        return out
+
+    def scatter_add_rows(self, out, ids, values):
+        self.kernels.scatter_add_rows(out, ids, values)
+
+    def softmax_cross_entropy(self, logits, target_ids, grad_scale):
+        d_logits = np.empty_like(logits)
+        loss_sum, n_correct = self.kernels.softmax_cross_entropy(logits, target_ids, grad_scale, d_logits)
+        return np.float64(loss_sum), np.int64(n_correct), d_logits
+
+    def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt):
+        self.kernels.rmsprop_update(params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt)
+
+
+BACKENDS = {"numpy": NumpyBackend, "numba": NumbaBackend}
 
 
 def available_backends() -> list[str]:
     return sorted(BACKENDS)
 
 
-def get_backend(name: str) -> Backend:
-    """The backend called ``name``; a ``MinilstmError`` that lists the choices when there is none."""
+def default_backend_name() -> str:
+    """``numba`` where it imports (the fast CPU path), else ``numpy``."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "numba"
+
+
+_INSTANCES: dict[str, Backend] = {}
+
+
+def get_backend(name) -> Backend:
+    """The backend called ``name`` (one shared instance per name); a ``MinilstmError`` listing the choices when
+    there is none."""
     if isinstance(name, Backend):
         return name
-    try:
-        factory = BACKENDS[name]
-    except KeyError:
-        raise MinilstmError(
-            f"unknown backend {name!r}; choose one of: {', '.join(available_backends())}"
-        ) from None
-    return factory()
+    if name not in BACKENDS:
+        raise MinilstmError(f"unknown backend {name!r}; choose one of: {', '.join(available_backends())}")
+    if name not in _INSTANCES:
+        _INSTANCES[name] = BACKENDS[name]()
+    return _INSTANCES[name]

@@ -41,9 +41,12 @@ def lstm_bias(units: int) -> np.ndarray:
 # into the rows of dW picked by ids.
 
 
-def gather_rows(xp, table, ids):
-    """``onehot(ids) @ table`` without the one-hot: rows of ``table``, shape ids.shape + (table.shape[1],)."""
-    return xp.take(table, ids, axis=0)
+def gather_rows_add(xp, table, ids, bias):
+    """``onehot(ids) @ table + bias`` without the one-hot: rows of ``table`` plus ``bias``, shape
+    ``ids.shape + (table.shape[1],)``."""
+    out = xp.take(table, ids, axis=0)
+    out += bias
+    return out
 
 
 def scatter_add_rows(xp, out, ids, values):

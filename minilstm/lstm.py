@@ -40,10 +40,12 @@ def _sigmoid(xp, x):
     return 1.0 / (1.0 + xp.exp(-x))
 
 
-def cell_forward(xp, z, c_prev, gates, c, h):
-    """From pre-activations ``z`` (B, 4H) and ``c_prev`` (B, H) write activated ``gates`` (B, 4H; may be ``z``
-    itself), the new cell state ``c`` and the output ``h``."""
+def cell_forward(xp, gates, z_recurrent, c_prev, c, h):
+    """``gates`` (B, 4H) holds the input part of the pre-activations on entry (x-projection + bias) and the
+    activated gates on exit; with ``z_recurrent`` = h_prev @ recurrent_kernel and ``c_prev`` (B, H) it writes the
+    new cell state ``c`` and the output ``h``. In place, so a fast kernel makes one pass and allocates nothing."""
     units = c_prev.shape[1]
+    z = gates + z_recurrent
     gates[:, : 2 * units] = _sigmoid(xp, z[:, : 2 * units])
     gates[:, 2 * units : 3 * units] = xp.tanh(z[:, 2 * units : 3 * units])
     gates[:, 3 * units :] = _sigmoid(xp, z[:, 3 * units :])
@@ -52,10 +54,12 @@ def cell_forward(xp, z, c_prev, gates, c, h):
     h[...] = o * xp.tanh(c)
 
 
-def cell_backward(xp, gates, c_prev, c, dh, dc, dz, dc_prev):
+def cell_backward(xp, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev):
     """Write ``dz`` (B, 4H), the gradient w.r.t. the pre-activations, and ``dc_prev`` (may alias ``dc``), given the
-    activated ``gates``, the states ``c_prev`` and ``c``, and the incoming ``dh`` and ``dc`` (math: module doc)."""
+    activated ``gates``, the states ``c_prev`` and ``c``, and the incoming gradients: ``dh = dh_recurrent +
+    dh_output`` (``dh_output`` None when the layer's outputs are unused) and ``dc`` (math: module doc)."""
     units = c.shape[1]
+    dh = dh_recurrent if dh_output is None else dh_recurrent + dh_output
     i, f, g, o = (gates[:, k * units : (k + 1) * units] for k in range(4))
     tanh_c = xp.tanh(c)
     dc_total = dc + dh * o * (1.0 - tanh_c * tanh_c)
@@ -86,8 +90,7 @@ def lstm_forward(backend, kernel, recurrent_kernel, bias, input_ids, h0, c0) -> 
     steps, batch = input_ids.shape
     units = recurrent_kernel.shape[0]
     dtype = recurrent_kernel.dtype
-    gates = backend.gather_rows(kernel, input_ids)  # (T, B, 4H): the input projection of every step, at once
-    gates += bias
+    gates = backend.gather_rows_add(kernel, input_ids, bias)  # (T, B, 4H): input projections of all steps at once
     hs = xp.empty((steps + 1, batch, units), dtype=dtype)
     cs = xp.empty((steps + 1, batch, units), dtype=dtype)
     hs[0] = h0
@@ -95,8 +98,7 @@ def lstm_forward(backend, kernel, recurrent_kernel, bias, input_ids, h0, c0) -> 
     recurrent = xp.empty((batch, 4 * units), dtype=dtype)
     for t in range(steps):
         xp.matmul(hs[t], recurrent_kernel, out=recurrent)
-        gates[t] += recurrent
-        backend.lstm_cell_forward(gates[t], cs[t], gates[t], cs[t + 1], hs[t + 1])
+        backend.lstm_cell_forward(gates[t], recurrent, cs[t], cs[t + 1], hs[t + 1])
     return LSTMCache(input_ids, gates, hs, cs)
 
 
@@ -113,9 +115,8 @@ def lstm_backward(backend, cache: LSTMCache, recurrent_kernel, d_outputs, d_h_la
     dc = d_c_last.copy()
     recurrent_kernel_t = recurrent_kernel.T
     for t in reversed(range(steps)):
-        if d_outputs is not None:
-            dh += d_outputs[t]
-        backend.lstm_cell_backward(cache.gates[t], cache.cs[t], cache.cs[t + 1], dh, dc, dz[t], dc)
+        d_output = None if d_outputs is None else d_outputs[t]
+        backend.lstm_cell_backward(cache.gates[t], cache.cs[t], cache.cs[t + 1], dh, d_output, dc, dz[t], dc)
         xp.matmul(dz[t], recurrent_kernel_t, out=dh)
     dz_flat = dz.reshape(steps * batch, four_units)
     xp.matmul(cache.hs[:-1].reshape(steps * batch, units).T, dz_flat, out=grads["recurrent_kernel"])

@@ -51,6 +51,7 @@ class Seq2Seq:
         xp = self.backend.xp
         self.params = FlatParameters(xp, shapes, self.dtype)
         self.grads = FlatParameters(xp, shapes, self.dtype)
+        self._shard_grads = []  # one gradient buffer per parallel shard (see forward_backward)
         self.d_initial_state = None  # (dh0, dc0) of the encoder after the last loss_and_grads
 
     # -- weights -------------------------------------------------------------------------------------------------
@@ -122,25 +123,63 @@ class Seq2Seq:
 
     def forward_backward(self, encoder_input_ids, decoder_input_ids, decoder_target_ids, compute_grads=True,
                          initial_state=None):
-        """Loss sum and argmax hits over all B*T decoder positions (0-d device arrays, not synchronised), and,
-        with ``compute_grads``, the gradient of the *mean* loss in ``self.grads``."""
+        """Loss sum and argmax hits over all B*T decoder positions (0-d arrays, not synchronised), and, with
+        ``compute_grads``, the gradient of the *mean* loss in ``self.grads``.
+
+        Where the backend has several workers the batch is split into row shards run in parallel; each shard
+        writes its part of the gradient into its own buffer, and the parts are summed here."""
+        batch, steps = np.shape(decoder_input_ids)
+        grad_scale = 1.0 / (batch * steps)
+        n_shards = min(self.backend.workers, batch)
+        bounds = [batch * k // n_shards for k in range(n_shards + 1)]
+        shards = [slice(bounds[k], bounds[k + 1]) for k in range(n_shards)]
+        if n_shards == 1:
+            loss_sum, n_correct, d_state = self._forward_backward_shard(
+                encoder_input_ids, decoder_input_ids, decoder_target_ids, initial_state, grad_scale,
+                self.grads if compute_grads else None)
+            self.d_initial_state = d_state
+            return loss_sum, n_correct
+        while compute_grads and len(self._shard_grads) < n_shards:
+            self._shard_grads.append(FlatParameters(self.backend.xp, self.params.shapes, self.dtype))
+
+        def run_shard(k):
+            rows = shards[k]
+            state = None if initial_state is None else (initial_state[0][rows], initial_state[1][rows])
+            return self._forward_backward_shard(encoder_input_ids[rows], decoder_input_ids[rows],
+                                                decoder_target_ids[rows], state, grad_scale,
+                                                self._shard_grads[k] if compute_grads else None)
+
+        results = self.backend.parallel_map(run_shard, range(n_shards))
+        loss_sum = sum(r[0] for r in results)
+        n_correct = sum(r[1] for r in results)
+        if compute_grads:
+            xp = self.backend.xp
+            xp.add(self._shard_grads[0].flat, self._shard_grads[1].flat, out=self.grads.flat)
+            for extra in self._shard_grads[2:n_shards]:
+                self.grads.flat += extra.flat
+            self.d_initial_state = tuple(xp.concatenate([r[2][k] for r in results]) for k in range(2))
+        return loss_sum, n_correct
+
+    def _forward_backward_shard(self, encoder_input_ids, decoder_input_ids, decoder_target_ids, initial_state,
+                                grad_scale, grads):
+        """One shard: loss sum, hits, and (when ``grads`` is given) its gradient part written into ``grads``,
+        plus the gradient w.r.t. the encoder's initial state."""
         p, xp = self.params, self.backend.xp
         dec_ids = self._time_major(decoder_input_ids)
         target_ids = self._time_major(decoder_target_ids).reshape(-1)
         steps, batch = dec_ids.shape
         enc, dec, outputs, logits = self._forward(self._time_major(encoder_input_ids), dec_ids, initial_state)
-        loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, 1.0 / (steps * batch))
-        if not compute_grads:
-            return loss_sum, n_correct
-        g = self.grads
-        xp.matmul(outputs.T, d_logits, out=g["dense.kernel"])
-        g["dense.bias"][...] = d_logits.sum(axis=0)
+        loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, grad_scale)
+        if grads is None:
+            return loss_sum, n_correct, None
+        xp.matmul(outputs.T, d_logits, out=grads["dense.kernel"])
+        grads["dense.bias"][...] = d_logits.sum(axis=0)
         d_outputs = (d_logits @ p["dense.kernel"].T).reshape(steps, batch, self.latent_dim)
         d_h, d_c = lstm_backward(self.backend, dec, p["decoder.recurrent_kernel"], d_outputs,
-                                 self._zero_state(batch), self._zero_state(batch), g.group("decoder"))
-        self.d_initial_state = lstm_backward(self.backend, enc, p["encoder.recurrent_kernel"], None, d_h, d_c,
-                                             g.group("encoder"))
-        return loss_sum, n_correct
+                                 self._zero_state(batch), self._zero_state(batch), grads.group("decoder"))
+        d_state = lstm_backward(self.backend, enc, p["encoder.recurrent_kernel"], None, d_h, d_c,
+                                grads.group("encoder"))
+        return loss_sum, n_correct, d_state
 
     def loss_and_grads(self, encoder_input_ids, decoder_input_ids, decoder_target_ids):
         """Mean loss and accuracy of the batch as Python floats; every gradient in ``self.grads``."""
@@ -162,11 +201,9 @@ class Seq2Seq:
     def decode_step(self, prev_ids, h, c):
         """One decoder step for the previous characters ``prev_ids`` (B,): returns (logits, h, c)."""
         p, xp = self.params, self.backend.xp
-        z = self.backend.gather_rows(p["decoder.kernel"], prev_ids)
-        z += p["decoder.bias"]
-        z += h @ p["decoder.recurrent_kernel"]
+        z = self.backend.gather_rows_add(p["decoder.kernel"], prev_ids, p["decoder.bias"])
         h_new, c_new = xp.empty_like(h), xp.empty_like(c)
-        self.backend.lstm_cell_forward(z, c, z, c_new, h_new)
+        self.backend.lstm_cell_forward(z, h @ p["decoder.recurrent_kernel"], c, c_new, h_new)
         logits = h_new @ p["dense.kernel"]
         logits += p["dense.bias"]
         return logits, h_new, c_new
@@ -201,11 +238,17 @@ class Seq2Seq:
         by_length: dict[int, list[int]] = {}
         for k, text in enumerate(texts):
             by_length.setdefault(max(len(text), self.max_encoder_len), []).append(k)
-        results = [""] * len(texts)
+        chunks = []  # (padded length, sentence indices), decoded in parallel where the backend has workers
         for length, members in by_length.items():
-            for start in range(0, len(members), batch_size):
-                chunk = members[start : start + batch_size]
-                ids = encode_inputs([texts[k] for k in chunk], self.input_vocab, length)
-                for k, decoded in zip(chunk, self.greedy_decode_ids(ids), strict=True):
-                    results[k] = self.target_vocab.decode(decoded)
+            per_chunk = min(batch_size, -(-len(members) // self.backend.workers))
+            chunks += [(length, members[i : i + per_chunk]) for i in range(0, len(members), per_chunk)]
+
+        def decode(chunk):
+            length, members = chunk
+            return self.greedy_decode_ids(encode_inputs([texts[k] for k in members], self.input_vocab, length))
+
+        results = [""] * len(texts)
+        for (_, members), decoded in zip(chunks, self.backend.parallel_map(decode, chunks), strict=True):
+            for k, ids in zip(members, decoded, strict=True):
+                results[k] = self.target_vocab.decode(ids)
         return results

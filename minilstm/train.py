@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import available_backends, get_backend
+from .backend import available_backends, default_backend_name, get_backend
 from .checkpoint import save_checkpoint
 from .cli import positive_float, positive_int, run_main
 from .data import Dataset, iterate_batches, resolve_pairs, split_validation
@@ -47,7 +47,8 @@ def _validation_split(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m minilstm.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backend", default="numpy", help=f"array backend: {', '.join(available_backends())}")
+    p.add_argument("--backend", default=default_backend_name(),
+                   help=f"array backend: {', '.join(available_backends())}")
     p.add_argument("--data", type=Path, default=None,
                    help="tab-separated English<TAB>French file (default: the built-in first 10,000 pairs)")
     p.add_argument("--num-samples", type=_num_samples, default=10000, help="first N pairs of the file, or 'all'")

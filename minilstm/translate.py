@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .backend import available_backends
+from .backend import available_backends, default_backend_name
 from .checkpoint import load_checkpoint
 from .cli import positive_int, run_main
 from .errors import MinilstmError
@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m minilstm.translate", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path, help="a checkpoint directory written by minilstm.train")
     p.add_argument("sentences", nargs="*", help="English sentences (default: one per line from stdin)")
-    p.add_argument("--backend", default="numpy", help=f"array backend: {', '.join(available_backends())}")
+    p.add_argument("--backend", default=default_backend_name(),
+                   help=f"array backend: {', '.join(available_backends())}")
     p.add_argument("--batch-size", type=positive_int, default=512, help="sentences decoded at once")
     p.add_argument("--skip-unknown", action="store_true",
                    help="drop characters the model never saw instead of stopping with an error")

@@ -1,0 +1,302 @@
+"""Side-by-side benchmark: minilstm's backends and PyTorch, at the Keras example's shape, with real batches.
+
+    python bench/bench.py --json bench/results/cpu.json --plot bench/results/cpu.png
+    python bench/bench.py --quick                # under a minute; a test runs it so the benchmark cannot rot
+
+Cases: one training step (forward + backward + RMSprop; median over many steps after warm-up), one full epoch
+(all training steps + validation), greedy decoding of the validation sentences (batched vs one at a time), and a
+sweep of the training step over batch size and latent size. Contestants are interleaved (round-robin, a few steps
+each) so that drifting machine load hits them all alike; ratios are to PyTorch on the same device.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from minilstm.backend import BACKENDS, get_backend  # noqa: E402
+from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation  # noqa: E402
+from minilstm.errors import MinilstmError  # noqa: E402
+from minilstm.optim import RMSprop  # noqa: E402
+from minilstm.seq2seq import Seq2Seq  # noqa: E402
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+class MinilstmContestant:
+    def __init__(self, backend_name, dataset, latent_dim, dtype):
+        self.backend = get_backend(backend_name)
+        self.name = f"minilstm-{backend_name}"
+        self.device = "gpu" if backend_name == "cupy" else "cpu"
+        self.dataset = dataset
+        self.model = Seq2Seq(self.backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                             dataset.max_decoder_len, latent_dim, dtype).initialize(0)
+        self.optimizer = RMSprop(self.backend, self.model.params.flat.size, self.model.dtype)
+
+    def prepare(self, idx):
+        d = self.dataset
+        return tuple(self.backend.asarray(a[idx]) for a in (d.encoder_input_ids, d.decoder_input_ids,
+                                                             d.decoder_target_ids))
+
+    def train_step(self, batch):
+        self.model.forward_backward(*batch)
+        self.optimizer.step(self.model.params.flat, self.model.grads.flat)
+
+    def evaluate(self, batch):
+        return self.model.forward_backward(*batch, compute_grads=False)[0]
+
+    def decode(self, texts, batch_size):
+        return self.model.translate(texts, batch_size=batch_size)
+
+    def synchronize(self):
+        self.backend.synchronize()
+
+
+class TorchContestant:
+    def __init__(self, device, dataset, latent_dim, dtype, threads):
+        import torch
+        from peers import TorchSeq2Seq
+
+        torch.set_num_threads(threads)
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self.name = f"pytorch-{device}" + ("-cudnn" if device == "cuda" else "")
+        self.device = "gpu" if device == "cuda" else "cpu"
+        self.dataset = dataset
+        self.model = TorchSeq2Seq(len(dataset.input_vocab), len(dataset.target_vocab), latent_dim, device, dtype)
+
+    def prepare(self, idx):
+        d = self.dataset
+        return self.model.upload(d.encoder_input_ids[idx], d.decoder_input_ids[idx], d.decoder_target_ids[idx])
+
+    def train_step(self, batch):
+        self.model.train_step(*batch)
+
+    def evaluate(self, batch):
+        return self.model.evaluate(*batch)
+
+    def decode(self, texts, batch_size):
+        d = self.dataset
+        start, end = d.target_vocab.index[START], d.target_vocab.index[END]
+        out = []
+        for k in range(0, len(texts), batch_size):
+            chunk = texts[k : k + batch_size]
+            ids = encode_inputs(chunk, d.input_vocab, d.max_encoder_len)
+            enc_x = self.model.upload(ids, ids[:, :1], ids[:, :1])[0]
+            for row in self.model.greedy_decode(enc_x, start, end, d.max_decoder_len).tolist():
+                out.append(d.target_vocab.decode(row[: row.index(end)] if end in row else row))
+        return out
+
+    def synchronize(self):
+        self.model.synchronize()
+
+
+def make_contestants(names, dataset, latent_dim, dtype, threads):
+    out = []
+    for name in names:
+        try:
+            if name.startswith("pytorch-"):
+                out.append(TorchContestant(name.removeprefix("pytorch-"), dataset, latent_dim, dtype, threads))
+            else:
+                out.append(MinilstmContestant(name.removeprefix("minilstm-"), dataset, latent_dim, dtype))
+        except (ImportError, MinilstmError, RuntimeError, AssertionError) as e:
+            print(f"# skipping {name}: {str(e).splitlines()[0]}", file=sys.stderr)
+    return out
+
+
+def available_names(args) -> list[str]:
+    names = [f"minilstm-{b}" for b in args.backends.split(",") if b]
+    if not args.no_torch:
+        try:
+            import torch
+
+            names.append("pytorch-cpu")
+            if torch.cuda.is_available():
+                names.append("pytorch-cuda")
+        except ImportError:
+            print("# skipping pytorch: not installed (pip install torch==2.13.0)", file=sys.stderr)
+    return names
+
+
+def time_train_steps(contestants, dataset, train_idx, batch_size, warmup, rounds, steps_per_round, seed=0):
+    """Median seconds per training step for each contestant, interleaved round-robin."""
+    rng = np.random.default_rng(seed)
+    times = {c.name: [] for c in contestants}
+    for c in contestants:
+        for _ in range(warmup):
+            c.train_step(c.prepare(rng.choice(train_idx, batch_size, replace=False)))
+        c.synchronize()
+    for _ in range(rounds):
+        for c in contestants:
+            for _ in range(steps_per_round):
+                batch = c.prepare(rng.choice(train_idx, batch_size, replace=False))
+                c.synchronize()
+                start = time.perf_counter()
+                c.train_step(batch)
+                c.synchronize()
+                times[c.name].append(time.perf_counter() - start)
+    return {name: (statistics.median(t), len(t)) for name, t in times.items()}
+
+
+def time_epoch(contestant, dataset, train_idx, val_idx, batch_size, seed=0):
+    """One epoch as train.py runs it: every training batch (shuffled), then validation in batches of 256."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(train_idx)
+    contestant.synchronize()
+    start = time.perf_counter()
+    for k in range(0, len(order), batch_size):
+        contestant.train_step(contestant.prepare(order[k : k + batch_size]))
+    for k in range(0, len(val_idx), 256):
+        contestant.evaluate(contestant.prepare(val_idx[k : k + 256]))
+    contestant.synchronize()
+    return time.perf_counter() - start
+
+
+def markdown(records, title):
+    rows = [f"\n### {title}\n", "| case | contestant | batch | latent | median | vs PyTorch (same device) |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    peer = {(r["case"], r["batch"], r["latent_dim"], r["device"]): r["median_s"] for r in records
+            if r["contestant"].startswith("pytorch")}
+    for r in records:
+        ref = peer.get((r["case"], r["batch"], r["latent_dim"], r["device"]))
+        ratio = f"{r['median_s'] / ref:.2f}x" if ref else "-"
+        value = r["median_s"]
+        shown = f"{value * 1e3:.1f} ms" if value < 10 else f"{value:.1f} s"
+        rows.append(f"| {r['case']} | {r['contestant']} | {r['batch']} | {r['latent_dim']} | {shown} | {ratio} |")
+    return "\n".join(rows)
+
+
+def plot(records, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    main = [r for r in records if r["case"] == "train_step" and r["batch"] == 64 and r["latent_dim"] == 256]
+    axes[0].barh([r["contestant"] for r in main], [r["median_s"] * 1e3 for r in main])
+    axes[0].set_xlabel("ms per training step (batch 64, latent 256)")
+    sweep = [r for r in records if r["case"] == "sweep_train_step"]
+    for name in sorted({r["contestant"] for r in sweep}):
+        for latent in sorted({r["latent_dim"] for r in sweep}):
+            pts = sorted((r["batch"], r["median_s"] * 1e3) for r in sweep
+                         if r["contestant"] == name and r["latent_dim"] == latent)
+            if pts:
+                axes[1].plot(*zip(*pts, strict=True), marker="o", label=f"{name} H={latent}")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("batch size")
+    axes[1].set_ylabel("ms per training step")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="few repeats, small sweep: under a minute")
+    p.add_argument("--backends", default=",".join(b for b in ("numpy", "numba", "cupy") if b in BACKENDS))
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--json", type=Path)
+    p.add_argument("--plot", type=Path)
+    p.add_argument("--cases", default="train_step,epoch,decode,sweep")
+    args = p.parse_args(argv)
+    cases = set(args.cases.split(","))
+    dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
+    train_idx, val_idx = split_validation(len(dataset))
+    names = available_names(args)
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for module in ("numba", "torch", "cupy"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    gpu = None
+    if "pytorch-cuda" in names or "minilstm-cupy" in names:
+        try:
+            import torch
+
+            gpu = torch.cuda.get_device_name(0)
+        except Exception:  # noqa: BLE001 - only a label
+            gpu = "cuda"
+    env = {"cpu": cpu_name(), "gpu": gpu, "threads": args.threads, "versions": versions, "dtype": args.dtype,
+           "quick": args.quick, "date": time.strftime("%Y-%m-%d")}
+    records = []
+
+    def record(case, name, device, batch, latent, median_s, n, **extra):
+        records.append({"case": case, "contestant": name, "device": device, "batch": batch, "latent_dim": latent,
+                        "median_s": median_s, "n": n, **extra, **env})
+
+    contestants = make_contestants(names, dataset, 256, args.dtype, args.threads)
+    kind = {c.name: c.device for c in contestants}
+    if "train_step" in cases:
+        warmup, rounds, per_round = (2, 3, 2) if args.quick else (5, 10, 5)
+        if args.quick:
+            contestants_main = [c for c in contestants if c.name != "minilstm-numpy"] or contestants
+        else:
+            contestants_main = contestants
+        for name, (median, n) in time_train_steps(contestants_main, dataset, train_idx, 64, warmup, rounds,
+                                                  per_round).items():
+            record("train_step", name, kind[name], 64, 256, median, n)
+    if "epoch" in cases and not args.quick:
+        for c in contestants:
+            seconds = time_epoch(c, dataset, train_idx, val_idx, 64)
+            record("epoch", c.name, c.device, 64, 256, seconds, 1)
+    if "decode" in cases:
+        texts = [dataset.input_texts[k] for k in val_idx]
+        if args.quick:
+            texts = texts[:100]
+        for c in contestants:
+            if args.quick and c.name == "minilstm-numpy":
+                continue
+            c.synchronize()
+            start = time.perf_counter()
+            batched = c.decode(texts, 512)
+            c.synchronize()
+            record("decode_batched", c.name, c.device, len(texts), 256, time.perf_counter() - start, 1)
+            start = time.perf_counter()
+            one_by_one = [c.decode([t], 1)[0] for t in texts]
+            c.synchronize()
+            record("decode_one_by_one", c.name, c.device, len(texts), 256, time.perf_counter() - start, 1,
+                   identical=batched == one_by_one)
+    if "sweep" in cases:
+        batches, latents = ((1, 64), (64,)) if args.quick else ((1, 16, 64, 256), (64, 256, 512))
+        sweep_names = [n for n in names if not (args.quick and n == "minilstm-numpy")]
+        for latent in latents:
+            group = make_contestants(sweep_names, dataset, latent, args.dtype, args.threads)
+            for batch in batches:
+                steps = (1, 2, 2) if args.quick else (2, 4, 3)
+                for name, (median, n) in time_train_steps(group, dataset, train_idx, batch, *steps).items():
+                    record("sweep_train_step", name, kind.get(name, "cpu"), batch, latent, median, n)
+    print(f"# {env['cpu']}, {args.threads} threads" + (f", GPU {gpu}" if gpu else "") + f", {args.dtype}; "
+          + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print(markdown(records, "Results"))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(records, indent=1) + "\n")
+    if args.plot:
+        plot(records, args.plot)
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Every Numba kernel against the plain NumPy reference on fresh random inputs, several shapes (batch 1, hidden 3,
+length 1), float32 and float64; then the whole loss_and_grads of the numba backend against the numpy one."""
+
+import numpy as np
+import pytest
+from helpers import random_batch, relative_error, small_model
+
+from minilstm import layers, lstm
+from minilstm.backend import get_backend
+from minilstm.seq2seq import Seq2Seq
+
+pytest.importorskip("numba", reason="the numba backend needs numba")
+
+# float32 kernels use a rational tanh accurate to ~3e-7; float64 ones libm's exact functions.
+TOL = {np.float32: 2e-6, np.float64: 1e-13}
+SHAPES = [(64, 256), (1, 3), (5, 7), (2, 1)]  # (batch, units)
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(scope="module")
+def numba_backend():
+    return get_backend("numba")
+
+
+def close(actual, expected, dtype):
+    assert np.isfinite(actual).all()
+    assert relative_error(actual, expected) < TOL[dtype], relative_error(actual, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,units", SHAPES)
+def test_lstm_cell_forward(numba_backend, rng, dtype, batch, units):
+    z_input = (rng.standard_normal((batch, 4 * units)) * 3).astype(dtype)
+    z_recurrent = (rng.standard_normal((batch, 4 * units)) * 3).astype(dtype)
+    c_prev = (rng.standard_normal((batch, units)) * 2).astype(dtype)
+    expected = [z_input.astype(np.float64), np.zeros((batch, units)), np.zeros((batch, units))]
+    lstm.cell_forward(np, expected[0], z_recurrent.astype(np.float64), c_prev.astype(np.float64), *expected[1:])
+    gates = z_input.copy()
+    c = np.full((batch, units), np.nan, dtype)  # poisoned: every element must be written
+    h = np.full((batch, units), np.nan, dtype)
+    numba_backend.lstm_cell_forward(gates, z_recurrent, c_prev, c, h)
+    for actual, ref in zip((gates, c, h), expected, strict=True):
+        assert actual.dtype == dtype
+        close(actual, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,units", SHAPES)
+@pytest.mark.parametrize("with_output", [True, False])
+def test_lstm_cell_backward(numba_backend, rng, dtype, batch, units, with_output):
+    gates = rng.uniform(0.01, 0.99, (batch, 4 * units))
+    gates[:, 2 * units : 3 * units] = rng.uniform(-0.99, 0.99, (batch, units))
+    c_prev, c, dh_recurrent, dh_output, dc = (rng.standard_normal((batch, units)) for _ in range(5))
+    if not with_output:
+        dh_output = None
+    expected_dz, expected_dc = np.zeros((batch, 4 * units)), np.zeros((batch, units))
+    lstm.cell_backward(np, gates, c_prev, c, dh_recurrent, dh_output, dc, expected_dz, expected_dc)
+    cast = [None if a is None else a.astype(dtype) for a in (gates, c_prev, c, dh_recurrent, dh_output, dc)]
+    dz = np.full((batch, 4 * units), np.nan, dtype)
+    dc_inout = cast[5].copy()
+    numba_backend.lstm_cell_backward(*cast[:5], dc_inout, dz, dc_inout)  # dc_prev over dc, as BPTT calls it
+    close(dz, expected_dz, dtype)
+    close(dc_inout, expected_dc, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,vocab,width", [(59 * 64, 93, 1024), (1, 1, 3), (7, 5, 4)])
+def test_gather_and_scatter_add(numba_backend, rng, dtype, rows, vocab, width):
+    table = rng.standard_normal((vocab, width)).astype(dtype)
+    bias = rng.standard_normal(width).astype(dtype)
+    ids = rng.integers(0, vocab, size=(rows,))
+    close(numba_backend.gather_rows_add(table, ids, bias),
+          layers.gather_rows_add(np, table.astype(np.float64), ids, bias.astype(np.float64)), dtype)
+    ids_2d = ids.reshape(rows, 1)
+    assert numba_backend.gather_rows_add(table, ids_2d, bias).shape == (rows, 1, width)
+    values = rng.standard_normal((rows, width)).astype(dtype)
+    out = rng.standard_normal((vocab, width)).astype(dtype)
+    expected = out.astype(np.float64)
+    layers.scatter_add_rows(np, expected, ids, values.astype(np.float64))
+    numba_backend.scatter_add_rows(out, ids, values)
+    close(out, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,vocab", [(3776, 93), (1, 2), (9, 1), (4, 7)])
+def test_softmax_cross_entropy(numba_backend, rng, dtype, rows, vocab):
+    logits = (rng.standard_normal((rows, vocab)) * 5).astype(dtype)
+    targets = rng.integers(0, vocab, size=rows)
+    loss, hits, d_logits = numba_backend.softmax_cross_entropy(logits, targets, 1.0 / rows)
+    ref_loss, ref_hits, ref_d = layers.softmax_cross_entropy(np, logits.astype(np.float64), targets, 1.0 / rows)
+    assert abs(float(loss) - float(ref_loss)) <= TOL[dtype] * 10 * abs(float(ref_loss)) + 1e-12
+    assert int(hits) == int(ref_hits)
+    assert d_logits.dtype == dtype
+    close(d_logits, ref_d, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("inside", [False, True])
+def test_rmsprop_update(numba_backend, rng, dtype, inside):
+    n = 1001
+    params, velocity = rng.standard_normal(n).astype(dtype), rng.uniform(0, 1e-3, n).astype(dtype)
+    grads = (rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 0, n)).astype(dtype)
+    expected_params, expected_velocity = params.astype(np.float64), velocity.astype(np.float64)
+    get_backend("numpy").rmsprop_update(expected_params, grads.astype(np.float64), expected_velocity, 0.001, 0.9,
+                                        1e-7, inside)
+    numba_backend.rmsprop_update(params, grads, velocity, 0.001, 0.9, 1e-7, inside)
+    close(velocity, expected_velocity, dtype)
+    close(params, expected_params, dtype)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_loss_and_grads_equal_numpy_backend(rng, dtype, tolerance, batch):
+    numpy_model = small_model("numpy", n_in=11, n_out=13, units=32, enc_len=5, dec_len=9, dtype=dtype)
+    numba_model = Seq2Seq("numba", numpy_model.input_vocab, numpy_model.target_vocab, 5, 9, 32, dtype)
+    numba_model.set_weights(numpy_model.get_weights())
+    batch_ids = random_batch(rng, numpy_model, batch)
+    loss, accuracy = numpy_model.loss_and_grads(*batch_ids)
+    numba_loss, numba_accuracy = numba_model.loss_and_grads(*batch_ids)
+    assert abs(numba_loss - loss) <= tolerance * loss
+    assert numba_accuracy == pytest.approx(accuracy, abs=1.5 / (batch * 9))  # a near-tie may flip in float32
+    for name, grad in numpy_model.grads.items():
+        assert relative_error(numba_model.grads[name], grad) < tolerance, name
+
+
+def test_threads_split_the_batch_and_agree():
+    """Two workers (two shards) and one give the same gradients: the shard sum is right."""
+    from minilstm.backend import NumbaBackend
+
+    one, two = NumbaBackend(workers=1), NumbaBackend(workers=2)
+    base = small_model("numpy", units=6, dtype="float64")
+    rng = np.random.default_rng(5)
+    batch_ids = random_batch(rng, base, 9)
+    grads = []
+    for backend in (one, two):
+        model = Seq2Seq(backend, base.input_vocab, base.target_vocab, base.max_encoder_len, base.max_decoder_len, 6,
+                        "float64")
+        model.set_weights(base.get_weights())
+        model.loss_and_grads(*batch_ids)
+        grads.append(model.grads.flat.copy())
+    assert relative_error(grads[0], grads[1]) < 1e-13

@@ -52,8 +52,8 @@ class Backend:
     def lstm_cell_backward(self, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev):
         lstm.cell_backward(self.xp, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev)
 
-    def gather_rows_add(self, table, ids, bias):
-        return layers.gather_rows_add(self.xp, table, ids, bias)
+    def gather_rows_add(self, table, ids, bias, out=None):
+        return layers.gather_rows_add(self.xp, table, ids, bias, out)
 
     def scatter_add_rows(self, out, ids, values):
         layers.scatter_add_rows(self.xp, out, ids, values)
@@ -134,8 +134,9 @@ class NumbaBackend(Backend):
     def lstm_cell_backward(self, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev):
         self.kernels.lstm_cell_backward(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev)
 
-    def gather_rows_add(self, table, ids, bias):
-        out = np.empty(ids.shape + (table.shape[1],), dtype=table.dtype)
+    def gather_rows_add(self, table, ids, bias, out=None):
+        if out is None:
+            out = np.empty(ids.shape + (table.shape[1],), dtype=table.dtype)
         self.kernels.gather_rows_add(table, ids.reshape(-1), bias, out.reshape(-1, table.shape[1]))
         return out
 

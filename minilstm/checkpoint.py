@@ -51,10 +51,30 @@ def _write_file(path: Path, write):
         os.fsync(f.fileno())
 
 
+def _moved_aside(path: Path) -> Path | None:
+    """The previous version of ``path`` that a killed ``save_checkpoint`` had moved aside, if any."""
+    candidates = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates and (candidates[-1] / CONFIG_FILE).is_file() else None
+
+
+def recover_checkpoint(path) -> Path:
+    """Finish what a killed ``save_checkpoint`` left (called by the writer before it writes): if ``path`` is gone
+    but its previous version was moved aside (the moment between the two renames), move it back; remove
+    abandoned temporary directories."""
+    path = Path(path)
+    if not path.exists() and (previous := _moved_aside(path)) is not None:
+        os.replace(previous, path)
+    for stale in [*path.parent.glob(f".{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return path
+
+
 def save_checkpoint(path, model: Seq2Seq, optimizer=None, extra: dict | None = None):
-    """Write ``model`` (and the optimizer state, if given) to the directory ``path``, atomically."""
+    """Write ``model`` (and the optimizer state, if given) to the directory ``path``, atomically: whenever the
+    process dies, ``path`` holds the old checkpoint or the new one (after ``recover_checkpoint``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_checkpoint(path)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config()}
     if optimizer is not None:
         config["optimizer"] = {**optimizer.config(), "iterations": optimizer.iterations}
@@ -95,9 +115,11 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 def load_checkpoint(path, backend="numpy") -> Checkpoint:
     """Read a checkpoint directory; every problem is one ``MinilstmError`` naming the file."""
     path = Path(path)
+    if not path.exists() and path.parent.is_dir() and (previous := _moved_aside(path)) is not None:
+        path = previous  # read-only fallback: a writer may be running; it recovers for itself
     if not path.is_dir():
-        raise MinilstmError(f"checkpoint not found: {path} (pass the directory written by minilstm.train, "
-                            "e.g. runs/latest/final)")
+        raise MinilstmError(f"checkpoint not found: {path} (pass a checkpoint directory written by minilstm.train, "
+                            "e.g. runs/seq2seq/best)")
     config_path = path / CONFIG_FILE
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))

@@ -41,10 +41,10 @@ def lstm_bias(units: int) -> np.ndarray:
 # into the rows of dW picked by ids.
 
 
-def gather_rows_add(xp, table, ids, bias):
+def gather_rows_add(xp, table, ids, bias, out=None):
     """``onehot(ids) @ table + bias`` without the one-hot: rows of ``table`` plus ``bias``, shape
-    ``ids.shape + (table.shape[1],)``."""
-    out = xp.take(table, ids, axis=0)
+    ``ids.shape + (table.shape[1],)``, written into ``out`` when given."""
+    out = xp.take(table, ids, axis=0, out=out)
     out += bias
     return out
 

@@ -74,6 +74,21 @@ def cell_backward(xp, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev
 # The layer over a whole sequence.
 
 
+class Workspace:
+    """Arrays kept from one batch to the next, so that a training step allocates no large array. One per layer and
+    per parallel shard; an array is reused only by the same name, shape and dtype."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.arrays = {}
+
+    def get(self, name, shape, dtype):
+        key = (name, tuple(shape), str(dtype))
+        if key not in self.arrays:
+            self.arrays[key] = self.xp.empty(shape, dtype=dtype)
+        return self.arrays[key]
+
+
 @dataclass
 class LSTMCache:
     """What backward needs from forward. ``hs[0]``, ``cs[0]`` are the initial states; ``hs[1:]`` the outputs."""
@@ -84,25 +99,29 @@ class LSTMCache:
     cs: object  # (T + 1, B, H)
 
 
-def lstm_forward(backend, kernel, recurrent_kernel, bias, input_ids, h0, c0) -> LSTMCache:
-    """Run the layer over ``input_ids`` (T, B) from states ``h0``, ``c0`` (B, H)."""
+def lstm_forward(backend, kernel, recurrent_kernel, bias, input_ids, h0, c0, workspace=None) -> LSTMCache:
+    """Run the layer over ``input_ids`` (T, B) from states ``h0``, ``c0`` (B, H). With a ``workspace`` the arrays
+    of the returned cache are the workspace's, valid until its next use."""
     xp = backend.xp
+    workspace = workspace or Workspace(xp)
     steps, batch = input_ids.shape
     units = recurrent_kernel.shape[0]
     dtype = recurrent_kernel.dtype
-    gates = backend.gather_rows_add(kernel, input_ids, bias)  # (T, B, 4H): input projections of all steps at once
-    hs = xp.empty((steps + 1, batch, units), dtype=dtype)
-    cs = xp.empty((steps + 1, batch, units), dtype=dtype)
+    gates = workspace.get("gates", (steps, batch, 4 * units), dtype)
+    backend.gather_rows_add(kernel, input_ids, bias, out=gates)  # the input projections of all steps at once
+    hs = workspace.get("hs", (steps + 1, batch, units), dtype)
+    cs = workspace.get("cs", (steps + 1, batch, units), dtype)
     hs[0] = h0
     cs[0] = c0
-    recurrent = xp.empty((batch, 4 * units), dtype=dtype)
+    recurrent = workspace.get("recurrent", (batch, 4 * units), dtype)
     for t in range(steps):
         xp.matmul(hs[t], recurrent_kernel, out=recurrent)
         backend.lstm_cell_forward(gates[t], recurrent, cs[t], cs[t + 1], hs[t + 1])
     return LSTMCache(input_ids, gates, hs, cs)
 
 
-def lstm_backward(backend, cache: LSTMCache, recurrent_kernel, d_outputs, d_h_last, d_c_last, grads):
+def lstm_backward(backend, cache: LSTMCache, recurrent_kernel, d_outputs, d_h_last, d_c_last, grads,
+                  workspace=None):
     """Backpropagate through time. ``d_outputs`` (T, B, H) or None (outputs unused, as in the encoder);
     ``d_h_last``, ``d_c_last`` (B, H) the gradients w.r.t. the final states. Writes the weight gradients into
     ``grads["kernel"]``, ``grads["recurrent_kernel"]``, ``grads["bias"]`` (overwriting them) and returns
@@ -110,7 +129,7 @@ def lstm_backward(backend, cache: LSTMCache, recurrent_kernel, d_outputs, d_h_la
     xp = backend.xp
     steps, batch, four_units = cache.gates.shape
     units = four_units // 4
-    dz = xp.empty_like(cache.gates)
+    dz = (workspace or Workspace(xp)).get("dz", cache.gates.shape, cache.gates.dtype)
     dh = d_h_last.copy()
     dc = d_c_last.copy()
     recurrent_kernel_t = recurrent_kernel.T

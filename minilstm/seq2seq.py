@@ -17,10 +17,13 @@ import numpy as np
 from . import layers
 from .backend import get_backend
 from .data import END, START, Vocab, encode_inputs
-from .lstm import lstm_backward, lstm_forward
+from .lstm import Workspace, lstm_backward, lstm_forward
 from .params import FlatParameters
 
 DTYPES = ("float32", "float64")
+# Below this many rows a shard's per-step GEMMs are too small to pay for themselves (the fixed cost of a BLAS call
+# dominates): smaller batches run as one shard.
+MIN_SHARD_ROWS = 32
 
 
 class Seq2Seq:
@@ -52,6 +55,7 @@ class Seq2Seq:
         self.params = FlatParameters(xp, shapes, self.dtype)
         self.grads = FlatParameters(xp, shapes, self.dtype)
         self._shard_grads = []  # one gradient buffer per parallel shard (see forward_backward)
+        self._workspaces = {}  # (shard, layer) -> lstm.Workspace: big arrays reused from batch to batch
         self.d_initial_state = None  # (dh0, dc0) of the encoder after the last loss_and_grads
 
     # -- weights -------------------------------------------------------------------------------------------------
@@ -99,16 +103,22 @@ class Seq2Seq:
     def _zero_state(self, batch):
         return self.backend.xp.zeros((batch, self.latent_dim), dtype=self.dtype)
 
-    def _forward(self, encoder_ids, decoder_ids, initial_state):
+    def _workspace(self, shard, layer):
+        key = (shard, layer)
+        if key not in self._workspaces:
+            self._workspaces[key] = Workspace(self.backend.xp)
+        return self._workspaces[key]
+
+    def _forward(self, encoder_ids, decoder_ids, initial_state, shard=0):
         """Time-major ids in; both layers' caches, the decoder outputs (T*B, H) and the logits (T*B, V) out."""
         p = self.params
         if initial_state is None:
             batch = encoder_ids.shape[1]
             initial_state = (self._zero_state(batch), self._zero_state(batch))
         enc = lstm_forward(self.backend, p["encoder.kernel"], p["encoder.recurrent_kernel"], p["encoder.bias"],
-                           encoder_ids, *initial_state)
+                           encoder_ids, *initial_state, self._workspace(shard, "encoder"))
         dec = lstm_forward(self.backend, p["decoder.kernel"], p["decoder.recurrent_kernel"], p["decoder.bias"],
-                           decoder_ids, enc.hs[-1], enc.cs[-1])
+                           decoder_ids, enc.hs[-1], enc.cs[-1], self._workspace(shard, "decoder"))
         outputs = dec.hs[1:].reshape(-1, self.latent_dim)
         logits = outputs @ p["dense.kernel"]
         logits += p["dense.bias"]
@@ -130,12 +140,12 @@ class Seq2Seq:
         writes its part of the gradient into its own buffer, and the parts are summed here."""
         batch, steps = np.shape(decoder_input_ids)
         grad_scale = 1.0 / (batch * steps)
-        n_shards = min(self.backend.workers, batch)
+        n_shards = max(1, min(self.backend.workers, batch // MIN_SHARD_ROWS))
         bounds = [batch * k // n_shards for k in range(n_shards + 1)]
         shards = [slice(bounds[k], bounds[k + 1]) for k in range(n_shards)]
         if n_shards == 1:
             loss_sum, n_correct, d_state = self._forward_backward_shard(
-                encoder_input_ids, decoder_input_ids, decoder_target_ids, initial_state, grad_scale,
+                0, encoder_input_ids, decoder_input_ids, decoder_target_ids, initial_state, grad_scale,
                 self.grads if compute_grads else None)
             self.d_initial_state = d_state
             return loss_sum, n_correct
@@ -145,7 +155,7 @@ class Seq2Seq:
         def run_shard(k):
             rows = shards[k]
             state = None if initial_state is None else (initial_state[0][rows], initial_state[1][rows])
-            return self._forward_backward_shard(encoder_input_ids[rows], decoder_input_ids[rows],
+            return self._forward_backward_shard(k, encoder_input_ids[rows], decoder_input_ids[rows],
                                                 decoder_target_ids[rows], state, grad_scale,
                                                 self._shard_grads[k] if compute_grads else None)
 
@@ -160,15 +170,15 @@ class Seq2Seq:
             self.d_initial_state = tuple(xp.concatenate([r[2][k] for r in results]) for k in range(2))
         return loss_sum, n_correct
 
-    def _forward_backward_shard(self, encoder_input_ids, decoder_input_ids, decoder_target_ids, initial_state,
-                                grad_scale, grads):
+    def _forward_backward_shard(self, shard, encoder_input_ids, decoder_input_ids, decoder_target_ids,
+                                initial_state, grad_scale, grads):
         """One shard: loss sum, hits, and (when ``grads`` is given) its gradient part written into ``grads``,
         plus the gradient w.r.t. the encoder's initial state."""
         p, xp = self.params, self.backend.xp
         dec_ids = self._time_major(decoder_input_ids)
         target_ids = self._time_major(decoder_target_ids).reshape(-1)
         steps, batch = dec_ids.shape
-        enc, dec, outputs, logits = self._forward(self._time_major(encoder_input_ids), dec_ids, initial_state)
+        enc, dec, outputs, logits = self._forward(self._time_major(encoder_input_ids), dec_ids, initial_state, shard)
         loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, grad_scale)
         if grads is None:
             return loss_sum, n_correct, None
@@ -176,9 +186,10 @@ class Seq2Seq:
         grads["dense.bias"][...] = d_logits.sum(axis=0)
         d_outputs = (d_logits @ p["dense.kernel"].T).reshape(steps, batch, self.latent_dim)
         d_h, d_c = lstm_backward(self.backend, dec, p["decoder.recurrent_kernel"], d_outputs,
-                                 self._zero_state(batch), self._zero_state(batch), grads.group("decoder"))
+                                 self._zero_state(batch), self._zero_state(batch), grads.group("decoder"),
+                                 self._workspace(shard, "decoder"))
         d_state = lstm_backward(self.backend, enc, p["encoder.recurrent_kernel"], None, d_h, d_c,
-                                grads.group("encoder"))
+                                grads.group("encoder"), self._workspace(shard, "encoder"))
         return loss_sum, n_correct, d_state
 
     def loss_and_grads(self, encoder_input_ids, decoder_input_ids, decoder_target_ids):
@@ -215,17 +226,22 @@ class Seq2Seq:
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         h, c = self.encode(encoder_input_ids)
         batch = h.shape[0]
+        tokens = np.full((batch, self.max_decoder_len + 1), end_id, dtype=np.int64)
+        active = np.arange(batch)  # rows still decoding; finished ones are dropped, so late steps are cheap
         prev = xp.full(batch, start_id, dtype=np.int64)
-        tokens = []
-        finished = xp.zeros(batch, dtype=bool)
-        for _ in range(self.max_decoder_len + 1):
+        for step in range(self.max_decoder_len + 1):
             logits, h, c = self.decode_step(prev, h, c)
             prev = logits.argmax(axis=1)
-            tokens.append(prev)
-            finished |= prev == end_id
-            if bool(finished.all()):
-                break
-        tokens = self.backend.to_numpy(xp.stack(tokens, axis=1))
+            sampled = self.backend.to_numpy(prev)
+            tokens[active, step] = sampled
+            going = sampled != end_id
+            if not going.all():
+                if not going.any():
+                    break
+                keep = np.flatnonzero(going)
+                active = active[keep]
+                keep = self.backend.asarray(keep)
+                prev, h, c = prev[keep], h[keep], c[keep]
         decoded = []
         for row in tokens.tolist():
             decoded.append(row[: row.index(end_id)] if end_id in row else row)

@@ -1,28 +1,38 @@
 """``python -m minilstm.train``: the Keras example's training, with its defaults, on any backend.
 
 Prints the example's dataset summary, a progress bar inside each epoch (on a terminal), one line per epoch; writes
-``history.jsonl`` (one JSON object per epoch), ``history.png`` (when matplotlib is installed), the checkpoint with
-the lowest val_loss (``best/``) and the last one (``final/``); ends with the greedy decodes of the first 20
-training inputs, as the example does.
+into ``--out``: ``history.jsonl`` (one JSON object per epoch), ``history.png`` (when matplotlib is installed), the
+checkpoints ``latest/`` (after every epoch, every ``--checkpoint-every`` steps, and on Ctrl-C/SIGTERM: the point
+``--resume`` continues from), ``best/`` (lowest val_loss) and ``final/``; ends with the greedy decodes of the first
+20 training inputs, as the example does.
+
+A run stopped at any moment (kill -9 included) and resumed with ``--resume OUT`` ends with weights bit-identical to
+an uninterrupted run with the same seed on the same backend: the checkpoint holds the weights, the RMSprop state,
+the epoch and step counters, the shuffling generator's state at the start of the epoch, the running sums of the
+epoch's metrics and the history.
 """
 
 import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .backend import available_backends, default_backend_name, get_backend
-from .checkpoint import save_checkpoint
-from .cli import positive_float, positive_int, run_main
+from .checkpoint import load_checkpoint, save_checkpoint
+from .cli import EXIT_INTERRUPTED, positive_float, positive_int, run_main
 from .data import Dataset, iterate_batches, resolve_pairs, split_validation
 from .errors import MinilstmError
 from .optim import RMSprop
 from .seq2seq import DTYPES, Seq2Seq
+
+EXIT_TERMINATED = 143
 
 
 def _num_samples(text: str):
@@ -44,31 +54,96 @@ def _validation_split(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Settings a resumed run may change; every other flag must agree with the stored run (or be left out).
+CHANGEABLE_ON_RESUME = {"epochs", "progress", "num_decodes", "checkpoint_every", "backend", "resume"}
+
+
+def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
+    def default(value):
+        return value if with_defaults else None
+
     p = argparse.ArgumentParser(prog="python -m minilstm.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backend", default=default_backend_name(),
+    p.add_argument("--backend", default=default(default_backend_name()),
                    help=f"array backend: {', '.join(available_backends())}")
     p.add_argument("--data", type=Path, default=None,
                    help="tab-separated English<TAB>French file (default: the built-in first 10,000 pairs)")
-    p.add_argument("--num-samples", type=_num_samples, default=10000, help="first N pairs of the file, or 'all'")
-    p.add_argument("--epochs", type=positive_int, default=100)
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--latent-dim", type=positive_int, default=256)
-    p.add_argument("--learning-rate", type=positive_float, default=0.001)
-    p.add_argument("--rho", type=positive_float, default=0.9, help="RMSprop decay")
-    p.add_argument("--epsilon", type=positive_float, default=1e-7, help="RMSprop epsilon")
-    p.add_argument("--epsilon-inside-sqrt", action="store_true",
+    p.add_argument("--num-samples", type=_num_samples, default=default(10000),
+                   help="first N pairs of the file, or 'all'")
+    p.add_argument("--epochs", type=positive_int, default=default(100))
+    p.add_argument("--batch-size", type=positive_int, default=default(64))
+    p.add_argument("--latent-dim", type=positive_int, default=default(256))
+    p.add_argument("--learning-rate", type=positive_float, default=default(0.001))
+    p.add_argument("--rho", type=positive_float, default=default(0.9), help="RMSprop decay")
+    p.add_argument("--epsilon", type=positive_float, default=default(1e-7), help="RMSprop epsilon")
+    p.add_argument("--epsilon-inside-sqrt", action="store_true", default=default(False),
                    help="Keras 3's RMSprop (lr*g/sqrt(v+eps)) instead of tf.keras's lr*g/(sqrt(v)+eps)")
-    p.add_argument("--validation-split", type=_validation_split, default=0.2,
+    p.add_argument("--validation-split", type=_validation_split, default=default(0.2),
                    help="the last fraction of the pairs, in file order, is held out")
-    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--out", type=Path, default=Path("runs/seq2seq"), help="output directory")
-    p.add_argument("--num-decodes", type=int, default=20, help="greedy decodes of the first N inputs at the end")
-    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+    p.add_argument("--seed", type=int, default=default(0), help="seeds the initial weights and the shuffling")
+    p.add_argument("--dtype", choices=DTYPES, default=default("float32"))
+    p.add_argument("--out", type=Path, default=default(Path("runs/seq2seq")), help="output directory")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
+                   help="also write latest/ every N training steps (it is always written after each epoch)")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the run whose --out was DIR, with its stored settings")
+    p.add_argument("--num-decodes", type=int, default=default(20),
+                   help="greedy decodes of the first N inputs at the end")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default=default("auto"),
                    help="progress bar within each epoch (auto: only on a terminal)")
     return p
+
+
+def parse_args(argv):
+    """Parse, and with ``--resume`` take the stored run's settings, refusing flags that contradict them."""
+    args = build_parser().parse_args(argv)
+    if args.resume is None:
+        return args, None
+    given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
+    latest = args.resume / "latest"
+    if not args.resume.is_dir():
+        raise MinilstmError(f"cannot resume: {args.resume} is not a directory (pass the --out of an earlier run)")
+    checkpoint = load_checkpoint(latest, backend="numpy")
+    stored = checkpoint.config.get("training", {}).get("args")
+    if stored is None or "progress" not in checkpoint.config.get("training", {}):
+        raise MinilstmError(f"cannot resume from {latest}: it holds no training state")
+    backend = args.backend if "backend" in given else stored["backend"]
+    if backend != "numpy":
+        checkpoint = load_checkpoint(latest, backend=backend)
+    resumed = argparse.Namespace(**stored)
+    resumed.data = None if stored["data"] is None else Path(stored["data"])
+    resumed.out = args.resume
+    for name in sorted(given - CHANGEABLE_ON_RESUME):
+        value = getattr(args, name)
+        stored_value = stored.get(name)
+        if name == "out" and Path(value) == Path(args.resume):
+            continue
+        if (str(value) if isinstance(value, Path) else value) != stored_value:
+            flag = "--" + name.replace("_", "-")
+            raise MinilstmError(f"{flag} {value} contradicts the run in {args.resume} ({flag} {stored_value}); "
+                                "leave it out to resume, or start a new run with another --out")
+    for name in CHANGEABLE_ON_RESUME & given:
+        setattr(resumed, name, getattr(args, name))
+    resumed.resume = args.resume
+    resumed.backend = backend
+    for name in ("checkpoint_every", "num_decodes", "progress"):
+        if not hasattr(resumed, name):
+            setattr(resumed, name, getattr(args, name))
+    return resumed, checkpoint
+
+
+@dataclass
+class Progress:
+    """Where training stands; stored in every checkpoint so that a resumed run continues exactly."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # training steps done in the epoch after them
+    epoch_rng_state: dict | None = None  # shuffling generator's state at the start of that epoch
+    loss_sum: float = 0.0  # the epoch's running sums, for its reported loss and accuracy
+    correct: float = 0.0
+    positions: int = 0
+    best_val_loss: float = math.inf
+    history: list = field(default_factory=list)
 
 
 class ProgressBar:
@@ -95,16 +170,40 @@ class ProgressBar:
             sys.stderr.flush()
 
 
-def check_finite(model: Seq2Seq, loss: float, epoch: int, step: int):
-    """Stop on NaN/Inf in the loss or any gradient, naming the step and the tensor."""
-    if not math.isfinite(loss):
-        raise MinilstmError(f"training diverged at epoch {epoch}, step {step}: the loss is {loss}; lower "
-                            "--learning-rate (the checkpoints already written are intact)")
+class StopSignals:
+    """SIGINT/SIGTERM ask training to stop at the next step boundary (checkpoint, then exit 130/143). A second
+    SIGINT acts at once (KeyboardInterrupt); checkpoints are renamed into place whole, so that is safe too."""
+
+    def __init__(self):
+        self.received = None
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)", file=sys.stderr,
+              flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def check_finite(model: Seq2Seq, loss: float | None, epoch: int, step: int):
+    """Stop on NaN/Inf in the loss or any gradient (before the update) or any weight (after it), naming the step
+    and the tensor, so that no checkpoint ever holds a non-finite number."""
+    where = f"training diverged at epoch {epoch}, step {step}"
+    advice = "lower --learning-rate (the checkpoints already written are intact)"
+    if loss is not None and not math.isfinite(loss):
+        raise MinilstmError(f"{where}: the loss is {loss}; {advice}")
     xp = model.backend.xp
-    if not bool(xp.isfinite(model.grads.flat).all()):
-        bad = next(name for name, g in model.grads.items() if not bool(xp.isfinite(g).all()))
-        raise MinilstmError(f"training diverged at epoch {epoch}, step {step}: the gradient of {bad} holds NaN or "
-                            "Inf; lower --learning-rate (the checkpoints already written are intact)")
+    tensors, what = (model.grads, "the gradient of") if loss is not None else (model.params, "the update made")
+    if not bool(xp.isfinite(tensors.flat).all()):
+        bad = next(name for name, g in tensors.items() if not bool(xp.isfinite(g).all()))
+        raise MinilstmError(f"{where}: {what} {bad} {'hold' if loss is None else 'holds'} NaN or Inf; {advice}")
 
 
 def evaluate(model: Seq2Seq, dataset: Dataset, indices, batch_size: int = 256) -> tuple[float, float]:
@@ -123,7 +222,10 @@ def evaluate(model: Seq2Seq, dataset: Dataset, indices, batch_size: int = 256) -
 
 def write_text_atomic(path: Path, text: str):
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -153,8 +255,13 @@ def plot_history(history: list[dict], path: Path) -> bool:
     return True
 
 
+def args_record(args) -> dict:
+    skip = {"resume", "progress", "num_decodes", "checkpoint_every"}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip}
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args, resumed = parse_args(argv)
     np.seterr(all="ignore")  # overflow is reported once, by check_finite, naming the step and the tensor
     backend = get_backend(args.backend)
     pairs = resolve_pairs(args.data, args.num_samples)
@@ -162,58 +269,104 @@ def main(argv=None) -> int:
     print(dataset.summary(), flush=True)
     train_idx, val_idx = split_validation(len(dataset), args.validation_split)
     init_seed, shuffle_seed = np.random.SeedSequence(args.seed).spawn(2)
-    model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                    dataset.max_decoder_len, args.latent_dim, args.dtype).initialize(np.random.default_rng(init_seed))
+    shuffle_rng = np.random.default_rng(shuffle_seed)
+    if resumed is None:
+        model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                        dataset.max_decoder_len, args.latent_dim, args.dtype)
+        model.initialize(np.random.default_rng(init_seed))
+        progress = Progress()
+    else:
+        model = resumed.model
+        if model.config() != Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                                     dataset.max_decoder_len, args.latent_dim, args.dtype).config():
+            raise MinilstmError(f"cannot resume {args.resume}: its data ({args.data or 'the built-in subset'}) no "
+                                "longer gives the vocabularies and lengths the checkpoint was trained on")
+        progress = Progress(**resumed.config["training"]["progress"])
     optimizer = RMSprop(backend, model.params.flat.size, model.dtype, args.learning_rate, args.rho, args.epsilon,
                         args.epsilon_inside_sqrt)
-    shuffle_rng = np.random.default_rng(shuffle_seed)
-    print(f"Training on {len(train_idx)} pairs, validating on {len(val_idx)}; backend {backend.name}, "
+    if resumed is not None:
+        optimizer.velocity[...] = backend.asarray(resumed.optimizer_velocity)
+        optimizer.iterations = resumed.config["optimizer"]["iterations"]
+        if progress.epoch_rng_state is not None:
+            shuffle_rng.bit_generator.state = progress.epoch_rng_state
+        print(f"Resuming {args.resume} after epoch {progress.epoch}, step {progress.step}", flush=True)
+    print(f"Training on {len(train_idx)} pairs, validating on {len(val_idx)}; backend {backend.describe()}, "
           f"{args.dtype}, batch {args.batch_size}, latent {args.latent_dim}; writing to {args.out}", flush=True)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    history_path = args.out / "history.jsonl"
-    history_path.write_text("")
-    run_info = {"training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
-    history, best_val_loss = [], math.inf
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    history_path = out / "history.jsonl"
+    write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in progress.history))
     steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
-    for epoch in range(1, args.epochs + 1):
-        bar = ProgressBar(steps_per_epoch, show_progress)
-        started = time.perf_counter()
-        loss_sum = correct = positions = 0.0
-        for step, idx in enumerate(iterate_batches(train_idx, args.batch_size, shuffle_rng), start=1):
-            batch_loss, batch_correct = model.forward_backward(dataset.encoder_input_ids[idx],
-                                                               dataset.decoder_input_ids[idx],
-                                                               dataset.decoder_target_ids[idx])
-            batch_positions = len(idx) * dataset.max_decoder_len
-            check_finite(model, float(batch_loss) / batch_positions, epoch, step)
-            optimizer.step(model.params.flat, model.grads.flat)
-            loss_sum += float(batch_loss)
-            correct += float(batch_correct)
-            positions += batch_positions
-            bar.update(step, loss_sum / positions, correct / positions)
-        backend.synchronize()
-        train_seconds = time.perf_counter() - started
-        bar.close()
-        val_loss, val_accuracy = evaluate(model, dataset, val_idx)
-        record = {"epoch": epoch, "loss": loss_sum / positions, "accuracy": correct / positions,
-                  "val_loss": val_loss, "val_accuracy": val_accuracy,
-                  "seconds": time.perf_counter() - started, "ms_per_step": 1000 * train_seconds / steps_per_epoch}
-        history.append(record)
-        with open(history_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        print(f"Epoch {epoch}/{args.epochs} - {record['seconds']:.1f}s {record['ms_per_step']:.0f}ms/step - "
-              f"loss: {record['loss']:.4f} - accuracy: {record['accuracy']:.4f} - val_loss: {val_loss:.4f} - "
-              f"val_accuracy: {val_accuracy:.4f}", flush=True)
-        extra = {**run_info, "epoch": epoch, "metrics": record}
-        if val_loss < best_val_loss:
-            best_val_loss = val_loss
-            save_checkpoint(args.out / "best", model, optimizer, extra)
-        save_checkpoint(args.out / "final", model, optimizer, extra)
-    if plot_history(history, args.out / "history.png"):
-        print(f"Wrote {args.out / 'history.png'}")
-    print(f"Checkpoints: {args.out / 'final'} (last epoch), {args.out / 'best'} (lowest val_loss "
-          f"{best_val_loss:.4f})")
+
+    def save_latest():
+        save_checkpoint(out / "latest", model, optimizer,
+                        {"training": {"args": args_record(args), "progress": asdict(progress)}})
+
+    first_epoch = progress.epoch + 1
+    with StopSignals() as signals:
+        for epoch in range(first_epoch, args.epochs + 1):
+            if progress.step == 0:
+                progress.epoch_rng_state = shuffle_rng.bit_generator.state
+            batches = list(iterate_batches(train_idx, args.batch_size, shuffle_rng))
+            bar = ProgressBar(steps_per_epoch, show_progress)
+            started = time.perf_counter()
+            steps_run = 0
+            for step, idx in enumerate(batches, start=1):
+                if step <= progress.step:
+                    continue  # done before the resume
+                steps_run += 1
+                batch_loss, batch_correct = model.forward_backward(dataset.encoder_input_ids[idx],
+                                                                   dataset.decoder_input_ids[idx],
+                                                                   dataset.decoder_target_ids[idx])
+                batch_positions = len(idx) * dataset.max_decoder_len
+                check_finite(model, float(batch_loss) / batch_positions, epoch, step)
+                optimizer.step(model.params.flat, model.grads.flat)
+                check_finite(model, None, epoch, step)
+                progress.step = step
+                progress.loss_sum += float(batch_loss)
+                progress.correct += float(batch_correct)
+                progress.positions += batch_positions
+                bar.update(step, progress.loss_sum / progress.positions, progress.correct / progress.positions)
+                if signals.received is not None:
+                    bar.close()
+                    save_latest()
+                    name = signal.Signals(signals.received).name
+                    print(f"{name}: stopped at epoch {epoch}, step {step}; saved {out / 'latest'}. Resume with: "
+                          f"python -m minilstm.train --resume {out}", file=sys.stderr, flush=True)
+                    return EXIT_INTERRUPTED if signals.received == signal.SIGINT else EXIT_TERMINATED
+                if args.checkpoint_every and optimizer.iterations % args.checkpoint_every == 0 \
+                        and step < len(batches):
+                    save_latest()
+            backend.synchronize()
+            train_seconds = time.perf_counter() - started
+            bar.close()
+            val_loss, val_accuracy = evaluate(model, dataset, val_idx)
+            record = {"epoch": epoch, "loss": progress.loss_sum / progress.positions,
+                      "accuracy": progress.correct / progress.positions, "val_loss": val_loss,
+                      "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started,
+                      "ms_per_step": 1000 * train_seconds / max(1, steps_run)}
+            progress = Progress(epoch=epoch, epoch_rng_state=shuffle_rng.bit_generator.state,
+                                best_val_loss=progress.best_val_loss, history=[*progress.history, record])
+            write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in progress.history))
+            print(f"Epoch {epoch}/{args.epochs} - {record['seconds']:.1f}s {record['ms_per_step']:.0f}ms/step - "
+                  f"loss: {record['loss']:.4f} - accuracy: {record['accuracy']:.4f} - val_loss: {val_loss:.4f} - "
+                  f"val_accuracy: {val_accuracy:.4f}", flush=True)
+            extra = {"training": {"args": args_record(args), "progress": asdict(progress)}, "metrics": record}
+            if val_loss < progress.best_val_loss:
+                progress.best_val_loss = val_loss
+                extra["training"]["progress"] = asdict(progress)
+                save_checkpoint(out / "best", model, optimizer, extra)
+            save_latest()
+    if first_epoch > args.epochs:
+        print("Nothing to train: the run already has all its epochs (pass a larger --epochs to go on)")
+    save_checkpoint(out / "final", model, optimizer,
+                    {"training": {"args": args_record(args), "progress": asdict(progress)}})
+    if progress.history and plot_history(progress.history, out / "history.png"):
+        print(f"Wrote {out / 'history.png'}")
+    print(f"Checkpoints: {out / 'final'} (last epoch), {out / 'best'} (lowest val_loss "
+          f"{progress.best_val_loss:.4f}); resume or extend with --resume {out}")
     n = min(args.num_decodes, len(train_idx))
     if n > 0:
         inputs = dataset.input_texts[:n]

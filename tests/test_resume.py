@@ -1,0 +1,142 @@
+"""Training that survives being killed: SIGKILL at random moments (and inside checkpoint writes) then --resume
+ends bit-identical to an uninterrupted run; SIGINT checkpoints and exits 130; NaN keeps the last checkpoint."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minilstm.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = ["--num-samples", "2000", "--epochs", "3", "--batch-size", "32", "--latent-dim", "128", "--num-decodes", "2",
+       "--learning-rate", "0.003", "--seed", "7", "--progress", "never"]
+
+
+def start(*args):
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-m", "minilstm.train", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def weights(checkpoint_dir):
+    return {k: v.tobytes() for k, v in load_checkpoint(checkpoint_dir).model.get_weights().items()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    started = time.monotonic()
+    proc = start(*RUN, "--out", out)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    return out, time.monotonic() - started
+
+
+def has_checkpoint(out: Path) -> bool:
+    return (out / "latest").exists() or any(out.glob(".latest.old-*"))
+
+
+def test_killed_at_random_moments_resumes_bit_identical(reference, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    rng = random.Random(1234)
+    kills = during_write = 0
+    finished = False
+    for attempt in range(12):  # kill attempts; each resumes from what the previous one left
+        args = ["--resume", out] if has_checkpoint(out) else [*RUN, "--out", out]
+        proc = start(*args, "--checkpoint-every", 2)
+        if attempt % 2 == 0:
+            # Kill inside a checkpoint write: the moment its temporary directory appears.
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                if any(out.glob(".latest.tmp-*")) or any(out.glob(".best.tmp-*")):
+                    proc.kill()
+                    break
+                time.sleep(0.0005)
+        else:
+            time.sleep(rng.uniform(0.3, 3.0))  # anywhere: start-up, a step, validation, a write
+            proc.kill()
+        _, stderr = proc.communicate(timeout=300)
+        if proc.returncode == 0:
+            finished = True
+            break
+        assert proc.returncode == -signal.SIGKILL, stderr
+        kills += 1
+        during_write += attempt % 2 == 0
+        if kills >= 6:
+            break
+    if not finished:
+        proc = start("--resume", out)
+        _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, "never finished"
+    assert kills >= 4 and during_write >= 2, (kills, during_write)
+    assert weights(out / "final") == weights(ref_out / "final")
+    assert (out / "history.jsonl").read_text().count("\n") == 3
+    ref_history = [line.split('"seconds"')[0] for line in (ref_out / "history.jsonl").read_text().splitlines()]
+    history = [line.split('"seconds"')[0] for line in (out / "history.jsonl").read_text().splitlines()]
+    assert history == ref_history, "the resumed run's losses differ"
+    assert not list(out.glob(".*.tmp-*")) and not list(out.glob(".*.old-*")), "leftovers"
+
+
+def test_sigint_checkpoints_exits_130_and_resumes_identically(reference, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    proc = start(*RUN, "--out", out)
+    deadline = time.monotonic() + 120
+    while not (out / "latest").exists() and time.monotonic() < deadline:  # first epoch done
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and f"--resume {out}" in stderr
+    resumed = start("--resume", out)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    assert weights(out / "final") == weights(ref_out / "final")
+
+
+def test_sigterm_exits_143(tmp_path):
+    out = tmp_path / "run"
+    proc = start(*RUN, "--out", out, "--epochs", "50")
+    deadline = time.monotonic() + 120
+    while not (out / "latest").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert load_checkpoint(out / "latest").config["training"]["progress"]["epoch"] >= 1
+
+
+def test_resume_refuses_contradicting_flags_and_extends_epochs(reference, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "copy"
+    proc = start(*RUN, "--out", out, "--epochs", "1")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    bad = start("--resume", out, "--batch-size", "16")
+    _, stderr = bad.communicate(timeout=120)
+    assert bad.returncode == 2 and "--batch-size 16 contradicts" in stderr and "Traceback" not in stderr
+    missing = start("--resume", tmp_path / "nowhere")
+    _, stderr = missing.communicate(timeout=120)
+    assert missing.returncode == 2 and "Traceback" not in stderr
+    more = start("--resume", out, "--epochs", "3")  # same total as the reference: same weights
+    _, stderr = more.communicate(timeout=300)
+    assert more.returncode == 0, stderr
+    assert weights(out / "final") == weights(ref_out / "final")
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    proc = start("--num-samples", "128", "--epochs", "2", "--batch-size", "32", "--latent-dim", "8",
+                 "--learning-rate", "1e38", "--checkpoint-every", "1", "--out", out)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "diverged" in stderr and "Traceback" not in stderr
+    checkpoint = load_checkpoint(out / "latest")
+    assert all(np.isfinite(w).all() for w in checkpoint.model.get_weights().values())

@@ -25,6 +25,7 @@ class Backend:
     name = "numpy"
     xp = np
     workers = 1
+    cheap_sync = True  # reading a result back costs nothing (CPU); False on a GPU, where it waits for the device
 
     def asarray(self, array, dtype=None):
         """Host (numpy) array -> device array."""
@@ -152,7 +153,13 @@ class NumbaBackend(Backend):
         self.kernels.rmsprop_update(params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt)
 
 
-BACKENDS = {"numpy": NumpyBackend, "numba": NumbaBackend}
+def _cupy_backend():
+    from .cupy_backend import CupyBackend  # imported on demand: CuPy is an optional extra
+
+    return CupyBackend()
+
+
+BACKENDS = {"numpy": NumpyBackend, "numba": NumbaBackend, "cupy": _cupy_backend}
 
 
 def available_backends() -> list[str]:
@@ -160,7 +167,14 @@ def available_backends() -> list[str]:
 
 
 def default_backend_name() -> str:
-    """``numba`` where it imports (the fast CPU path), else ``numpy``."""
+    """``cupy`` where CuPy sees a CUDA GPU, else ``numba`` where it imports (the fast CPU path), else ``numpy``."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return "cupy"
+    except Exception:  # noqa: BLE001, S110 - not installed, no driver, no device: all mean "not this one"
+        pass
     try:
         import numba  # noqa: F401
     except ImportError:

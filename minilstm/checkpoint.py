@@ -53,8 +53,10 @@ def _write_file(path: Path, write):
 
 def _moved_aside(path: Path) -> Path | None:
     """The previous version of ``path`` that a killed ``save_checkpoint`` had moved aside, if any."""
-    candidates = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    return candidates[-1] if candidates and (candidates[-1] / CONFIG_FILE).is_file() else None
+    # Only a complete one: a version whose deletion was cut short is missing files (and has the newest mtime).
+    complete = [p for p in path.parent.glob(f".{path.name}.old-*") if all(
+        (p / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE))]
+    return max(complete, key=lambda p: p.stat().st_mtime) if complete else None
 
 
 def recover_checkpoint(path) -> Path:

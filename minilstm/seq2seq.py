@@ -195,7 +195,7 @@ class Seq2Seq:
     def loss_and_grads(self, encoder_input_ids, decoder_input_ids, decoder_target_ids):
         """Mean loss and accuracy of the batch as Python floats; every gradient in ``self.grads``."""
         loss_sum, n_correct = self.forward_backward(encoder_input_ids, decoder_input_ids, decoder_target_ids)
-        positions = np.asarray(decoder_target_ids).size
+        positions = np.size(decoder_target_ids)
         return float(loss_sum) / positions, float(n_correct) / positions
 
     # -- greedy decoding -----------------------------------------------------------------------------------------

@@ -103,6 +103,9 @@ def parse_args(argv):
     latest = args.resume / "latest"
     if not args.resume.is_dir():
         raise MinilstmError(f"cannot resume: {args.resume} is not a directory (pass the --out of an earlier run)")
+    if not latest.exists() and not any(args.resume.glob(".latest.old-*")):
+        raise MinilstmError(f"nothing to resume in {args.resume}: it has no checkpoint yet (the run stopped before "
+                            "its first one); start it again without --resume")
     checkpoint = load_checkpoint(latest, backend="numpy")
     stored = checkpoint.config.get("training", {}).get("args")
     if stored is None or "progress" not in checkpoint.config.get("training", {}):
@@ -151,14 +154,19 @@ class ProgressBar:
 
     def __init__(self, total: int, enabled: bool, width: int = 30):
         self.total, self.enabled, self.width = total, enabled, width
-        self.start = time.perf_counter()
+        self.start = self.last_draw = time.perf_counter()
+
+    def due(self) -> bool:
+        """Time to redraw (at most 5 times a second, and never when disabled)."""
+        return self.enabled and time.perf_counter() - self.last_draw > 0.2
 
     def update(self, done: int, loss: float, accuracy: float):
         if not self.enabled:
             return
         filled = self.width * done // self.total
         bar = "=" * max(filled - 1, 0) + (">" if done < self.total else "=") + "." * (self.width - filled)
-        elapsed = time.perf_counter() - self.start
+        self.last_draw = time.perf_counter()
+        elapsed = self.last_draw - self.start
         eta = elapsed / done * (self.total - done)
         sys.stderr.write(f"\r{done:>{len(str(self.total))}}/{self.total} [{bar[: self.width]}] - ETA: {eta:4.0f}s"
                          f" - loss: {loss:.4f} - accuracy: {accuracy:.4f}")
@@ -206,18 +214,39 @@ def check_finite(model: Seq2Seq, loss: float | None, epoch: int, step: int):
         raise MinilstmError(f"{where}: {what} {bad} {'hold' if loss is None else 'holds'} NaN or Inf; {advice}")
 
 
-def evaluate(model: Seq2Seq, dataset: Dataset, indices, batch_size: int = 256) -> tuple[float, float]:
-    """Loss and accuracy over ``indices``, every position counted, as Keras's val_loss / val_accuracy."""
+def evaluate(model: Seq2Seq, device_ids, indices, max_decoder_len: int, batch_size: int = 256):
+    """Loss and accuracy over ``indices`` (a device array), every position counted, as Keras's val_loss /
+    val_accuracy. ``device_ids``: the dataset's three id arrays on the model's device. One read-back at the end."""
     loss_sum = correct = 0.0
     for start in range(0, len(indices), batch_size):
-        idx = indices[start : start + batch_size]
-        batch_loss, batch_correct = model.forward_backward(dataset.encoder_input_ids[idx],
-                                                           dataset.decoder_input_ids[idx],
-                                                           dataset.decoder_target_ids[idx], compute_grads=False)
-        loss_sum += float(batch_loss)
-        correct += float(batch_correct)
-    positions = len(indices) * dataset.max_decoder_len
-    return loss_sum / positions, correct / positions
+        rows = indices[start : start + batch_size]
+        batch_loss, batch_correct = model.forward_backward(*(a[rows] for a in device_ids), compute_grads=False)
+        loss_sum = loss_sum + batch_loss
+        correct = correct + batch_correct
+    positions = len(indices) * max_decoder_len
+    return float(loss_sum) / positions, float(correct) / positions
+
+
+class PendingMetrics:
+    """The training steps' losses and hits, kept where the backend computed them until they are read. Reading a
+    GPU value waits for the GPU, so there they are read in bulk (progress bar refresh, checkpoint, epoch end); on the
+    CPU reading is free and happens every step, which lets the NaN check name the exact step and tensor."""
+
+    def __init__(self):
+        self.steps = []
+
+    def add(self, epoch, step, loss, correct, positions):
+        self.steps.append((epoch, step, loss, correct, positions))
+
+    def flush(self, progress: "Progress", model: Seq2Seq):
+        for epoch, step, loss, correct, positions in self.steps:
+            check_finite(model, float(loss) / positions, epoch, step)
+            progress.loss_sum += float(loss)
+            progress.correct += float(correct)
+            progress.positions += positions
+        if self.steps:
+            check_finite(model, None, *self.steps[-1][:2])
+        self.steps.clear()
 
 
 def write_text_atomic(path: Path, text: str):
@@ -305,31 +334,37 @@ def main(argv=None) -> int:
                         {"training": {"args": args_record(args), "progress": asdict(progress)}})
 
     first_epoch = progress.epoch + 1
+    device_ids = tuple(backend.asarray(a) for a in (dataset.encoder_input_ids, dataset.decoder_input_ids,
+                                                     dataset.decoder_target_ids))  # uploaded once
+    val_rows = backend.asarray(val_idx)
+    pending = PendingMetrics()
     with StopSignals() as signals:
         for epoch in range(first_epoch, args.epochs + 1):
             if progress.step == 0:
                 progress.epoch_rng_state = shuffle_rng.bit_generator.state
             batches = list(iterate_batches(train_idx, args.batch_size, shuffle_rng))
+            order = backend.asarray(np.concatenate(batches))  # this epoch's order, uploaded once
             bar = ProgressBar(steps_per_epoch, show_progress)
             started = time.perf_counter()
-            steps_run = 0
+            steps_run = offset = 0
             for step, idx in enumerate(batches, start=1):
+                rows = order[offset : offset + len(idx)]
+                offset += len(idx)
                 if step <= progress.step:
                     continue  # done before the resume
                 steps_run += 1
-                batch_loss, batch_correct = model.forward_backward(dataset.encoder_input_ids[idx],
-                                                                   dataset.decoder_input_ids[idx],
-                                                                   dataset.decoder_target_ids[idx])
+                batch_loss, batch_correct = model.forward_backward(*(a[rows] for a in device_ids))
                 batch_positions = len(idx) * dataset.max_decoder_len
-                check_finite(model, float(batch_loss) / batch_positions, epoch, step)
+                if backend.cheap_sync:  # check before the update: a NaN gradient never reaches the weights
+                    check_finite(model, float(batch_loss) / batch_positions, epoch, step)
                 optimizer.step(model.params.flat, model.grads.flat)
-                check_finite(model, None, epoch, step)
                 progress.step = step
-                progress.loss_sum += float(batch_loss)
-                progress.correct += float(batch_correct)
-                progress.positions += batch_positions
-                bar.update(step, progress.loss_sum / progress.positions, progress.correct / progress.positions)
+                pending.add(epoch, step, batch_loss, batch_correct, batch_positions)
+                if backend.cheap_sync or bar.due():
+                    pending.flush(progress, model)
+                    bar.update(step, progress.loss_sum / progress.positions, progress.correct / progress.positions)
                 if signals.received is not None:
+                    pending.flush(progress, model)
                     bar.close()
                     save_latest()
                     name = signal.Signals(signals.received).name
@@ -338,11 +373,13 @@ def main(argv=None) -> int:
                     return EXIT_INTERRUPTED if signals.received == signal.SIGINT else EXIT_TERMINATED
                 if args.checkpoint_every and optimizer.iterations % args.checkpoint_every == 0 \
                         and step < len(batches):
+                    pending.flush(progress, model)
                     save_latest()
+            pending.flush(progress, model)
             backend.synchronize()
             train_seconds = time.perf_counter() - started
             bar.close()
-            val_loss, val_accuracy = evaluate(model, dataset, val_idx)
+            val_loss, val_accuracy = evaluate(model, device_ids, val_rows, dataset.max_decoder_len)
             record = {"epoch": epoch, "loss": progress.loss_sum / progress.positions,
                       "accuracy": progress.correct / progress.positions, "val_loss": val_loss,
                       "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started,

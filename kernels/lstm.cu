@@ -1,0 +1,197 @@
+// minilstm's CUDA kernels for the CuPy backend (minilstm/cupy_backend.py). Each has a float32 and a float64
+// instantiation (suffix _f32 / _f64) and is checked against the NumPy float64 reference in tests/test_cupy_backend.py.
+// The math is the one written out in minilstm/lstm.py and minilstm/layers.py; gate order i, f, c~, o (Keras).
+// Launch shapes: one thread per element for the pointwise kernels; one block per row for softmax cross-entropy.
+
+#define MINILSTM_DEVICE __device__ __forceinline__
+
+MINILSTM_DEVICE float sigmoid_(float x) { return 1.0f / (1.0f + expf(-x)); }
+MINILSTM_DEVICE double sigmoid_(double x) { return 1.0 / (1.0 + exp(-x)); }
+MINILSTM_DEVICE float tanh_(float x) { return tanhf(x); }
+MINILSTM_DEVICE double tanh_(double x) { return tanh(x); }
+MINILSTM_DEVICE float exp_(float x) { return expf(x); }
+MINILSTM_DEVICE double exp_(double x) { return exp(x); }
+
+// gates (B, 4H) holds x @ kernel + bias on entry and the activated gates on exit; z_recurrent = h_prev @ U.
+template <typename T>
+MINILSTM_DEVICE void lstm_cell_forward(T* gates, const T* z_recurrent, const T* c_prev, T* c, T* h, int batch,
+                                       int units) {
+    const long long n = (long long)batch * units;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long b = e / units, j = e % units, row = b * 4LL * units;
+        T* g = gates + row;
+        const T* zr = z_recurrent + row;
+        const T i = sigmoid_(g[j] + zr[j]);
+        const T f = sigmoid_(g[units + j] + zr[units + j]);
+        const T cc = tanh_(g[2 * units + j] + zr[2 * units + j]);
+        const T o = sigmoid_(g[3 * units + j] + zr[3 * units + j]);
+        g[j] = i;
+        g[units + j] = f;
+        g[2 * units + j] = cc;
+        g[3 * units + j] = o;
+        const T c_new = f * c_prev[e] + i * cc;
+        c[e] = c_new;
+        h[e] = o * tanh_(c_new);
+    }
+}
+
+// dh = dh_recurrent (+ dh_output unless null); writes dz (B, 4H) and dc_prev (may alias dc).
+template <typename T>
+MINILSTM_DEVICE void lstm_cell_backward(const T* gates, const T* c_prev, const T* c, const T* dh_recurrent,
+                                        const T* dh_output, const T* dc, T* dz, T* dc_prev, int batch, int units) {
+    const long long n = (long long)batch * units;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long b = e / units, j = e % units, row = b * 4LL * units;
+        const T* g = gates + row;
+        T* d = dz + row;
+        const T i = g[j], f = g[units + j], cc = g[2 * units + j], o = g[3 * units + j];
+        const T dh = dh_output ? dh_recurrent[e] + dh_output[e] : dh_recurrent[e];
+        const T tanh_c = tanh_(c[e]);
+        const T dc_total = dc[e] + dh * o * (T(1) - tanh_c * tanh_c);
+        d[j] = dc_total * cc * i * (T(1) - i);
+        d[units + j] = dc_total * c_prev[e] * f * (T(1) - f);
+        d[2 * units + j] = dc_total * i * (T(1) - cc * cc);
+        d[3 * units + j] = dh * tanh_c * o * (T(1) - o);
+        dc_prev[e] = dc_total * f;
+    }
+}
+
+// out[n, :] = table[ids[n], :] + bias: the one-hot input projection as a gather.
+template <typename T>
+MINILSTM_DEVICE void gather_rows_add(const T* table, const long long* ids, const T* bias, T* out, long long rows,
+                                     int width) {
+    const long long n = rows * width;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long r = e / width, k = e % width;
+        out[e] = table[ids[r] * width + k] + bias[k];
+    }
+}
+
+// out[v, :] += sum of values[order[s], :] for s in [seg_start[v], seg_start[v + 1]): the scatter-add of the
+// one-hot gradient, with the rows grouped by id beforehand (order = a stable argsort of ids) so that every sum is
+// taken in a fixed order: deterministic, no atomics. Grid: (vocab, ceil(width / blockDim.x)).
+template <typename T>
+MINILSTM_DEVICE void scatter_add_sorted(T* out, const long long* order, const long long* seg_start, const T* values,
+                                        int width) {
+    const int v = blockIdx.x;
+    const int k = blockIdx.y * blockDim.x + threadIdx.x;
+    if (k >= width) return;
+    T sum = T(0);
+    for (long long s = seg_start[v]; s < seg_start[v + 1]; ++s) sum += values[order[s] * width + k];
+    out[(long long)v * width + k] += sum;
+}
+
+// One block per row: stable log-softmax, the row's loss -log p[target] and argmax hit (written per row, summed
+// later in a fixed order), and d_logits = (softmax - onehot) * grad_scale. Ties in the argmax go to the lowest
+// index, as numpy's argmax. blockDim.x must be a power of two, 2 to 1024.
+template <typename T>
+MINILSTM_DEVICE void softmax_cross_entropy(const T* logits, const long long* targets, double grad_scale, T* d_logits,
+                                           double* row_loss, int* row_hit, int vocab) {
+    extern __shared__ unsigned char shared_bytes[];  // blockDim.x * (sizeof(T) + sizeof(int) + sizeof(double))
+    T* best_value = reinterpret_cast<T*>(shared_bytes);
+    int* best_index = reinterpret_cast<int*>(best_value + blockDim.x);
+    double* partial = reinterpret_cast<double*>(best_index + blockDim.x);  // 8-aligned: blockDim.x even
+    const long long r = blockIdx.x;
+    const T* z = logits + r * vocab;
+    T* d = d_logits + r * vocab;
+    const int t = threadIdx.x;
+
+    T top = z[0];
+    int top_index = -1;  // -1: this thread saw no element
+    for (int k = t; k < vocab; k += blockDim.x) {
+        if (top_index < 0 || z[k] > top) {  // k grows, so a tie keeps the lower index
+            top = z[k];
+            top_index = k;
+        }
+    }
+    best_value[t] = top;
+    best_index[t] = top_index;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (t < stride) {
+            const T other = best_value[t + stride];
+            const int other_index = best_index[t + stride];
+            if (other_index >= 0 && (best_index[t] < 0 || other > best_value[t] ||
+                                     (other == best_value[t] && other_index < best_index[t]))) {
+                best_value[t] = other;
+                best_index[t] = other_index;
+            }
+        }
+        __syncthreads();
+    }
+    const T row_max = best_value[0];
+    const int argmax = best_index[0];
+
+    double sum = 0.0;
+    for (int k = t; k < vocab; k += blockDim.x) {
+        const T e = exp_(z[k] - row_max);
+        d[k] = e;
+        sum += (double)e;
+    }
+    partial[t] = sum;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (t < stride) partial[t] += partial[t + stride];
+        __syncthreads();
+    }
+    const double total = partial[0];
+    const long long target = targets[r];
+    for (int k = t; k < vocab; k += blockDim.x) {
+        const double p = (double)d[k] / total;
+        d[k] = (T)((k == target ? p - 1.0 : p) * grad_scale);
+    }
+    if (t == 0) {
+        row_loss[r] = log(total) - (double)(z[target] - row_max);
+        row_hit[r] = argmax == target;
+    }
+}
+
+// One RMSprop step over the flat parameter buffer (minilstm/optim.py).
+template <typename T>
+MINILSTM_DEVICE void rmsprop_update(T* params, const T* grads, T* velocity, long long n, double learning_rate,
+                                    double rho, double epsilon, int epsilon_inside_sqrt) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        const T g = grads[e];
+        const T v = (T)rho * velocity[e] + (T)(1.0 - rho) * g * g;
+        velocity[e] = v;
+        const T denom = epsilon_inside_sqrt ? sqrt(v + (T)epsilon) : sqrt(v) + (T)epsilon;
+        params[e] -= (T)learning_rate * g / denom;
+    }
+}
+
+#define MINILSTM_INSTANTIATE(T, SUFFIX)                                                                            \
+    extern "C" __global__ void lstm_cell_forward_##SUFFIX(T* gates, const T* z_recurrent, const T* c_prev, T* c,  \
+                                                          T* h, int batch, int units) {                          \
+        lstm_cell_forward<T>(gates, z_recurrent, c_prev, c, h, batch, units);                                     \
+    }                                                                                                              \
+    extern "C" __global__ void lstm_cell_backward_##SUFFIX(const T* gates, const T* c_prev, const T* c,           \
+                                                           const T* dh_recurrent, const T* dh_output, const T* dc, \
+                                                           T* dz, T* dc_prev, int batch, int units) {             \
+        lstm_cell_backward<T>(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev, batch, units);          \
+    }                                                                                                              \
+    extern "C" __global__ void gather_rows_add_##SUFFIX(const T* table, const long long* ids, const T* bias,      \
+                                                        T* out, long long rows, int width) {                     \
+        gather_rows_add<T>(table, ids, bias, out, rows, width);                                                   \
+    }                                                                                                              \
+    extern "C" __global__ void scatter_add_sorted_##SUFFIX(T* out, const long long* order,                        \
+                                                           const long long* seg_start, const T* values,           \
+                                                           int width) {                                           \
+        scatter_add_sorted<T>(out, order, seg_start, values, width);                                              \
+    }                                                                                                              \
+    extern "C" __global__ void softmax_cross_entropy_##SUFFIX(const T* logits, const long long* targets,          \
+                                                              double grad_scale, T* d_logits, double* row_loss,   \
+                                                              int* row_hit, int vocab) {                          \
+        softmax_cross_entropy<T>(logits, targets, grad_scale, d_logits, row_loss, row_hit, vocab);                \
+    }                                                                                                              \
+    extern "C" __global__ void rmsprop_update_##SUFFIX(T* params, const T* grads, T* velocity, long long n,       \
+                                                       double learning_rate, double rho, double epsilon,          \
+                                                       int epsilon_inside_sqrt) {                                 \
+        rmsprop_update<T>(params, grads, velocity, n, learning_rate, rho, epsilon, epsilon_inside_sqrt);          \
+    }
+
+MINILSTM_INSTANTIATE(float, f32)
+MINILSTM_INSTANTIATE(double, f64)

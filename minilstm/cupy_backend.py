@@ -1,0 +1,148 @@
+"""The GPU backend: CuPy arrays, cuBLAS GEMMs, and our own CUDA kernels from ``kernels/lstm.cu``.
+
+This is the per-time-step design (DESIGN.md §3, step 1): one cuBLAS GEMM and one fused cell kernel per time step,
+weight gradients as one GEMM over all steps, deterministic scatter-add (no atomics, so runs repeat bit for bit),
+fused softmax cross-entropy and a single fused RMSprop launch over the flat parameter buffer. It is the reference
+for the faster persistent-kernel design that is still to come.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from .backend import Backend
+from .errors import MinilstmError
+
+INSTALL_HINT = "pip install 'minilstm[cuda13]' (CUDA 13) or 'minilstm[cuda12]' (CUDA 12), or use --backend numba"
+THREADS = 256
+
+
+def kernel_dir() -> Path:
+    """Where the ``.cu`` sources are: inside the installed package (wheel or editable install) or, in a source
+    checkout, the top-level ``kernels/`` folder."""
+    try:
+        from importlib.resources import files
+
+        installed = files("minilstm.kernels")
+        if installed.joinpath("lstm.cu").is_file():
+            return Path(str(installed))
+    except ModuleNotFoundError:
+        pass
+    checkout = Path(__file__).resolve().parent.parent / "kernels"
+    if (checkout / "lstm.cu").is_file():
+        return checkout
+    raise MinilstmError("the CUDA kernel sources (kernels/lstm.cu) are missing from this installation; reinstall "
+                        "minilstm")
+
+
+def _grid(n: int) -> tuple[int]:
+    return (max(1, min((n + THREADS - 1) // THREADS, 65535)),)
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+    cheap_sync = False
+
+    def __init__(self):
+        try:
+            import cupy
+        except ImportError as e:
+            raise MinilstmError(f"the cupy backend needs CuPy, which is not installed ({e}): {INSTALL_HINT}") from None
+        try:
+            devices = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:  # noqa: BLE001 - CUDARuntimeError, or a driver/library mismatch
+            raise MinilstmError(f"the cupy backend found no usable CUDA GPU ({str(e).splitlines()[0]}); use "
+                                "--backend numba") from None
+        if devices == 0:
+            raise MinilstmError("the cupy backend found no CUDA GPU; use --backend numba")
+        self.xp = cupy
+        source = (kernel_dir() / "lstm.cu").read_text(encoding="utf-8")
+        self.module = cupy.RawModule(code=source, options=("--std=c++17",))
+        self._kernels = {}
+
+    def _kernel(self, name: str, dtype):
+        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
+        key = f"{name}_{suffix}"
+        if key not in self._kernels:
+            self._kernels[key] = self.module.get_function(key)
+        return self._kernels[key]
+
+    def asarray(self, array, dtype=None):
+        return self.xp.asarray(array, dtype=dtype)
+
+    def to_numpy(self, array) -> np.ndarray:
+        return self.xp.asnumpy(array)
+
+    def synchronize(self):
+        self.xp.cuda.get_current_stream().synchronize()
+
+    def describe(self) -> str:
+        props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+        return f"cupy ({props['name'].decode() if isinstance(props['name'], bytes) else props['name']})"
+
+    @staticmethod
+    def _contiguous(*arrays):
+        for a in arrays:
+            if a is not None and not a.flags.c_contiguous:
+                raise ValueError("the CUDA kernels take C-contiguous arrays")
+
+    def lstm_cell_forward(self, gates, z_recurrent, c_prev, c, h):
+        self._contiguous(gates, z_recurrent, c_prev, c, h)
+        batch, units = c_prev.shape
+        self._kernel("lstm_cell_forward", gates.dtype)(
+            _grid(batch * units), (THREADS,), (gates, z_recurrent, c_prev, c, h, np.int32(batch), np.int32(units)))
+
+    def lstm_cell_backward(self, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev):
+        self._contiguous(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev)
+        batch, units = c.shape
+        null = np.uint64(0)  # dh_output absent: a null pointer (the encoder's outputs are unused)
+        self._kernel("lstm_cell_backward", gates.dtype)(
+            _grid(batch * units), (THREADS,),
+            (gates, c_prev, c, dh_recurrent, null if dh_output is None else dh_output, dc, dz, dc_prev,
+             np.int32(batch), np.int32(units)))
+
+    def gather_rows_add(self, table, ids, bias, out=None):
+        cp = self.xp
+        width = table.shape[1]
+        flat_ids = cp.ascontiguousarray(ids.reshape(-1), dtype=cp.int64)
+        if out is None:
+            out = cp.empty(ids.shape + (width,), dtype=table.dtype)
+        self._contiguous(table, bias, out)
+        self._kernel("gather_rows_add", table.dtype)(
+            _grid(flat_ids.size * width), (THREADS,),
+            (table, flat_ids, bias, out, np.int64(flat_ids.size), np.int32(width)))
+        return out
+
+    def scatter_add_rows(self, out, ids, values):
+        cp = self.xp
+        vocab, width = out.shape
+        flat_ids = cp.ascontiguousarray(ids.reshape(-1), dtype=cp.int64)
+        order = cp.argsort(flat_ids).astype(cp.int64)  # rows grouped by id, so each sum has a fixed order
+        seg_start = cp.zeros(vocab + 1, dtype=cp.int64)
+        seg_start[1:] = cp.cumsum(cp.bincount(flat_ids, minlength=vocab))
+        self._contiguous(out, values)
+        self._kernel("scatter_add_sorted", out.dtype)(
+            (vocab, (width + THREADS - 1) // THREADS), (THREADS,), (out, order, seg_start, values, np.int32(width)))
+
+    def softmax_cross_entropy(self, logits, target_ids, grad_scale):
+        cp = self.xp
+        rows, vocab = logits.shape
+        self._contiguous(logits)
+        targets = cp.ascontiguousarray(target_ids, dtype=cp.int64)
+        d_logits = cp.empty_like(logits)
+        row_loss = cp.empty(rows, dtype=cp.float64)
+        row_hit = cp.empty(rows, dtype=cp.int32)
+        threads = 128 if vocab <= 128 else 256
+        shared = threads * (logits.dtype.itemsize + 4 + 8)
+        self._kernel("softmax_cross_entropy", logits.dtype)(
+            (rows,), (threads,),
+            (logits, targets, np.float64(grad_scale), d_logits, row_loss, row_hit, np.int32(vocab)),
+            shared_mem=shared)
+        return row_loss.sum(), row_hit.sum(), d_logits
+
+    def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt):
+        self._contiguous(params, grads, velocity)
+        self._kernel("rmsprop_update", params.dtype)(
+            _grid(params.size), (THREADS,),
+            (params, grads, velocity, np.int64(params.size), np.float64(learning_rate), np.float64(rho),
+             np.float64(epsilon), np.int32(bool(epsilon_inside_sqrt))))

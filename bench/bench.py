@@ -219,6 +219,8 @@ def main(argv=None):
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path)
     p.add_argument("--cases", default="train_step,epoch,decode,sweep")
+    p.add_argument("--checkpoint", type=Path, help="decode with these trained weights (default: untrained ones, "
+                   "which rarely emit the end character, so every sentence runs to the length limit)")
     args = p.parse_args(argv)
     cases = set(args.cases.split(","))
     dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
@@ -262,6 +264,12 @@ def main(argv=None):
             seconds = time_epoch(c, dataset, train_idx, val_idx, 64)
             record("epoch", c.name, c.device, 64, 256, seconds, 1)
     if "decode" in cases:
+        if args.checkpoint:
+            from minilstm.checkpoint import load_checkpoint
+
+            trained = load_checkpoint(args.checkpoint).model.get_weights()
+            for c in contestants:
+                (c.model.set_weights if isinstance(c, MinilstmContestant) else c.model.load_keras_weights)(trained)
         texts = [dataset.input_texts[k] for k in val_idx]
         if args.quick:
             texts = texts[:100]
@@ -272,7 +280,8 @@ def main(argv=None):
             start = time.perf_counter()
             batched = c.decode(texts, 512)
             c.synchronize()
-            record("decode_batched", c.name, c.device, len(texts), 256, time.perf_counter() - start, 1)
+            record("decode_batched", c.name, c.device, len(texts), 256, time.perf_counter() - start, 1,
+                   checkpoint=str(args.checkpoint) if args.checkpoint else None)
             start = time.perf_counter()
             one_by_one = [c.decode([t], 1)[0] for t in texts]
             c.synchronize()

@@ -20,6 +20,19 @@ class TorchSeq2Seq:
         self.params = [*self.encoder.parameters(), *self.decoder.parameters(), *self.dense.parameters()]
         self.optimizer = torch.optim.RMSprop(self.params, lr=0.001, alpha=0.9, eps=1e-7)
 
+    def load_keras_weights(self, weights: dict):
+        """Weights in minilstm's (Keras) layout -> PyTorch's (transposed, gate order i, f, g, o = i, f, c, o; the
+        second LSTM bias zero)."""
+        t = self.torch
+        with t.no_grad():
+            for name, layer in (("encoder", self.encoder), ("decoder", self.decoder)):
+                layer.weight_ih_l0.copy_(t.from_numpy(weights[f"{name}.kernel"].T.copy()))
+                layer.weight_hh_l0.copy_(t.from_numpy(weights[f"{name}.recurrent_kernel"].T.copy()))
+                layer.bias_ih_l0.copy_(t.from_numpy(weights[f"{name}.bias"]))
+                layer.bias_hh_l0.zero_()
+            self.dense.weight.copy_(t.from_numpy(weights["dense.kernel"].T.copy()))
+            self.dense.bias.copy_(t.from_numpy(weights["dense.bias"]))
+
     def upload(self, encoder_ids, decoder_input_ids, decoder_target_ids):
         """Batch-major id arrays -> time-major tensors on the device (one-hot inputs, as the example feeds)."""
         t = self.torch

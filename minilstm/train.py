@@ -55,7 +55,7 @@ def _validation_split(text: str) -> float:
 
 
 # Settings a resumed run may change; every other flag must agree with the stored run (or be left out).
-CHANGEABLE_ON_RESUME = {"epochs", "progress", "num_decodes", "checkpoint_every", "backend", "resume"}
+CHANGEABLE_ON_RESUME = {"epochs", "progress", "num_decodes", "checkpoint_every", "backend", "resume", "patience"}
 
 
 def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
@@ -85,6 +85,8 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=default(Path("runs/seq2seq")), help="output directory")
     p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                    help="also write latest/ every N training steps (it is always written after each epoch)")
+    p.add_argument("--patience", type=positive_int, default=None, metavar="N",
+                   help="stop early once val_loss has not improved for N epochs (the example over-fits after ~25)")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the run whose --out was DIR, with its stored settings")
     p.add_argument("--num-decodes", type=int, default=default(20),
@@ -129,7 +131,7 @@ def parse_args(argv):
         setattr(resumed, name, getattr(args, name))
     resumed.resume = args.resume
     resumed.backend = backend
-    for name in ("checkpoint_every", "num_decodes", "progress"):
+    for name in ("checkpoint_every", "num_decodes", "progress", "patience"):
         if not hasattr(resumed, name):
             setattr(resumed, name, getattr(args, name))
     return resumed, checkpoint
@@ -285,7 +287,7 @@ def plot_history(history: list[dict], path: Path) -> bool:
 
 
 def args_record(args) -> dict:
-    skip = {"resume", "progress", "num_decodes", "checkpoint_every"}
+    skip = {"resume", "progress", "num_decodes", "checkpoint_every", "patience"}
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip}
 
 
@@ -396,6 +398,11 @@ def main(argv=None) -> int:
                 extra["training"]["progress"] = asdict(progress)
                 save_checkpoint(out / "best", model, optimizer, extra)
             save_latest()
+            best_epoch = min(progress.history, key=lambda h: h["val_loss"])["epoch"]
+            if args.patience and epoch - best_epoch >= args.patience:
+                print(f"Early stop: val_loss has not improved for {args.patience} epochs (best "
+                      f"{progress.best_val_loss:.4f} at epoch {best_epoch})", flush=True)
+                break
     if first_epoch > args.epochs:
         print("Nothing to train: the run already has all its epochs (pass a larger --epochs to go on)")
     save_checkpoint(out / "final", model, optimizer,

@@ -136,3 +136,43 @@ def test_train_data_flag_reads_a_three_column_file(tmp_path):
                  "--num-decodes", 2, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("Decoded sentence:") == 2
+
+
+def test_evaluate(trained, tmp_path):
+    out, _ = trained
+    report = tmp_path / "eval.json"
+    result = run("evaluate", out / "best", "--json", report, "--examples", 3)
+    assert result.returncode == 0, result.stderr
+    assert "accuracy over real characters" in result.stdout and "64 validation pairs" in result.stdout
+    metrics = json.loads(report.read_text())["metrics"]
+    assert metrics["pairs"] == 64 and metrics["skipped_pairs"] == 0
+    for name in ("accuracy", "accuracy_real_characters", "exact_match", "character_error_rate"):
+        assert 0.0 <= metrics[name] <= 1.0 or name == "character_error_rate", name
+    # Keras-style numbers are the ones training logged for the same checkpoint.
+    logged = json.loads((out / "best" / "config.json").read_text())["metrics"]
+    assert abs(metrics["loss"] - logged["val_loss"]) < 1e-4 and abs(metrics["accuracy"] - logged["val_accuracy"]) < 1e-6
+    assert len(json.loads(report.read_text())["translations"]) == 64
+    on_file = run("evaluate", out / "best", "--data", TINY)
+    assert on_file.returncode == 0, on_file.stderr
+    assert_user_error(run("evaluate", tmp_path / "nowhere"), "checkpoint not found")
+    assert_user_error(run("evaluate", out / "best", "--data", tmp_path / "absent.txt"), "not found")
+
+
+def test_edit_distance():
+    from minilstm.evaluate import edit_distance
+
+    assert edit_distance("", "") == 0
+    assert edit_distance("abc", "") == 3
+    assert edit_distance("kitten", "sitting") == 3
+    assert edit_distance("Va !", "Va !") == 0
+
+
+def test_patience_stops_early(tmp_path):
+    """With a learning rate far too high val_loss stops improving at once; --patience 1 ends the run early."""
+    result = run("train", "--num-samples", 128, "--epochs", 30, "--batch-size", 32, "--latent-dim", 8,
+                 "--learning-rate", 0.5, "--patience", 1, "--num-decodes", 0, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    history = [json.loads(line) for line in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]
+    assert "Early stop" in result.stdout and len(history) < 30
+    best = min(range(len(history)), key=lambda k: history[k]["val_loss"])
+    assert len(history) - 1 - best == 1  # stopped exactly one epoch after the best

@@ -1,0 +1,148 @@
+"""``python -m minilstm.evaluate CHECKPOINT_DIR``: honest metrics for a trained model.
+
+On the checkpoint's own validation pairs (the last ``--validation-split`` of the data it was trained on), or on
+``--data PATH`` (all its pairs): the Keras-style loss and accuracy (padding included, so they match training's
+numbers), the accuracy over real characters only (padding excluded), greedy decoding's exact-match rate against
+*any* reference translation of the same English sentence (the file holds several per sentence), the character
+error rate against the closest reference, and chrF (when sacrebleu is installed: ``pip install sacrebleu``).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .cli import positive_int, run_main
+from .data import END, START, Dataset, resolve_pairs, split_validation
+from .errors import MinilstmError
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions all cost 1)."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def chrf(hypotheses: list[str], references: list[list[str]]) -> float | None:
+    """Corpus chrF (sacrebleu), several references per sentence; None when sacrebleu is not installed."""
+    try:
+        import sacrebleu
+    except ImportError:
+        return None
+    width = max(len(r) for r in references)
+    streams = [[refs[k] if k < len(refs) else refs[0] for refs in references] for k in range(width)]
+    return float(sacrebleu.corpus_chrf(hypotheses, streams).score)
+
+
+def evaluate_pairs(model, pairs, all_pairs, batch_size=256) -> tuple[dict, list[dict]]:
+    """Metrics of ``model`` on ``pairs``; references for each English sentence come from ``all_pairs``."""
+    usable, skipped = [], 0
+    for english, french in pairs:
+        target = START + french + END
+        if (model.input_vocab.unknown_chars(english) or model.target_vocab.unknown_chars(target)
+                or len(english) > model.max_encoder_len or len(target) > model.max_decoder_len):
+            skipped += 1
+        else:
+            usable.append((english, french))
+    if not usable:
+        raise MinilstmError("none of the pairs can be scored: all have characters the model never saw or are "
+                            "longer than its maximum lengths")
+    data = Dataset.from_pairs(usable, model.input_vocab, model.target_vocab, model.max_encoder_len,
+                              model.max_decoder_len)
+    loss_sum = hits = real_hits = real_positions = 0.0
+    for start in range(0, len(data), batch_size):
+        rows = slice(start, start + batch_size)
+        enc, dec_in, dec_out = data.encoder_input_ids[rows], data.decoder_input_ids[rows], data.decoder_target_ids[rows]
+        logits = model.teacher_forced_logits(enc, dec_in)  # (B, T, V)
+        shifted = logits - logits.max(axis=2, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+        loss_sum -= np.take_along_axis(log_probs, dec_out[..., None], axis=2).sum()
+        correct = logits.argmax(axis=2) == dec_out
+        hits += correct.sum()
+        lengths = np.array([len(t) - 1 for t in data.target_texts[rows]])  # characters and END, not the padding
+        real = np.arange(dec_out.shape[1])[None, :] < lengths[:, None]
+        real_hits += (correct & real).sum()
+        real_positions += real.sum()
+    positions = len(data) * model.max_decoder_len
+    references: dict[str, list[str]] = {}
+    for english, french in all_pairs:
+        references.setdefault(english, []).append(french)
+    decoded = model.translate([e for e, _ in usable])
+    exact = errors = reference_chars = 0
+    examples = []
+    refs_per_sentence = []
+    for (english, french), hypothesis in zip(usable, decoded, strict=True):
+        refs = references.get(english, [french])
+        refs_per_sentence.append(refs)
+        exact += hypothesis in refs
+        best = min(refs, key=lambda r: edit_distance(hypothesis, r) / max(1, len(r)))
+        errors += edit_distance(hypothesis, best)
+        reference_chars += len(best)
+        examples.append({"input": english, "output": hypothesis, "references": refs, "exact": hypothesis in refs})
+    metrics = {
+        "pairs": len(usable), "skipped_pairs": skipped,
+        "loss": float(loss_sum / positions), "accuracy": float(hits / positions),
+        "accuracy_real_characters": float(real_hits / real_positions), "exact_match": exact / len(usable),
+        "character_error_rate": errors / max(1, reference_chars), "chrf": chrf(decoded, refs_per_sentence),
+    }
+    return metrics, examples
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m minilstm.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint", type=Path, help="a checkpoint directory written by minilstm.train")
+    p.add_argument("--data", type=Path, help="score all pairs of this file instead of the checkpoint's validation "
+                   "pairs")
+    p.add_argument("--num-samples", type=positive_int, help="with --data: its first N pairs")
+    p.add_argument("--backend", default=None, help="array backend (default: the checkpoint's)")
+    p.add_argument("--json", type=Path, help="also write the metrics and every translation here")
+    p.add_argument("--examples", type=int, default=8, help="example translations to show")
+    args = p.parse_args(argv)
+    checkpoint = load_checkpoint(args.checkpoint, backend=args.backend or "numpy")
+    training = checkpoint.config.get("training", {}).get("args")
+    if args.data is not None:
+        all_pairs = resolve_pairs(args.data, args.num_samples)
+        pairs, where = all_pairs, f"{args.data} ({len(all_pairs):,} pairs)"
+    elif training is not None:
+        all_pairs = resolve_pairs(training["data"], training["num_samples"])
+        _, val_idx = split_validation(len(all_pairs), training["validation_split"])
+        pairs = [all_pairs[k] for k in val_idx]
+        where = f"the checkpoint's {len(pairs):,} validation pairs"
+    else:
+        raise MinilstmError(f"{args.checkpoint} does not say what it was trained on; pass --data PATH")
+    if args.backend is None and training is not None and training.get("backend") not in (None, "numpy"):
+        try:
+            checkpoint = load_checkpoint(args.checkpoint, backend=training["backend"])
+        except MinilstmError:
+            pass  # e.g. trained on a GPU, evaluated on a machine without one: numpy gives the same numbers
+    metrics, examples = evaluate_pairs(checkpoint.model, pairs, all_pairs)
+    print(f"Evaluated {args.checkpoint} on {where}" + (f"; skipped {metrics['skipped_pairs']} with unseen characters "
+                                                        "or over-long sentences" if metrics["skipped_pairs"] else ""))
+    rows = [("loss (Keras-style, padding included)", f"{metrics['loss']:.4f}"),
+            ("accuracy (Keras-style, padding included)", f"{metrics['accuracy']:.4f}"),
+            ("accuracy over real characters", f"{metrics['accuracy_real_characters']:.4f}"),
+            ("greedy exact match (any reference)", f"{metrics['exact_match']:.4f}"),
+            ("character error rate (closest reference)", f"{metrics['character_error_rate']:.4f}"),
+            ("chrF", "n/a (pip install sacrebleu)" if metrics["chrf"] is None else f"{metrics['chrf']:.2f}")]
+    for name, value in rows:
+        print(f"  {name:<44} {value}")
+    for example in examples[: max(0, args.examples)]:
+        mark = "=" if example["exact"] else "~"
+        print(f"  {example['input']!r} -> {example['output']!r} {mark} {example['references'][0]!r}")
+    if args.json:
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps({"metrics": metrics, "translations": examples}, ensure_ascii=False, indent=1))
+        tmp.replace(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -176,3 +176,11 @@ def test_patience_stops_early(tmp_path):
     assert "Early stop" in result.stdout and len(history) < 30
     best = min(range(len(history)), key=lambda k: history[k]["val_loss"])
     assert len(history) - 1 - best == 1  # stopped exactly one epoch after the best
+
+
+def test_chrf_with_several_references():
+    pytest.importorskip("sacrebleu", reason="chrF needs sacrebleu (pip install '.[eval]')")
+    from minilstm.evaluate import chrf
+
+    assert chrf(["Va !", "Cours !"], [["Allez !", "Va !"], ["Cours !"]]) == pytest.approx(100.0)
+    assert chrf(["xyz", "abc"], [["Va !"], ["Cours !"]]) < 5

@@ -84,13 +84,18 @@ def lstm_cell_forward(gates, z_recurrent, c_prev, c, h):
     """gates <- act(gates + z_recurrent) in place; c = f*c_prev + i*g; h = o*tanh(c)."""
     batch, units = c_prev.shape
     for b in range(batch):
+        # Each gate block through a view and a loop from 0: loops over range(start, stop) with start > 0 ran at
+        # half the speed here (measured), so no offset ranges.
         z_rec, gate = z_recurrent[b], gates[b]
+        g_if, z_if = gate[: 2 * units], z_rec[: 2 * units]
         for k in range(2 * units):  # i, f
-            gate[k] = act_sigmoid(gate[k] + z_rec[k])
-        for k in range(2 * units, 3 * units):  # c~ (g)
-            gate[k] = act_tanh(gate[k] + z_rec[k])
-        for k in range(3 * units, 4 * units):  # o
-            gate[k] = act_sigmoid(gate[k] + z_rec[k])
+            g_if[k] = act_sigmoid(g_if[k] + z_if[k])
+        g_c, z_c = gate[2 * units : 3 * units], z_rec[2 * units : 3 * units]
+        for k in range(units):  # c~ (g)
+            g_c[k] = act_tanh(g_c[k] + z_c[k])
+        g_o, z_o = gate[3 * units :], z_rec[3 * units :]
+        for k in range(units):  # o
+            g_o[k] = act_sigmoid(g_o[k] + z_o[k])
         c_prev_b, c_b, h_b = c_prev[b], c[b], h[b]
         for j in range(units):
             c_new = gate[units + j] * c_prev_b[j] + gate[j] * gate[2 * units + j]
@@ -106,29 +111,33 @@ def lstm_cell_backward(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_pre
     tanh_c = np.empty(units, dtype=c.dtype)
     dc_total = np.empty(units, dtype=c.dtype)
     for b in range(batch):
-        gate, c_b, dc_b = gates[b], c[b], dc[b]
+        gate, dz_b = gates[b], dz[b]
+        g_i, g_f, g_c, g_o = gate[:units], gate[units : 2 * units], gate[2 * units : 3 * units], gate[3 * units :]
+        d_i, d_f, d_c, d_o = dz_b[:units], dz_b[units : 2 * units], dz_b[2 * units : 3 * units], dz_b[3 * units :]
+        c_b, c_prev_b, dc_b, dc_prev_b = c[b], c_prev[b], dc[b], dc_prev[b]
         dh[:] = dh_recurrent[b]
         if dh_output is not None:
             dh_out = dh_output[b]
             for j in range(units):
                 dh[j] += dh_out[j]
         for j in range(units):
-            tanh_c[j] = act_tanh(c_b[j])
+            t = act_tanh(c_b[j])
+            tanh_c[j] = t
+            dc_total[j] = dc_b[j] + dh[j] * g_o[j] * (one(t) - t * t)
         for j in range(units):
-            t = tanh_c[j]
-            dc_total[j] = dc_b[j] + dh[j] * gate[3 * units + j] * (one(t) - t * t)
-        c_prev_b, dz_b = c_prev[b], dz[b]
-        for j in range(units):
-            i, f, g, o = gate[j], gate[units + j], gate[2 * units + j], gate[3 * units + j]
             d = dc_total[j]
+            i = g_i[j]
+            f = g_f[j]
+            g = g_c[j]
             unit = one(d)
-            dz_b[j] = d * g * i * (unit - i)
-            dz_b[units + j] = d * c_prev_b[j] * f * (unit - f)
-            dz_b[2 * units + j] = d * i * (unit - g * g)
-            dz_b[3 * units + j] = dh[j] * tanh_c[j] * o * (unit - o)
-        dc_prev_b = dc_prev[b]
+            d_i[j] = d * g * i * (unit - i)
+            d_f[j] = d * c_prev_b[j] * f * (unit - f)
+            d_c[j] = d * i * (unit - g * g)
         for j in range(units):
-            dc_prev_b[j] = dc_total[j] * gate[units + j]
+            o = g_o[j]
+            d_o[j] = dh[j] * tanh_c[j] * o * (one(o) - o)
+        for j in range(units):
+            dc_prev_b[j] = dc_total[j] * g_f[j]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

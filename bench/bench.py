@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minilstm.backend import BACKENDS, get_backend  # noqa: E402
+from minilstm.backend import default_backend_name, get_backend  # noqa: E402
 from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation  # noqa: E402
 from minilstm.errors import MinilstmError  # noqa: E402
 from minilstm.optim import RMSprop  # noqa: E402
@@ -212,7 +212,8 @@ def plot(records, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few repeats, small sweep: under a minute")
-    p.add_argument("--backends", default=",".join(b for b in ("numpy", "numba", "cupy") if b in BACKENDS))
+    p.add_argument("--backends", default="numpy,numba" + (",cupy" if default_backend_name() == "cupy" else ""),
+                   help="minilstm backends to time (default: numpy, numba, and cupy where a GPU is usable)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -237,9 +238,17 @@ def main(argv=None):
         try:
             import torch
 
-            gpu = torch.cuda.get_device_name(0)
-        except Exception:  # noqa: BLE001 - only a label
-            gpu = "cuda"
+            gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        except ImportError:
+            pass
+        if gpu is None:
+            try:
+                import cupy
+
+                gpu = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+                gpu = gpu.decode() if isinstance(gpu, bytes) else gpu
+            except Exception:  # noqa: BLE001 - only a label
+                gpu = None
     env = {"cpu": cpu_name(), "gpu": gpu, "threads": args.threads, "versions": versions, "dtype": args.dtype,
            "quick": args.quick, "date": time.strftime("%Y-%m-%d")}
     records = []

@@ -247,10 +247,80 @@ class Seq2Seq:
             decoded.append(row[: row.index(end_id)] if end_id in row else row)
         return decoded
 
-    def translate(self, texts: list[str], batch_size: int = 512) -> list[str]:
-        """Greedy translations of ``texts``, many at a time. Inputs are padded with spaces to ``max_encoder_len``
-        as in training; a longer input is padded to its own length, and is batched only with inputs of that same
-        padded length, so every sentence gets exactly the string it would get decoded alone."""
+    def beam_decode_ids(self, encoder_input_ids, beam_width: int) -> list[list[int]]:
+        """Beam search: keep the ``beam_width`` best partial translations (by summed log-probability) of every
+        sentence, all sentences and beams in one batch. A beam that emits END is finished and carried on unchanged.
+        With ``beam_width=1`` this is exactly the greedy decoder."""
+        xp, k = self.backend.xp, beam_width
+        start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
+        h, c = self.encode(encoder_input_ids)
+        n, vocab = h.shape[0], len(self.target_vocab)
+        h, c = xp.repeat(h, k, axis=0), xp.repeat(c, k, axis=0)
+        scores = np.full((n, k), -np.inf)
+        scores[:, 0] = 0.0  # one live beam per sentence at the start
+        tokens = np.full((n, k, self.max_decoder_len + 1), end_id, dtype=np.int64)
+        finished = np.zeros((n, k), dtype=bool)
+        prev = xp.full(n * k, start_id, dtype=np.int64)
+        rows = np.arange(n)[:, None]
+        for step in range(self.max_decoder_len + 1):
+            logits, h, c = self.decode_step(prev, h, c)
+            logits = self.backend.to_numpy(logits).astype(np.float64)
+            log_probs = logits - logits.max(axis=1, keepdims=True)
+            log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+            log_probs = log_probs.reshape(n, k, vocab)
+            log_probs[finished] = -np.inf
+            log_probs[finished, end_id] = 0.0  # a finished beam only continues as itself
+            candidates = (scores[:, :, None] + log_probs).reshape(n, k * vocab)
+            # The k best, ties to the lower index (stable), so that k = 1 picks what argmax picks.
+            best = np.argsort(-candidates, axis=1, kind="stable")[:, :k]
+            parent, token = best // vocab, best % vocab
+            scores = np.take_along_axis(candidates, best, axis=1)
+            tokens = tokens[rows, parent]
+            was_finished = finished[rows, parent]
+            tokens[:, :, step] = np.where(was_finished, tokens[:, :, step], token)
+            finished = was_finished | (token == end_id)
+            flat_parent = self.backend.asarray((rows * k + parent).reshape(-1))
+            h, c = h[flat_parent], c[flat_parent]
+            prev = self.backend.asarray(token.reshape(-1))
+            if finished[np.isfinite(scores)].all():
+                break
+        decoded = []
+        for sentence, sentence_scores in zip(tokens, scores, strict=True):
+            row = sentence[int(np.argmax(sentence_scores))].tolist()
+            decoded.append(row[: row.index(end_id)] if end_id in row else row)
+        return decoded
+
+    def sample_decode_ids(self, encoder_input_ids, temperature: float, rng: np.random.Generator) -> list[list[int]]:
+        """Like greedy decoding, but each character is drawn from softmax(logits / temperature)."""
+        start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
+        h, c = self.encode(encoder_input_ids)
+        batch = h.shape[0]
+        tokens = np.full((batch, self.max_decoder_len + 1), end_id, dtype=np.int64)
+        done = np.zeros(batch, dtype=bool)
+        prev = self.backend.xp.full(batch, start_id, dtype=np.int64)
+        for step in range(self.max_decoder_len + 1):
+            logits, h, c = self.decode_step(prev, h, c)
+            z = self.backend.to_numpy(logits).astype(np.float64) / temperature
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            sampled = (p.cumsum(axis=1) < rng.random((batch, 1))).sum(axis=1).clip(max=p.shape[1] - 1)
+            sampled[done] = end_id
+            tokens[:, step] = sampled
+            done |= sampled == end_id
+            if done.all():
+                break
+            prev = self.backend.asarray(sampled)
+        decoded = []
+        for row in tokens.tolist():
+            decoded.append(row[: row.index(end_id)] if end_id in row else row)
+        return decoded
+
+    def translate(self, texts: list[str], batch_size: int = 512, beam_width: int = 1,
+                  temperature: float | None = None, seed: int = 0) -> list[str]:
+        """Translations of ``texts``, many at a time: greedy (the default, exactly the example's algorithm), beam
+        search (``beam_width > 1``) or sampling (``temperature``). Inputs are padded with spaces to
+        ``max_encoder_len`` as in training; a longer input is padded to its own length, and is batched only with
+        inputs of that same padded length, so every sentence gets exactly the string it would get decoded alone."""
         by_length: dict[int, list[int]] = {}
         for k, text in enumerate(texts):
             by_length.setdefault(max(len(text), self.max_encoder_len), []).append(k)
@@ -258,13 +328,20 @@ class Seq2Seq:
         for length, members in by_length.items():
             per_chunk = min(batch_size, -(-len(members) // self.backend.workers))
             chunks += [(length, members[i : i + per_chunk]) for i in range(0, len(members), per_chunk)]
+        seeds = np.random.SeedSequence(seed).spawn(len(chunks))
 
-        def decode(chunk):
-            length, members = chunk
-            return self.greedy_decode_ids(encode_inputs([texts[k] for k in members], self.input_vocab, length))
+        def decode(item):
+            (length, members), chunk_seed = item
+            ids = encode_inputs([texts[k] for k in members], self.input_vocab, length)
+            if temperature is not None:
+                return self.sample_decode_ids(ids, temperature, np.random.default_rng(chunk_seed))
+            if beam_width > 1:
+                return self.beam_decode_ids(ids, beam_width)
+            return self.greedy_decode_ids(ids)
 
         results = [""] * len(texts)
-        for (_, members), decoded in zip(chunks, self.backend.parallel_map(decode, chunks), strict=True):
+        decoded_chunks = self.backend.parallel_map(decode, list(zip(chunks, seeds, strict=True)))
+        for (_, members), decoded in zip(chunks, decoded_chunks, strict=True):
             for k, ids in zip(members, decoded, strict=True):
                 results[k] = self.target_vocab.decode(ids)
         return results

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .backend import available_backends, default_backend_name
 from .checkpoint import load_checkpoint
-from .cli import positive_int, run_main
+from .cli import positive_float, positive_int, run_main
 from .errors import MinilstmError
 
 
@@ -20,6 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=default_backend_name(),
                    help=f"array backend: {', '.join(available_backends())}")
     p.add_argument("--batch-size", type=positive_int, default=512, help="sentences decoded at once")
+    p.add_argument("--beam-width", type=positive_int, default=1,
+                   help="beam search with this many beams (1: greedy, the Keras example's algorithm)")
+    p.add_argument("--temperature", type=positive_float, default=None,
+                   help="sample each character from softmax(logits / T) instead of taking the argmax")
+    p.add_argument("--seed", type=int, default=0, help="seeds --temperature sampling")
     p.add_argument("--skip-unknown", action="store_true",
                    help="drop characters the model never saw instead of stopping with an error")
     return p
@@ -48,7 +53,10 @@ def main(argv=None) -> int:
         for number, sentence in enumerate(sentences, start=1):
             if not sentence:
                 raise MinilstmError(f"sentence {number} has no character the model knows")
-    for translation in model.translate(sentences, batch_size=args.batch_size):
+    if args.temperature is not None and args.beam_width > 1:
+        raise MinilstmError("--temperature and --beam-width exclude each other: sample, or search, not both")
+    for translation in model.translate(sentences, batch_size=args.batch_size, beam_width=args.beam_width,
+                                       temperature=args.temperature, seed=args.seed):
         print(translation)
     return 0
 

@@ -184,3 +184,13 @@ def test_chrf_with_several_references():
 
     assert chrf(["Va !", "Cours !"], [["Allez !", "Va !"], ["Cours !"]]) == pytest.approx(100.0)
     assert chrf(["xyz", "abc"], [["Va !"], ["Cours !"]]) < 5
+
+
+def test_translate_beam_and_temperature_flags(trained):
+    out, _ = trained
+    greedy = run("translate", out / "final", "Go.", "Run!")
+    beam = run("translate", out / "final", "--beam-width", 3, "Go.", "Run!")
+    cold = run("translate", out / "final", "--temperature", 1e-6, "Go.", "Run!")
+    assert greedy.returncode == beam.returncode == cold.returncode == 0, (beam.stderr, cold.stderr)
+    assert len(beam.stdout.splitlines()) == 2 and cold.stdout == greedy.stdout
+    assert_user_error(run("translate", out / "final", "--beam-width", 2, "--temperature", 1, "Go."), "exclude")

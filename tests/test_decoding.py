@@ -108,3 +108,66 @@ def test_checkpoint_round_trip_decodes_identically(cpu_backend, tmp_path, rng):
     assert np.array_equal(loaded.optimizer_velocity, optimizer.velocity)
     assert loaded.model.translate(dataset.input_texts) == model.translate(dataset.input_texts)
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"], "temporary files left behind"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_beam_width_one_is_greedy(cpu_backend, dtype):
+    dataset, model = tiny_model(cpu_backend, dtype)
+    texts = dataset.input_texts * 2
+    assert model.translate(texts, beam_width=1) == model.translate(texts)
+    ids = encode_ids(model, texts)
+    assert model.beam_decode_ids(ids, 1) == model.greedy_decode_ids(ids)
+
+
+def encode_ids(model, texts):
+    from minilstm.data import encode_inputs
+
+    return encode_inputs(texts, model.input_vocab, model.max_encoder_len)
+
+
+def sequence_log_prob(model, text, output_ids):
+    """log p(output + END | text), by teacher forcing: the score beam search maximises."""
+    end = model.target_vocab.index[END]
+    target = list(output_ids) + ([end] if len(output_ids) <= model.max_decoder_len else [])
+    h, c = model.encode(encode_ids(model, [text]))
+    prev, total = model.target_vocab.index[START], 0.0
+    for token in target[: model.max_decoder_len + 1]:
+        logits, h, c = model.decode_step(model.backend.asarray(np.array([prev])), h, c)
+        z = model.backend.to_numpy(logits)[0].astype(np.float64)
+        total += z[token] - z.max() - np.log(np.exp(z - z.max()).sum())
+        prev = token
+    return total
+
+
+def test_exhaustive_beam_finds_the_most_likely_sentence(rng):
+    """With as many beams as there are sentences, beam search is exhaustive: it must find the best one, which we
+    also find by brute force over every possible output."""
+    import itertools
+
+    model = small_model("numpy", n_in=4, n_out=4, units=5, enc_len=3, dec_len=2, seed=int(rng.integers(100)))
+    end = model.target_vocab.index[END]
+    others = [t for t in range(4) if t != end]
+    candidates = [list(seq) for length in range(0, 4) for seq in itertools.product(others, repeat=length)]
+    for text in ["abc", "c", "ba"]:
+        best = max(candidates, key=lambda seq: sequence_log_prob(model, text, seq))
+        found = model.beam_decode_ids(encode_ids(model, [text]), beam_width=64)[0]
+        assert found == best, (text, found, best)
+        greedy = model.greedy_decode_ids(encode_ids(model, [text]))[0]
+        assert sequence_log_prob(model, text, found) >= sequence_log_prob(model, text, greedy) - 1e-12
+
+
+def test_beam_batched_equals_one_by_one(cpu_backend):
+    dataset, model = tiny_model(cpu_backend, "float64")
+    texts = dataset.input_texts
+    assert model.translate(texts, beam_width=3, batch_size=5) == [model.translate([t], beam_width=3)[0]
+                                                                   for t in texts]
+
+
+def test_temperature_sampling(cpu_backend):
+    dataset, model = tiny_model(cpu_backend, "float64")
+    texts = dataset.input_texts
+    assert model.translate(texts, temperature=1e-6) == model.translate(texts)  # T -> 0 is greedy
+    hot = model.translate(texts, temperature=2.0, seed=1)
+    assert hot == model.translate(texts, temperature=2.0, seed=1)  # reproducible
+    assert hot != model.translate(texts, temperature=2.0, seed=2)
+    assert hot != model.translate(texts)

@@ -26,6 +26,11 @@ DTYPES = ("float32", "float64")
 MIN_SHARD_ROWS = 32
 
 
+def _cut_at_end(rows: list[list[int]], end_id: int) -> list[list[int]]:
+    """Each decoded row up to (not including) its first END; a row without END ran to the length limit."""
+    return [row[: row.index(end_id)] if end_id in row else row for row in rows]
+
+
 class Seq2Seq:
     """Weights in Keras's layout (``encoder.kernel`` etc.), views into one flat buffer; gradients likewise."""
 
@@ -242,10 +247,7 @@ class Seq2Seq:
                 active = active[keep]
                 keep = self.backend.asarray(keep)
                 prev, h, c = prev[keep], h[keep], c[keep]
-        decoded = []
-        for row in tokens.tolist():
-            decoded.append(row[: row.index(end_id)] if end_id in row else row)
-        return decoded
+        return _cut_at_end(tokens.tolist(), end_id)
 
     def beam_decode_ids(self, encoder_input_ids, beam_width: int) -> list[list[int]]:
         """Beam search: keep the ``beam_width`` best partial translations (by summed log-probability) of every
@@ -284,11 +286,8 @@ class Seq2Seq:
             prev = self.backend.asarray(token.reshape(-1))
             if finished[np.isfinite(scores)].all():
                 break
-        decoded = []
-        for sentence, sentence_scores in zip(tokens, scores, strict=True):
-            row = sentence[int(np.argmax(sentence_scores))].tolist()
-            decoded.append(row[: row.index(end_id)] if end_id in row else row)
-        return decoded
+        return _cut_at_end([sentence[int(np.argmax(row_scores))].tolist()
+                            for sentence, row_scores in zip(tokens, scores, strict=True)], end_id)
 
     def sample_decode_ids(self, encoder_input_ids, temperature: float, rng: np.random.Generator) -> list[list[int]]:
         """Like greedy decoding, but each character is drawn from softmax(logits / temperature)."""
@@ -310,10 +309,7 @@ class Seq2Seq:
             if done.all():
                 break
             prev = self.backend.asarray(sampled)
-        decoded = []
-        for row in tokens.tolist():
-            decoded.append(row[: row.index(end_id)] if end_id in row else row)
-        return decoded
+        return _cut_at_end(tokens.tolist(), end_id)
 
     def translate(self, texts: list[str], batch_size: int = 512, beam_width: int = 1,
                   temperature: float | None = None, seed: int = 0) -> list[str]:

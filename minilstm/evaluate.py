@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import layers
 from .checkpoint import load_checkpoint
 from .cli import positive_int, run_main
 from .data import END, START, Dataset, resolve_pairs, split_validation
@@ -62,9 +63,8 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256) -> tuple[dict, list[
         rows = slice(start, start + batch_size)
         enc, dec_in, dec_out = data.encoder_input_ids[rows], data.decoder_input_ids[rows], data.decoder_target_ids[rows]
         logits = model.teacher_forced_logits(enc, dec_in)  # (B, T, V)
-        shifted = logits - logits.max(axis=2, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
-        loss_sum -= np.take_along_axis(log_probs, dec_out[..., None], axis=2).sum()
+        loss_sum += float(layers.softmax_cross_entropy(np, logits.reshape(-1, logits.shape[2]).astype(np.float64),
+                                                       dec_out.reshape(-1), 0.0)[0])
         correct = logits.argmax(axis=2) == dec_out
         hits += correct.sum()
         lengths = np.array([len(t) - 1 for t in data.target_texts[rows]])  # characters and END, not the padding

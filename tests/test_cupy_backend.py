@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import numerical_gradient, random_batch, relative_error, small_model
+from helpers import copy_to_backend, numerical_gradient, random_batch, relative_error, small_model
 
 from minilstm import layers, lstm
 from minilstm.backend import get_backend
 from minilstm.errors import MinilstmError
 from minilstm.optim import RMSprop
-from minilstm.seq2seq import Seq2Seq
 
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = sorted((REPO / "kernels").glob("*.cu"))
@@ -169,8 +168,7 @@ def test_gather_scatter_softmax_rmsprop(cupy_backend, rng, dtype, rows, vocab, w
 @pytest.mark.parametrize("batch", [1, 64])
 def test_loss_and_grads_equal_numpy_backend(rng, dtype, tolerance, batch):
     ref = small_model("numpy", n_in=11, n_out=13, units=32, enc_len=5, dec_len=9, dtype=dtype)
-    model = Seq2Seq("cupy", ref.input_vocab, ref.target_vocab, 5, 9, 32, dtype)
-    model.set_weights(ref.get_weights())
+    model = copy_to_backend(ref, "cupy")
     batch_ids = random_batch(rng, ref, batch)
     loss, _ = ref.loss_and_grads(*batch_ids)
     gpu_loss, _ = model.loss_and_grads(*batch_ids)
@@ -204,8 +202,7 @@ def test_gradient_check_on_gpu(rng):
 @gpu
 def test_training_trajectory_and_decodes_match_numpy(rng):
     ref = small_model("numpy", n_in=9, n_out=11, units=16, enc_len=5, dec_len=8, dtype="float64")
-    model = Seq2Seq("cupy", ref.input_vocab, ref.target_vocab, 5, 8, 16, "float64")
-    model.set_weights(ref.get_weights())
+    model = copy_to_backend(ref, "cupy")
     optimizers = [RMSprop(m.backend, m.params.flat.size, m.dtype, learning_rate=0.01) for m in (ref, model)]
     for _ in range(5):
         batch_ids = random_batch(rng, ref, 8)

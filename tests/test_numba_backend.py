@@ -3,11 +3,10 @@ length 1), float32 and float64; then the whole loss_and_grads of the numba backe
 
 import numpy as np
 import pytest
-from helpers import random_batch, relative_error, small_model
+from helpers import copy_to_backend, random_batch, relative_error, small_model
 
 from minilstm import layers, lstm
 from minilstm.backend import get_backend
-from minilstm.seq2seq import Seq2Seq
 
 pytest.importorskip("numba", reason="the numba backend needs numba")
 
@@ -112,8 +111,7 @@ def test_rmsprop_update(numba_backend, rng, dtype, inside):
 @pytest.mark.parametrize("batch", [1, 7, 64])
 def test_loss_and_grads_equal_numpy_backend(rng, dtype, tolerance, batch):
     numpy_model = small_model("numpy", n_in=11, n_out=13, units=32, enc_len=5, dec_len=9, dtype=dtype)
-    numba_model = Seq2Seq("numba", numpy_model.input_vocab, numpy_model.target_vocab, 5, 9, 32, dtype)
-    numba_model.set_weights(numpy_model.get_weights())
+    numba_model = copy_to_backend(numpy_model, "numba")
     batch_ids = random_batch(rng, numpy_model, batch)
     loss, accuracy = numpy_model.loss_and_grads(*batch_ids)
     numba_loss, numba_accuracy = numba_model.loss_and_grads(*batch_ids)
@@ -133,9 +131,7 @@ def test_threads_split_the_batch_and_agree():
     batch_ids = random_batch(rng, base, 9)
     grads = []
     for backend in (one, two):
-        model = Seq2Seq(backend, base.input_vocab, base.target_vocab, base.max_encoder_len, base.max_decoder_len, 6,
-                        "float64")
-        model.set_weights(base.get_weights())
+        model = copy_to_backend(base, backend)
         model.loss_and_grads(*batch_ids)
         grads.append(model.grads.flat.copy())
     assert relative_error(grads[0], grads[1]) < 1e-13

@@ -86,7 +86,8 @@ MINILSTM_DEVICE void scatter_add_sorted(T* out, const long long* order, const lo
 
 // One block per row: stable log-softmax, the row's loss -log p[target] and argmax hit (written per row, summed
 // later in a fixed order), and d_logits = (softmax - onehot) * grad_scale. Ties in the argmax go to the lowest
-// index, as numpy's argmax. blockDim.x must be a power of two, 2 to 1024.
+// index, as numpy's argmax. A negative target (IGNORE, a padding position under --mask-padding) gives loss 0, no
+// hit and a zero gradient row. blockDim.x must be a power of two, 2 to 1024.
 template <typename T>
 MINILSTM_DEVICE void softmax_cross_entropy(const T* logits, const long long* targets, double grad_scale, T* d_logits,
                                            double* row_loss, int* row_hit, int vocab) {
@@ -139,6 +140,14 @@ MINILSTM_DEVICE void softmax_cross_entropy(const T* logits, const long long* tar
     }
     const double total = partial[0];
     const long long target = targets[r];
+    if (target < 0) {  // IGNORE: a padding position under --mask-padding (the whole block takes this branch)
+        for (int k = t; k < vocab; k += blockDim.x) d[k] = T(0);
+        if (t == 0) {
+            row_loss[r] = 0.0;
+            row_hit[r] = 0;
+        }
+        return;
+    }
     for (int k = t; k < vocab; k += blockDim.x) {
         const double p = (double)d[k] / total;
         d[k] = (T)((k == target ? p - 1.0 : p) * grad_scale);

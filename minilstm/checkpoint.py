@@ -137,7 +137,8 @@ def load_checkpoint(path, backend="numpy") -> Checkpoint:
     try:
         m = config["model"]
         model = Seq2Seq(backend, Vocab.from_json(m["input_vocab"]), Vocab.from_json(m["target_vocab"]),
-                        int(m["max_encoder_len"]), int(m["max_decoder_len"]), int(m["latent_dim"]), m["dtype"])
+                        int(m["max_encoder_len"]), int(m["max_decoder_len"]), int(m["latent_dim"]), m["dtype"],
+                        bool(m.get("mask_padding", False)))  # absent in checkpoints from before --mask-padding
     except (KeyError, TypeError, ValueError) as e:
         raise MinilstmError(f"{config_path}: invalid model config ({type(e).__name__}: {e})") from None
     weights_path = path / WEIGHTS_FILE

@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .errors import MinilstmError
+from .layers import IGNORE
 
 START = "\t"
 """Start-of-sequence character: the Keras example prefixes every French target with a tab."""
@@ -384,6 +385,21 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.input_texts)
 
+    def input_lengths(self) -> np.ndarray:
+        """Characters in each English sentence, padding not counted."""
+        return np.fromiter(map(len, self.input_texts), dtype=np.int64, count=len(self))
+
+    def target_steps(self) -> np.ndarray:
+        """Decoder positions with a real target in each row: the French characters and END (len(START+fr+END) - 1);
+        the positions after them predict padding."""
+        return np.fromiter(map(len, self.target_texts), dtype=np.int64, count=len(self)) - 1
+
+    def masked_target_ids(self) -> np.ndarray:
+        """``decoder_target_ids`` with IGNORE at every padding position, for ``--mask-padding``."""
+        ids = self.decoder_target_ids.copy()
+        ids[np.arange(ids.shape[1])[None, :] >= self.target_steps()[:, None]] = IGNORE
+        return ids
+
     def summary(self) -> str:
         """The five lines the Keras example prints after loading, same words, so logs can be compared."""
         return "\n".join(
@@ -467,6 +483,27 @@ def iterate_batches(indices, batch_size: int, rng: np.random.Generator | None) -
         order = rng.permutation(order)
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
+
+
+def bucketed_batches(indices, lengths, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Batches of ``indices`` whose ``lengths`` (the English lengths of all rows) are all equal, for
+    ``--mask-padding``: the encoder then runs each batch to exactly its sentences' length, reads no padding, and
+    each final state is the sentence's own. Each length's rows are cut into ``batch_size`` slices (the last may be
+    short). With ``rng`` the rows are shuffled within each length and the batches' order is shuffled too (one
+    epoch; the same generator state gives the same epoch); ``rng=None`` keeps the file order within each length.
+    """
+    batch_size = operator.index(batch_size)
+    if batch_size < 1:
+        raise MinilstmError(f"--batch-size must be at least 1, got {batch_size}")
+    order = np.asarray(indices)
+    if rng is not None:
+        order = rng.permutation(order)
+    order = order[np.argsort(lengths[order], kind="stable")]
+    groups = np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1)
+    batches = [group[i : i + batch_size] for group in groups for i in range(0, len(group), batch_size)]
+    if rng is not None:
+        batches = [batches[k] for k in rng.permutation(len(batches))]
+    return batches
 
 
 # ---------------------------------------------------------------------------------------------- download

@@ -2,9 +2,11 @@
 
 On the checkpoint's own validation pairs (the last ``--validation-split`` of the data it was trained on), or on
 ``--data PATH`` (all its pairs): the Keras-style loss and accuracy (padding included, so they match training's
-numbers), the accuracy over real characters only (padding excluded), greedy decoding's exact-match rate against
-*any* reference translation of the same English sentence (the file holds several per sentence), the character
-error rate against the closest reference, and chrF (when sacrebleu is installed: ``pip install sacrebleu``).
+numbers; not for a model trained with ``--mask-padding``, which never learnt to predict padding), the loss and
+accuracy over real characters only (padding excluded, what ``--mask-padding`` training logs), greedy decoding's
+exact-match rate against *any* reference translation of the same English sentence (the file holds several per
+sentence), the character error rate against the closest reference, and chrF (when sacrebleu is installed:
+``pip install sacrebleu``).
 """
 
 import argparse
@@ -17,7 +19,7 @@ import numpy as np
 from . import layers
 from .checkpoint import load_checkpoint
 from .cli import positive_int, run_main
-from .data import END, START, Dataset, resolve_pairs, split_validation
+from .data import END, START, Dataset, bucketed_batches, resolve_pairs, split_validation
 from .errors import MinilstmError
 
 
@@ -58,20 +60,25 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256) -> tuple[dict, list[
                             "longer than its maximum lengths")
     data = Dataset.from_pairs(usable, model.input_vocab, model.target_vocab, model.max_encoder_len,
                               model.max_decoder_len)
-    loss_sum = hits = real_hits = real_positions = 0.0
-    for start in range(0, len(data), batch_size):
-        rows = slice(start, start + batch_size)
-        enc, dec_in, dec_out = data.encoder_input_ids[rows], data.decoder_input_ids[rows], data.decoder_target_ids[rows]
+    loss_sum = real_loss_sum = hits = real_hits = 0.0
+    lengths = data.input_lengths()
+    if model.mask_padding:  # its encoder reads no padding: batches of one English length, run to that length
+        plan = bucketed_batches(np.arange(len(data)), lengths, batch_size, None)
+    else:
+        plan = [np.arange(start, min(start + batch_size, len(data))) for start in range(0, len(data), batch_size)]
+    masked_targets = data.masked_target_ids()
+    for idx in plan:
+        enc = data.encoder_input_ids[idx, : lengths[idx[0]] if model.mask_padding else None]
+        dec_in, dec_out, real_out = data.decoder_input_ids[idx], data.decoder_target_ids[idx], masked_targets[idx]
         logits = model.teacher_forced_logits(enc, dec_in)  # (B, T, V)
-        loss_sum += float(layers.softmax_cross_entropy(np, logits.reshape(-1, logits.shape[2]).astype(np.float64),
-                                                       dec_out.reshape(-1), 0.0)[0])
+        flat_logits = logits.reshape(-1, logits.shape[2]).astype(np.float64)
+        loss_sum += float(layers.softmax_cross_entropy(np, flat_logits, dec_out.reshape(-1), 0.0)[0])
+        real_loss_sum += float(layers.softmax_cross_entropy(np, flat_logits, real_out.reshape(-1), 0.0)[0])
         correct = logits.argmax(axis=2) == dec_out
         hits += correct.sum()
-        lengths = np.array([len(t) - 1 for t in data.target_texts[rows]])  # characters and END, not the padding
-        real = np.arange(dec_out.shape[1])[None, :] < lengths[:, None]
-        real_hits += (correct & real).sum()
-        real_positions += real.sum()
+        real_hits += (correct & (real_out >= 0)).sum()
     positions = len(data) * model.max_decoder_len
+    real_positions = int(data.target_steps().sum())
     references: dict[str, list[str]] = {}
     for english, french in all_pairs:
         references.setdefault(english, []).append(french)
@@ -89,7 +96,10 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256) -> tuple[dict, list[
         examples.append({"input": english, "output": hypothesis, "references": refs, "exact": hypothesis in refs})
     metrics = {
         "pairs": len(usable), "skipped_pairs": skipped,
-        "loss": float(loss_sum / positions), "accuracy": float(hits / positions),
+        # Keras-style numbers score predictions of padding, which a --mask-padding model was never trained on.
+        "loss": None if model.mask_padding else float(loss_sum / positions),
+        "accuracy": None if model.mask_padding else float(hits / positions),
+        "loss_real_characters": real_loss_sum / real_positions,
         "accuracy_real_characters": float(real_hits / real_positions), "exact_match": exact / len(usable),
         "character_error_rate": errors / max(1, reference_chars), "chrf": chrf(decoded, refs_per_sentence),
     }
@@ -126,8 +136,12 @@ def main(argv=None) -> int:
     metrics, examples = evaluate_pairs(checkpoint.model, pairs, all_pairs)
     print(f"Evaluated {args.checkpoint} on {where}" + (f"; skipped {metrics['skipped_pairs']} with unseen characters "
                                                         "or over-long sentences" if metrics["skipped_pairs"] else ""))
-    rows = [("loss (Keras-style, padding included)", f"{metrics['loss']:.4f}"),
-            ("accuracy (Keras-style, padding included)", f"{metrics['accuracy']:.4f}"),
+    not_trained = "n/a (trained with --mask-padding)"
+    rows = [("loss (Keras-style, padding included)",
+             not_trained if metrics["loss"] is None else f"{metrics['loss']:.4f}"),
+            ("accuracy (Keras-style, padding included)",
+             not_trained if metrics["accuracy"] is None else f"{metrics['accuracy']:.4f}"),
+            ("loss over real characters", f"{metrics['loss_real_characters']:.4f}"),
             ("accuracy over real characters", f"{metrics['accuracy_real_characters']:.4f}"),
             ("greedy exact match (any reference)", f"{metrics['exact_match']:.4f}"),
             ("character error rate (closest reference)", f"{metrics['character_error_rate']:.4f}"),

@@ -60,21 +60,29 @@ def scatter_add_rows(xp, out, ids, values):
 #   log p = z - max(z) - log(sum(exp(z - max(z))))        (stable log-softmax)
 #   loss  = -sum_n log p[n, y_n]                          (the caller divides by the number of positions)
 #   dL/dz = softmax(z) - onehot(y)                         (times grad_scale, i.e. 1 / positions for the mean)
+#
+# A target id below 0 (IGNORE) marks a padding position under --mask-padding: its row adds nothing to the loss or
+# the hits, and its gradient row is exactly zero.
+
+IGNORE = -1
 
 
 def softmax_cross_entropy(xp, logits, target_ids, grad_scale):
     """Loss sum, number of argmax hits, and the gradient of ``grad_scale * loss_sum`` w.r.t. the logits.
 
-    ``logits`` (n, V), ``target_ids`` (n,) ints. The two counts are returned as 0-d device arrays so a GPU
-    backend can accumulate them over an epoch without synchronising each step.
+    ``logits`` (n, V), ``target_ids`` (n,) ints, negative for rows to ignore. The two counts are returned as 0-d
+    device arrays so a GPU backend can accumulate them over an epoch without synchronising each step.
     """
     rows = xp.arange(logits.shape[0])
+    counted = target_ids >= 0
+    safe_targets = xp.where(counted, target_ids, 0)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_norm = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
     log_probs = shifted - log_norm
-    loss_sum = -log_probs[rows, target_ids].sum()
-    n_correct = (logits.argmax(axis=1) == target_ids).sum()
+    loss_sum = -(log_probs[rows, safe_targets] * counted).sum()
+    n_correct = ((logits.argmax(axis=1) == target_ids) & counted).sum()
     d_logits = xp.exp(log_probs)
-    d_logits[rows, target_ids] -= 1.0
+    d_logits[rows, safe_targets] -= 1.0
     d_logits *= grad_scale
+    d_logits[~counted] = 0.0
     return loss_sum, n_correct, d_logits

@@ -160,8 +160,9 @@ def scatter_add_rows(out, ids, values):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def softmax_cross_entropy(logits, target_ids, grad_scale, d_logits):
-    """Per row: stable log-softmax, loss -log p[target], argmax hit, d_logits = (softmax - onehot) * grad_scale.
-    Returns (loss_sum, n_correct); sums in float64 whatever the dtype."""
+    """Per row: stable log-softmax, loss -log p[target], argmax hit, d_logits = (softmax - onehot) * grad_scale;
+    a row whose target is negative (IGNORE) counts nothing and gets a zero gradient. Returns (loss_sum, n_correct);
+    sums in float64 whatever the dtype."""
     loss_sum = 0.0
     n_correct = 0
     rows, vocab = logits.shape
@@ -178,6 +179,10 @@ def softmax_cross_entropy(logits, target_ids, grad_scale, d_logits):
             d_logits[n, k] = e
             total += e
         target = target_ids[n]
+        if target < 0:  # IGNORE: a padding position under --mask-padding
+            for k in range(vocab):
+                d_logits[n, k] = 0.0
+            continue
         loss_sum += math.log(total) - (logits[n, target] - top)
         n_correct += best == target
         inv_total = 1.0 / total

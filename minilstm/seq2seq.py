@@ -4,6 +4,11 @@ Batches come in as token ids, batch-major ``(B, T)`` like the Keras arrays; inte
 The loss is categorical cross-entropy averaged over every (sample, time step), padding included, and accuracy is
 argmax equality over the same positions, exactly as the example's ``model.fit`` reports them.
 
+With ``mask_padding`` (``--mask-padding``) a model is trained on real characters only: each batch holds English
+sentences of one length (so the encoder reads no padding and each final state is the sentence's own), runs the
+decoder only to its longest French sentence, and marks the targets after each sentence's END as IGNORE, which the
+loss, the accuracy and the gradients skip. Such a model also translates without padding its input.
+
 Backward of the whole model (the LSTM part is in ``lstm``):
 
     logits = Y @ W + b,  Y = decoder outputs (T*B, H)
@@ -35,7 +40,7 @@ class Seq2Seq:
     """Weights in Keras's layout (``encoder.kernel`` etc.), views into one flat buffer; gradients likewise."""
 
     def __init__(self, backend, input_vocab: Vocab, target_vocab: Vocab, max_encoder_len: int, max_decoder_len: int,
-                 latent_dim: int = 256, dtype: str = "float32"):
+                 latent_dim: int = 256, dtype: str = "float32", mask_padding: bool = False):
         self.backend = get_backend(backend)
         if str(np.dtype(dtype)) not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
@@ -45,6 +50,7 @@ class Seq2Seq:
         self.max_decoder_len = max_decoder_len
         self.latent_dim = latent_dim
         self.dtype = np.dtype(dtype)
+        self.mask_padding = bool(mask_padding)
         units, n_in, n_out = latent_dim, len(input_vocab), len(target_vocab)
         shapes = {
             "encoder.kernel": (n_in, 4 * units),
@@ -98,6 +104,7 @@ class Seq2Seq:
             "target_vocab": self.target_vocab.to_json(),
             "max_encoder_len": self.max_encoder_len,
             "max_decoder_len": self.max_decoder_len,
+            "mask_padding": self.mask_padding,
         }
 
     # -- training ------------------------------------------------------------------------------------------------
@@ -137,14 +144,16 @@ class Seq2Seq:
         return self.backend.to_numpy(logits).reshape(steps, batch, -1).transpose(1, 0, 2)
 
     def forward_backward(self, encoder_input_ids, decoder_input_ids, decoder_target_ids, compute_grads=True,
-                         initial_state=None):
-        """Loss sum and argmax hits over all B*T decoder positions (0-d arrays, not synchronised), and, with
-        ``compute_grads``, the gradient of the *mean* loss in ``self.grads``.
+                         initial_state=None, positions=None):
+        """Loss sum and argmax hits over the counted decoder positions (0-d arrays, not synchronised), and, with
+        ``compute_grads``, the gradient of the *mean* loss in ``self.grads``. ``positions`` is how many targets
+        count: all B*T (the default), or, where targets hold IGNORE, the caller's count of the others (the caller
+        knows it from the sentence lengths; counting here would make a GPU wait).
 
         Where the backend has several workers the batch is split into row shards run in parallel; each shard
         writes its part of the gradient into its own buffer, and the parts are summed here."""
         batch, steps = np.shape(decoder_input_ids)
-        grad_scale = 1.0 / (batch * steps)
+        grad_scale = 1.0 / (batch * steps if positions is None else max(1, positions))
         n_shards = max(1, min(self.backend.workers, batch // MIN_SHARD_ROWS))
         bounds = [batch * k // n_shards for k in range(n_shards + 1)]
         shards = [slice(bounds[k], bounds[k + 1]) for k in range(n_shards)]
@@ -315,11 +324,13 @@ class Seq2Seq:
                   temperature: float | None = None, seed: int = 0) -> list[str]:
         """Translations of ``texts``, many at a time: greedy (the default, exactly the example's algorithm), beam
         search (``beam_width > 1``) or sampling (``temperature``). Inputs are padded with spaces to
-        ``max_encoder_len`` as in training; a longer input is padded to its own length, and is batched only with
-        inputs of that same padded length, so every sentence gets exactly the string it would get decoded alone."""
+        ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to
+        its own length, and is batched only with inputs of that same padded length, so every sentence gets exactly
+        the string it would get decoded alone."""
+        min_len = 0 if self.mask_padding else self.max_encoder_len
         by_length: dict[int, list[int]] = {}
         for k, text in enumerate(texts):
-            by_length.setdefault(max(len(text), self.max_encoder_len), []).append(k)
+            by_length.setdefault(max(len(text), min_len), []).append(k)
         chunks = []  # (padded length, sentence indices), decoded in parallel where the backend has workers
         for length, members in by_length.items():
             per_chunk = min(batch_size, -(-len(members) // self.backend.workers))

@@ -27,7 +27,7 @@ import numpy as np
 from .backend import available_backends, default_backend_name, get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import EXIT_INTERRUPTED, positive_float, positive_int, run_main
-from .data import Dataset, iterate_batches, resolve_pairs, split_validation
+from .data import Dataset, bucketed_batches, iterate_batches, resolve_pairs, split_validation
 from .errors import MinilstmError
 from .optim import RMSprop
 from .seq2seq import DTYPES, Seq2Seq
@@ -82,6 +82,10 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                    help="the last fraction of the pairs, in file order, is held out")
     p.add_argument("--seed", type=int, default=default(0), help="seeds the initial weights and the shuffling")
     p.add_argument("--dtype", choices=DTYPES, default=default("float32"))
+    p.add_argument("--mask-padding", action="store_true", default=default(False),
+                   help="count real characters only (loss, accuracy, gradients) and batch sentences of one English "
+                        "length together, each batch run only to its longest sentence: far less work per epoch, "
+                        "but not the Keras example's numbers")
     p.add_argument("--out", type=Path, default=default(Path("runs/seq2seq")), help="output directory")
     p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                    help="also write latest/ every N training steps (it is always written after each epoch)")
@@ -134,6 +138,8 @@ def parse_args(argv):
     for name in ("checkpoint_every", "num_decodes", "progress", "patience"):
         if not hasattr(resumed, name):
             setattr(resumed, name, getattr(args, name))
+    if not hasattr(resumed, "mask_padding"):
+        resumed.mask_padding = False  # a run from before --mask-padding existed
     return resumed, checkpoint
 
 
@@ -216,16 +222,53 @@ def check_finite(model: Seq2Seq, loss: float | None, epoch: int, step: int):
         raise MinilstmError(f"{where}: {what} {bad} {'hold' if loss is None else 'holds'} NaN or Inf; {advice}")
 
 
-def evaluate(model: Seq2Seq, device_ids, indices, max_decoder_len: int, batch_size: int = 256):
-    """Loss and accuracy over ``indices`` (a device array), every position counted, as Keras's val_loss /
-    val_accuracy. ``device_ids``: the dataset's three id arrays on the model's device. One read-back at the end."""
+class Batches:
+    """Which rows train together, and how far each batch runs.
+
+    Keras parity (the default): any rows together, every batch padded to the data's maximum lengths, every position
+    counted. ``--mask-padding``: rows of one English length together (``data.bucketed_batches``), the encoder run to
+    that length and the decoder to the batch's longest French sentence; the targets after each END are IGNORE and
+    only real characters count. The three id arrays are uploaded to the device once."""
+
+    def __init__(self, dataset: Dataset, backend, mask_padding: bool):
+        self.mask_padding = mask_padding
+        targets = dataset.masked_target_ids() if mask_padding else dataset.decoder_target_ids
+        self.device_ids = tuple(backend.asarray(a) for a in (dataset.encoder_input_ids, dataset.decoder_input_ids,
+                                                             targets))
+        self.input_lengths = dataset.input_lengths()
+        self.target_steps = dataset.target_steps()
+        self.max_decoder_len = dataset.max_decoder_len
+
+    def plan(self, indices, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+        """One epoch's batches of ``indices`` (host arrays), shuffled by ``rng`` unless it is None."""
+        if self.mask_padding:
+            return bucketed_batches(indices, self.input_lengths, batch_size, rng)
+        return list(iterate_batches(indices, batch_size, rng))
+
+    def arrays(self, rows, idx: np.ndarray):
+        """A batch's (encoder ids, decoder input ids, targets) on the device and the number of counted positions;
+        ``rows`` are the batch's indices on the device, ``idx`` the same on the host."""
+        enc, dec_in, targets = self.device_ids
+        if not self.mask_padding:
+            return (enc[rows], dec_in[rows], targets[rows]), len(idx) * self.max_decoder_len
+        steps = self.target_steps[idx]
+        enc_len, dec_len = int(self.input_lengths[idx[0]]), int(steps.max())
+        return (enc[rows, :enc_len], dec_in[rows, :dec_len], targets[rows, :dec_len]), int(steps.sum())
+
+
+def evaluate(model: Seq2Seq, batches: Batches, plan: list[np.ndarray], device_order):
+    """Loss and accuracy over the batches of ``plan`` (``device_order`` is their concatenation on the device),
+    counted as in training: Keras's val_loss / val_accuracy, or over real characters with --mask-padding. One
+    read-back at the end."""
     loss_sum = correct = 0.0
-    for start in range(0, len(indices), batch_size):
-        rows = indices[start : start + batch_size]
-        batch_loss, batch_correct = model.forward_backward(*(a[rows] for a in device_ids), compute_grads=False)
+    positions = offset = 0
+    for idx in plan:
+        arrays, counted = batches.arrays(device_order[offset : offset + len(idx)], idx)
+        offset += len(idx)
+        batch_loss, batch_correct = model.forward_backward(*arrays, compute_grads=False, positions=counted)
         loss_sum = loss_sum + batch_loss
         correct = correct + batch_correct
-    positions = len(indices) * max_decoder_len
+        positions += counted
     return float(loss_sum) / positions, float(correct) / positions
 
 
@@ -303,13 +346,14 @@ def main(argv=None) -> int:
     shuffle_rng = np.random.default_rng(shuffle_seed)
     if resumed is None:
         model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                        dataset.max_decoder_len, args.latent_dim, args.dtype)
+                        dataset.max_decoder_len, args.latent_dim, args.dtype, args.mask_padding)
         model.initialize(np.random.default_rng(init_seed))
         progress = Progress()
     else:
         model = resumed.model
         if model.config() != Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                                     dataset.max_decoder_len, args.latent_dim, args.dtype).config():
+                                     dataset.max_decoder_len, args.latent_dim, args.dtype,
+                                     args.mask_padding).config():
             raise MinilstmError(f"cannot resume {args.resume}: its data ({args.data or 'the built-in subset'}) no "
                                 "longer gives the vocabularies and lengths the checkpoint was trained on")
         progress = Progress(**resumed.config["training"]["progress"])
@@ -323,12 +367,14 @@ def main(argv=None) -> int:
         print(f"Resuming {args.resume} after epoch {progress.epoch}, step {progress.step}", flush=True)
     print(f"Training on {len(train_idx)} pairs, validating on {len(val_idx)}; backend {backend.describe()}, "
           f"{args.dtype}, batch {args.batch_size}, latent {args.latent_dim}; writing to {args.out}", flush=True)
+    if args.mask_padding:
+        print("--mask-padding: loss and accuracy count real characters only (not comparable with the Keras-style "
+              "numbers of a run without it)", flush=True)
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     history_path = out / "history.jsonl"
     write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in progress.history))
-    steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
 
     def save_latest():
@@ -336,27 +382,27 @@ def main(argv=None) -> int:
                         {"training": {"args": args_record(args), "progress": asdict(progress)}})
 
     first_epoch = progress.epoch + 1
-    device_ids = tuple(backend.asarray(a) for a in (dataset.encoder_input_ids, dataset.decoder_input_ids,
-                                                     dataset.decoder_target_ids))  # uploaded once
-    val_rows = backend.asarray(val_idx)
+    batches = Batches(dataset, backend, args.mask_padding)
+    val_plan = batches.plan(val_idx, 256, None)
+    val_order = backend.asarray(np.concatenate([val_idx[:0], *val_plan]))
     pending = PendingMetrics()
     with StopSignals() as signals:
         for epoch in range(first_epoch, args.epochs + 1):
             if progress.step == 0:
                 progress.epoch_rng_state = shuffle_rng.bit_generator.state
-            batches = list(iterate_batches(train_idx, args.batch_size, shuffle_rng))
-            order = backend.asarray(np.concatenate(batches))  # this epoch's order, uploaded once
-            bar = ProgressBar(steps_per_epoch, show_progress)
+            plan = batches.plan(train_idx, args.batch_size, shuffle_rng)
+            order = backend.asarray(np.concatenate(plan))  # this epoch's order, uploaded once
+            bar = ProgressBar(len(plan), show_progress)
             started = time.perf_counter()
             steps_run = offset = 0
-            for step, idx in enumerate(batches, start=1):
+            for step, idx in enumerate(plan, start=1):
                 rows = order[offset : offset + len(idx)]
                 offset += len(idx)
                 if step <= progress.step:
                     continue  # done before the resume
                 steps_run += 1
-                batch_loss, batch_correct = model.forward_backward(*(a[rows] for a in device_ids))
-                batch_positions = len(idx) * dataset.max_decoder_len
+                arrays, batch_positions = batches.arrays(rows, idx)
+                batch_loss, batch_correct = model.forward_backward(*arrays, positions=batch_positions)
                 if backend.cheap_sync:  # check before the update: a NaN gradient never reaches the weights
                     check_finite(model, float(batch_loss) / batch_positions, epoch, step)
                 optimizer.step(model.params.flat, model.grads.flat)
@@ -374,14 +420,14 @@ def main(argv=None) -> int:
                           f"python -m minilstm.train --resume {out}", file=sys.stderr, flush=True)
                     return EXIT_INTERRUPTED if signals.received == signal.SIGINT else EXIT_TERMINATED
                 if args.checkpoint_every and optimizer.iterations % args.checkpoint_every == 0 \
-                        and step < len(batches):
+                        and step < len(plan):
                     pending.flush(progress, model)
                     save_latest()
             pending.flush(progress, model)
             backend.synchronize()
             train_seconds = time.perf_counter() - started
             bar.close()
-            val_loss, val_accuracy = evaluate(model, device_ids, val_rows, dataset.max_decoder_len)
+            val_loss, val_accuracy = evaluate(model, batches, val_plan, val_order)
             record = {"epoch": epoch, "loss": progress.loss_sum / progress.positions,
                       "accuracy": progress.correct / progress.positions, "val_loss": val_loss,
                       "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started,

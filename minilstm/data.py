@@ -468,6 +468,15 @@ def split_validation(n: int, validation_split: float = 0.2) -> tuple[np.ndarray,
     return np.arange(split_at), np.arange(split_at, n)
 
 
+def _epoch_order(indices, batch_size, rng: np.random.Generator | None) -> tuple[int, np.ndarray]:
+    """The checked batch size, and ``indices`` permuted by ``rng`` (one fresh permutation per call) unless None."""
+    batch_size = operator.index(batch_size)
+    if batch_size < 1:
+        raise MinilstmError(f"--batch-size must be at least 1, got {batch_size}")
+    order = np.asarray(indices)
+    return batch_size, (order if rng is None else rng.permutation(order))
+
+
 def iterate_batches(indices, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
     """Consecutive ``batch_size`` slices of ``indices`` (the last may be short), shuffled first by ``rng``.
 
@@ -475,12 +484,7 @@ def iterate_batches(indices, batch_size: int, rng: np.random.Generator | None) -
     training samples every epoch), and the same seed gives the same sequence of epochs. ``rng=None`` keeps
     the order (validation, translation).
     """
-    batch_size = operator.index(batch_size)
-    if batch_size < 1:
-        raise MinilstmError(f"--batch-size must be at least 1, got {batch_size}")
-    order = np.asarray(indices)
-    if rng is not None:
-        order = rng.permutation(order)
+    batch_size, order = _epoch_order(indices, batch_size, rng)
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
 
@@ -492,12 +496,7 @@ def bucketed_batches(indices, lengths, batch_size: int, rng: np.random.Generator
     short). With ``rng`` the rows are shuffled within each length and the batches' order is shuffled too (one
     epoch; the same generator state gives the same epoch); ``rng=None`` keeps the file order within each length.
     """
-    batch_size = operator.index(batch_size)
-    if batch_size < 1:
-        raise MinilstmError(f"--batch-size must be at least 1, got {batch_size}")
-    order = np.asarray(indices)
-    if rng is not None:
-        order = rng.permutation(order)
+    batch_size, order = _epoch_order(indices, batch_size, rng)
     order = order[np.argsort(lengths[order], kind="stable")]
     groups = np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1)
     batches = [group[i : i + batch_size] for group in groups for i in range(0, len(group), batch_size)]

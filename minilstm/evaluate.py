@@ -12,14 +12,15 @@ sentence), the character error rate against the closest reference, and chrF (whe
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from . import layers
 from .checkpoint import load_checkpoint
-from .cli import positive_int, run_main
-from .data import END, START, Dataset, bucketed_batches, resolve_pairs, split_validation
+from .cli import positive_float, positive_int, run_main
+from .data import END, START, Dataset, bucketed_batches, read_pairs, resolve_pairs, split_validation
 from .errors import MinilstmError
 
 
@@ -45,8 +46,10 @@ def chrf(hypotheses: list[str], references: list[list[str]]) -> float | None:
     return float(sacrebleu.corpus_chrf(hypotheses, streams).score)
 
 
-def evaluate_pairs(model, pairs, all_pairs, batch_size=256) -> tuple[dict, list[dict]]:
-    """Metrics of ``model`` on ``pairs``; references for each English sentence come from ``all_pairs``."""
+def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temperature=None,
+                   seed=0) -> tuple[dict, list[dict]]:
+    """Metrics of ``model`` on ``pairs``; references for each English sentence come from ``all_pairs``. The
+    decoded translations are greedy unless ``beam_width`` > 1 or a sampling ``temperature`` is given."""
     usable, skipped = [], 0
     for english, french in pairs:
         target = START + french + END
@@ -82,7 +85,9 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256) -> tuple[dict, list[
     references: dict[str, list[str]] = {}
     for english, french in all_pairs:
         references.setdefault(english, []).append(french)
-    decoded = model.translate([e for e, _ in usable])
+    started = time.perf_counter()
+    decoded = model.translate([e for e, _ in usable], beam_width=beam_width, temperature=temperature, seed=seed)
+    decode_seconds = time.perf_counter() - started
     exact = errors = reference_chars = 0
     examples = []
     refs_per_sentence = []
@@ -102,6 +107,10 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256) -> tuple[dict, list[
         "loss_real_characters": real_loss_sum / real_positions,
         "accuracy_real_characters": float(real_hits / real_positions), "exact_match": exact / len(usable),
         "character_error_rate": errors / max(1, reference_chars), "chrf": chrf(decoded, refs_per_sentence),
+        "decoding": "greedy" if temperature is None and beam_width == 1 else
+                    f"sampling, temperature {temperature}, seed {seed}" if temperature is not None else
+                    f"beam search, width {beam_width}",
+        "decode_seconds": decode_seconds,
     }
     return metrics, examples
 
@@ -115,12 +124,18 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default=None, help="array backend (default: the checkpoint's)")
     p.add_argument("--json", type=Path, help="also write the metrics and every translation here")
     p.add_argument("--examples", type=int, default=8, help="example translations to show")
+    p.add_argument("--beam-width", type=positive_int, default=1, help="decode with beam search (1: greedy)")
+    p.add_argument("--temperature", type=positive_float, default=None, help="decode by sampling at this temperature")
+    p.add_argument("--seed", type=int, default=0, help="seeds --temperature sampling")
     args = p.parse_args(argv)
     checkpoint = load_checkpoint(args.checkpoint, backend=args.backend or "numpy")
     training = checkpoint.config.get("training", {}).get("args")
     if args.data is not None:
         all_pairs = resolve_pairs(args.data, args.num_samples)
         pairs, where = all_pairs, f"{args.data} ({len(all_pairs):,} pairs)"
+    elif training is not None and training.get("validation_data") is not None:
+        all_pairs = pairs = read_pairs(training["validation_data"])
+        where = f"the checkpoint's validation data {training['validation_data']} ({len(pairs):,} pairs)"
     elif training is not None:
         all_pairs = resolve_pairs(training["data"], training["num_samples"])
         _, val_idx = split_validation(len(all_pairs), training["validation_split"])
@@ -133,7 +148,10 @@ def main(argv=None) -> int:
             checkpoint = load_checkpoint(args.checkpoint, backend=training["backend"])
         except MinilstmError:
             pass  # e.g. trained on a GPU, evaluated on a machine without one: numpy gives the same numbers
-    metrics, examples = evaluate_pairs(checkpoint.model, pairs, all_pairs)
+    if args.temperature is not None and args.beam_width > 1:
+        raise MinilstmError("--temperature and --beam-width exclude each other: sample, or search, not both")
+    metrics, examples = evaluate_pairs(checkpoint.model, pairs, all_pairs, beam_width=args.beam_width,
+                                       temperature=args.temperature, seed=args.seed)
     print(f"Evaluated {args.checkpoint} on {where}" + (f"; skipped {metrics['skipped_pairs']} with unseen characters "
                                                         "or over-long sentences" if metrics["skipped_pairs"] else ""))
     not_trained = "n/a (trained with --mask-padding)"
@@ -143,7 +161,8 @@ def main(argv=None) -> int:
              not_trained if metrics["accuracy"] is None else f"{metrics['accuracy']:.4f}"),
             ("loss over real characters", f"{metrics['loss_real_characters']:.4f}"),
             ("accuracy over real characters", f"{metrics['accuracy_real_characters']:.4f}"),
-            ("greedy exact match (any reference)", f"{metrics['exact_match']:.4f}"),
+            ("decoding", f"{metrics['decoding']} ({metrics['decode_seconds']:.1f} s)"),
+            ("exact match (any reference)", f"{metrics['exact_match']:.4f}"),
             ("character error rate (closest reference)", f"{metrics['character_error_rate']:.4f}"),
             ("chrF", "n/a (pip install sacrebleu)" if metrics["chrf"] is None else f"{metrics['chrf']:.2f}")]
     for name, value in rows:

@@ -27,7 +27,7 @@ import numpy as np
 from .backend import available_backends, default_backend_name, get_backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import EXIT_INTERRUPTED, positive_float, positive_int, run_main
-from .data import Dataset, bucketed_batches, iterate_batches, resolve_pairs, split_validation
+from .data import Dataset, bucketed_batches, iterate_batches, read_pairs, resolve_pairs, split_validation
 from .errors import MinilstmError
 from .optim import RMSprop
 from .seq2seq import DTYPES, Seq2Seq
@@ -80,6 +80,9 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                    help="Keras 3's RMSprop (lr*g/sqrt(v+eps)) instead of tf.keras's lr*g/(sqrt(v)+eps)")
     p.add_argument("--validation-split", type=_validation_split, default=default(0.2),
                    help="the last fraction of the pairs, in file order, is held out")
+    p.add_argument("--validation-data", type=Path, default=None, metavar="PATH",
+                   help="validate on this file's pairs instead of a --validation-split; training leaves out every "
+                        "pair whose English sentence is in it")
     p.add_argument("--seed", type=int, default=default(0), help="seeds the initial weights and the shuffling")
     p.add_argument("--dtype", choices=DTYPES, default=default("float32"))
     p.add_argument("--mask-padding", action="store_true", default=default(False),
@@ -121,6 +124,7 @@ def parse_args(argv):
         checkpoint = load_checkpoint(latest, backend=backend)
     resumed = argparse.Namespace(**stored)
     resumed.data = None if stored["data"] is None else Path(stored["data"])
+    resumed.validation_data = None if stored.get("validation_data") is None else Path(stored["validation_data"])
     resumed.out = args.resume
     for name in sorted(given - CHANGEABLE_ON_RESUME):
         value = getattr(args, name)
@@ -206,6 +210,36 @@ class StopSignals:
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def peak_memory_mib() -> float | None:
+    """This process's peak resident memory so far (host memory; a GPU's is not in it), None where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)  # bytes on macOS, KiB on Linux
+
+
+def training_data(args) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """The dataset and its training and validation rows: the last ``--validation-split`` of the pairs, as Keras
+    does, or the pairs of ``--validation-data``, with every training pair of the same English sentences left out
+    (the file has several translations per sentence). Vocabularies and lengths cover both parts, as in Keras."""
+    pairs = resolve_pairs(args.data, args.num_samples)
+    if args.validation_data is None:
+        dataset = Dataset.from_pairs(pairs)
+        return (dataset, *split_validation(len(dataset), args.validation_split))
+    val_pairs = read_pairs(args.validation_data)
+    held_out = {english for english, _ in val_pairs}
+    train_pairs = [pair for pair in pairs if pair[0] not in held_out]
+    if not train_pairs:
+        raise MinilstmError(f"every training pair has its English sentence in {args.validation_data}: nothing is "
+                            "left to train on")
+    print(f"Validating on the {len(val_pairs):,} pairs of {args.validation_data}; left out "
+          f"{len(pairs) - len(train_pairs):,} training pairs with the same English sentences", flush=True)
+    dataset = Dataset.from_pairs(train_pairs + val_pairs)
+    return dataset, np.arange(len(train_pairs)), np.arange(len(train_pairs), len(dataset))
 
 
 def check_finite(model: Seq2Seq, loss: float | None, epoch: int, step: int):
@@ -338,10 +372,8 @@ def main(argv=None) -> int:
     args, resumed = parse_args(argv)
     np.seterr(all="ignore")  # overflow is reported once, by check_finite, naming the step and the tensor
     backend = get_backend(args.backend)
-    pairs = resolve_pairs(args.data, args.num_samples)
-    dataset = Dataset.from_pairs(pairs)
+    dataset, train_idx, val_idx = training_data(args)
     print(dataset.summary(), flush=True)
-    train_idx, val_idx = split_validation(len(dataset), args.validation_split)
     init_seed, shuffle_seed = np.random.SeedSequence(args.seed).spawn(2)
     shuffle_rng = np.random.default_rng(shuffle_seed)
     if resumed is None:
@@ -431,7 +463,7 @@ def main(argv=None) -> int:
             record = {"epoch": epoch, "loss": progress.loss_sum / progress.positions,
                       "accuracy": progress.correct / progress.positions, "val_loss": val_loss,
                       "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started,
-                      "ms_per_step": 1000 * train_seconds / max(1, steps_run)}
+                      "ms_per_step": 1000 * train_seconds / max(1, steps_run), "peak_memory_mib": peak_memory_mib()}
             progress = Progress(epoch=epoch, epoch_rng_state=shuffle_rng.bit_generator.state,
                                 best_val_loss=progress.best_val_loss, history=[*progress.history, record])
             write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in progress.history))

@@ -194,3 +194,69 @@ def test_translate_beam_and_temperature_flags(trained):
     assert greedy.returncode == beam.returncode == cold.returncode == 0, (beam.stderr, cold.stderr)
     assert len(beam.stdout.splitlines()) == 2 and cold.stdout == greedy.stdout
     assert_user_error(run("translate", out / "final", "--beam-width", 2, "--temperature", 1, "Go."), "exclude")
+
+
+def test_mask_padding_end_to_end(trained, tmp_path):
+    """Train with --mask-padding; evaluate reproduces the logged real-character val numbers, refuses the Keras-style
+    ones; translate works; and the flag may not be switched on when resuming a run trained without it."""
+    out = tmp_path / "masked"
+    result = run("train", "--num-samples", 320, "--epochs", 3, "--batch-size", 32, "--latent-dim", 32,
+                 "--learning-rate", 0.01, "--num-decodes", 2, "--mask-padding", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "--mask-padding: loss and accuracy count real characters only" in result.stdout
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["loss"] < history[0]["loss"] and history[-1]["val_loss"] < history[0]["val_loss"]
+    assert json.loads((out / "final" / "config.json").read_text())["model"]["mask_padding"] is True
+    report = tmp_path / "eval.json"
+    evaluated = run("evaluate", out / "best", "--json", report)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "n/a (trained with --mask-padding)" in evaluated.stdout
+    metrics = json.loads(report.read_text())["metrics"]
+    logged = json.loads((out / "best" / "config.json").read_text())["metrics"]
+    assert metrics["loss"] is None and metrics["accuracy"] is None
+    assert abs(metrics["loss_real_characters"] - logged["val_loss"]) < 1e-4
+    assert abs(metrics["accuracy_real_characters"] - logged["val_accuracy"]) < 1e-6
+    translated = run("translate", out / "final", "Go.", "I see.")
+    assert translated.returncode == 0 and len(translated.stdout.splitlines()) == 2, translated.stderr
+    parity_run, _ = trained
+    assert_user_error(run("train", "--resume", parity_run, "--mask-padding"), "--mask-padding", "contradicts")
+
+
+def test_validation_data_holds_out_its_sentences(tmp_path):
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("Go.\tVa !\nGo.\tBouge !\nThanks!\tMerci !\n", encoding="utf-8")
+    out = tmp_path / "run"
+    result = run("train", "--data", TINY, "--validation-data", held_out, "--epochs", 1, "--batch-size", 4,
+                 "--latent-dim", 8, "--num-decodes", 0, "--out", out)
+    assert result.returncode == 0, result.stderr
+    # tiny.txt has "Go." and "Thanks!" once each: both left out of training, all 3 held-out pairs validate.
+    assert "Validating on the 3 pairs of" in result.stdout and "left out 2 training pairs" in result.stdout
+    assert "Training on 10 pairs, validating on 3" in result.stdout
+    report = tmp_path / "eval.json"
+    evaluated = run("evaluate", out / "best", "--json", report)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "validation data" in evaluated.stdout
+    metrics = json.loads(report.read_text())["metrics"]
+    logged = json.loads((out / "best" / "config.json").read_text())["metrics"]
+    assert metrics["pairs"] == 3 and abs(metrics["loss"] - logged["val_loss"]) < 1e-4
+    assert_user_error(run("train", "--data", TINY, "--validation-data", tmp_path / "absent.txt", "--out", out),
+                      "absent.txt")
+    everything = tmp_path / "everything.txt"
+    everything.write_bytes(TINY.read_bytes())
+    assert_user_error(run("train", "--data", TINY, "--validation-data", everything, "--out", tmp_path / "o2"),
+                      "nothing is left to train on")
+
+
+def test_evaluate_decoding_options(trained, tmp_path):
+    out, _ = trained
+    greedy, beam = tmp_path / "greedy.json", tmp_path / "beam.json"
+    assert run("evaluate", out / "best", "--json", greedy).returncode == 0
+    result = run("evaluate", out / "best", "--json", beam, "--beam-width", 3)
+    assert result.returncode == 0, result.stderr
+    assert "beam search, width 3" in result.stdout
+    g, b = (json.loads(p.read_text()) for p in (greedy, beam))
+    assert g["metrics"]["decoding"] == "greedy" and b["metrics"]["decoding"] == "beam search, width 3"
+    assert b["metrics"]["loss"] == g["metrics"]["loss"]  # teacher-forced numbers do not depend on decoding
+    sampled = run("evaluate", out / "best", "--temperature", 0.7, "--seed", 1)
+    assert sampled.returncode == 0 and "sampling, temperature 0.7, seed 1" in sampled.stdout, sampled.stderr
+    assert_user_error(run("evaluate", out / "best", "--temperature", 0.7, "--beam-width", 2), "exclude each other")

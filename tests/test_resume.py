@@ -142,3 +142,27 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     assert proc.returncode == 2 and "diverged" in stderr and "Traceback" not in stderr
     checkpoint = load_checkpoint(out / "latest")
     assert all(np.isfinite(w).all() for w in checkpoint.model.get_weights().values())
+
+
+def test_mask_padding_run_resumes_bit_identical(tmp_path):
+    """The length-bucketed epochs are drawn from the stored generator state too: 1 epoch + --resume to 2 epochs
+    (with a checkpoint inside the second epoch, from which a SIGKILLed run resumes) == 2 epochs at once."""
+    masked = ["--num-samples", "600", "--batch-size", "32", "--latent-dim", "32", "--num-decodes", "0",
+              "--seed", "3", "--progress", "never", "--mask-padding"]
+    whole = start(*masked, "--epochs", "2", "--out", tmp_path / "whole")
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    out = tmp_path / "pieces"
+    first = start(*masked, "--epochs", "1", "--out", out)
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    second = start("--resume", out, "--epochs", "2", "--checkpoint-every", "5")
+    deadline = time.monotonic() + 120
+    while load_checkpoint(out / "latest").config["training"]["progress"]["step"] == 0 and \
+            time.monotonic() < deadline and second.poll() is None:
+        time.sleep(0.005)
+    second.kill()
+    second.wait()
+    state = load_checkpoint(out / "latest").config["training"]["progress"]
+    assert state["epoch"] == 1 and state["step"] > 0, state  # killed inside the second epoch
+    last = start("--resume", out)
+    assert last.wait(timeout=300) == 0, last.stderr.read()
+    assert weights(out / "final") == weights(tmp_path / "whole" / "final")

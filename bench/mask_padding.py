@@ -1,0 +1,146 @@
+"""Keras parity vs ``--mask-padding``: time per epoch side by side, the work each does, and the evaluate metrics
+of two trained runs, in one table.
+
+    python bench/mask_padding.py --parity runs/parity-seed0 --masked runs/mask-seed0 \
+        --out bench/results/mask-padding
+
+Epochs are timed as ``minilstm.train`` runs them (its ``Batches``: every training step with the RMSprop update,
+then validation), alternating parity / masked so that drifting machine load hits both alike; the median of
+``--repeats`` epochs each. "Row-steps" counts the LSTM cell evaluations of one epoch (rows x time steps, encoder and
+decoder): the work the padding adds. The metrics come from ``minilstm.evaluate`` on each run's ``best/`` and
+``final/`` checkpoints (both runs validate on the same 2,000 pairs).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import cpu_name  # noqa: E402
+from minilstm.backend import get_backend  # noqa: E402
+from minilstm.checkpoint import load_checkpoint  # noqa: E402
+from minilstm.data import Dataset, resolve_pairs, split_validation  # noqa: E402
+from minilstm.evaluate import evaluate_pairs  # noqa: E402
+from minilstm.optim import RMSprop  # noqa: E402
+from minilstm.seq2seq import Seq2Seq  # noqa: E402
+from minilstm.train import Batches, evaluate  # noqa: E402
+
+
+class Mode:
+    def __init__(self, name, dataset, backend, mask_padding, train_idx, val_idx):
+        self.name = name
+        self.backend = backend
+        self.batches = Batches(dataset, backend, mask_padding)
+        self.model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                             dataset.max_decoder_len, 256, "float32", mask_padding).initialize(0)
+        self.optimizer = RMSprop(backend, self.model.params.flat.size, self.model.dtype)
+        self.train_idx = train_idx
+        self.val_plan = self.batches.plan(val_idx, 256, None)
+        self.val_order = backend.asarray(np.concatenate(self.val_plan))
+        self.rng = np.random.default_rng(0)
+
+    def epoch(self) -> tuple[float, int, int]:
+        """Seconds for one epoch, its training steps, and its row-steps (encoder + decoder, training only)."""
+        plan = self.batches.plan(self.train_idx, 64, self.rng)
+        order = self.backend.asarray(np.concatenate(plan))
+        row_steps = offset = 0
+        start = time.perf_counter()
+        for idx in plan:
+            arrays, positions = self.batches.arrays(order[offset : offset + len(idx)], idx)
+            offset += len(idx)
+            self.model.forward_backward(*arrays, positions=positions)
+            self.optimizer.step(self.model.params.flat, self.model.grads.flat)
+            row_steps += arrays[0].shape[0] * (arrays[0].shape[1] + arrays[1].shape[1])
+        evaluate(self.model, self.batches, self.val_plan, self.val_order)
+        self.backend.synchronize()
+        return time.perf_counter() - start, len(plan), row_steps
+
+
+def run_summary(run: Path) -> dict:
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    best = min(history, key=lambda h: h["val_loss"])
+    minutes = sum(h["seconds"] for h in history) / 60
+    return {"epochs": len(history), "best_epoch": best["epoch"], "train_minutes": minutes}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parity", type=Path, required=True, help="a run trained without --mask-padding")
+    p.add_argument("--masked", type=Path, required=True, help="a run trained with --mask-padding")
+    p.add_argument("--backend", default="numba")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    backend = get_backend(args.backend)
+    pairs = resolve_pairs(None, 10000)
+    dataset = Dataset.from_pairs(pairs)
+    train_idx, val_idx = split_validation(len(dataset))
+    modes = [Mode("parity", dataset, backend, False, train_idx, val_idx),
+             Mode("mask-padding", dataset, backend, True, train_idx, val_idx)]
+    for mode in modes:  # warm-up: compile and allocate outside the timing
+        mode.model.forward_backward(*mode.batches.arrays(mode.val_order[:64], mode.val_plan[0][:64])[0])
+    timings = {m.name: [] for m in modes}
+    work = {}
+    for _ in range(args.repeats):
+        for mode in modes:
+            seconds, steps, row_steps = mode.epoch()
+            timings[mode.name].append(seconds)
+            work[mode.name] = (steps, row_steps)
+            print(f"# {mode.name}: epoch {seconds:.2f} s, {steps} steps, {row_steps:,} row-steps", flush=True)
+
+    val_pairs = [pairs[k] for k in val_idx]
+    metrics = {}
+    for mode, run in (("parity", args.parity), ("mask-padding", args.masked)):
+        summary = run_summary(run)
+        for which in ("best", "final"):
+            model = load_checkpoint(run / which, backend=args.backend).model
+            assert model.mask_padding == (mode == "mask-padding"), f"{run} is not a {mode} run"
+            metrics[(mode, which)] = evaluate_pairs(model, val_pairs, pairs)[0] | summary
+
+    median = {name: statistics.median(t) for name, t in timings.items()}
+    lines = [
+        f"# Keras parity vs --mask-padding ({cpu_name()}, backend {args.backend}, float32, batch 64, latent 256)",
+        "",
+        f"Measured by `python bench/mask_padding.py --parity {args.parity} --masked {args.masked} --out {args.out}`"
+        f" on {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| per epoch (8,000 training pairs + validation) | parity | --mask-padding | ratio |",
+        "| --- | --- | --- | --- |",
+        f"| time, median of {args.repeats} (interleaved) | {median['parity']:.2f} s | {median['mask-padding']:.2f} s |"
+        f" {median['parity'] / median['mask-padding']:.2f}x faster |",
+        f"| training steps | {work['parity'][0]} | {work['mask-padding'][0]} | |",
+        f"| row-steps (LSTM cell evaluations, encoder + decoder) | {work['parity'][1]:,} | "
+        f"{work['mask-padding'][1]:,} | {work['parity'][1] / work['mask-padding'][1]:.2f}x fewer |",
+        "",
+        "Evaluate metrics (`python -m minilstm.evaluate`) on the same 2,000 validation pairs; \"real characters\" "
+        "excludes the padding after END, which only the parity run was trained to predict:",
+        "",
+        "| run | checkpoint | epoch | loss, real chars | accuracy, real chars | exact match | CER | chrF |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (mode, which), m in metrics.items():
+        epoch = m["best_epoch"] if which == "best" else m["epochs"]
+        chrf = "n/a" if m["chrf"] is None else f"{m['chrf']:.2f}"
+        lines.append(f"| {mode} | {which} | {epoch} | {m['loss_real_characters']:.4f} | "
+                     f"{m['accuracy_real_characters']:.4f} | {m['exact_match']:.4f} | "
+                     f"{m['character_error_rate']:.4f} | {chrf} |")
+    lines += ["", "Whole runs (from their history.jsonl, wall time while the machine did other work too): "
+              + "; ".join(f"{mode} {metrics[(mode, 'final')]['epochs']} epochs in "
+                          f"{metrics[(mode, 'final')]['train_minutes']:.1f} min"
+                          for mode in ("parity", "mask-padding")), ""]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "README.md").write_text("\n".join(lines))
+    (args.out / "results.json").write_text(json.dumps(
+        {"epoch_seconds": timings, "work": work,
+         "metrics": {f"{mode}/{which}": m for (mode, which), m in metrics.items()}}, indent=1) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,7 @@ and the weight gradients, summed over all steps at once after the loop (one larg
     d kernel[v]        = sum over (t, b) with x_t[b] == v of dz_t[b]      (scatter-add: onehot^T @ dz)
 """
 
+import math
 from dataclasses import dataclass
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -76,17 +77,21 @@ def cell_backward(xp, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev
 
 class Workspace:
     """Arrays kept from one batch to the next, so that a training step allocates no large array. One per layer and
-    per parallel shard; an array is reused only by the same name, shape and dtype."""
+    per parallel shard. Each name owns one flat buffer that grows to the largest size asked for, and an array is a
+    view of its first elements: batches of many shapes (``--mask-padding``'s length buckets) share one buffer
+    instead of keeping one array per shape."""
 
     def __init__(self, xp):
         self.xp = xp
-        self.arrays = {}
+        self.buffers = {}
 
     def get(self, name, shape, dtype):
-        key = (name, tuple(shape), str(dtype))
-        if key not in self.arrays:
-            self.arrays[key] = self.xp.empty(shape, dtype=dtype)
-        return self.arrays[key]
+        size = math.prod(shape)
+        key = (name, str(dtype))
+        buffer = self.buffers.get(key)
+        if buffer is None or buffer.size < size:
+            buffer = self.buffers[key] = self.xp.empty(size, dtype=dtype)
+        return buffer[:size].reshape(shape)
 
 
 @dataclass

@@ -158,3 +158,22 @@ def test_masked_model_translates_without_padding(cpu_backend, tmp_path):
     loaded = load_checkpoint(tmp_path / "ck", backend=cpu_backend.name).model
     assert loaded.mask_padding is True
     assert loaded.translate(texts) == alone
+
+
+def test_workspace_keeps_one_buffer_per_name_across_shapes(rng):
+    """Length buckets give batches of many shapes; the workspace must not keep an array per shape (a full-file
+    run grew to 12 GB that way), and results must not depend on what the buffer held before."""
+    model = small_model("numpy", units=4, enc_len=6, dec_len=8)
+    reference = copy_to_backend(model, "numpy")
+    for n, enc_len, steps in [(5, 6, 8), (3, 2, 4), (7, 5, 8), (1, 1, 1), (5, 6, 8)]:
+        enc, dec_in, targets, real = _random_sentences(rng, model, n, enc_len, steps)
+        loss, _ = model.forward_backward(enc, dec_in, targets, positions=int(real.sum()))
+        reference._workspaces.clear()  # fresh buffers every time
+        expected, _ = reference.forward_backward(enc, dec_in, targets, positions=int(real.sum()))
+        assert float(loss) == float(expected)
+        assert np.array_equal(model.grads.flat, reference.grads.flat)
+    for workspace in model._workspaces.values():
+        names = [name for name, _ in workspace.buffers]
+        assert len(names) == len(set(names))
+    decoder = model._workspaces[(0, "decoder")]
+    assert decoder.buffers[("gates", "float64")].size == 8 * 7 * 16  # the largest batch: 8 steps x 7 rows x 4H

@@ -62,6 +62,32 @@ class Mode:
         return time.perf_counter() - start, len(plan), row_steps
 
 
+def full_file_steps(path: Path, backend, steps: int) -> dict:
+    """Median seconds per training step on the whole file, parity (every batch padded to the file's 286 + 351
+    steps) and masked (length buckets), over ``steps`` random batches each, interleaved; and each mode's number of
+    steps per epoch. An estimate of a parity epoch there, which is too long to run whole on a small machine."""
+    dataset = Dataset.from_pairs(resolve_pairs(path, None))
+    train_idx, _ = split_validation(len(dataset))
+    rng = np.random.default_rng(1)
+    modes = {name: Mode(name, dataset, backend, mask, train_idx, train_idx[:1]) for name, mask in
+             (("parity", False), ("mask-padding", True))}
+    plans = {name: mode.batches.plan(train_idx, 64, rng) for name, mode in modes.items()}
+    picks = {name: [plan[k] for k in rng.choice(len(plan), steps + 1, replace=False)] for name, plan in plans.items()}
+    times = {name: [] for name in modes}
+    for k in range(steps + 1):  # the first step of each mode warms up and is not counted
+        for name, mode in modes.items():
+            idx = picks[name][k]
+            arrays, positions = mode.batches.arrays(backend.asarray(idx), idx)
+            start = time.perf_counter()
+            mode.model.forward_backward(*arrays, positions=positions)
+            mode.optimizer.step(mode.model.params.flat, mode.model.grads.flat)
+            backend.synchronize()
+            if k:
+                times[name].append(time.perf_counter() - start)
+    return {name: {"median_step_s": statistics.median(t), "steps_per_epoch": len(plans[name]), "n": len(t)}
+            for name, t in times.items()}
+
+
 def run_summary(run: Path) -> dict:
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     best = min(history, key=lambda h: h["val_loss"])
@@ -76,6 +102,8 @@ def main(argv=None):
     p.add_argument("--backend", default="numba")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--full-data", type=Path, help="also time training steps on this whole file (fra.txt)")
+    p.add_argument("--full-steps", type=int, default=10, help="random batches per mode for --full-data")
     args = p.parse_args(argv)
     backend = get_backend(args.backend)
     pairs = resolve_pairs(None, 10000)
@@ -103,6 +131,7 @@ def main(argv=None):
             assert model.mask_padding == (mode == "mask-padding"), f"{run} is not a {mode} run"
             metrics[(mode, which)] = evaluate_pairs(model, val_pairs, pairs)[0] | summary
 
+    full = full_file_steps(args.full_data, backend, args.full_steps) if args.full_data else None
     median = {name: statistics.median(t) for name, t in timings.items()}
     lines = [
         f"# Keras parity vs --mask-padding ({cpu_name()}, backend {args.backend}, float32, batch 64, latent 256)",
@@ -130,6 +159,16 @@ def main(argv=None):
         lines.append(f"| {mode} | {which} | {epoch} | {m['loss_real_characters']:.4f} | "
                      f"{m['accuracy_real_characters']:.4f} | {m['exact_match']:.4f} | "
                      f"{m['character_error_rate']:.4f} | {chrf} |")
+    if full:
+        p_, m_ = full["parity"], full["mask-padding"]
+        lines += ["", f"The whole file ({args.full_data}, training part, batch 64): median of {p_['n']} random "
+                  "training steps each, interleaved; an epoch estimated as steps x median:", "",
+                  "| whole file | parity | --mask-padding | ratio |", "| --- | --- | --- | --- |",
+                  f"| training step, median | {p_['median_step_s'] * 1e3:.0f} ms | {m_['median_step_s'] * 1e3:.0f} ms "
+                  f"| {p_['median_step_s'] / m_['median_step_s']:.1f}x |",
+                  f"| steps per epoch | {p_['steps_per_epoch']} | {m_['steps_per_epoch']} | |",
+                  f"| epoch (estimate, training only) | {p_['median_step_s'] * p_['steps_per_epoch'] / 60:.0f} min "
+                  f"| {m_['median_step_s'] * m_['steps_per_epoch'] / 60:.1f} min | |"]
     lines += ["", "Whole runs (from their history.jsonl, wall time while the machine did other work too): "
               + "; ".join(f"{mode} {metrics[(mode, 'final')]['epochs']} epochs in "
                           f"{metrics[(mode, 'final')]['train_minutes']:.1f} min"
@@ -137,7 +176,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "README.md").write_text("\n".join(lines))
     (args.out / "results.json").write_text(json.dumps(
-        {"epoch_seconds": timings, "work": work,
+        {"epoch_seconds": timings, "work": work, "full_file": full,
          "metrics": {f"{mode}/{which}": m for (mode, which), m in metrics.items()}}, indent=1) + "\n")
     print("\n".join(lines))
 

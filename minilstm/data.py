@@ -489,17 +489,32 @@ def iterate_batches(indices, batch_size: int, rng: np.random.Generator | None) -
         yield order[start : start + batch_size]
 
 
-def bucketed_batches(indices, lengths, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+SORT_WINDOW = 16  # batches: bucketed_batches sorts by French length within windows of this many batches
+
+
+def bucketed_batches(indices, lengths, batch_size: int, rng: np.random.Generator | None,
+                     target_lengths=None) -> list[np.ndarray]:
     """Batches of ``indices`` whose ``lengths`` (the English lengths of all rows) are all equal, for
     ``--mask-padding``: the encoder then runs each batch to exactly its sentences' length, reads no padding, and
-    each final state is the sentence's own. Each length's rows are cut into ``batch_size`` slices (the last may be
-    short). With ``rng`` the rows are shuffled within each length and the batches' order is shuffled too (one
-    epoch; the same generator state gives the same epoch); ``rng=None`` keeps the file order within each length.
+    each final state is the sentence's own.
+
+    Each length's rows are taken in windows of ``SORT_WINDOW * batch_size`` rows; with ``target_lengths`` a window
+    is sorted by French length before it is cut into ``batch_size`` slices (the last slice of a length may be
+    short), so the decoder, which runs to the longest sentence of its batch, computes little padding (a fifth
+    fewer LSTM steps than unsorted on the example's data) while the windows keep the batches random. With ``rng``
+    the rows are shuffled within each length and the batches' order is shuffled too (one epoch; the same
+    generator state gives the same epoch); ``rng=None`` keeps the file order within each length.
     """
     batch_size, order = _epoch_order(indices, batch_size, rng)
     order = order[np.argsort(lengths[order], kind="stable")]
-    groups = np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1)
-    batches = [group[i : i + batch_size] for group in groups for i in range(0, len(group), batch_size)]
+    window = SORT_WINDOW * batch_size
+    batches = []
+    for group in np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1):
+        for start in range(0, len(group), window):
+            rows = group[start : start + window]
+            if target_lengths is not None:
+                rows = rows[np.argsort(target_lengths[rows], kind="stable")]
+            batches += [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     if rng is not None:
         batches = [batches[k] for k in rng.permutation(len(batches))]
     return batches

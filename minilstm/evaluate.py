@@ -66,7 +66,7 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
     loss_sum = real_loss_sum = hits = real_hits = 0.0
     lengths = data.input_lengths()
     if model.mask_padding:  # its encoder reads no padding: batches of one English length, run to that length
-        plan = bucketed_batches(np.arange(len(data)), lengths, batch_size, None)
+        plan = bucketed_batches(np.arange(len(data)), lengths, batch_size, None, data.target_steps())
     else:
         plan = [np.arange(start, min(start + batch_size, len(data))) for start in range(0, len(data), batch_size)]
     masked_targets = data.masked_target_ids()

@@ -276,7 +276,7 @@ class Batches:
     def plan(self, indices, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
         """One epoch's batches of ``indices`` (host arrays), shuffled by ``rng`` unless it is None."""
         if self.mask_padding:
-            return bucketed_batches(indices, self.input_lengths, batch_size, rng)
+            return bucketed_batches(indices, self.input_lengths, batch_size, rng, self.target_steps)
         return list(iterate_batches(indices, batch_size, rng))
 
     def arrays(self, rows, idx: np.ndarray):

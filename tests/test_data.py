@@ -7,7 +7,6 @@ import gzip
 import http.server
 import io
 import threading
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -148,12 +147,10 @@ def test_first_10k_pairs_match_keras_example_and_known_numbers():
     assert_matches_keras(ds, keras_onehot(pairs))
 
 
-def test_full_file_reads_and_encodes_quickly():
+def test_full_file_reads_and_encodes():
     path = shared_fra()
-    t0 = time.perf_counter()
     pairs = read_pairs(path)
     ds = Dataset.from_pairs(pairs)
-    seconds = time.perf_counter() - t0
     assert len(ds) == 167_130
     assert ds.encoder_input_ids.shape == (167_130, ds.max_encoder_len)
     assert ds.decoder_target_ids.shape == (167_130, ds.max_decoder_len)
@@ -163,7 +160,10 @@ def test_full_file_reads_and_encodes_quickly():
         assert ds.encoder_input_ids[i].tolist() == ds.input_vocab.encode(en.ljust(ds.max_encoder_len))
         target = (START + fr + END).ljust(ds.max_decoder_len)
         assert ds.decoder_input_ids[i].tolist() == ds.target_vocab.encode(target)
-    assert seconds < 20, f"reading and encoding 167k pairs took {seconds:.1f} s"
+    # Memory grows with the data in ids (4 bytes per position), not in one-hot floats (4 bytes per vocabulary entry
+    # per position: 69 GB here).
+    positions = len(ds) * (ds.max_encoder_len + 2 * ds.max_decoder_len)
+    assert sum(a.nbytes for a in (ds.encoder_input_ids, ds.decoder_input_ids, ds.decoder_target_ids)) == 4 * positions
 
 
 # ------------------------------------------------------------------------------------ the built-in subset

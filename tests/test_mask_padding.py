@@ -5,14 +5,17 @@ position-weighted mean of the gradients of its sentences run one at a time with 
 inside a batch changes nothing, to float64 rounding.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import copy_to_backend, numerical_gradient, relative_error, small_model
 
 from minilstm import layers
 from minilstm.checkpoint import load_checkpoint, save_checkpoint
-from minilstm.data import END, IGNORE, START, Dataset, bucketed_batches, encode_inputs
+from minilstm.data import END, IGNORE, START, Dataset, bucketed_batches, encode_inputs, read_pairs
 from minilstm.errors import MinilstmError
+from minilstm.seq2seq import Seq2Seq
 
 
 def _random_sentences(rng, model, n, enc_len, max_steps):
@@ -187,3 +190,28 @@ def test_workspace_keeps_one_buffer_per_name_across_shapes(rng):
         assert len(names) == len(set(names))
     decoder = model._workspaces[(0, "decoder")]
     assert decoder.buffers[("gates", "float64")].size == 8 * 7 * 16  # the largest batch: 8 steps x 7 rows x 4H
+
+
+def test_whole_file_buckets_and_its_longest_sentence_trains():
+    """On the whole shared file: the length buckets cover every training row once, each batch is padded only to
+    its own longest French sentence (far less than the file's maximum), and the longest sentence of the file
+    (286 + 351 characters) goes through a masked training step."""
+    path = Path(__file__).resolve().parents[2] / "shared/data/fra-eng/fra.txt"
+    if not path.is_file():
+        pytest.skip(f"full data file not present at {path}")
+    data = Dataset.from_pairs(read_pairs(path))
+    lengths, steps = data.input_lengths(), data.target_steps()
+    plan = bucketed_batches(np.arange(len(data)), lengths, 64, np.random.default_rng(0), steps)
+    assert np.array_equal(np.sort(np.concatenate(plan)), np.arange(len(data)))
+    computed = sum(len(b) * (lengths[b[0]] + steps[b].max()) for b in plan)
+    padded = len(data) * (data.max_encoder_len + data.max_decoder_len)
+    real = int(lengths.sum() + steps.sum())
+    assert real <= computed < 1.1 * real and computed < padded / 8
+    longest = int(np.argmax(lengths))
+    model = Seq2Seq("numba", data.input_vocab, data.target_vocab, data.max_encoder_len, data.max_decoder_len,
+                    latent_dim=16, mask_padding=True).initialize(0)
+    targets = data.masked_target_ids()[longest : longest + 1, : steps[longest]]
+    loss, _ = model.forward_backward(data.encoder_input_ids[longest : longest + 1, : lengths[longest]],
+                                     data.decoder_input_ids[longest : longest + 1, : steps[longest]], targets,
+                                     positions=int(steps[longest]))
+    assert np.isfinite(float(loss)) and np.isfinite(model.grads.flat).all()

@@ -214,3 +214,33 @@ def test_training_trajectory_and_decodes_match_numpy(rng):
     texts = ["abc", "de", "a", "hgfedcba"]
     texts = ["".join(ch for ch in t if ch in ref.input_vocab.index) or ref.input_vocab.chars[1] for t in texts]
     assert model.translate(texts) == ref.translate(texts)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mask_padding_on_gpu(rng, dtype):
+    """IGNORE targets in the CUDA softmax kernel (zero rows, not counted), and a masked bucket's loss and gradients
+    and a mask_padding model's translations equal the numpy backend's."""
+    logits = rng.standard_normal((50, 13)) * 4
+    targets = rng.integers(0, 13, size=50)
+    targets[::3] = layers.IGNORE
+    loss, hits, d = get_backend("cupy").softmax_cross_entropy(cp.asarray(logits, dtype), cp.asarray(targets), 0.5)
+    ref_loss, ref_hits, ref_d = layers.softmax_cross_entropy(np, logits, targets, 0.5)
+    assert abs(float(loss) - ref_loss) <= 10 * TOL[dtype] * abs(ref_loss)
+    assert int(hits) == int(ref_hits) and not cp.asnumpy(d)[::3].any()
+    close(d, ref_d, dtype)
+    ref = small_model("numpy", n_in=9, n_out=11, units=16, enc_len=5, dec_len=8, dtype=dtype)
+    ref.mask_padding = True
+    model = copy_to_backend(ref, "cupy")
+    enc = rng.integers(0, 9, size=(6, 3))
+    dec_in = rng.integers(0, 11, size=(6, 7))
+    steps = rng.integers(1, 8, size=6)
+    dec_out = np.where(np.arange(7)[None, :] < steps[:, None], rng.integers(0, 11, size=(6, 7)), layers.IGNORE)
+    expected = ref.forward_backward(enc, dec_in, dec_out, positions=int(steps.sum()))
+    got = model.forward_backward(enc, dec_in, dec_out, positions=int(steps.sum()))
+    tolerance = 1e-10 if dtype == "float64" else 1e-4
+    assert abs(float(got[0]) - float(expected[0])) <= tolerance * float(expected[0])
+    assert relative_error(cp.asnumpy(model.grads.flat), ref.grads.flat) < tolerance
+    if dtype == "float64":
+        texts = ["abc", "a", "hgfe", "bb"]
+        assert model.translate(texts) == ref.translate(texts)

@@ -161,7 +161,7 @@ def test_full_file_reads_and_encodes():
         target = (START + fr + END).ljust(ds.max_decoder_len)
         assert ds.decoder_input_ids[i].tolist() == ds.target_vocab.encode(target)
     # Memory grows with the data in ids (4 bytes per position), not in one-hot floats (4 bytes per vocabulary entry
-    # per position: 69 GB here).
+    # per position: 71 GB here).
     positions = len(ds) * (ds.max_encoder_len + 2 * ds.max_decoder_len)
     assert sum(a.nbytes for a in (ds.encoder_input_ids, ds.decoder_input_ids, ds.decoder_target_ids)) == 4 * positions
 

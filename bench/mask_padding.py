@@ -136,7 +136,8 @@ def main(argv=None):
     lines = [
         f"# Keras parity vs --mask-padding ({cpu_name()}, backend {args.backend}, float32, batch 64, latent 256)",
         "",
-        f"Measured by `python bench/mask_padding.py --parity {args.parity} --masked {args.masked} --out {args.out}`"
+        f"Measured by `python bench/mask_padding.py --parity {args.parity} --masked {args.masked}"
+        + (f" --full-data {args.full_data}" if args.full_data else "") + f" --out {args.out}`"
         f" on {time.strftime('%Y-%m-%d')}.",
         "",
         "| per epoch (8,000 training pairs + validation) | parity | --mask-padding | ratio |",

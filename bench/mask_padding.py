@@ -33,12 +33,12 @@ from minilstm.train import Batches, evaluate  # noqa: E402
 
 
 class Mode:
-    def __init__(self, name, dataset, backend, mask_padding, train_idx, val_idx):
+    def __init__(self, name, dataset, backend, mask_padding, train_idx, val_idx, latent_dim=256):
         self.name = name
         self.backend = backend
         self.batches = Batches(dataset, backend, mask_padding)
         self.model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                             dataset.max_decoder_len, 256, "float32", mask_padding).initialize(0)
+                             dataset.max_decoder_len, latent_dim, "float32", mask_padding).initialize(0)
         self.optimizer = RMSprop(backend, self.model.params.flat.size, self.model.dtype)
         self.train_idx = train_idx
         self.val_plan = self.batches.plan(val_idx, 256, None)
@@ -101,16 +101,18 @@ def main(argv=None):
     p.add_argument("--masked", type=Path, required=True, help="a run trained with --mask-padding")
     p.add_argument("--backend", default="numba")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--num-samples", type=int, default=10000, help="the runs' --num-samples (built-in data)")
+    p.add_argument("--latent-dim", type=int, default=256, help="model size for the timed epochs")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--full-data", type=Path, help="also time training steps on this whole file (fra.txt)")
     p.add_argument("--full-steps", type=int, default=10, help="random batches per mode for --full-data")
     args = p.parse_args(argv)
     backend = get_backend(args.backend)
-    pairs = resolve_pairs(None, 10000)
+    pairs = resolve_pairs(None, args.num_samples)
     dataset = Dataset.from_pairs(pairs)
     train_idx, val_idx = split_validation(len(dataset))
-    modes = [Mode("parity", dataset, backend, False, train_idx, val_idx),
-             Mode("mask-padding", dataset, backend, True, train_idx, val_idx)]
+    modes = [Mode("parity", dataset, backend, False, train_idx, val_idx, args.latent_dim),
+             Mode("mask-padding", dataset, backend, True, train_idx, val_idx, args.latent_dim)]
     for mode in modes:  # warm-up: compile and allocate outside the timing
         mode.model.forward_backward(*mode.batches.arrays(mode.val_order[:64], mode.val_plan[0][:64])[0])
     timings = {m.name: [] for m in modes}
@@ -134,13 +136,14 @@ def main(argv=None):
     full = full_file_steps(args.full_data, backend, args.full_steps) if args.full_data else None
     median = {name: statistics.median(t) for name, t in timings.items()}
     lines = [
-        f"# Keras parity vs --mask-padding ({cpu_name()}, backend {args.backend}, float32, batch 64, latent 256)",
+        f"# Keras parity vs --mask-padding ({cpu_name()}, backend {args.backend}, float32, batch 64, latent "
+        f"{args.latent_dim})",
         "",
         f"Measured by `python bench/mask_padding.py --parity {args.parity} --masked {args.masked}"
         + (f" --full-data {args.full_data}" if args.full_data else "") + f" --out {args.out}`"
         f" on {time.strftime('%Y-%m-%d')}.",
         "",
-        "| per epoch (8,000 training pairs + validation) | parity | --mask-padding | ratio |",
+        f"| per epoch ({len(train_idx):,} training pairs + validation) | parity | --mask-padding | ratio |",
         "| --- | --- | --- | --- |",
         f"| time, median of {args.repeats} (interleaved) | {median['parity']:.2f} s | {median['mask-padding']:.2f} s |"
         f" {median['parity'] / median['mask-padding']:.2f}x faster |",
@@ -148,7 +151,8 @@ def main(argv=None):
         f"| row-steps (LSTM cell evaluations, encoder + decoder) | {work['parity'][1]:,} | "
         f"{work['mask-padding'][1]:,} | {work['parity'][1] / work['mask-padding'][1]:.2f}x fewer |",
         "",
-        "Evaluate metrics (`python -m minilstm.evaluate`) on the same 2,000 validation pairs; \"real characters\" "
+        f"Evaluate metrics (`python -m minilstm.evaluate`) on the same {len(val_idx):,} validation pairs; \"real "
+        "characters\" "
         "excludes the padding after END, which only the parity run was trained to predict:",
         "",
         "| run | checkpoint | epoch | loss, real chars | accuracy, real chars | exact match | CER | chrF |",

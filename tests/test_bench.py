@@ -1,11 +1,13 @@
 """The benchmark's --quick mode runs end to end, so it cannot rot. (Speed is measured there, never asserted.)"""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def test_bench_quick(tmp_path):
@@ -21,3 +23,26 @@ def test_bench_quick(tmp_path):
     assert all(r.get("identical", True) for r in records), "batched and one-by-one decodes differ"
     assert "| train_step | minilstm-numba | 64 | 256 |" in result.stdout
     assert (tmp_path / "quick.png").stat().st_size > 0
+
+
+def test_mask_padding_bench_runs(tmp_path):
+    """bench/mask_padding.py end to end on two tiny runs (one parity, one --mask-padding): it times both modes and
+    writes the comparison table with both runs' evaluate metrics."""
+    common = ["--num-samples", "320", "--epochs", "1", "--batch-size", "32", "--latent-dim", "16", "--num-decodes",
+              "0", "--progress", "never"]
+    for name, extra in (("parity", []), ("masked", ["--mask-padding"])):
+        result = subprocess.run([sys.executable, "-m", "minilstm.train", *common, *extra, "--out", tmp_path / name],
+                                capture_output=True, text=True, env=ENV, timeout=600)
+        assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "mask_padding.py"), "--parity", tmp_path / "parity",
+                             "--masked", tmp_path / "masked", "--num-samples", "320", "--latent-dim", "16",
+                             "--repeats", "1", "--out", tmp_path / "report"],
+                            capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "report" / "README.md").read_text()
+    assert "| per epoch (256 training pairs + validation) |" in report
+    for mode in ("parity", "mask-padding"):
+        assert f"| {mode} | best | 1 |" in report and f"| {mode} | final | 1 |" in report
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert set(results["epoch_seconds"]) == {"parity", "mask-padding"}
+    assert results["work"]["mask-padding"][1] < results["work"]["parity"][1]  # fewer cell evaluations

@@ -29,6 +29,15 @@ def assert_user_error(result, *fragments):
         assert fragment in lines[0], (fragment, lines[0])
 
 
+def evaluate_best(out, tmp_path):
+    """``evaluate OUT/best --json``: its stdout, its metrics, and the metrics training logged for that checkpoint."""
+    report = tmp_path / "eval.json"
+    evaluated = run("evaluate", out / "best", "--json", report)
+    assert evaluated.returncode == 0, evaluated.stderr
+    logged = json.loads((out / "best" / "config.json").read_text())["metrics"]
+    return evaluated.stdout, json.loads(report.read_text())["metrics"], logged
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Three epochs on 320 built-in pairs with a small model: shared by the tests below."""
@@ -207,12 +216,8 @@ def test_mask_padding_end_to_end(trained, tmp_path):
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert history[-1]["loss"] < history[0]["loss"] and history[-1]["val_loss"] < history[0]["val_loss"]
     assert json.loads((out / "final" / "config.json").read_text())["model"]["mask_padding"] is True
-    report = tmp_path / "eval.json"
-    evaluated = run("evaluate", out / "best", "--json", report)
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert "n/a (trained with --mask-padding)" in evaluated.stdout
-    metrics = json.loads(report.read_text())["metrics"]
-    logged = json.loads((out / "best" / "config.json").read_text())["metrics"]
+    stdout, metrics, logged = evaluate_best(out, tmp_path)
+    assert "n/a (trained with --mask-padding)" in stdout
     assert metrics["loss"] is None and metrics["accuracy"] is None
     assert abs(metrics["loss_real_characters"] - logged["val_loss"]) < 1e-4
     assert abs(metrics["accuracy_real_characters"] - logged["val_accuracy"]) < 1e-6
@@ -232,12 +237,8 @@ def test_validation_data_holds_out_its_sentences(tmp_path):
     # tiny.txt has "Go." and "Thanks!" once each: both left out of training, all 3 held-out pairs validate.
     assert "Validating on the 3 pairs of" in result.stdout and "left out 2 training pairs" in result.stdout
     assert "Training on 10 pairs, validating on 3" in result.stdout
-    report = tmp_path / "eval.json"
-    evaluated = run("evaluate", out / "best", "--json", report)
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert "validation data" in evaluated.stdout
-    metrics = json.loads(report.read_text())["metrics"]
-    logged = json.loads((out / "best" / "config.json").read_text())["metrics"]
+    stdout, metrics, logged = evaluate_best(out, tmp_path)
+    assert "validation data" in stdout
     assert metrics["pairs"] == 3 and abs(metrics["loss"] - logged["val_loss"]) < 1e-4
     assert_user_error(run("train", "--data", TINY, "--validation-data", tmp_path / "absent.txt", "--out", out),
                       "absent.txt")

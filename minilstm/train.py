@@ -416,7 +416,7 @@ def main(argv=None) -> int:
     first_epoch = progress.epoch + 1
     batches = Batches(dataset, backend, args.mask_padding)
     val_plan = batches.plan(val_idx, 256, None)
-    val_order = backend.asarray(np.concatenate([val_idx[:0], *val_plan]))
+    val_order = backend.asarray(np.concatenate(val_plan))  # never empty: the split and read_pairs refuse that
     pending = PendingMetrics()
     with StopSignals() as signals:
         for epoch in range(first_epoch, args.epochs + 1):

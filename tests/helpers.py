@@ -49,6 +49,10 @@ def numerical_gradient(loss_fn, array, eps=1e-6):
 
 
 def relative_error(a, b) -> float:
+    """||a - b|| / max(||a||, ||b||); infinite where either holds a NaN or an infinity (which would otherwise
+    make every comparison false and read as agreement)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("inf")
     scale = max(np.linalg.norm(a), np.linalg.norm(b))
     return float(np.linalg.norm(a - b) / scale) if scale > 0 else 0.0

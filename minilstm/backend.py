@@ -53,6 +53,15 @@ class Backend:
     def lstm_cell_backward(self, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev):
         lstm.cell_backward(self.xp, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev)
 
+    def lstm_recurrence_forward(self, gates, recurrent_kernel, hs, cs, workspace):
+        """The whole forward time loop of one layer (arguments: ``lstm.recurrence_forward``). A backend can run it
+        as one kernel; the reference is a GEMM and a cell per step."""
+        lstm.recurrence_forward(self, gates, recurrent_kernel, hs, cs, workspace)
+
+    def lstm_recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz):
+        """The whole backward time loop of one layer (arguments: ``lstm.recurrence_backward``)."""
+        lstm.recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
+
     def gather_rows_add(self, table, ids, bias, out=None):
         return layers.gather_rows_add(self.xp, table, ids, bias, out)
 
@@ -153,13 +162,14 @@ class NumbaBackend(Backend):
         self.kernels.rmsprop_update(params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt)
 
 
-def _cupy_backend():
+def _cupy_backend(recurrence: str = "per-step"):
     from .cupy_backend import CupyBackend  # imported on demand: CuPy is an optional extra
 
-    return CupyBackend()
+    return CupyBackend(recurrence)
 
 
-BACKENDS = {"numpy": NumpyBackend, "numba": NumbaBackend, "cupy": _cupy_backend}
+BACKENDS = {"numpy": NumpyBackend, "numba": NumbaBackend, "cupy": _cupy_backend,
+            "cupy-persistent": lambda: _cupy_backend("persistent")}
 
 
 def available_backends() -> list[str]:

@@ -71,6 +71,27 @@ def cell_backward(xp, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev
     dc_prev[...] = dc_total * f
 
 
+def recurrence_forward(backend, gates, recurrent_kernel, hs, cs, workspace):
+    """The time loop, one GEMM and one fused cell per step (math: module doc). ``gates`` (T, B, 4H) holds the
+    input part of the pre-activations on entry and the activated gates on exit; ``hs[0]``, ``cs[0]`` hold the
+    initial states; writes ``hs[1:]``, ``cs[1:]``."""
+    steps, batch, four_units = gates.shape
+    recurrent = workspace.get("recurrent", (batch, four_units), gates.dtype)
+    for t in range(steps):
+        backend.xp.matmul(hs[t], recurrent_kernel, out=recurrent)
+        backend.lstm_cell_forward(gates[t], recurrent, cs[t], cs[t + 1], hs[t + 1])
+
+
+def recurrence_backward(backend, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz):
+    """Backpropagation through time, one fused cell and one GEMM per step (math: module doc). ``dh``, ``dc``
+    (B, H) hold dL/dh_T, dL/dc_T on entry and dL/dh_0, dL/dc_0 on exit; writes ``dz`` (T, B, 4H)."""
+    recurrent_kernel_t = recurrent_kernel.T
+    for t in reversed(range(gates.shape[0])):
+        d_output = None if d_outputs is None else d_outputs[t]
+        backend.lstm_cell_backward(gates[t], cs[t], cs[t + 1], dh, d_output, dc, dz[t], dc)
+        backend.xp.matmul(dz[t], recurrent_kernel_t, out=dh)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The layer over a whole sequence.
 
@@ -118,10 +139,7 @@ def lstm_forward(backend, kernel, recurrent_kernel, bias, input_ids, h0, c0, wor
     cs = workspace.get("cs", (steps + 1, batch, units), dtype)
     hs[0] = h0
     cs[0] = c0
-    recurrent = workspace.get("recurrent", (batch, 4 * units), dtype)
-    for t in range(steps):
-        xp.matmul(hs[t], recurrent_kernel, out=recurrent)
-        backend.lstm_cell_forward(gates[t], recurrent, cs[t], cs[t + 1], hs[t + 1])
+    backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, workspace)
     return LSTMCache(input_ids, gates, hs, cs)
 
 
@@ -137,11 +155,7 @@ def lstm_backward(backend, cache: LSTMCache, recurrent_kernel, d_outputs, d_h_la
     dz = (workspace or Workspace(xp)).get("dz", cache.gates.shape, cache.gates.dtype)
     dh = d_h_last.copy()
     dc = d_c_last.copy()
-    recurrent_kernel_t = recurrent_kernel.T
-    for t in reversed(range(steps)):
-        d_output = None if d_outputs is None else d_outputs[t]
-        backend.lstm_cell_backward(cache.gates[t], cache.cs[t], cache.cs[t + 1], dh, d_output, dc, dz[t], dc)
-        xp.matmul(dz[t], recurrent_kernel_t, out=dh)
+    backend.lstm_recurrence_backward(cache.gates, cache.cs, recurrent_kernel, d_outputs, dh, dc, dz)
     dz_flat = dz.reshape(steps * batch, four_units)
     xp.matmul(cache.hs[:-1].reshape(steps * batch, units).T, dz_flat, out=grads["recurrent_kernel"])
     grads["bias"][...] = dz_flat.sum(axis=0)

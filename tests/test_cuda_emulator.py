@@ -1,0 +1,207 @@
+"""The CPU emulator that runs our CUDA kernels in CI (tests/cuda_emulator): it computes what a GPU computes, and it
+refuses what a GPU would get wrong - so a test on it can fail. Last, the proof on our own kernels: take out any one
+barrier of kernels/*.cu and the emulated results are wrong."""
+
+import re
+from pathlib import Path
+
+import cuda_emulator
+import numpy as np
+import pytest
+from helpers import relative_error
+from test_cupy_backend import reference_recurrence
+
+from minilstm import layers, lstm
+
+pytestmark = pytest.mark.skipif(not cuda_emulator.available(), reason="no g++ here to build the CUDA emulator")
+KERNELS = Path(__file__).resolve().parents[1] / "kernels"
+
+TOYS = r"""
+#ifndef MINILSTM_EMULATOR
+#include <cooperative_groups.h>
+#endif
+// out[b] = sum of block b's row of x; SYNC is __syncthreads() or nothing.
+extern "C" __global__ void block_sum(const float* x, float* out, int n) {
+    extern __shared__ unsigned char shared_bytes[];
+    float* s = reinterpret_cast<float*>(shared_bytes);
+    s[threadIdx.x] = (int)threadIdx.x < n ? x[blockIdx.x * n + threadIdx.x] : 0.0f;
+    SYNC;
+    if (threadIdx.x == 0) {
+        float total = 0.0f;
+        for (unsigned k = 0; k < blockDim.x; ++k) total += s[k];
+        out[blockIdx.x] = total;
+    }
+}
+// Every block writes its id, then reads all of them: needs a grid-wide barrier between (GRID_SYNC).
+extern "C" __global__ void grid_sum(int* ids, int* out) {
+    if (threadIdx.x == 0) ids[blockIdx.x] = blockIdx.x + 1;
+    GRID_SYNC;
+    if (threadIdx.x == 0) {
+        int total = 0;
+        for (unsigned b = 0; b < gridDim.x; ++b) total += ids[b];
+        out[blockIdx.x] = total;
+    }
+}
+extern "C" __global__ void odd_threads_wait(float* out) {
+    if (threadIdx.x % 2) __syncthreads();
+    out[threadIdx.x] = 1.0f;
+}
+extern "C" __global__ void read_fresh_shared(float* out) {
+    extern __shared__ unsigned char shared_bytes[];
+    out[threadIdx.x] = reinterpret_cast<float*>(shared_bytes)[threadIdx.x];
+}
+"""
+
+
+def toys(sync="__syncthreads()", grid_sync="cooperative_groups::this_grid().sync()", cooperative=False):
+    return cuda_emulator.compile_source(TOYS.replace("GRID_SYNC", grid_sync).replace("SYNC", sync), cooperative)
+
+
+def test_a_kernel_computes_what_it_should():
+    x = np.random.default_rng(0).standard_normal((5, 30)).astype(np.float32)
+    out = np.zeros(5, np.float32)
+    toys().get_function("block_sum")((5,), (32,), (x, out, np.int32(30)), shared_mem=32 * 4)
+    np.testing.assert_allclose(out, x.sum(axis=1), rtol=1e-5)
+
+
+def test_a_missing_syncthreads_gives_a_wrong_result():
+    x = np.ones((5, 30), np.float32)
+    out = np.zeros(5, np.float32)
+    toys(sync="").get_function("block_sum")((5,), (32,), (x, out, np.int32(30)), shared_mem=32 * 4)
+    assert not np.allclose(out, 30)  # thread 0 sums shared memory the others have not written yet
+
+
+def test_a_missing_grid_sync_gives_a_wrong_result():
+    expected = sum(range(1, 7))
+    good, bad = toys(cooperative=True).get_function("grid_sum"), toys(grid_sync="", cooperative=True)
+    bad = bad.get_function("grid_sum")
+    results = []
+    for _ in range(3):  # the three block interleavings
+        ids, out = np.zeros(6, np.int32), np.zeros(6, np.int32)
+        good((6,), (32,), (ids, out))
+        assert (out == expected).all()
+        ids, out = np.zeros(6, np.int32), np.zeros(6, np.int32)
+        bad((6,), (32,), (ids, out))
+        results.append((out == expected).all())
+    assert not all(results)
+
+
+def test_shared_memory_starts_as_nan():
+    out = np.zeros(32, np.float32)
+    toys().get_function("read_fresh_shared")((1,), (32,), (out,), shared_mem=32 * 4)
+    assert np.isnan(out).all()
+
+
+@pytest.mark.parametrize("launch,message", [
+    (lambda k: k["block_sum"]((1,), (32,), (np.zeros(32, np.float32), np.zeros(1, np.float32), np.int64(32)),
+                              shared_mem=128), "argument 2 is 8 bytes, the kernel's parameter is 4"),
+    (lambda k: k["block_sum"]((1,), (32,), (np.zeros(32, np.float32), np.int32(32)), shared_mem=128),
+     "2 arguments given, the kernel takes 3"),
+    (lambda k: k["block_sum"]((1,), (32,), (np.zeros(32, np.float32), np.zeros(1, np.float32), np.int32(32)),
+                              shared_mem=64 * 1024), "65536 bytes of dynamic shared memory"),
+    (lambda k: k["odd_threads_wait"]((1,), (32,), (np.zeros(32, np.float32),)), "while others of its block wait"),
+    (lambda k: k["grid_sum"]((2,), (32,), (np.zeros(2, np.int32), np.zeros(2, np.int32))),
+     "not launched cooperatively"),
+    (lambda k: k["block_sum"]((1,), (2048,), (np.zeros(32, np.float32), np.zeros(1, np.float32), np.int32(32))),
+     "invalid launch shape"),
+])
+def test_what_a_gpu_would_get_wrong_is_refused(launch, message):
+    module = toys()
+    kernels = {name: module.get_function(name) for name in module.kernels}
+    with pytest.raises(cuda_emulator.EmulatorError, match=re.escape(message)):
+        launch(kernels)
+
+
+def test_more_shared_memory_after_opting_in():
+    kernel = toys().get_function("block_sum")
+    kernel.max_dynamic_shared_size_bytes = 64 * 1024  # as cupy's RawKernel attribute
+    out = np.zeros(1, np.float32)
+    kernel((1,), (32,), (np.ones(32, np.float32), out, np.int32(32)), shared_mem=64 * 1024)
+    assert out[0] == 32
+
+
+def test_a_python_int_is_refused():
+    with pytest.raises(TypeError, match="numpy"):
+        toys().get_function("block_sum")((1,), (32,), (np.zeros(32, np.float32), np.zeros(1, np.float32), 32))
+
+
+# --- every barrier in our kernels is needed, and the tests see it go ---------------------------------------------
+
+BARRIER = re.compile(r"__syncthreads\(\);|cooperative_groups::this_grid\(\)\.sync\(\);")
+
+
+def barriers(name):
+    lines = (KERNELS / name).read_text().splitlines()
+    return [(name, number) for number, line in enumerate(lines, 1) if BARRIER.search(line)]
+
+
+def without_line(name, number):
+    def edit(source):
+        if source != (KERNELS / name).read_text():
+            return source
+        lines = source.splitlines(keepends=True)
+        lines[number - 1] = BARRIER.sub("", lines[number - 1])
+        return "".join(lines)
+
+    return edit
+
+
+def worst_recurrence_error(backend_for) -> float:
+    """The largest relative error of a persistent forward and backward pass against numpy float64, over two
+    shapes and the emulator's three block interleavings."""
+    worst = 0.0
+    for blocks, (steps, batch, units) in [(4, (5, 3, 7)), (2, (3, 2, 9))]:
+        backend = backend_for(blocks)
+        rng = np.random.default_rng(1)
+        gates_in = rng.standard_normal((steps, batch, 4 * units)) * 2
+        recurrent_kernel = rng.standard_normal((units, 4 * units)) / np.sqrt(units)
+        h0, c0, d_h, d_c = (rng.standard_normal((batch, units)) for _ in range(4))
+        d_outputs = rng.standard_normal((steps, batch, units))
+        expected = reference_recurrence(gates_in, recurrent_kernel, h0, c0, d_outputs, d_h, d_c)
+        for _ in range(3):
+            gates, hs, cs = gates_in.copy(), np.full((steps + 1, batch, units), np.nan), np.full(
+                (steps + 1, batch, units), np.nan)
+            hs[0], cs[0] = h0, c0
+            backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, lstm.Workspace(np))
+            dz, dh, dc = np.full_like(gates, np.nan), d_h.copy(), d_c.copy()
+            backend.lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
+            worst = max([worst] + [relative_error(a, e) for a, e in zip((gates, hs, cs, dz, dh, dc), expected,
+                                                                          strict=True)])
+    return worst
+
+
+def softmax_error(backend) -> float:
+    """Softmax cross-entropy against numpy float64, three launches; each row's maximum is placed at a different
+    index (low, high, in the last warp's reach) and half the rows are hits, so a wrong argmax shows."""
+    rng = np.random.default_rng(2)
+    worst = 0.0
+    for _ in range(3):
+        logits = rng.standard_normal((12, 70)) * 3
+        top = np.array([0, 1, 31, 32, 63, 64, 65, 69, 5, 40, 66, 68])
+        logits[np.arange(12), top] = logits.max(axis=1) + 1
+        targets = np.where(np.arange(12) % 2, top, rng.integers(0, 70, size=12))
+        loss, hits, d = backend.softmax_cross_entropy(logits, targets, 1 / 12)
+        ref_loss, ref_hits, ref_d = layers.softmax_cross_entropy(np, logits, targets, 1 / 12)
+        worst = max(worst, relative_error(d, ref_d), relative_error([loss], [ref_loss]), float(hits != ref_hits))
+    return worst
+
+
+def run_kernels(name, edit=None) -> float:
+    if name == "lstm_persistent.cu":
+        return worst_recurrence_error(
+            lambda blocks: cuda_emulator.emulated_cupy_backend("persistent", resident_blocks=blocks, edit=edit))
+    return softmax_error(cuda_emulator.emulated_cupy_backend(edit=edit))
+
+
+@pytest.mark.parametrize("name", ["lstm.cu", "lstm_persistent.cu"])
+def test_the_kernels_as_written_agree(name):
+    assert run_kernels(name) < 1e-12
+
+
+@pytest.mark.parametrize("name,line", barriers("lstm.cu") + barriers("lstm_persistent.cu"))
+def test_without_any_one_barrier_the_results_are_wrong(name, line):
+    try:
+        error = run_kernels(name, without_line(name, line))
+    except cuda_emulator.EmulatorError:
+        return  # refused outright (a barrier left unmatched): also seen
+    assert error > 1e-6, f"{name}:{line} - the barrier there is not needed, or the tests cannot see it missing"

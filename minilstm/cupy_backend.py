@@ -1,9 +1,14 @@
-"""The GPU backend: CuPy arrays, cuBLAS GEMMs, and our own CUDA kernels from ``kernels/lstm.cu``.
+"""The GPU backend: CuPy arrays, cuBLAS GEMMs, and our own CUDA kernels from ``kernels/``.
 
-This is the per-time-step design (DESIGN.md §3, step 1): one cuBLAS GEMM and one fused cell kernel per time step,
-weight gradients as one GEMM over all steps, deterministic scatter-add (no atomics, so runs repeat bit for bit),
-fused softmax cross-entropy and a single fused RMSprop launch over the flat parameter buffer. It is the reference
-for the faster persistent-kernel design that is still to come.
+Two ways to run the recurrence (DESIGN.md §3), chosen by ``recurrence``:
+
+- ``per-step`` (the reference, ``kernels/lstm.cu``): one cuBLAS GEMM and one fused cell kernel per time step.
+- ``persistent`` (``kernels/lstm_persistent.cu``): one cooperative launch per layer and direction runs every time
+  step, with the layer's recurrent weights split over the blocks' shared memory. Where a shape does not fit
+  (shared memory above 48 KiB per block), that call runs per step instead.
+
+Both share the rest: weight gradients as one GEMM over all steps, deterministic scatter-add (no atomics, so runs
+repeat bit for bit), fused softmax cross-entropy and a single fused RMSprop launch over the flat parameter buffer.
 """
 
 from pathlib import Path
@@ -15,6 +20,8 @@ from .errors import MinilstmError
 
 INSTALL_HINT = "pip install 'minilstm[cuda13]' (CUDA 13) or 'minilstm[cuda12]' (CUDA 12), or use --backend numba"
 THREADS = 256
+RECURRENCES = ("per-step", "persistent")
+SHARED_LIMIT = 48 * 1024  # dynamic shared memory a kernel may use without opting in to more
 
 
 def kernel_dir() -> Path:
@@ -42,8 +49,9 @@ def _grid(n: int) -> tuple[int]:
 class CupyBackend(Backend):
     name = "cupy"
     cheap_sync = False
+    max_chunk = 64  # columns of h (forward) or dz (backward) staged in shared memory at a time
 
-    def __init__(self):
+    def __init__(self, recurrence: str = "per-step"):
         try:
             import cupy
         except ImportError as e:
@@ -55,17 +63,38 @@ class CupyBackend(Backend):
                                 "--backend numba") from None
         if devices == 0:
             raise MinilstmError("the cupy backend found no CUDA GPU; use --backend numba")
-        self.xp = cupy
-        source = (kernel_dir() / "lstm.cu").read_text(encoding="utf-8")
-        self.module = cupy.RawModule(code=source, options=("--std=c++17",))
+
+        def compile_source(source: str, cooperative: bool = False):
+            return cupy.RawModule(code=source, options=("--std=c++17",), enable_cooperative_groups=cooperative)
+
+        self._start(cupy, compile_source, recurrence)
+
+    def _start(self, xp, compile_source, recurrence: str):
+        """Everything but finding CuPy and a GPU: the tests' CPU emulator (tests/cuda_emulator) starts the backend
+        here with numpy and its own ``compile_source``."""
+        if recurrence not in RECURRENCES:
+            raise MinilstmError(f"unknown recurrence {recurrence!r}; choose one of: {', '.join(RECURRENCES)}")
+        self.xp = xp
+        self.recurrence = recurrence
+        self.module = compile_source((kernel_dir() / "lstm.cu").read_text(encoding="utf-8"))
+        self.persistent_module = None
+        if recurrence == "persistent":
+            self.persistent_module = compile_source((kernel_dir() / "lstm_persistent.cu").read_text(encoding="utf-8"),
+                                                    cooperative=True)
         self._kernels = {}
 
-    def _kernel(self, name: str, dtype):
+    def _kernel(self, name: str, dtype, module=None):
         suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
         key = f"{name}_{suffix}"
         if key not in self._kernels:
-            self._kernels[key] = self.module.get_function(key)
+            self._kernels[key] = (module or self.module).get_function(key)
         return self._kernels[key]
+
+    def _resident_blocks(self) -> int:
+        """How many blocks of a persistent kernel surely run at once: one per multiprocessor (a cooperative
+        launch fails outright if its blocks cannot all be resident)."""
+        props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+        return int(props["multiProcessorCount"])
 
     def asarray(self, array, dtype=None):
         return self.xp.asarray(array, dtype=dtype)
@@ -78,7 +107,8 @@ class CupyBackend(Backend):
 
     def describe(self) -> str:
         props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
-        return f"cupy ({props['name'].decode() if isinstance(props['name'], bytes) else props['name']})"
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        return f"cupy ({name}, {self.recurrence} recurrence)"
 
     @staticmethod
     def _contiguous(*arrays):
@@ -146,3 +176,52 @@ class CupyBackend(Backend):
             _grid(params.size), (THREADS,),
             (params, grads, velocity, np.int64(params.size), np.float64(learning_rate), np.float64(rho),
              np.float64(epsilon), np.int32(bool(epsilon_inside_sqrt))))
+
+    # --- the persistent recurrence ----------------------------------------------------------------------------
+
+    def _persistent_plan(self, direction: str, batch: int, units: int, itemsize: int):
+        """(blocks, threads, units_per_block, chunk, shared bytes) for a persistent launch, or None where the
+        layer's slice of the weights leaves no room in shared memory (then the call runs per step)."""
+        units_per_block = -(-units // self._resident_blocks())
+        blocks = -(-units // units_per_block)
+        if direction == "forward":  # weights (H x 4u) | z (B x 4u) | staged h (B x (chunk + 1))
+            fixed, width = units * 4 * units_per_block + batch * 4 * units_per_block, units
+        else:  # weights (u x 4H) | dh, dc (B x u each) | staged dz (B x (chunk + 1))
+            fixed, width = units_per_block * 4 * units + 2 * batch * units_per_block, 4 * units
+        chunk = min(self.max_chunk, width)
+        while chunk >= 1 and (fixed + batch * (chunk + 1)) * itemsize > SHARED_LIMIT:
+            chunk //= 2
+        if chunk < 1:
+            return None
+        work = batch * 4 * units_per_block  # the widest loop in either kernel
+        threads = THREADS if work >= THREADS else max(32, -(-work // 32) * 32)
+        return blocks, threads, units_per_block, chunk, (fixed + batch * (chunk + 1)) * itemsize
+
+    def lstm_recurrence_forward(self, gates, recurrent_kernel, hs, cs, workspace):
+        steps, batch, four_units = gates.shape
+        plan = None
+        if self.recurrence == "persistent" and steps > 0:
+            plan = self._persistent_plan("forward", batch, four_units // 4, gates.dtype.itemsize)
+        if plan is None:
+            return super().lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, workspace)
+        blocks, threads, units_per_block, chunk, shared = plan
+        self._contiguous(gates, recurrent_kernel, hs, cs)
+        self._kernel("lstm_forward_persistent", gates.dtype, self.persistent_module)(
+            (blocks,), (threads,),
+            (gates, recurrent_kernel, hs, cs, np.int32(steps), np.int32(batch), np.int32(four_units // 4),
+             np.int32(units_per_block), np.int32(chunk)), shared_mem=shared)
+
+    def lstm_recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz):
+        steps, batch, four_units = gates.shape
+        plan = None
+        if self.recurrence == "persistent" and steps > 0:
+            plan = self._persistent_plan("backward", batch, four_units // 4, gates.dtype.itemsize)
+        if plan is None:
+            return super().lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
+        blocks, threads, units_per_block, chunk, shared = plan
+        self._contiguous(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
+        self._kernel("lstm_backward_persistent", gates.dtype, self.persistent_module)(
+            (blocks,), (threads,),
+            (gates, cs, recurrent_kernel, np.uint64(0) if d_outputs is None else d_outputs, dh, dc, dz,
+             np.int32(steps), np.int32(batch), np.int32(four_units // 4), np.int32(units_per_block),
+             np.int32(chunk)), shared_mem=shared)

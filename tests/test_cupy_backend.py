@@ -1,6 +1,8 @@
 """The CuPy backend: CUDA sources compile for sm_80 and sm_90 wherever nvcc is (CI has no GPU), the sources ship
-in the wheel, the backend fails cleanly without CuPy or a GPU, and - on a machine with a CUDA GPU - every kernel
-agrees with the NumPy float64 reference and the whole model agrees with the numpy backend."""
+in the wheel, the backend fails cleanly without CuPy or a GPU, and every kernel agrees with the NumPy float64
+reference and the whole model with the numpy backend - on a CUDA GPU where there is one ("cuda"), and everywhere
+with g++ on the CPU emulator of tests/cuda_emulator ("emulator": the same backend code and the same kernel sources,
+run on numpy arrays; what the emulator cannot see is written in its emulator.h)."""
 
 import os
 import shutil
@@ -9,6 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import cuda_emulator
 import numpy as np
 import pytest
 from helpers import copy_to_backend, numerical_gradient, random_batch, relative_error, small_model
@@ -23,7 +26,7 @@ KERNELS = sorted((REPO / "kernels").glob("*.cu"))
 
 
 def test_there_are_kernels():
-    assert [k.name for k in KERNELS] == ["lstm.cu"]
+    assert [k.name for k in KERNELS] == ["lstm.cu", "lstm_persistent.cu"]
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on the PATH")
@@ -38,8 +41,10 @@ def test_kernel_compiles(tmp_path, source, arch):
                          capture_output=True, text=True, timeout=600)
     assert ptx.returncode == 0, ptx.stderr
     entries = (tmp_path / "out.ptx").read_text()
-    for kernel in ("lstm_cell_forward", "lstm_cell_backward", "gather_rows_add", "scatter_add_sorted",
-                   "softmax_cross_entropy", "rmsprop_update"):
+    kernels = {"lstm.cu": ("lstm_cell_forward", "lstm_cell_backward", "gather_rows_add", "scatter_add_sorted",
+                           "softmax_cross_entropy", "rmsprop_update"),
+               "lstm_persistent.cu": ("lstm_forward_persistent", "lstm_backward_persistent")}[source.name]
+    for kernel in kernels:
         for suffix in ("f32", "f64"):  # every kernel the backend looks up is there, in both precisions
             assert f".entry {kernel}_{suffix}(" in entries, f"{kernel}_{suffix}"
 
@@ -54,6 +59,7 @@ def test_wheel_ships_the_kernels(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for kernel in KERNELS:
         assert f"minilstm/kernels/{kernel.name}" in names
+    assert not any("cuda_emulator" in name for name in names)  # test code stays out of the wheel
     assert "minilstm/default_data/fra-eng-10k.txt.gz" in names
 
 
@@ -81,105 +87,201 @@ def test_clear_error_without_cupy_or_gpu():
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cupy" in lines[0] and ("pip install" in lines[0] or "GPU" in lines[0])
-    with pytest.raises(MinilstmError):
-        get_backend("cupy")
+    for name in ("cupy", "cupy-persistent"):
+        with pytest.raises(MinilstmError, match="cupy backend"):
+            get_backend(name)
 
 
-# --- on a CUDA GPU only ------------------------------------------------------------------------------------------
+# --- on a CUDA GPU, and on the CPU emulator ----------------------------------------------------------------------
 
-cp = cupy_or_none()
-gpu = pytest.mark.skipif(cp is None, reason="no CUDA GPU (or CuPy) here: the kernels are only compile-checked")
+
+def cupy_or_skip():
+    cp = cupy_or_none()
+    if cp is None:
+        pytest.skip("no CUDA GPU (or CuPy) here: these kernels ran on the CPU emulator only")
+    return cp
+
+
+class Device:
+    """Where the GPU tests run: ``xp`` is the array namespace (cupy, or numpy with ``asnumpy``), ``backend(...)``
+    a CupyBackend on it."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        if kind == "cuda":
+            self.xp = cupy_or_skip()
+        else:
+            if not cuda_emulator.available():
+                pytest.skip("no g++ here to build the CUDA emulator")
+            self.xp = cuda_emulator.NumpyAsCupy()
+
+    def backend(self, recurrence="per-step", **emulated):
+        if self.kind == "cuda":
+            return get_backend("cupy" if recurrence == "per-step" else f"cupy-{recurrence}")
+        return cuda_emulator.emulated_cupy_backend(recurrence, **emulated)
+
+
+@pytest.fixture(params=["cuda", "emulator"])
+def device(request):
+    return Device(request.param)
+
+
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
-SHAPES = [(64, 256), (1, 3), (5, 7), (3, 1)]
 DTYPES = [np.float32, np.float64]
+RECURRENCES = ["per-step", "persistent"]
 
 
-@pytest.fixture(scope="module")
-def cupy_backend():
-    return get_backend("cupy")
-
-
-def close(actual, expected, dtype):
-    actual = cp.asnumpy(actual)
+def close(device, actual, expected, dtype):
+    actual = device.xp.asnumpy(actual)
     assert np.isfinite(actual).all()
     assert relative_error(actual, expected) < TOL[dtype]
 
 
-@gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch,units", SHAPES)
-def test_cell_kernels(cupy_backend, rng, dtype, batch, units):
+@pytest.mark.parametrize("batch,units", [(64, 256), (1, 3), (5, 7), (3, 1)])
+def test_cell_kernels(device, rng, dtype, batch, units):
+    xp, backend = device.xp, device.backend()
     z_input = rng.standard_normal((batch, 4 * units)) * 3
     z_rec = rng.standard_normal((batch, 4 * units)) * 3
     c_prev = rng.standard_normal((batch, units))
     expected = [z_input.copy(), np.zeros((batch, units)), np.zeros((batch, units))]
     lstm.cell_forward(np, expected[0], z_rec, c_prev, *expected[1:])
-    gates, c, h = cp.asarray(z_input, dtype), cp.full((batch, units), cp.nan, dtype), cp.full((batch, units), cp.nan,
+    gates, c, h = xp.asarray(z_input, dtype), xp.full((batch, units), np.nan, dtype), xp.full((batch, units), np.nan,
                                                                                               dtype)
-    cupy_backend.lstm_cell_forward(gates, cp.asarray(z_rec, dtype), cp.asarray(c_prev, dtype), c, h)
+    backend.lstm_cell_forward(gates, xp.asarray(z_rec, dtype), xp.asarray(c_prev, dtype), c, h)
     for actual, ref in zip((gates, c, h), expected, strict=True):
-        close(actual, ref, dtype)
+        close(device, actual, ref, dtype)
     for with_output in (True, False):
         act = expected[0]
         c_now, dh_rec, dh_out, dc = (rng.standard_normal((batch, units)) for _ in range(4))
         dh_out = dh_out if with_output else None
         ref_dz, ref_dc = np.zeros((batch, 4 * units)), np.zeros((batch, units))
         lstm.cell_backward(np, act, c_prev, c_now, dh_rec, dh_out, dc, ref_dz, ref_dc)
-        dz = cp.full((batch, 4 * units), cp.nan, dtype)
-        dc_dev = cp.asarray(dc, dtype)
-        cupy_backend.lstm_cell_backward(*(None if a is None else cp.asarray(a, dtype)
-                                          for a in (act, c_prev, c_now, dh_rec, dh_out)), dc_dev, dz, dc_dev)
-        close(dz, ref_dz, dtype)
-        close(dc_dev, ref_dc, dtype)
+        dz = xp.full((batch, 4 * units), np.nan, dtype)
+        dc_dev = xp.asarray(dc, dtype)
+        backend.lstm_cell_backward(*(None if a is None else xp.asarray(a, dtype)
+                                     for a in (act, c_prev, c_now, dh_rec, dh_out)), dc_dev, dz, dc_dev)
+        close(device, dz, ref_dz, dtype)
+        close(device, dc_dev, ref_dc, dtype)
 
 
-@gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows,vocab,width", [(3776, 93, 1024), (1, 1, 3), (7, 5, 4)])
-def test_gather_scatter_softmax_rmsprop(cupy_backend, rng, dtype, rows, vocab, width):
+@pytest.mark.parametrize("rows,vocab,width", [(3776, 93, 1024), (1, 1, 3), (7, 5, 4), (300, 70, 37)])
+def test_gather_scatter_softmax_rmsprop(device, rng, dtype, rows, vocab, width):
+    if device.kind == "emulator" and rows * width > 100_000:
+        pytest.skip("the example's full shape is for the GPU (the emulator runs (300, 70, 37) instead)")
+    xp, backend = device.xp, device.backend()
     table, bias = rng.standard_normal((vocab, width)), rng.standard_normal(width)
     ids = rng.integers(0, vocab, size=rows)
-    close(cupy_backend.gather_rows_add(cp.asarray(table, dtype), cp.asarray(ids), cp.asarray(bias, dtype)),
+    close(device, backend.gather_rows_add(xp.asarray(table, dtype), xp.asarray(ids), xp.asarray(bias, dtype)),
           layers.gather_rows_add(np, table, ids, bias), dtype)
     values, out = rng.standard_normal((rows, width)), rng.standard_normal((vocab, width))
     expected = out.copy()
     layers.scatter_add_rows(np, expected, ids, values)
-    out_dev = cp.asarray(out, dtype)
-    cupy_backend.scatter_add_rows(out_dev, cp.asarray(ids), cp.asarray(values, dtype))
-    close(out_dev, expected, dtype)
+    out_dev = xp.asarray(out, dtype)
+    backend.scatter_add_rows(out_dev, xp.asarray(ids), xp.asarray(values, dtype))
+    close(device, out_dev, expected, dtype)
     logits = rng.standard_normal((rows, vocab)) * 4
-    loss, hits, d = cupy_backend.softmax_cross_entropy(cp.asarray(logits, dtype), cp.asarray(ids), 1 / rows)
+    logits[0, -1] = logits[0, 0] = logits[0].max() + 1  # a tie for the argmax: the lower index wins, as in numpy
+    loss, hits, d = backend.softmax_cross_entropy(xp.asarray(logits, dtype), xp.asarray(ids), 1 / rows)
     ref_loss, ref_hits, ref_d = layers.softmax_cross_entropy(np, logits, ids, 1 / rows)
     assert abs(float(loss) - ref_loss) <= 10 * TOL[dtype] * abs(ref_loss) + 1e-12
     assert int(hits) == int(ref_hits)
-    close(d, ref_d, dtype)
+    close(device, d, ref_d, dtype)
     n = rows * 3
     params, grads, velocity = rng.standard_normal(n), rng.standard_normal(n) * 1e-3, rng.uniform(0, 1e-6, n)
-    ref = [params.copy(), velocity.copy()]
-    get_backend("numpy").rmsprop_update(ref[0], grads, ref[1], 1e-3, 0.9, 1e-7, False)
-    p_dev, v_dev = cp.asarray(params, dtype), cp.asarray(velocity, dtype)
-    cupy_backend.rmsprop_update(p_dev, cp.asarray(grads, dtype), v_dev, 1e-3, 0.9, 1e-7, False)
-    close(p_dev, ref[0], dtype)
-    close(v_dev, ref[1], dtype)
+    for inside in (False, True):
+        ref = [params.copy(), velocity.copy()]
+        get_backend("numpy").rmsprop_update(ref[0], grads, ref[1], 1e-3, 0.9, 1e-7, inside)
+        p_dev, v_dev = xp.asarray(params, dtype), xp.asarray(velocity, dtype)
+        backend.rmsprop_update(p_dev, xp.asarray(grads, dtype), v_dev, 1e-3, 0.9, 1e-7, inside)
+        close(device, p_dev, ref[0], dtype)
+        close(device, v_dev, ref[1], dtype)
 
 
-@gpu
+def reference_recurrence(gates_in, recurrent_kernel, h0, c0, d_outputs, d_h, d_c):
+    """The numpy backend's float64 time loops: activated gates, hs, cs, dz, dL/dh_0, dL/dc_0."""
+    steps, batch, four_units = gates_in.shape
+    units = four_units // 4
+    gates, hs, cs = gates_in.copy(), np.zeros((steps + 1, batch, units)), np.zeros((steps + 1, batch, units))
+    hs[0], cs[0] = h0, c0
+    numpy_backend = get_backend("numpy")
+    numpy_backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, lstm.Workspace(np))
+    dz, dh, dc = np.zeros_like(gates), d_h.copy(), d_c.copy()
+    numpy_backend.lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
+    return gates, hs, cs, dz, dh, dc
+
+
+# (steps, batch, units, blocks the emulator may run at once): batch 1, hidden 3, length 1; units that do not
+# divide evenly over the blocks; more blocks than units; one block for all units.
+RECURRENCE_SHAPES = [(1, 1, 3, 4), (5, 3, 7, 4), (4, 2, 9, 16), (6, 4, 5, 1), (20, 64, 256, None)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_outputs", [True, False])
+@pytest.mark.parametrize("steps,batch,units,blocks", RECURRENCE_SHAPES)
+def test_persistent_recurrence(device, rng, dtype, with_outputs, steps, batch, units, blocks):
+    """One persistent launch per direction against the numpy float64 time loops: forward (activated gates, every
+    h and c) and backward (every dz, dL/dh_0, dL/dc_0), with and without gradients from the outputs."""
+    if device.kind == "emulator" and blocks is None:
+        pytest.skip("the example's size is for the GPU")
+    xp = device.xp
+    backend = device.backend("persistent", **({} if device.kind == "cuda" else {"resident_blocks": blocks}))
+    assert backend._persistent_plan("forward", batch, units, np.dtype(dtype).itemsize) is not None
+    assert backend._persistent_plan("backward", batch, units, np.dtype(dtype).itemsize) is not None
+    gates_in = rng.standard_normal((steps, batch, 4 * units)) * 2
+    recurrent_kernel = rng.standard_normal((units, 4 * units)) / np.sqrt(units)
+    h0, c0, d_h, d_c = (rng.standard_normal((batch, units)) for _ in range(4))
+    d_outputs = rng.standard_normal((steps, batch, units)) if with_outputs else None
+    expected = reference_recurrence(gates_in, recurrent_kernel, h0, c0, d_outputs, d_h, d_c)
+    for _ in range(3):  # the emulator interleaves the blocks differently on each of three launches
+        gates = xp.asarray(gates_in, dtype)
+        hs, cs = xp.full((steps + 1, batch, units), np.nan, dtype), xp.full((steps + 1, batch, units), np.nan, dtype)
+        hs[0], cs[0] = xp.asarray(h0, dtype), xp.asarray(c0, dtype)
+        u = xp.asarray(recurrent_kernel, dtype)
+        backend.lstm_recurrence_forward(gates, u, hs, cs, lstm.Workspace(xp))
+        dz = xp.full((steps, batch, 4 * units), np.nan, dtype)
+        dh, dc = xp.asarray(d_h, dtype), xp.asarray(d_c, dtype)
+        backend.lstm_recurrence_backward(gates, cs, u, None if d_outputs is None else xp.asarray(d_outputs, dtype),
+                                         dh, dc, dz)
+        for actual, ref in zip((gates, hs, cs, dz, dh, dc), expected, strict=True):
+            close(device, actual, ref, dtype)
+
+
+def test_persistent_falls_back_where_shared_memory_is_short(device, rng):
+    """A layer whose weight slice does not fit in a block's shared memory runs per step - and gets it right."""
+    if device.kind == "cuda":
+        pytest.skip("needs a GPU with very few multiprocessors; the emulator stands in for one")
+    backend = device.backend("persistent", resident_blocks=1)
+    assert backend._persistent_plan("forward", 2, 64, 8) is None  # 64 x 256 float64 weights: 128 KiB
+    ref = small_model("numpy", units=64, enc_len=3, dec_len=4)
+    model = copy_to_backend(ref, backend)
+    batch_ids = random_batch(rng, ref, 2)
+    loss, _ = ref.loss_and_grads(*batch_ids)
+    assert abs(model.loss_and_grads(*batch_ids)[0] - loss) <= 1e-12 * loss
+    assert relative_error(model.grads.flat, ref.grads.flat) < 1e-12
+
+
+@pytest.mark.parametrize("recurrence", RECURRENCES)
 @pytest.mark.parametrize("dtype,tolerance", [("float64", 1e-10), ("float32", 1e-4)])
 @pytest.mark.parametrize("batch", [1, 64])
-def test_loss_and_grads_equal_numpy_backend(rng, dtype, tolerance, batch):
-    ref = small_model("numpy", n_in=11, n_out=13, units=32, enc_len=5, dec_len=9, dtype=dtype)
-    model = copy_to_backend(ref, "cupy")
-    batch_ids = random_batch(rng, ref, batch)
-    loss, _ = ref.loss_and_grads(*batch_ids)
-    gpu_loss, _ = model.loss_and_grads(*batch_ids)
-    assert abs(gpu_loss - loss) <= tolerance * loss
-    for name, grad in ref.grads.items():
-        assert relative_error(cp.asnumpy(model.grads[name]), grad) < tolerance, name
+def test_loss_and_grads_equal_numpy_backend(device, rng, recurrence, dtype, tolerance, batch):
+    ref = small_model("numpy", n_in=11, n_out=13, units=32 if device.kind == "cuda" else 9, enc_len=5, dec_len=9,
+                      dtype=dtype)
+    model = copy_to_backend(ref, device.backend(recurrence))
+    for _ in range(3):  # three launches of each kernel: the emulator's three block interleavings
+        batch_ids = random_batch(rng, ref, batch)
+        loss, _ = ref.loss_and_grads(*batch_ids)
+        gpu_loss, _ = model.loss_and_grads(*batch_ids)
+        assert abs(gpu_loss - loss) <= tolerance * loss
+        for name, grad in ref.grads.items():
+            assert relative_error(device.xp.asnumpy(model.grads[name]), grad) < tolerance, name
 
 
-@gpu
-def test_gradient_check_on_gpu(rng):
-    model = small_model("cupy", units=3)
+@pytest.mark.parametrize("recurrence", RECURRENCES)
+def test_gradient_check_on_gpu(device, rng, recurrence):
+    xp = device.xp
+    model = small_model(device.backend(recurrence), units=3)
     enc, dec_in, dec_out = random_batch(rng, model, 2)
     positions = 2 * model.max_decoder_len
 
@@ -188,21 +290,22 @@ def test_gradient_check_on_gpu(rng):
 
     model.forward_backward(enc, dec_in, dec_out)
     for name, view in model.params.items():
-        host = cp.asnumpy(view)
-        analytic = cp.asnumpy(model.grads[name]).copy()
+        host = xp.asnumpy(view)
+        analytic = xp.asnumpy(model.grads[name]).copy()
 
         def loss_host(view=view, host=host):
-            view[...] = cp.asarray(host)
+            view[...] = xp.asarray(host)
             return loss()
 
         assert relative_error(analytic, numerical_gradient(loss_host, host)) < 1e-6, name
-        view[...] = cp.asarray(host)
+        view[...] = xp.asarray(host)
 
 
-@gpu
-def test_training_trajectory_and_decodes_match_numpy(rng):
-    ref = small_model("numpy", n_in=9, n_out=11, units=16, enc_len=5, dec_len=8, dtype="float64")
-    model = copy_to_backend(ref, "cupy")
+@pytest.mark.parametrize("recurrence", RECURRENCES)
+def test_training_trajectory_and_decodes_match_numpy(device, rng, recurrence):
+    ref = small_model("numpy", n_in=9, n_out=11, units=16 if device.kind == "cuda" else 6, enc_len=5, dec_len=8,
+                      dtype="float64")
+    model = copy_to_backend(ref, device.backend(recurrence))
     optimizers = [RMSprop(m.backend, m.params.flat.size, m.dtype, learning_rate=0.01) for m in (ref, model)]
     for _ in range(5):
         batch_ids = random_batch(rng, ref, 8)
@@ -216,22 +319,22 @@ def test_training_trajectory_and_decodes_match_numpy(rng):
     assert model.translate(texts) == ref.translate(texts)
 
 
-@gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_mask_padding_on_gpu(rng, dtype):
+def test_mask_padding_on_gpu(device, rng, dtype):
     """IGNORE targets in the CUDA softmax kernel (zero rows, not counted), and a masked bucket's loss and gradients
     and a mask_padding model's translations equal the numpy backend's."""
+    xp, backend = device.xp, device.backend()
     logits = rng.standard_normal((50, 13)) * 4
     targets = rng.integers(0, 13, size=50)
     targets[::3] = layers.IGNORE
-    loss, hits, d = get_backend("cupy").softmax_cross_entropy(cp.asarray(logits, dtype), cp.asarray(targets), 0.5)
+    loss, hits, d = backend.softmax_cross_entropy(xp.asarray(logits, dtype), xp.asarray(targets), 0.5)
     ref_loss, ref_hits, ref_d = layers.softmax_cross_entropy(np, logits, targets, 0.5)
     assert abs(float(loss) - ref_loss) <= 10 * TOL[dtype] * abs(ref_loss)
-    assert int(hits) == int(ref_hits) and not cp.asnumpy(d)[::3].any()
-    close(d, ref_d, dtype)
+    assert int(hits) == int(ref_hits) and not xp.asnumpy(d)[::3].any()
+    close(device, d, ref_d, dtype)
     ref = small_model("numpy", n_in=9, n_out=11, units=16, enc_len=5, dec_len=8, dtype=dtype)
     ref.mask_padding = True
-    model = copy_to_backend(ref, "cupy")
+    model = copy_to_backend(ref, backend)
     enc = rng.integers(0, 9, size=(6, 3))
     dec_in = rng.integers(0, 11, size=(6, 7))
     steps = rng.integers(1, 8, size=6)
@@ -240,7 +343,7 @@ def test_mask_padding_on_gpu(rng, dtype):
     got = model.forward_backward(enc, dec_in, dec_out, positions=int(steps.sum()))
     tolerance = 1e-10 if dtype == "float64" else 1e-4
     assert abs(float(got[0]) - float(expected[0])) <= tolerance * float(expected[0])
-    assert relative_error(cp.asnumpy(model.grads.flat), ref.grads.flat) < tolerance
+    assert relative_error(xp.asnumpy(model.grads.flat), ref.grads.flat) < tolerance
     if dtype == "float64":
         texts = ["abc", "a", "hgfe", "bb"]
         assert model.translate(texts) == ref.translate(texts)

@@ -43,7 +43,7 @@ class MinilstmContestant:
     def __init__(self, backend_name, dataset, latent_dim, dtype):
         self.backend = get_backend(backend_name)
         self.name = f"minilstm-{backend_name}"
-        self.device = "gpu" if backend_name == "cupy" else "cpu"
+        self.device = "gpu" if backend_name.startswith("cupy") else "cpu"
         self.dataset = dataset
         self.model = Seq2Seq(self.backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
                              dataset.max_decoder_len, latent_dim, dtype).initialize(0)
@@ -127,8 +127,9 @@ def available_names(args) -> list[str]:
         try:
             import torch
 
-            names.append("pytorch-cpu")
-            if torch.cuda.is_available():
+            if "cpu" in args.torch_devices.split(","):
+                names.append("pytorch-cpu")
+            if torch.cuda.is_available() and "cuda" in args.torch_devices.split(","):
                 names.append("pytorch-cuda")
         except ImportError:
             print("# skipping pytorch: not installed (pip install torch==2.13.0)", file=sys.stderr)
@@ -212,9 +213,13 @@ def plot(records, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few repeats, small sweep: under a minute")
-    p.add_argument("--backends", default="numpy,numba" + (",cupy" if default_backend_name() == "cupy" else ""),
-                   help="minilstm backends to time (default: numpy, numba, and cupy where a GPU is usable)")
+    p.add_argument("--backends",
+                   default="numpy,numba" + (",cupy,cupy-persistent" if default_backend_name() == "cupy" else ""),
+                   help="minilstm backends to time (default: numpy, numba, and both cupy recurrences where a GPU is "
+                   "usable)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--torch-devices", default="cpu,cuda",
+                   help="where PyTorch runs: cpu, cuda (where there is a GPU), or both (default)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--json", type=Path)
@@ -234,7 +239,7 @@ def main(argv=None):
         except ImportError:
             pass
     gpu = None
-    if "pytorch-cuda" in names or "minilstm-cupy" in names:
+    if "pytorch-cuda" in names or any(n.startswith("minilstm-cupy") for n in names):
         try:
             import torch
 

@@ -46,3 +46,20 @@ def test_mask_padding_bench_runs(tmp_path):
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert set(results["epoch_seconds"]) == {"parity", "mask-padding"}
     assert results["work"]["mask-padding"][1] < results["work"]["parity"][1]  # fewer cell evaluations
+
+
+def test_gpu_profile_without_a_gpu_says_so():
+    """bench/profile_gpu.py needs a GPU; without one (CI) it stops with one line, not a traceback."""
+    import pytest
+
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            pytest.skip("a GPU is here: bench/profile_gpu.py would run for real")
+    except Exception:  # noqa: BLE001, S110 - absent or unusable: the case this test is about
+        pass
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "profile_gpu.py"), "--repeats", "1"],
+                            capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and "GPU" in result.stderr

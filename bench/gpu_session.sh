@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# What the CuPy backend still owes on a GPU (issue 4), as few commands as a device session allows (each call there
+# may run 10 minutes; the session has 30). Runs from the repository root with the packages the machine already has
+# (CuPy, PyTorch with cuDNN, NumPy, Numba, pytest); writes logs and results under OUT.
+#
+#   bash bench/gpu_session.sh OUT tests     # the GPU tests (cuda-parametrized ones), ~2 min
+#   bash bench/gpu_session.sh OUT profile   # each layer's time loop: per step, persistent, cuDNN; ~1 min
+#   bash bench/gpu_session.sh OUT bench     # bench.py: cupy, cupy-persistent, PyTorch cuDNN; ~5 min
+#   bash bench/gpu_session.sh OUT curves    # 3 epochs on numpy, cupy, cupy-persistent; the curves side by side
+set -uo pipefail
+out=${1:?usage: bash bench/gpu_session.sh OUT tests|profile|bench|curves}
+stage=${2:?usage: bash bench/gpu_session.sh OUT tests|profile|bench|curves}
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+nvidia-smi -L > "$out/device.txt" 2>&1
+case $stage in
+tests)
+    $python -m pytest -rs -k "cuda or compiles" tests/test_cupy_backend.py 2>&1 | tee "$out/gpu-tests.log" ;;
+profile)
+    $python bench/profile_gpu.py --json "$out/gpu-profile.json" 2>&1 | tee "$out/gpu-profile.md" ;;
+bench)
+    $python bench/bench.py --backends cupy,cupy-persistent --torch-devices cuda --json "$out/gpu-bench.json" \
+        --plot "$out/gpu-bench.png" 2>&1 | tee "$out/gpu-bench.md" ;;
+curves)
+    for backend in numpy cupy cupy-persistent; do
+        $python -m minilstm.train --backend "$backend" --epochs 3 --num-decodes 5 --out "$out/run-$backend" \
+            2>&1 | tail -n 12 | tee "$out/train-$backend.log"
+    done
+    $python - "$out" <<'PY' 2>&1 | tee "$out/curves.md"
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+runs = {b: [json.loads(line) for line in (out / f"run-{b}" / "history.jsonl").read_text().splitlines()]
+        for b in ("numpy", "cupy", "cupy-persistent")}
+print("| epoch | " + " | ".join(f"{b} loss | {b} val_loss" for b in runs) + " |")
+print("| --- " * (1 + 2 * len(runs)) + "|")
+for k, ref in enumerate(runs["numpy"]):
+    print(f"| {ref['epoch']} | " + " | ".join(f"{r[k]['loss']:.6f} | {r[k]['val_loss']:.6f}" for r in runs.values())
+          + " |")
+for b in ("cupy", "cupy-persistent"):
+    worst = max(abs(r[key] - ref[key]) / abs(ref[key]) for r, ref in zip(runs[b], runs["numpy"])
+                for key in ("loss", "val_loss"))
+    print(f"\n{b}: largest relative difference from numpy over the 3 epochs: {worst:.2e}")
+PY
+    ;;
+*)
+    echo "unknown stage $stage: tests, profile, bench or curves" >&2; exit 2 ;;
+esac

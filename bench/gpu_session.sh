@@ -7,9 +7,10 @@
 #   bash bench/gpu_session.sh OUT profile   # each layer's time loop: per step, persistent, cuDNN; ~1 min
 #   bash bench/gpu_session.sh OUT bench     # bench.py: cupy, cupy-persistent, PyTorch cuDNN; ~5 min
 #   bash bench/gpu_session.sh OUT curves    # 3 epochs on numpy, cupy, cupy-persistent; the curves side by side
+#   bash bench/gpu_session.sh OUT sanitize  # compute-sanitizer (memcheck, racecheck, synccheck) on the kernel tests
 set -uo pipefail
-out=${1:?usage: bash bench/gpu_session.sh OUT tests|profile|bench|curves}
-stage=${2:?usage: bash bench/gpu_session.sh OUT tests|profile|bench|curves}
+out=${1:?usage: bash bench/gpu_session.sh OUT tests|profile|bench|curves|sanitize}
+stage=${2:?usage: bash bench/gpu_session.sh OUT tests|profile|bench|curves|sanitize}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
@@ -44,6 +45,12 @@ for b in ("cupy", "cupy-persistent"):
     print(f"\n{b}: largest relative difference from numpy over the 3 epochs: {worst:.2e}")
 PY
     ;;
+sanitize)
+    for tool in memcheck racecheck synccheck; do
+        compute-sanitizer --tool "$tool" --error-exitcode 1 $python -m pytest -q -x -p no:cacheprovider \
+            -k "cuda and (persistent_recurrence or cell_kernels or gather_scatter) and not 20-64-256 and not 3776" \
+            tests/test_cupy_backend.py 2>&1 | tail -n 25 | tee "$out/sanitize-$tool.log"
+    done ;;
 *)
-    echo "unknown stage $stage: tests, profile, bench or curves" >&2; exit 2 ;;
+    echo "unknown stage $stage: tests, profile, bench, curves or sanitize" >&2; exit 2 ;;
 esac

@@ -100,19 +100,20 @@ def compile_source(source: str, cooperative: bool = False) -> EmulatedModule:
     key = hashlib.sha256((HEADER.read_text() + source + " ".join(FLAGS)).encode()).hexdigest()[:16]
     names = kernel_names(source)
     if key not in _libraries:
-        build = Path(tempfile.gettempdir()) / "minilstm-cuda-emulator" / key
-        library = build / "kernels.so"
+        cache = Path(tempfile.gettempdir()) / "minilstm-cuda-emulator"
+        library = cache / f"{key}.so"
         if not library.is_file():
-            build.mkdir(parents=True, exist_ok=True)
-            (build / "kernels.cu").write_text(source)
-            unit = "\n".join([f'#include "{HEADER}"', '#include "kernels.cu"'] + [f"EMU_EXPORT({n})" for n in names])
-            (build / "unit.cpp").write_text(unit + "\n")
-            partial = build / f"kernels.{next(_seeds)}.so"
-            result = subprocess.run(["g++", *FLAGS, "unit.cpp", "-o", partial.name], cwd=build, capture_output=True,
-                                    text=True)
-            if result.returncode != 0:
-                raise EmulatorError(f"the kernels do not build for the emulator:\n{result.stderr}")
-            partial.replace(library)  # whole or not at all: a parallel or killed build never leaves half a file
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as build:  # one per build: parallel runs never share files
+                build = Path(build)
+                (build / "kernels.cu").write_text(source)
+                unit = [f'#include "{HEADER}"', '#include "kernels.cu"'] + [f"EMU_EXPORT({n})" for n in names]
+                (build / "unit.cpp").write_text("\n".join(unit) + "\n")
+                result = subprocess.run(["g++", *FLAGS, "unit.cpp", "-o", "kernels.so"], cwd=build,
+                                        capture_output=True, text=True)
+                if result.returncode != 0:
+                    raise EmulatorError(f"the kernels do not build for the emulator:\n{result.stderr}")
+                (build / "kernels.so").replace(library)  # whole or not at all
         _libraries[key] = ctypes.CDLL(str(library))
     return EmulatedModule(_libraries[key], names, cooperative)
 

@@ -91,7 +91,7 @@ MINILSTM_DEVICE void scatter_add_sorted(T* out, const long long* order, const lo
 template <typename T>
 MINILSTM_DEVICE void softmax_cross_entropy(const T* logits, const long long* targets, double grad_scale, T* d_logits,
                                            double* row_loss, int* row_hit, int vocab) {
-    extern __shared__ unsigned char shared_bytes[];  // blockDim.x * (sizeof(T) + sizeof(int) + sizeof(double))
+    extern __shared__ __align__(16) unsigned char shared_bytes[];  // blockDim.x * (sizeof(T) + sizeof(int) + sizeof(double))
     T* best_value = reinterpret_cast<T*>(shared_bytes);
     int* best_index = reinterpret_cast<int*>(best_value + blockDim.x);
     double* partial = reinterpret_cast<double*>(best_index + blockDim.x);  // 8-aligned: blockDim.x even

@@ -39,7 +39,8 @@ MINILSTM_DEVICE Slice owned_units(int units, int units_per_block) {
 template <typename T>
 MINILSTM_DEVICE void lstm_forward_persistent(T* gates, const T* recurrent_kernel, T* hs, T* cs, int steps, int batch,
                                              int units, int units_per_block, int chunk) {
-    extern __shared__ unsigned char shared_bytes[];
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    if (gridDim.x * units_per_block < units) __trap();  // a grid shrunk under us would leave units uncomputed
     const Slice own = owned_units(units, units_per_block);
     const int cols = 4 * own.count, four_units = 4 * units, stride = chunk + 1;  // +1: no bank conflicts on h rows
     T* weights = reinterpret_cast<T*>(shared_bytes);
@@ -95,7 +96,7 @@ MINILSTM_DEVICE void lstm_forward_persistent(T* gates, const T* recurrent_kernel
             c_next[e] = c;
             h_next[e] = o * tanh_(c);
         }
-        cooperative_groups::this_grid().sync();  // h_{t+1} complete in every block before anyone reads it
+        if (t + 1 < steps) cooperative_groups::this_grid().sync();  // h_{t+1} complete before anyone reads it
     }
 }
 
@@ -106,7 +107,8 @@ template <typename T>
 MINILSTM_DEVICE void lstm_backward_persistent(const T* gates, const T* cs, const T* recurrent_kernel,
                                               const T* d_outputs, T* dh, T* dc, T* dz, int steps, int batch, int units,
                                               int units_per_block, int chunk) {
-    extern __shared__ unsigned char shared_bytes[];
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    if (gridDim.x * units_per_block < units) __trap();
     const Slice own = owned_units(units, units_per_block);
     const int four_units = 4 * units, stride = chunk + 1, pairs = batch * own.count;
     T* weights = reinterpret_cast<T*>(shared_bytes);

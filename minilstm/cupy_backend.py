@@ -78,10 +78,19 @@ class CupyBackend(Backend):
         self.recurrence = recurrence
         self.module = compile_source((kernel_dir() / "lstm.cu").read_text(encoding="utf-8"))
         self.persistent_module = None
-        if recurrence == "persistent":
-            self.persistent_module = compile_source((kernel_dir() / "lstm_persistent.cu").read_text(encoding="utf-8"),
-                                                    cooperative=True)
         self._kernels = {}
+        if recurrence == "persistent":
+            try:  # build now, so that a failure is one clear line at the start, not a traceback mid-training
+                self.persistent_module = compile_source(
+                    (kernel_dir() / "lstm_persistent.cu").read_text(encoding="utf-8"), cooperative=True)
+                for name in ("lstm_forward_persistent", "lstm_backward_persistent"):
+                    for dtype in (np.float32, np.float64):
+                        self._kernel(name, dtype, self.persistent_module)
+            except Exception as e:  # noqa: BLE001 - NVRTC, linker or driver errors: all mean "not here"
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise MinilstmError(f"the persistent CUDA kernels do not build on this installation ({first}); they "
+                                    "need the CUDA toolkit (cooperative groups: headers and cudadevrt). Use "
+                                    "--backend cupy") from None
 
     def _kernel(self, name: str, dtype, module=None):
         suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]

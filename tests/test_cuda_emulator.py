@@ -140,7 +140,7 @@ def without_line(name, number):
         if source != (KERNELS / name).read_text():
             return source
         lines = source.splitlines(keepends=True)
-        lines[number - 1] = BARRIER.sub("", lines[number - 1])
+        lines[number - 1] = BARRIER.sub(";", lines[number - 1])  # an empty statement: `if (...) ;` still builds
         return "".join(lines)
 
     return edit
@@ -205,3 +205,29 @@ def test_without_any_one_barrier_the_results_are_wrong(name, line):
     except cuda_emulator.EmulatorError:
         return  # refused outright (a barrier left unmatched): also seen
     assert error > 1e-6, f"{name}:{line} - the barrier there is not needed, or the tests cannot see it missing"
+
+
+def test_persistent_kernels_that_do_not_build_are_one_clear_error():
+    from minilstm.errors import MinilstmError
+
+    def broken(source):
+        return source.replace("lstm_forward_persistent<T>(gates,", "lstm_forward_persistent<T>(gates gates,")
+
+    with pytest.raises(MinilstmError, match="persistent CUDA kernels do not build.*--backend cupy"):
+        cuda_emulator.emulated_cupy_backend("persistent", edit=broken)
+
+
+def test_a_grid_too_small_for_the_units_traps():
+    """CuPy may shrink a cooperative grid that does not fit the device (with a warning); the persistent kernels
+    would then leave units uncomputed, so they trap instead."""
+    backend = cuda_emulator.emulated_cupy_backend("persistent")
+    kernel = backend._kernel("lstm_forward_persistent", np.float64, backend.persistent_module)
+    steps, batch, units = 2, 1, 3
+    gates, hs, cs = np.zeros((steps, batch, 4 * units)), np.zeros((steps + 1, batch, units)), np.zeros(
+        (steps + 1, batch, units))
+    args = (gates, np.zeros((units, 4 * units)), hs, cs, np.int32(steps), np.int32(batch), np.int32(units),
+            np.int32(1), np.int32(3))
+    with pytest.raises(cuda_emulator.EmulatorError, match="__trap"):
+        kernel((2,), (32,), args, shared_mem=4096)
+    kernel((3,), (32,), args, shared_mem=4096)  # enough blocks: every unit's gates are activated
+    np.testing.assert_array_equal(gates[..., : 2 * units], 0.5)  # sigmoid(0) for i and f

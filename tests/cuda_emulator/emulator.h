@@ -15,7 +15,8 @@
 // Shared memory starts as 0xFF bytes (NaN as floats), so reading it before writing shows.
 // What it cannot see: races between threads of different blocks inside one phase, the memory model (caches,
 // fences), warp-level behaviour (warp shuffles and votes are not provided: a kernel using them does not build
-// here), speed. Shared memory must be the dynamic kind, declared `extern __shared__ unsigned char shared_bytes[];`.
+// here), speed. Shared memory must be the dynamic kind, declared
+// `extern __shared__ __align__(16) unsigned char shared_bytes[];` (the alignment is optional).
 #pragma once
 
 #include <math.h>
@@ -40,6 +41,7 @@
 #define __forceinline__ inline
 #define __shared__
 #define __restrict__ __restrict
+#define __align__(n)  // `shared_bytes` below is defined 64-aligned; a weaker redeclaration would not compile
 
 struct dim3 {
     unsigned int x = 1, y = 1, z = 1;
@@ -242,6 +244,11 @@ int launch(void (*kernel)(Params...), const char* name, const unsigned* grid, co
 }  // namespace emu
 
 inline void __syncthreads() { emu::wait(emu::AT_BLOCK_BARRIER); }
+
+inline void __trap() {
+    emu::fail("__trap() called");
+    emu::wait(emu::DONE);  // never resumed: the launch stops at the error
+}
 
 namespace cooperative_groups {
 struct grid_group {

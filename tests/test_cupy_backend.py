@@ -262,6 +262,28 @@ def test_persistent_falls_back_where_shared_memory_is_short(device, rng):
     assert relative_error(model.grads.flat, ref.grads.flat) < 1e-12
 
 
+def test_persistent_launches_do_not_grow_with_the_sequence(rng):
+    """The point of the persistent kernels: a training step's launches of our kernels and GEMM calls stay the same
+    however long the sentences, where the per-step recurrence adds four per time step (forward: GEMM + cell;
+    backward: cell + GEMM). Counted on the emulator; CuPy's own array operations are not counted."""
+    if not cuda_emulator.available():
+        pytest.skip("no g++ here to build the CUDA emulator")
+    counts = {}
+    for recurrence in RECURRENCES:
+        backend = cuda_emulator.emulated_cupy_backend(recurrence)
+        for enc_len, dec_len in ((3, 5), (4, 9), (16, 59)):  # the last: the Keras example's lengths
+            model = small_model(backend, units=3, enc_len=enc_len, dec_len=dec_len)
+            batch_ids = random_batch(rng, model, 2)
+            model.loss_and_grads(*batch_ids)  # the first call may set things up
+            cuda_emulator.calls.clear()
+            model.loss_and_grads(*batch_ids)
+            counts[recurrence, enc_len + dec_len] = sum(cuda_emulator.calls.values())
+    print("kernel launches + GEMM calls per loss_and_grads (sequence steps: count):", counts)
+    assert counts["persistent", 8] == counts["persistent", 13] == counts["persistent", 75]
+    assert counts["per-step", 13] - counts["per-step", 8] == 4 * 5
+    assert counts["per-step", 75] - counts["per-step", 8] == 4 * 67
+
+
 @pytest.mark.parametrize("recurrence", RECURRENCES)
 @pytest.mark.parametrize("dtype,tolerance", [("float64", 1e-10), ("float32", 1e-4)])
 @pytest.mark.parametrize("batch", [1, 64])

@@ -7,6 +7,7 @@ CuPy takes device arrays and numpy scalars for the scalar parameters. ``emulated
 ``CupyBackend`` running on numpy arrays and these kernels: the GPU tests run on it where no GPU is.
 """
 
+import collections
 import ctypes
 import hashlib
 import itertools
@@ -29,6 +30,7 @@ _SCALARS = {np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int
 _seeds = itertools.count(1)
 _launches: dict[str, itertools.count] = {}  # per kernel: the emulator picks its block interleaving by launch
 _libraries: dict[str, ctypes.CDLL] = {}
+calls: collections.Counter = collections.Counter()  # kernel launches by name, and "matmul" (a cuBLAS call on a GPU)
 
 
 def available() -> bool:
@@ -63,6 +65,7 @@ class EmulatedKernel:
         self._error.restype = ctypes.c_char_p
 
     def __call__(self, grid, block, args, *, shared_mem=0):
+        calls[self.name] += 1
         values = [_argument(a) for a in args]
         pointers = (ctypes.c_void_p * max(1, len(values)))(*[ctypes.addressof(v) for v in values])
         sizes = (ctypes.c_size_t * max(1, len(values)))(*[ctypes.sizeof(v) for v in values])
@@ -129,6 +132,11 @@ class NumpyAsCupy:
         """A copy, always: ``cupy.asarray`` of a host array is a new device array, and code that writes to the
         result must not write to the caller's array here either."""
         return np.array(array, dtype=dtype, copy=True)
+
+    @staticmethod
+    def matmul(*args, **kwargs):
+        calls["matmul"] += 1
+        return np.matmul(*args, **kwargs)
 
     @staticmethod
     def asnumpy(array):

@@ -101,9 +101,11 @@ class CupyBackend(Backend):
 
     def _resident_blocks(self) -> int:
         """How many blocks of a persistent kernel surely run at once: one per multiprocessor (a cooperative
-        launch fails outright if its blocks cannot all be resident)."""
-        props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
-        return int(props["multiProcessorCount"])
+        launch fails outright if its blocks cannot all be resident). Asked once: the answer is a host call."""
+        if not hasattr(self, "_multiprocessors"):
+            props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+            self._multiprocessors = int(props["multiProcessorCount"])
+        return self._multiprocessors
 
     def asarray(self, array, dtype=None):
         return self.xp.asarray(array, dtype=dtype)

@@ -4,6 +4,7 @@ reference and the whole model with the numpy backend - on a CUDA GPU where there
 with g++ on the CPU emulator of tests/cuda_emulator ("emulator": the same backend code and the same kernel sources,
 run on numpy arrays; what the emulator cannot see is written in its emulator.h)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -369,3 +370,35 @@ def test_mask_padding_on_gpu(device, rng, dtype):
     if dtype == "float64":
         texts = ["abc", "a", "hgfe", "bb"]
         assert model.translate(texts) == ref.translate(texts)
+
+
+@pytest.mark.parametrize("recurrence,mask_padding", [("per-step", False), ("persistent", False),
+                                                     ("persistent", True)])
+def test_train_command_on_the_emulator_matches_numpy(tmp_path, monkeypatch, capsys, recurrence, mask_padding):
+    """`python -m minilstm.train` end to end with the GPU backend (emulated): its own code path - metrics kept on
+    the device and read in bulk, the NaN check deferred to those reads - gives numpy's history and decodes."""
+    if not cuda_emulator.available():
+        pytest.skip("no g++ here to build the CUDA emulator")
+    from minilstm import backend as backend_module
+    from minilstm import train
+
+    name = f"cupy-emulated-{recurrence}"
+    monkeypatch.setitem(backend_module.BACKENDS, name, lambda: cuda_emulator.emulated_cupy_backend(recurrence))
+    monkeypatch.setattr(backend_module, "_INSTANCES", {})
+    args = ["--num-samples", "96", "--epochs", "2", "--batch-size", "16", "--latent-dim", "8", "--dtype", "float64",
+            "--num-decodes", "4", "--progress", "never"] + (["--mask-padding"] if mask_padding else [])
+    outputs = {}
+    for backend_name in ("numpy", name):
+        assert train.main([*args, "--backend", backend_name, "--out", str(tmp_path / backend_name)]) == 0
+        stdout = capsys.readouterr().out
+        history = [json.loads(line) for line in (tmp_path / backend_name / "history.jsonl").read_text().splitlines()]
+        outputs[backend_name] = history, stdout[stdout.index("Input sentence:"):]
+    (reference, ref_decodes), (got, decodes) = outputs["numpy"], outputs[name]
+    assert len(got) == len(reference) == 2
+    for mine, theirs in zip(got, reference, strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-10, abs=1e-12), key
+    assert decodes == ref_decodes
+    with pytest.raises(MinilstmError, match="diverged"):  # the deferred NaN check still stops the run
+        train.main([*args, "--backend", name, "--dtype", "float32", "--learning-rate", "1e38", "--out",
+                    str(tmp_path / "nan")])

@@ -4,16 +4,12 @@
 //
 // Work split: block j owns hidden units [j * units_per_block, ...) - the four gate columns of each - and keeps the
 // recurrent weights it needs in shared memory for the whole sequence: forward the columns of its units (H x 4u),
-// backward the rows of its units (u x 4H). A grid-wide barrier (cooperative groups) separates time steps; the
+// backward the rows of its units (u x 4H). A grid-wide barrier (grid_barrier below) separates time steps; the
 // state that crosses blocks (h_t forward, dz_t backward) is read with __ldcg (L2, not the non-coherent L1).
 // Each block stages that state through shared memory a chunk at a time (`chunk` columns; the launcher picks the
 // largest that fits), so one block reads each value once per step. Every sum runs in a fixed order: no atomics,
 // results repeat bit for bit. Math: minilstm/lstm.py. Launcher and fallback: minilstm/cupy_backend.py.
 // Shared memory is the dynamic kind only (also what lets tests/cuda_emulator run these kernels on a CPU).
-
-#ifndef MINILSTM_EMULATOR
-#include <cooperative_groups.h>
-#endif
 
 #define MINILSTM_DEVICE __device__ __forceinline__
 
@@ -21,6 +17,29 @@ MINILSTM_DEVICE float sigmoid_(float x) { return 1.0f / (1.0f + expf(-x)); }
 MINILSTM_DEVICE double sigmoid_(double x) { return 1.0 / (1.0 + exp(-x)); }
 MINILSTM_DEVICE float tanh_(float x) { return tanhf(x); }
 MINILSTM_DEVICE double tanh_(double x) { return tanh(x); }
+
+// A grid-wide barrier; it needs every block resident at once, which a cooperative launch guarantees. state[0]
+// counts the blocks that have arrived, state[1] is the generation: the last block to arrive resets the count and
+// bumps the generation, the others wait for the bump. Both start at 0 and every launch leaves the count at 0.
+// Written here rather than taken from <cooperative_groups.h>: NVRTC, CuPy's compiler, cannot build that header
+// without the CUDA toolkit's headers (and CCCL's) on its include path, which a pip-only install lacks (NVRTC 13.5).
+MINILSTM_DEVICE void grid_barrier(unsigned int* state) {
+    __syncthreads();  // the whole block has arrived and finished its writes
+    if (threadIdx.x == 0) {
+        volatile unsigned int* generation = state + 1;
+        const unsigned int seen = *generation;
+        __threadfence();  // this block's writes are visible everywhere before it counts as arrived
+        if (atomicAdd(state, 1u) == gridDim.x - 1) {
+            atomicExch(state, 0u);
+            __threadfence();
+            atomicAdd(state + 1, 1u);  // let the others go
+        } else {
+            while (*generation == seen) __nanosleep(32);
+        }
+        __threadfence();
+    }
+    __syncthreads();  // contract: nobody leaves before the barrier is done (the callers here sync again anyway)
+}
 
 // The units a block owns: [first, first + count).
 struct Slice {
@@ -37,8 +56,9 @@ MINILSTM_DEVICE Slice owned_units(int units, int units_per_block) {
 // (T + 1, B, H): [0] holds the initial state on entry; [1..T] are written. recurrent_kernel (H, 4H).
 // Shared memory: weights (H x 4u) | z (B x 4u) | staged h (B x (chunk + 1)), u = units_per_block.
 template <typename T>
-MINILSTM_DEVICE void lstm_forward_persistent(T* gates, const T* recurrent_kernel, T* hs, T* cs, int steps, int batch,
-                                             int units, int units_per_block, int chunk) {
+MINILSTM_DEVICE void lstm_forward_persistent(T* gates, const T* recurrent_kernel, T* hs, T* cs,
+                                             unsigned int* barrier, int steps, int batch, int units,
+                                             int units_per_block, int chunk) {
     extern __shared__ __align__(16) unsigned char shared_bytes[];
     if (gridDim.x * units_per_block < units) __trap();  // a grid shrunk under us would leave units uncomputed
     const Slice own = owned_units(units, units_per_block);
@@ -96,7 +116,7 @@ MINILSTM_DEVICE void lstm_forward_persistent(T* gates, const T* recurrent_kernel
             c_next[e] = c;
             h_next[e] = o * tanh_(c);
         }
-        if (t + 1 < steps) cooperative_groups::this_grid().sync();  // h_{t+1} complete before anyone reads it
+        if (t + 1 < steps) grid_barrier(barrier);  // h_{t+1} complete in every block before anyone reads it
     }
 }
 
@@ -105,8 +125,8 @@ MINILSTM_DEVICE void lstm_forward_persistent(T* gates, const T* recurrent_kernel
 // Shared memory: weights (u x 4H) | dh (B x u) | dc (B x u) | staged dz (B x (chunk + 1)).
 template <typename T>
 MINILSTM_DEVICE void lstm_backward_persistent(const T* gates, const T* cs, const T* recurrent_kernel,
-                                              const T* d_outputs, T* dh, T* dc, T* dz, int steps, int batch, int units,
-                                              int units_per_block, int chunk) {
+                                              const T* d_outputs, T* dh, T* dc, T* dz, unsigned int* barrier,
+                                              int steps, int batch, int units, int units_per_block, int chunk) {
     extern __shared__ __align__(16) unsigned char shared_bytes[];
     if (gridDim.x * units_per_block < units) __trap();
     const Slice own = owned_units(units, units_per_block);
@@ -166,7 +186,7 @@ MINILSTM_DEVICE void lstm_backward_persistent(const T* gates, const T* cs, const
             db[3 * units + j] = dh_total * tanh_c * o * (T(1) - o);
             dc_own[p] = dc_total * f;
         }
-        cooperative_groups::this_grid().sync();  // dz_t complete in every block before anyone reads it
+        grid_barrier(barrier);  // dz_t complete in every block before anyone reads it
     }
     pull_dh(dz);  // dL/dh_0 = dz_0 @ U^T
     for (int p = t0; p < pairs; p += threads) {
@@ -178,15 +198,16 @@ MINILSTM_DEVICE void lstm_backward_persistent(const T* gates, const T* cs, const
 
 #define MINILSTM_INSTANTIATE_PERSISTENT(T, SUFFIX)                                                                  \
     extern "C" __global__ void lstm_forward_persistent_##SUFFIX(T* gates, const T* recurrent_kernel, T* hs, T* cs, \
-                                                                int steps, int batch, int units,                   \
-                                                                int units_per_block, int chunk) {                  \
-        lstm_forward_persistent<T>(gates, recurrent_kernel, hs, cs, steps, batch, units, units_per_block, chunk);   \
+                                                                unsigned int* barrier, int steps, int batch,       \
+                                                                int units, int units_per_block, int chunk) {       \
+        lstm_forward_persistent<T>(gates, recurrent_kernel, hs, cs, barrier, steps, batch, units, units_per_block,  \
+                                   chunk);                                                                          \
     }                                                                                                               \
     extern "C" __global__ void lstm_backward_persistent_##SUFFIX(                                                   \
-        const T* gates, const T* cs, const T* recurrent_kernel, const T* d_outputs, T* dh, T* dc, T* dz, int steps, \
-        int batch, int units, int units_per_block, int chunk) {                                                     \
-        lstm_backward_persistent<T>(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, steps, batch, units,       \
-                                    units_per_block, chunk);                                                        \
+        const T* gates, const T* cs, const T* recurrent_kernel, const T* d_outputs, T* dh, T* dc, T* dz,            \
+        unsigned int* barrier, int steps, int batch, int units, int units_per_block, int chunk) {                   \
+        lstm_backward_persistent<T>(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, barrier, steps, batch,      \
+                                    units, units_per_block, chunk);                                                 \
     }
 
 MINILSTM_INSTANTIATE_PERSISTENT(float, f32)

@@ -88,9 +88,10 @@ class CupyBackend(Backend):
                         self._kernel(name, dtype, self.persistent_module)
             except Exception as e:  # noqa: BLE001 - NVRTC, linker or driver errors: all mean "not here"
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise MinilstmError(f"the persistent CUDA kernels do not build on this installation ({first}); they "
-                                    "need the CUDA toolkit (cooperative groups: headers and cudadevrt). Use "
-                                    "--backend cupy") from None
+                raise MinilstmError(f"the persistent CUDA kernels do not build on this installation ({first}); CuPy "
+                                    "builds cooperative kernels with the CUDA toolkit's cudadevrt. Use --backend "
+                                    "cupy") from None
+            self._barrier = xp.zeros(2, dtype=np.uint32)  # grid_barrier's state; every launch leaves it usable
 
     def _kernel(self, name: str, dtype, module=None):
         suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
@@ -219,8 +220,8 @@ class CupyBackend(Backend):
         self._contiguous(gates, recurrent_kernel, hs, cs)
         self._kernel("lstm_forward_persistent", gates.dtype, self.persistent_module)(
             (blocks,), (threads,),
-            (gates, recurrent_kernel, hs, cs, np.int32(steps), np.int32(batch), np.int32(four_units // 4),
-             np.int32(units_per_block), np.int32(chunk)), shared_mem=shared)
+            (gates, recurrent_kernel, hs, cs, self._barrier, np.int32(steps), np.int32(batch),
+             np.int32(four_units // 4), np.int32(units_per_block), np.int32(chunk)), shared_mem=shared)
 
     def lstm_recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz):
         steps, batch, four_units = gates.shape
@@ -234,5 +235,5 @@ class CupyBackend(Backend):
         self._kernel("lstm_backward_persistent", gates.dtype, self.persistent_module)(
             (blocks,), (threads,),
             (gates, cs, recurrent_kernel, np.uint64(0) if d_outputs is None else d_outputs, dh, dc, dz,
-             np.int32(steps), np.int32(batch), np.int32(four_units // 4), np.int32(units_per_block),
+             self._barrier, np.int32(steps), np.int32(batch), np.int32(four_units // 4), np.int32(units_per_block),
              np.int32(chunk)), shared_mem=shared)

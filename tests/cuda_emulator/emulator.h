@@ -2,17 +2,20 @@
 //
 // tests/cuda_emulator/__init__.py compiles a kernels/*.cu file as plain C++ with this header force-included and
 // calls the kernels through ctypes. Every CUDA thread is a fiber (ucontext) on one OS thread; a fiber runs until
-// it reaches __syncthreads(), grid.sync() or its end, and the scheduler releases a barrier once every thread
-// that must reach it has. Between barriers the threads of a block run one after another in an order that changes
-// from phase to phase and from launch to launch (forward, reversed, shuffled), so a missing __syncthreads() shows
-// up as a wrong result.
-// A cooperative launch runs all blocks at once (grid.sync() needs that) and interleaves them differently from
-// launch to launch (see run_blocks), so a missing grid.sync() shows too; a normal launch runs blocks one by one.
+// it reaches __syncthreads(), a __nanosleep() (the back-off of a spin-wait: it lets the others run), or its end,
+// and the scheduler releases a __syncthreads() once every thread of the block has reached it. Between barriers
+// the threads of a block run one after another in an order that changes from phase to phase and from launch to
+// launch (forward, reversed, shuffled), so a missing __syncthreads() shows up as a wrong result. A cooperative
+// launch runs all blocks at once (a grid-wide barrier needs that) and interleaves them differently from launch to
+// launch (see run_blocks), so a missing grid barrier shows too; a normal launch runs blocks one by one, so a
+// kernel that waits for another block there spins until the emulator gives up - as it could hang on a GPU.
+// Atomics are plain read-modify-writes (fibers switch only at the points named here), and after each one the
+// scheduler may run other blocks before the rest of the atomic's block.
 //
 // What it checks beyond the arithmetic: kernel argument sizes against the kernel's parameter types (a mismatch is
-// silent garbage on a real GPU), dynamic shared memory above the kernel's limit, threads of one block waiting at
-// different barriers, a thread leaving while others wait at a barrier, grid.sync() outside a cooperative launch.
-// Shared memory starts as 0xFF bytes (NaN as floats), so reading it before writing shows.
+// silent garbage on a real GPU), dynamic shared memory above the kernel's limit, a thread leaving while others of
+// its block wait at __syncthreads(), waiting for ever, __trap(). Shared memory starts as 0xFF bytes (NaN as
+// floats), so reading it before writing shows.
 // What it cannot see: races between threads of different blocks inside one phase, the memory model (caches,
 // fences), warp-level behaviour (warp shuffles and votes are not provided: a kernel using them does not build
 // here), speed. Shared memory must be the dynamic kind, declared
@@ -58,14 +61,32 @@ inline T __ldcg(const T* p) {
     return *p;
 }
 inline void __threadfence() {}
+namespace emu {
+inline void preempt();
+}
+inline unsigned int atomicAdd(unsigned int* address, unsigned int value) {
+    const unsigned int old = *address;
+    *address = old + value;
+    emu::preempt();
+    return old;
+}
+inline unsigned int atomicExch(unsigned int* address, unsigned int value) {
+    const unsigned int old = *address;
+    *address = value;
+    emu::preempt();
+    return old;
+}
 
 namespace emu {
 
-enum State { READY, AT_BLOCK_BARRIER, AT_GRID_BARRIER, DONE };
+enum State { READY, AT_BLOCK_BARRIER, DONE };
+
+constexpr uint64_t SPIN_LIMIT = 1000000;  // __nanosleep()s one thread may make in a launch before we call it a hang
 
 struct Fiber {
     ucontext_t context;
     State state = READY;
+    uint64_t spins = 0;
     unsigned block = 0;  // index within the launched group
     dim3 block_index, thread_index;
 };
@@ -77,7 +98,6 @@ inline std::vector<Fiber> fibers;
 inline std::vector<char> stacks;
 inline size_t current = 0;
 inline const std::function<void()>* body = nullptr;
-inline bool cooperative = false;
 inline std::string error;
 
 inline void fail(const std::string& message) {
@@ -92,6 +112,14 @@ inline void entry() {
 inline void wait(State barrier) {
     fibers[current].state = barrier;
     swapcontext(&fibers[current].context, &scheduler);
+}
+
+// After an atomic - where blocks talk to each other - the scheduler leaves this block for now and may run the others
+// before the rest of its threads: so a block that signals before all its threads have written gets caught.
+inline bool preempted = false;
+inline void preempt() {
+    preempted = true;
+    wait(READY);
 }
 
 inline dim3 unflatten(size_t index, dim3 shape) {
@@ -141,27 +169,26 @@ inline void run_blocks(size_t first, size_t count, size_t shared, uint64_t seed)
             current = i;
             swapcontext(&scheduler, &fibers[i].context);
             if (!error.empty()) return;
+            if (preempted) return void(preempted = false);
         }
     };
     // Release `block`'s __syncthreads() once all its threads wait there; false if it cannot be released.
     auto release_block = [&](size_t block) {
-        size_t live = 0, at_block = 0, at_grid = 0;
+        size_t live = 0, at_block = 0;
         for (size_t t = 0; t < per_block; ++t) {
             const State s = fibers[block * per_block + t].state;
             live += s != DONE;
             at_block += s == AT_BLOCK_BARRIER;
-            at_grid += s == AT_GRID_BARRIER;
         }
-        if (at_block == 0) return false;
-        if (at_grid > 0) return fail("threads of one block wait at different barriers"), false;
+        if (at_block == 0 || at_block < live) return false;  // nobody waits, or some are still on their way
         if (live < per_block)
             return fail("a thread left the kernel while others of its block wait at __syncthreads()"), false;
         for (size_t t = 0; t < per_block; ++t) fibers[block * per_block + t].state = READY;
         return true;
     };
-    // How the blocks interleave between grid barriers, by launch (`seed` counts a kernel's launches, so three
-    // launches in a row see all three): in lockstep (every block one phase at a time),
-    // or each block alone up to the next grid barrier, first to last or last to first - so a missing grid.sync()
+    // How the blocks interleave, by launch (`seed` counts a kernel's launches, so three launches in a row see all
+    // three): in lockstep (every block one phase at a time), or each block alone as far as it can go (until all its
+    // threads are done or it waits for another block), first to last or last to first - so a missing grid barrier
     // lets one block read what another has not written yet.
     const int policy = (int)(seed % 3);
     for (uint64_t phase = 0;; ++phase) {
@@ -178,19 +205,13 @@ inline void run_blocks(size_t first, size_t count, size_t shared, uint64_t seed)
             }
         }
         if (!error.empty()) return;
-        size_t live = 0, at_grid = 0, released = 0;
+        size_t live = 0, ready = 0;
         for (const Fiber& f : fibers) {
             live += f.state != DONE;
-            at_grid += f.state == AT_GRID_BARRIER;
-            released += f.state == READY;
+            ready += f.state == READY;
         }
         if (live == 0) return;
-        if (released) continue;
-        if (at_grid == live && live == n) {
-            for (Fiber& f : fibers) f.state = READY;
-            continue;
-        }
-        return fail("a thread left the kernel while others wait at grid.sync()");
+        if (ready == 0) return fail("every thread waits at a __syncthreads() that cannot complete");
     }
 }
 
@@ -231,8 +252,7 @@ int launch(void (*kernel)(Params...), const char* name, const unsigned* grid, co
     std::tuple<std::decay_t<Params>...> values{*static_cast<std::decay_t<Params>*>(args[k++])...};
     const std::function<void()> run = [&] { std::apply(kernel, values); };
     body = &run;
-    cooperative = cooperative_launch != 0;
-    if (cooperative) {
+    if (cooperative_launch) {
         run_blocks(0, blocks, shared, seed);
     } else {
         for (size_t b = 0; b < blocks && error.empty(); ++b) run_blocks(b, 1, shared, seed + b);
@@ -250,15 +270,12 @@ inline void __trap() {
     emu::wait(emu::DONE);  // never resumed: the launch stops at the error
 }
 
-namespace cooperative_groups {
-struct grid_group {
-    void sync() const {
-        if (!emu::cooperative) emu::fail("grid.sync() in a kernel that was not launched cooperatively");
-        emu::wait(emu::AT_GRID_BARRIER);
-    }
-};
-inline grid_group this_grid() { return {}; }
-}  // namespace cooperative_groups
+// The back-off inside a spin-wait: here, the moment to let the other threads (and blocks) run.
+inline void __nanosleep(unsigned int) {
+    if (++emu::fibers[emu::current].spins > emu::SPIN_LIMIT)
+        emu::fail("a thread waited for ever (a grid barrier whose blocks were not all launched together?)");
+    emu::wait(emu::READY);  // the scheduler stops the launch here if it failed
+}
 
 extern "C" const char* emu_last_error() { return emu::error.c_str(); }
 

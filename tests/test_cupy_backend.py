@@ -6,6 +6,7 @@ run on numpy arrays; what the emulator cannot see is written in its emulator.h).
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,59 @@ def test_kernel_compiles(tmp_path, source, arch):
     for kernel in kernels:
         for suffix in ("f32", "f64"):  # every kernel the backend looks up is there, in both precisions
             assert f".entry {kernel}_{suffix}(" in entries, f"{kernel}_{suffix}"
+
+
+def nvrtc_library():
+    """libnvrtc from the nvidia-cuda-nvrtc wheel (a test dependency) or the system, or None."""
+    import ctypes
+    import ctypes.util
+    import importlib.util
+
+    candidates = []
+    spec = importlib.util.find_spec("nvidia")
+    for location in (spec.submodule_search_locations if spec else []):
+        candidates += sorted(Path(location).glob("*/lib/libnvrtc.so*"))
+    candidates += [name for name in [ctypes.util.find_library("nvrtc")] if name]
+    for candidate in candidates:
+        try:
+            return ctypes.CDLL(str(candidate))
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("options", [["--gpu-architecture=compute_80"], ["--gpu-architecture=compute_90"],
+                                     ["--gpu-architecture=compute_90", "-rdc=true"]], ids=lambda o: " ".join(o))
+@pytest.mark.parametrize("source", KERNELS, ids=lambda p: p.name)
+def test_kernel_compiles_with_nvrtc(source, options):
+    """NVRTC is how CuPy builds our kernels (nvcc is not): the sources must build there too, with nothing on the
+    include path - as on a machine with CuPy's wheels and no CUDA toolkit. -rdc=true: as for a cooperative module."""
+    import ctypes
+
+    nvrtc = nvrtc_library()
+    if nvrtc is None:
+        pytest.skip("no NVRTC library here (pip install nvidia-cuda-nvrtc)")
+    program = ctypes.c_void_p()
+    assert nvrtc.nvrtcCreateProgram(ctypes.byref(program), source.read_bytes(), source.name.encode(), 0, None,
+                                    None) == 0
+    try:
+        flags = [b"--std=c++17", *(o.encode() for o in options)]
+        status = nvrtc.nvrtcCompileProgram(program, len(flags), (ctypes.c_char_p * len(flags))(*flags))
+        size = ctypes.c_size_t()
+        nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        nvrtc.nvrtcGetProgramLog(program, log)
+        assert status == 0, log.value.decode()
+        assert b"warning" not in log.value, log.value.decode()
+        nvrtc.nvrtcGetPTXSize(program, ctypes.byref(size))
+        ptx = ctypes.create_string_buffer(size.value)
+        nvrtc.nvrtcGetPTX(program, ptx)
+        entries = set(re.findall(r"\.entry (\w+)\(", ptx.value.decode()))
+        assert entries
+        if cuda_emulator.available():  # every extern "C" kernel the source defines (found by g++'s preprocessor)
+            assert set(cuda_emulator.kernel_names(source.read_text())) <= entries
+    finally:
+        nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
 
 
 def test_wheel_ships_the_kernels(tmp_path):

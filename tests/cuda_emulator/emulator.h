@@ -221,6 +221,7 @@ int launch(void (*kernel)(Params...), const char* name, const unsigned* grid, co
            size_t shared_limit, int cooperative_launch, uint64_t seed, void** args, const size_t* sizes,
            int n_args) {
     error.clear();
+    preempted = false;
     constexpr size_t n_params = sizeof...(Params);
     const size_t param_sizes[] = {sizeof(std::decay_t<Params>)..., 0};
     if ((size_t)n_args != n_params) {

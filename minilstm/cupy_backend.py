@@ -101,8 +101,8 @@ class CupyBackend(Backend):
         return self._kernels[key]
 
     def _resident_blocks(self) -> int:
-        """How many blocks of a persistent kernel surely run at once: one per multiprocessor (a cooperative
-        launch fails outright if its blocks cannot all be resident). Asked once: the answer is a host call."""
+        """How many blocks of a persistent kernel surely run at once: one per multiprocessor (CuPy would shrink a
+        larger cooperative grid to what fits, and the kernels trap on a grid too small). Asked once: a host call."""
         if not hasattr(self, "_multiprocessors"):
             props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
             self._multiprocessors = int(props["multiProcessorCount"])

@@ -303,6 +303,32 @@ def test_persistent_recurrence(device, rng, dtype, with_outputs, steps, batch, u
             close(device, actual, ref, dtype)
 
 
+def test_persistent_recurrence_split_as_on_an_h100(rng):
+    """The emulator at the split an H100 gets at the example's width (132 SMs: 128 blocks of 2 units, h staged in
+    4 chunks of 64, dz in 16), batch 8 instead of 64 to keep it to seconds: against numpy float64, three launches."""
+    if not cuda_emulator.available():
+        pytest.skip("no g++ here to build the CUDA emulator")
+    steps, batch, units = 12, 8, 256
+    backend = cuda_emulator.emulated_cupy_backend("persistent", resident_blocks=132, max_chunk=64)
+    assert backend._persistent_plan("forward", batch, units, 4)[:4] == (128, 64, 2, 64)
+    gates_in = rng.standard_normal((steps, batch, 4 * units)) * 2
+    recurrent_kernel = rng.standard_normal((units, 4 * units)) / np.sqrt(units)
+    h0, c0, d_h, d_c = (rng.standard_normal((batch, units)) for _ in range(4))
+    d_outputs = rng.standard_normal((steps, batch, units))
+    expected = reference_recurrence(gates_in, recurrent_kernel, h0, c0, d_outputs, d_h, d_c)
+    u = recurrent_kernel.astype(np.float32)
+    for _ in range(3):
+        gates = gates_in.astype(np.float32)
+        hs, cs = np.full((steps + 1, batch, units), np.nan, np.float32), np.full((steps + 1, batch, units), np.nan,
+                                                                                np.float32)
+        hs[0], cs[0] = h0, c0
+        backend.lstm_recurrence_forward(gates, u, hs, cs, lstm.Workspace(np))
+        dz, dh, dc = np.full_like(gates, np.nan), d_h.astype(np.float32), d_c.astype(np.float32)
+        backend.lstm_recurrence_backward(gates, cs, u, d_outputs.astype(np.float32), dh, dc, dz)
+        for actual, ref in zip((gates, hs, cs, dz, dh, dc), expected, strict=True):
+            assert relative_error(actual, ref) < 1e-5
+
+
 def test_persistent_falls_back_where_shared_memory_is_short(device, rng):
     """A layer whose weight slice does not fit in a block's shared memory runs per step - and gets it right."""
     if device.kind == "cuda":

@@ -91,7 +91,7 @@ struct Fiber {
     dim3 block_index, thread_index;
 };
 
-constexpr size_t STACK_BYTES = 64 * 1024;
+constexpr size_t STACK_BYTES = 16 * 1024;  // our kernels need little; many fibers at once
 
 inline ucontext_t scheduler;
 inline std::vector<Fiber> fibers;

@@ -13,6 +13,8 @@
 
 #define MINILSTM_DEVICE __device__ __forceinline__
 
+// The activations as in lstm.cu, written again: each .cu file is compiled alone (CuPy compiles a source string,
+// with no include path of ours), so a shared header would have to be pasted in by the loader.
 MINILSTM_DEVICE float sigmoid_(float x) { return 1.0f / (1.0f + expf(-x)); }
 MINILSTM_DEVICE double sigmoid_(double x) { return 1.0 / (1.0 + exp(-x)); }
 MINILSTM_DEVICE float tanh_(float x) { return tanhf(x); }

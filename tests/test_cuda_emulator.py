@@ -10,9 +10,10 @@ import cuda_emulator
 import numpy as np
 import pytest
 from helpers import relative_error
-from test_cupy_backend import reference_recurrence
+from test_cupy_backend import random_recurrence, run_recurrence
 
-from minilstm import layers, lstm
+from minilstm import layers
+from minilstm.backend import get_backend
 
 pytestmark = pytest.mark.skipif(not cuda_emulator.available(), reason="no g++ here to build the CUDA emulator")
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"
@@ -142,21 +143,11 @@ def worst_recurrence_error(backend_for) -> float:
     worst = 0.0
     for blocks, (steps, batch, units) in [(4, (5, 3, 7)), (2, (3, 2, 9))]:
         backend = backend_for(blocks)
-        rng = np.random.default_rng(1)
-        gates_in = rng.standard_normal((steps, batch, 4 * units)) * 2
-        recurrent_kernel = rng.standard_normal((units, 4 * units)) / np.sqrt(units)
-        h0, c0, d_h, d_c = (rng.standard_normal((batch, units)) for _ in range(4))
-        d_outputs = rng.standard_normal((steps, batch, units))
-        expected = reference_recurrence(gates_in, recurrent_kernel, h0, c0, d_outputs, d_h, d_c)
+        inputs = random_recurrence(np.random.default_rng(1), steps, batch, units)
+        expected = run_recurrence(get_backend("numpy"), inputs)
         for _ in range(3):
-            gates, hs, cs = gates_in.copy(), np.full((steps + 1, batch, units), np.nan), np.full(
-                (steps + 1, batch, units), np.nan)
-            hs[0], cs[0] = h0, c0
-            backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, lstm.Workspace(np))
-            dz, dh, dc = np.full_like(gates, np.nan), d_h.copy(), d_c.copy()
-            backend.lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
-            worst = max([worst] + [relative_error(a, e) for a, e in zip((gates, hs, cs, dz, dh, dc), expected,
-                                                                          strict=True)])
+            got = run_recurrence(backend, inputs)
+            worst = max([worst] + [relative_error(a, e) for a, e in zip(got, expected, strict=True)])
     return worst
 
 

@@ -254,17 +254,33 @@ def test_gather_scatter_softmax_rmsprop(device, rng, dtype, rows, vocab, width):
         close(device, v_dev, ref[1], dtype)
 
 
-def reference_recurrence(gates_in, recurrent_kernel, h0, c0, d_outputs, d_h, d_c):
-    """The numpy backend's float64 time loops: activated gates, hs, cs, dz, dL/dh_0, dL/dc_0."""
-    steps, batch, four_units = gates_in.shape
+def random_recurrence(rng, steps, batch, units, with_outputs=True) -> dict:
+    """Inputs for one layer's time loops: the gates' input part, the recurrent kernel, the initial states, the
+    gradients from the outputs (or None) and w.r.t. the final states."""
+    return {"gates_in": rng.standard_normal((steps, batch, 4 * units)) * 2,
+            "recurrent_kernel": rng.standard_normal((units, 4 * units)) / np.sqrt(units),
+            "h0": rng.standard_normal((batch, units)), "c0": rng.standard_normal((batch, units)),
+            "d_outputs": rng.standard_normal((steps, batch, units)) if with_outputs else None,
+            "d_h": rng.standard_normal((batch, units)), "d_c": rng.standard_normal((batch, units))}
+
+
+def run_recurrence(backend, inputs, xp=np, dtype=np.float64) -> list:
+    """One forward and one backward launch of ``backend``'s time loops on ``inputs`` (``random_recurrence``), in
+    ``dtype`` on ``xp``'s arrays (copies: ``inputs`` stay as they are); outputs start as NaN. Returns the
+    activated gates, hs, cs, dz, dL/dh_0, dL/dc_0 as host arrays."""
+    steps, batch, four_units = inputs["gates_in"].shape
     units = four_units // 4
-    gates, hs, cs = gates_in.copy(), np.zeros((steps + 1, batch, units)), np.zeros((steps + 1, batch, units))
-    hs[0], cs[0] = h0, c0
-    numpy_backend = get_backend("numpy")
-    numpy_backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, lstm.Workspace(np))
-    dz, dh, dc = np.zeros_like(gates), d_h.copy(), d_c.copy()
-    numpy_backend.lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
-    return gates, hs, cs, dz, dh, dc
+    gates = xp.array(inputs["gates_in"], dtype)
+    hs, cs = xp.full((steps + 1, batch, units), np.nan, dtype), xp.full((steps + 1, batch, units), np.nan, dtype)
+    hs[0], cs[0] = xp.array(inputs["h0"], dtype), xp.array(inputs["c0"], dtype)
+    recurrent_kernel = xp.array(inputs["recurrent_kernel"], dtype)
+    backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, lstm.Workspace(xp))
+    dz = xp.full((steps, batch, four_units), np.nan, dtype)
+    dh, dc = xp.array(inputs["d_h"], dtype), xp.array(inputs["d_c"], dtype)
+    d_outputs = None if inputs["d_outputs"] is None else xp.array(inputs["d_outputs"], dtype)
+    backend.lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
+    host = getattr(xp, "asnumpy", np.asarray)
+    return [host(a) for a in (gates, hs, cs, dz, dh, dc)]
 
 
 # (steps, batch, units, blocks the emulator may run at once): batch 1, hidden 3, length 1; units that do not
@@ -280,26 +296,13 @@ def test_persistent_recurrence(device, rng, dtype, with_outputs, steps, batch, u
     h and c) and backward (every dz, dL/dh_0, dL/dc_0), with and without gradients from the outputs."""
     if device.kind == "emulator" and blocks is None:
         pytest.skip("the example's size is for the GPU")
-    xp = device.xp
     backend = device.backend("persistent", **({} if device.kind == "cuda" else {"resident_blocks": blocks}))
     assert backend._persistent_plan("forward", batch, units, np.dtype(dtype).itemsize) is not None
     assert backend._persistent_plan("backward", batch, units, np.dtype(dtype).itemsize) is not None
-    gates_in = rng.standard_normal((steps, batch, 4 * units)) * 2
-    recurrent_kernel = rng.standard_normal((units, 4 * units)) / np.sqrt(units)
-    h0, c0, d_h, d_c = (rng.standard_normal((batch, units)) for _ in range(4))
-    d_outputs = rng.standard_normal((steps, batch, units)) if with_outputs else None
-    expected = reference_recurrence(gates_in, recurrent_kernel, h0, c0, d_outputs, d_h, d_c)
+    inputs = random_recurrence(rng, steps, batch, units, with_outputs)
+    expected = run_recurrence(get_backend("numpy"), inputs)
     for _ in range(3):  # the emulator interleaves the blocks differently on each of three launches
-        gates = xp.asarray(gates_in, dtype)
-        hs, cs = xp.full((steps + 1, batch, units), np.nan, dtype), xp.full((steps + 1, batch, units), np.nan, dtype)
-        hs[0], cs[0] = xp.asarray(h0, dtype), xp.asarray(c0, dtype)
-        u = xp.asarray(recurrent_kernel, dtype)
-        backend.lstm_recurrence_forward(gates, u, hs, cs, lstm.Workspace(xp))
-        dz = xp.full((steps, batch, 4 * units), np.nan, dtype)
-        dh, dc = xp.asarray(d_h, dtype), xp.asarray(d_c, dtype)
-        backend.lstm_recurrence_backward(gates, cs, u, None if d_outputs is None else xp.asarray(d_outputs, dtype),
-                                         dh, dc, dz)
-        for actual, ref in zip((gates, hs, cs, dz, dh, dc), expected, strict=True):
+        for actual, ref in zip(run_recurrence(backend, inputs, device.xp, dtype), expected, strict=True):
             close(device, actual, ref, dtype)
 
 
@@ -311,21 +314,10 @@ def test_persistent_recurrence_split_as_on_an_h100(rng):
     steps, batch, units = 12, 8, 256
     backend = cuda_emulator.emulated_cupy_backend("persistent", resident_blocks=132, max_chunk=64)
     assert backend._persistent_plan("forward", batch, units, 4)[:4] == (128, 64, 2, 64)
-    gates_in = rng.standard_normal((steps, batch, 4 * units)) * 2
-    recurrent_kernel = rng.standard_normal((units, 4 * units)) / np.sqrt(units)
-    h0, c0, d_h, d_c = (rng.standard_normal((batch, units)) for _ in range(4))
-    d_outputs = rng.standard_normal((steps, batch, units))
-    expected = reference_recurrence(gates_in, recurrent_kernel, h0, c0, d_outputs, d_h, d_c)
-    u = recurrent_kernel.astype(np.float32)
+    inputs = random_recurrence(rng, steps, batch, units)
+    expected = run_recurrence(get_backend("numpy"), inputs)
     for _ in range(3):
-        gates = gates_in.astype(np.float32)
-        hs, cs = np.full((steps + 1, batch, units), np.nan, np.float32), np.full((steps + 1, batch, units), np.nan,
-                                                                                np.float32)
-        hs[0], cs[0] = h0, c0
-        backend.lstm_recurrence_forward(gates, u, hs, cs, lstm.Workspace(np))
-        dz, dh, dc = np.full_like(gates, np.nan), d_h.astype(np.float32), d_c.astype(np.float32)
-        backend.lstm_recurrence_backward(gates, cs, u, d_outputs.astype(np.float32), dh, dc, dz)
-        for actual, ref in zip((gates, hs, cs, dz, dh, dc), expected, strict=True):
+        for actual, ref in zip(run_recurrence(backend, inputs, dtype=np.float32), expected, strict=True):
             assert relative_error(actual, ref) < 1e-5
 
 

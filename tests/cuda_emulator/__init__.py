@@ -27,7 +27,6 @@ DEFAULT_SHARED_LIMIT = 48 * 1024  # what a CUDA kernel may use without opting in
 _SCALARS = {np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64,
             np.dtype(np.uint64): ctypes.c_uint64, np.dtype(np.float32): ctypes.c_float,
             np.dtype(np.float64): ctypes.c_double}
-_seeds = itertools.count(1)
 _launches: dict[str, itertools.count] = {}  # per kernel: the emulator picks its block interleaving by launch
 _libraries: dict[str, ctypes.CDLL] = {}
 calls: collections.Counter = collections.Counter()  # kernel launches by name, and "matmul" (a cuBLAS call on a GPU)

@@ -87,7 +87,6 @@ struct Fiber {
     ucontext_t context;
     State state = READY;
     uint64_t spins = 0;
-    unsigned block = 0;  // index within the launched group
     dim3 block_index, thread_index;
 };
 
@@ -139,8 +138,7 @@ inline void run_blocks(size_t first, size_t count, size_t shared, uint64_t seed)
     std::vector<std::vector<unsigned char>> block_shared(count, std::vector<unsigned char>(shared, 0xFF));
     for (size_t i = 0; i < n; ++i) {
         Fiber& f = fibers[i];
-        f.block = (unsigned)(i / per_block);
-        f.block_index = unflatten(first + f.block, gridDim);
+        f.block_index = unflatten(first + i / per_block, gridDim);
         f.thread_index = unflatten(i % per_block, blockDim);
         getcontext(&f.context);
         f.context.uc_stack.ss_sp = stacks.data() + i * STACK_BYTES;

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import layers, lstm
 from .errors import MinilstmError
+from .lstm import Workspace
 
 
 class Backend:
@@ -58,9 +59,21 @@ class Backend:
         as one kernel; the reference is a GEMM and a cell per step."""
         lstm.recurrence_forward(self, gates, recurrent_kernel, hs, cs, workspace)
 
-    def lstm_recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz):
-        """The whole backward time loop of one layer (arguments: ``lstm.recurrence_backward``)."""
+    def lstm_recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, workspace=None):
+        """The whole backward time loop of one layer (arguments: ``lstm.recurrence_backward``; ``workspace`` is the
+        layer's, for scratch arrays)."""
         lstm.recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
+
+    def dense(self, inputs, kernel, bias):
+        """``inputs @ kernel + bias``: the output layer where decoding runs it one step at a time."""
+        logits = inputs @ kernel
+        logits += bias
+        return logits
+
+    # A backend may run batched greedy decoding as one call: greedy_decode(kernel, bias, recurrent_kernel,
+    # dense_kernel, dense_bias, h, c, start_id, end_id, tokens), arguments as in numba_recurrence.greedy_decode.
+    # None: Seq2Seq runs the loop in Python, one decode_step at a time.
+    greedy_decode = None
 
     def gather_rows_add(self, table, ids, bias, out=None):
         return layers.gather_rows_add(self.xp, table, ids, bias, out)
@@ -109,11 +122,12 @@ class NumbaBackend(Backend):
 
     def __init__(self, workers: int | None = None):
         try:
-            from . import numba_kernels
+            from . import numba_kernels, numba_recurrence
         except ImportError as e:
             raise MinilstmError(f"the numba backend needs numba ({e}); pip install numba, or use --backend numpy") \
                 from None
         self.kernels = numba_kernels
+        self.time_loops = numba_recurrence
         self.workers = max(1, workers if workers is not None else int(os.environ.get("MINILSTM_THREADS", 0))
                            or cpu_count())
         self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
@@ -143,6 +157,49 @@ class NumbaBackend(Backend):
 
     def lstm_cell_backward(self, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev):
         self.kernels.lstm_cell_backward(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev)
+
+    def lstm_recurrence_forward(self, gates, recurrent_kernel, hs, cs, workspace):
+        """The whole time loop in one compiled call (``numba_recurrence``): no BLAS call per step."""
+        units = recurrent_kernel.shape[0]
+        packed = workspace.get("packed_forward", (self.time_loops.packed_forward_size(units, gates.dtype),),
+                               gates.dtype)
+        self.time_loops.pack_forward(recurrent_kernel, packed)
+        z_block = workspace.get("z_block", (self.time_loops.MICRO_ROWS, 4 * units), gates.dtype)
+        self.time_loops.recurrence_forward(gates, packed, hs, cs, z_block, workspace.get("spill", (64,), gates.dtype))
+
+    def lstm_recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, workspace=None):
+        workspace = workspace or Workspace(np)
+        units = recurrent_kernel.shape[0]
+        packed = workspace.get("packed_backward", (self.time_loops.packed_backward_size(units, gates.dtype),),
+                                   gates.dtype)
+        self.time_loops.pack_backward(recurrent_kernel, packed)
+        self.time_loops.recurrence_backward(gates, cs, packed, d_outputs, dh, dc, dz,
+                                            workspace.get("spill", (64,), gates.dtype))
+
+    def _packed(self, name, pack, matrix, size, workspace=None):
+        out = (workspace or Workspace(np)).get(name, (size,), matrix.dtype)
+        pack(matrix, out)
+        return out
+
+    def dense(self, inputs, kernel, bias):
+        """Our micro-kernel rather than BLAS, so that one decoding step gives the bits ``greedy_decode`` gives."""
+        loops = self.time_loops
+        packed = self._packed("dense", loops.pack_backward, kernel.T,
+                              loops.packed_backward_size_for(kernel.shape[1], kernel.shape[0], kernel.dtype))
+        logits = np.empty((inputs.shape[0], kernel.shape[1]), dtype=inputs.dtype)
+        loops.dense(np.ascontiguousarray(inputs), packed, bias, logits, np.empty(64, dtype=inputs.dtype))
+        return logits
+
+    def greedy_decode(self, kernel, bias, recurrent_kernel, dense_kernel, dense_bias, h, c, start_id, end_id,
+                      tokens):
+        loops = self.time_loops
+        units = recurrent_kernel.shape[0]
+        packed_recurrent = self._packed("recurrent", loops.pack_forward, recurrent_kernel,
+                                        loops.packed_forward_size(units, h.dtype))
+        packed_dense = self._packed("dense", loops.pack_backward, dense_kernel.T,
+                                    loops.packed_backward_size_for(dense_kernel.shape[1], units, h.dtype))
+        loops.greedy_decode(kernel, bias, packed_recurrent, packed_dense, dense_bias, np.ascontiguousarray(h),
+                            np.ascontiguousarray(c), start_id, end_id, tokens)
 
     def gather_rows_add(self, table, ids, bias, out=None):
         if out is None:

@@ -223,13 +223,13 @@ class CupyBackend(Backend):
             (gates, recurrent_kernel, hs, cs, self._barrier, np.int32(steps), np.int32(batch),
              np.int32(four_units // 4), np.int32(units_per_block), np.int32(chunk)), shared_mem=shared)
 
-    def lstm_recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz):
+    def lstm_recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, workspace=None):
         steps, batch, four_units = gates.shape
         plan = None
         if self.recurrence == "persistent" and steps > 0:
             plan = self._persistent_plan("backward", batch, four_units // 4, gates.dtype.itemsize)
         if plan is None:
-            return super().lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
+            return super().lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, workspace)
         blocks, threads, units_per_block, chunk, shared = plan
         self._contiguous(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
         self._kernel("lstm_backward_persistent", gates.dtype, self.persistent_module)(

@@ -152,10 +152,11 @@ def lstm_backward(backend, cache: LSTMCache, recurrent_kernel, d_outputs, d_h_la
     xp = backend.xp
     steps, batch, four_units = cache.gates.shape
     units = four_units // 4
-    dz = (workspace or Workspace(xp)).get("dz", cache.gates.shape, cache.gates.dtype)
+    workspace = workspace or Workspace(xp)
+    dz = workspace.get("dz", cache.gates.shape, cache.gates.dtype)
     dh = d_h_last.copy()
     dc = d_c_last.copy()
-    backend.lstm_recurrence_backward(cache.gates, cache.cs, recurrent_kernel, d_outputs, dh, dc, dz)
+    backend.lstm_recurrence_backward(cache.gates, cache.cs, recurrent_kernel, d_outputs, dh, dc, dz, workspace)
     dz_flat = dz.reshape(steps * batch, four_units)
     xp.matmul(cache.hs[:-1].reshape(steps * batch, units).T, dz_flat, out=grads["recurrent_kernel"])
     grads["bias"][...] = dz_flat.sum(axis=0)

@@ -224,23 +224,30 @@ class Seq2Seq:
         return enc.hs[-1], enc.cs[-1]
 
     def decode_step(self, prev_ids, h, c):
-        """One decoder step for the previous characters ``prev_ids`` (B,): returns (logits, h, c)."""
+        """One decoder step for the previous characters ``prev_ids`` (B,): returns (logits, h, c). The backend's
+        time loop over one step and its ``dense``: the operations its ``greedy_decode`` uses, so that every
+        decoder (greedy, beam, sampling) sees the same logits for the same state."""
         p, xp = self.params, self.backend.xp
-        z = self.backend.gather_rows_add(p["decoder.kernel"], prev_ids, p["decoder.bias"])
-        h_new, c_new = xp.empty_like(h), xp.empty_like(c)
-        self.backend.lstm_cell_forward(z, h @ p["decoder.recurrent_kernel"], c, c_new, h_new)
-        logits = h_new @ p["dense.kernel"]
-        logits += p["dense.bias"]
-        return logits, h_new, c_new
+        batch = h.shape[0]
+        gates = self.backend.gather_rows_add(p["decoder.kernel"], prev_ids.reshape(1, batch), p["decoder.bias"])
+        hs = xp.empty((2, batch, self.latent_dim), dtype=self.dtype)
+        cs = xp.empty_like(hs)
+        hs[0], cs[0] = h, c
+        self.backend.lstm_recurrence_forward(gates, p["decoder.recurrent_kernel"], hs, cs, Workspace(xp))
+        return self.backend.dense(hs[1], p["dense.kernel"], p["dense.bias"]), hs[1], cs[1]
 
     def greedy_decode_ids(self, encoder_input_ids) -> list[list[int]]:
         """The example's greedy loop for a whole batch at once: feed START, take the argmax, feed it back; each
         sentence stops at its own END or once it is longer than ``max_decoder_len`` (END is not returned)."""
-        xp = self.backend.xp
+        xp, p = self.backend.xp, self.params
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         h, c = self.encode(encoder_input_ids)
         batch = h.shape[0]
         tokens = np.full((batch, self.max_decoder_len + 1), end_id, dtype=np.int64)
+        if self.backend.greedy_decode is not None:  # the whole loop in one call
+            self.backend.greedy_decode(p["decoder.kernel"], p["decoder.bias"], p["decoder.recurrent_kernel"],
+                                       p["dense.kernel"], p["dense.bias"], h, c, start_id, end_id, tokens)
+            return _cut_at_end(tokens.tolist(), end_id)
         active = np.arange(batch)  # rows still decoding; finished ones are dropped, so late steps are cheap
         prev = xp.full(batch, start_id, dtype=np.int64)
         for step in range(self.max_decoder_len + 1):

@@ -1,0 +1,330 @@
+"""A layer's whole time loop on the CPU as one compiled function: no Python and no BLAS call per time step.
+
+The CPU twin of kernels/lstm_persistent.cu (DESIGN.md §3). The reference (``lstm.recurrence_forward/backward``)
+calls BLAS once per time step, and each call repacks the whole recurrent kernel (1 MiB at latent 256) into
+OpenBLAS's internal layout before it multiplies 32 or 64 rows by it: a fixed cost paid 150 times per training
+step. Here the recurrent kernel is packed once per call of the time loop, into the layout our own register-tiled
+micro-kernel reads, and the time loop runs inside one ``nogil`` function (one per batch shard, so the backend's
+threads run the shards side by side, as before).
+
+Forward, one time step, for each panel of ``LANES`` hidden units (16 in float32) and each block of 4 rows:
+the micro-kernel computes the four gates' recurrent pre-activations of those units for those rows,
+``h_{t-1}[rows] @ recurrent_kernel[:, panel's columns of i, f, c, o]``, in 16 vector registers (4 rows x 4
+gates); the cell runs on them right there (the GEMM's epilogue: add the input part, activations, c_t, h_t), so
+the pre-activations never go to memory. Only the activated gates (which backward needs), c_t and h_t are stored.
+
+    packed_forward[panel, k, gate, lane] = recurrent_kernel[k, gate * H + panel * LANES + lane]   (0 past H)
+
+Backward, one time step: the cell backward for every row (``numba_kernels.lstm_cell_backward``: dz_t, dc), then
+``dh = dz_t @ recurrent_kernel^T`` with the same micro-kernel over the transposed, packed kernel, 4 x LANES output
+units per panel:
+
+    packed_backward[panel, j, lane] = recurrent_kernel[panel * 4 * LANES + lane, j]   (0 past H)
+
+Each output element is one chain of fused multiply-adds over k in order: the result does not depend on threads or
+timing (bit-identical from run to run), and differs from BLAS's only by rounding. Float32 uses the same tanh
+approximation as ``numba_kernels`` (here on whole vectors; the same operations in the same order, so the same
+bits); float64 runs the cell in scalar code with libm's exact functions, so gradient checks stay exact.
+"""
+
+import numpy as np
+from numba import njit
+
+from . import simd
+from .numba_kernels import lstm_cell_backward, lstm_cell_forward
+
+MICRO_ROWS = 4  # rows per micro-kernel call: 4 rows x 4 vectors = 16 accumulators, half the AVX-512 registers
+
+
+def packed_forward_size(units: int, dtype) -> int:
+    lanes = simd.lanes(dtype)
+    return -(-units // lanes) * units * 4 * lanes
+
+
+def packed_backward_size(units: int, dtype) -> int:
+    return packed_backward_size_for(units, 4 * units, dtype)
+
+
+def packed_backward_size_for(rows: int, columns: int, dtype) -> int:
+    """Size of ``pack_backward`` of a (rows, columns) matrix: panels of 4 x LANES rows, each (columns, 4 x LANES)."""
+    width = 4 * simd.lanes(dtype)
+    return -(-rows // width) * columns * width
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pack_forward(recurrent_kernel, packed):
+    units = recurrent_kernel.shape[0]
+    lanes = simd.lanes_of(packed)
+    panels = -(-units // lanes)
+    packed[(panels - 1) * units * 4 * lanes:] = 0.0  # the last panel's lanes past H stay 0
+    for k in range(units):
+        row = recurrent_kernel[k]
+        for panel in range(panels):
+            count = min(lanes, units - panel * lanes)
+            base = (panel * units + k) * 4 * lanes
+            for gate in range(4):
+                source = gate * units + panel * lanes
+                packed[base + gate * lanes : base + gate * lanes + count] = row[source : source + count]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pack_backward(recurrent_kernel, packed):
+    """A transpose, in tiles of 16 columns so that the 16 output rows a tile writes stay in L1. Any (rows, columns)
+    matrix packs so (the dense kernel for decoding, transposed)."""
+    units, four_units = recurrent_kernel.shape
+    width = 4 * simd.lanes_of(packed)
+    panels = -(-units // width)
+    packed[:] = 0.0
+    for panel in range(panels):
+        for j0 in range(0, four_units, 16):
+            tile = min(16, four_units - j0)
+            for lane in range(min(width, units - panel * width)):
+                row = recurrent_kernel[panel * width + lane]
+                base = (panel * four_units + j0) * width + lane
+                for j in range(tile):
+                    packed[base + j * width] = row[j0 + j]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The micro-kernel: rows of a (rows, depth) times one packed panel (depth, 4 vectors), accumulators in registers.
+# Arrays are passed flat with offsets: a view per row would cost a reference-count call inside the loop, and a call
+# makes every vector register spill to the stack (measured: it made the forward loop 30% slower).
+
+
+@njit(inline="always", error_model="numpy")
+def _product4(a, start, depth, packed, base):
+    """The 4 rows of ``depth`` numbers from a[start] times the panel from packed[base]: 16 vectors, (row, vector)."""
+    lanes = simd.lanes_of(packed)
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = simd.zeros(packed)
+    c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = simd.zeros(packed)
+    for k in range(depth):
+        offset = base + k * 4 * lanes
+        b0 = simd.load(packed, offset)
+        b1 = simd.load(packed, offset + lanes)
+        b2 = simd.load(packed, offset + 2 * lanes)
+        b3 = simd.load(packed, offset + 3 * lanes)
+        x = simd.splat(a[start + k])
+        c00, c01, c02, c03 = simd.fma(x, b0, c00), simd.fma(x, b1, c01), simd.fma(x, b2, c02), simd.fma(x, b3, c03)
+        x = simd.splat(a[start + depth + k])
+        c10, c11, c12, c13 = simd.fma(x, b0, c10), simd.fma(x, b1, c11), simd.fma(x, b2, c12), simd.fma(x, b3, c13)
+        x = simd.splat(a[start + 2 * depth + k])
+        c20, c21, c22, c23 = simd.fma(x, b0, c20), simd.fma(x, b1, c21), simd.fma(x, b2, c22), simd.fma(x, b3, c23)
+        x = simd.splat(a[start + 3 * depth + k])
+        c30, c31, c32, c33 = simd.fma(x, b0, c30), simd.fma(x, b1, c31), simd.fma(x, b2, c32), simd.fma(x, b3, c33)
+    return ((c00, c01, c02, c03), (c10, c11, c12, c13), (c20, c21, c22, c23), (c30, c31, c32, c33))
+
+
+@njit(inline="always", error_model="numpy")
+def _product1(a, start, depth, packed, base):
+    """One row: 4 vectors (the rows left over after the blocks of 4)."""
+    lanes = simd.lanes_of(packed)
+    c0 = c1 = c2 = c3 = simd.zeros(packed)
+    for k in range(depth):
+        offset = base + k * 4 * lanes
+        x = simd.splat(a[start + k])
+        c0 = simd.fma(x, simd.load(packed, offset), c0)
+        c1 = simd.fma(x, simd.load(packed, offset + lanes), c1)
+        c2 = simd.fma(x, simd.load(packed, offset + 2 * lanes), c2)
+        c3 = simd.fma(x, simd.load(packed, offset + 3 * lanes), c3)
+    return c0, c1, c2, c3
+
+
+@njit(inline="always", error_model="numpy")
+def _spill4(z, spill):
+    """The 4 vectors of ``z`` to spill[0 : 4 * LANES]. Tuples of vectors are indexed with constants only: an index
+    known at run time makes Numba put the whole tuple in memory."""
+    lanes = simd.lanes_of(spill)
+    simd.store(spill, 0, z[0])
+    simd.store(spill, lanes, z[1])
+    simd.store(spill, 2 * lanes, z[2])
+    simd.store(spill, 3 * lanes, z[3])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The time loops.
+
+
+@njit(inline="always", error_model="numpy")
+def _store_gates(z, out, start, unit, units, spill):
+    """The 4 vectors ``z`` (gates i, f, c, o of the units from ``unit``) into a row of ``out`` (4H) at ``start``,
+    in Keras's layout (gate blocks of H), cut at ``units``."""
+    lanes = simd.lanes_of(spill)
+    if unit + lanes <= units:
+        simd.store(out, start + unit, z[0])
+        simd.store(out, start + units + unit, z[1])
+        simd.store(out, start + 2 * units + unit, z[2])
+        simd.store(out, start + 3 * units + unit, z[3])
+    else:
+        _spill4(z, spill)
+        for gate in range(4):
+            for lane in range(units - unit):
+                out[start + gate * units + unit + lane] = spill[gate * lanes + lane]
+
+
+@njit(nogil=True, error_model="numpy")
+def _forward_step(gates, packed, h_prev, c_prev, h, c, z_block, spill):
+    """One time step for a batch: ``gates`` (B, 4H) holds the input part on entry and the activated gates on exit;
+    writes ``h``, ``c`` (B, H). Rows go in blocks of MICRO_ROWS: the micro-kernel fills the block's recurrent
+    pre-activations panel by panel (``z_block``, 16 KiB at latent 256: it stays in L1), then the cell
+    (``numba_kernels.lstm_cell_forward``) runs on the block while it is there. Measured: this beat running the cell
+    on the registers inside each panel, whose vector activations made the 12 accumulators of the other rows spill
+    to the stack (13 vs 17.5 ms per 75 steps of 32 rows)."""
+    batch, four_units = gates.shape
+    units = four_units // 4
+    lanes = simd.lanes_of(packed)
+    h_prev_flat, z_flat = h_prev.reshape(-1), z_block.reshape(-1)
+    row = 0
+    while row < batch:
+        rows = MICRO_ROWS if row + MICRO_ROWS <= batch else 1
+        for panel in range(-(-units // lanes)):
+            base = panel * units * 4 * lanes
+            unit = panel * lanes
+            if rows == MICRO_ROWS:
+                z = _product4(h_prev_flat, row * units, units, packed, base)
+                _store_gates(z[0], z_flat, 0, unit, units, spill)
+                _store_gates(z[1], z_flat, four_units, unit, units, spill)
+                _store_gates(z[2], z_flat, 2 * four_units, unit, units, spill)
+                _store_gates(z[3], z_flat, 3 * four_units, unit, units, spill)
+            else:
+                _store_gates(_product1(h_prev_flat, row * units, units, packed, base), z_flat, 0, unit, units,
+                             spill)
+        end = row + rows
+        lstm_cell_forward(gates[row:end], z_block[:rows], c_prev[row:end], c[row:end], h[row:end])
+        row = end
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def recurrence_forward(gates, packed, hs, cs, z_block, spill):
+    """``lstm.recurrence_forward`` with the recurrent kernel packed by ``pack_forward``. Scratch: ``z_block``
+    (MICRO_ROWS, 4H), ``spill`` (4 * LANES,). All arrays C-contiguous."""
+    for t in range(gates.shape[0]):
+        _forward_step(gates[t], packed, hs[t], cs[t], hs[t + 1], cs[t + 1], z_block, spill)
+
+
+@njit(inline="always", error_model="numpy")
+def _store_units(z, out, start, count, spill):
+    """out[start : start + count] = the first ``count`` numbers of the 4 vectors ``z``."""
+    lanes = simd.lanes_of(spill)
+    if count == 4 * lanes:
+        simd.store(out, start, z[0])
+        simd.store(out, start + lanes, z[1])
+        simd.store(out, start + 2 * lanes, z[2])
+        simd.store(out, start + 3 * lanes, z[3])
+    else:
+        _spill4(z, spill)
+        for lane in range(count):
+            out[start + lane] = spill[lane]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def recurrence_backward(gates, cs, packed, d_outputs, dh, dc, dz, spill):
+    """``lstm.recurrence_backward`` with the recurrent kernel packed by ``pack_backward`` (``d_outputs`` may be
+    None); ``spill`` (4 * LANES,) is scratch. All arrays C-contiguous."""
+    steps, batch, four_units = gates.shape
+    units = four_units // 4
+    width = 4 * simd.lanes_of(packed)
+    dh_flat, dz_flat = dh.reshape(-1), dz.reshape(-1)
+    for t in range(steps - 1, -1, -1):
+        if d_outputs is None:
+            lstm_cell_backward(gates[t], cs[t], cs[t + 1], dh, None, dc, dz[t], dc)
+        else:
+            lstm_cell_backward(gates[t], cs[t], cs[t + 1], dh, d_outputs[t], dc, dz[t], dc)
+        for panel in range(-(-units // width)):
+            base = panel * four_units * width
+            unit = panel * width
+            count = min(width, units - unit)
+            row = 0
+            while row < batch:
+                a = (t * batch + row) * four_units
+                if row + MICRO_ROWS <= batch:
+                    z = _product4(dz_flat, a, four_units, packed, base)
+                    start = row * units + unit
+                    _store_units(z[0], dh_flat, start, count, spill)
+                    _store_units(z[1], dh_flat, start + units, count, spill)
+                    _store_units(z[2], dh_flat, start + 2 * units, count, spill)
+                    _store_units(z[3], dh_flat, start + 3 * units, count, spill)
+                    row += MICRO_ROWS
+                else:
+                    _store_units(_product1(dz_flat, a, four_units, packed, base), dh_flat, row * units + unit, count,
+                                 spill)
+                    row += 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batched greedy decoding: the decoder's whole loop in one call.
+
+
+@njit(nogil=True, error_model="numpy")
+def _dense(h, packed, bias, logits, spill):
+    """logits = h @ kernel + bias, the dense kernel packed by ``pack_backward(kernel.T)`` (panels of 4 x LANES
+    outputs). The same micro-kernel and order as everywhere here, so a row's logits do not depend on its batch."""
+    batch, units = h.shape
+    vocab = bias.shape[0]
+    width = 4 * simd.lanes_of(packed)
+    h_flat, logits_flat = h.reshape(-1), logits.reshape(-1)
+    for panel in range(-(-vocab // width)):
+        base = panel * units * width
+        column = panel * width
+        count = min(width, vocab - column)
+        row = 0
+        while row < batch:
+            start = row * vocab + column
+            if row + MICRO_ROWS <= batch:
+                z = _product4(h_flat, row * units, units, packed, base)
+                _store_units(z[0], logits_flat, start, count, spill)
+                _store_units(z[1], logits_flat, start + vocab, count, spill)
+                _store_units(z[2], logits_flat, start + 2 * vocab, count, spill)
+                _store_units(z[3], logits_flat, start + 3 * vocab, count, spill)
+                row += MICRO_ROWS
+            else:
+                _store_units(_product1(h_flat, row * units, units, packed, base), logits_flat, start, count, spill)
+                row += 1
+    for row in range(batch):
+        for k in range(vocab):
+            logits[row, k] += bias[k]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def dense(h, packed, bias, logits, spill):
+    _dense(h, packed, bias, logits, spill)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def greedy_decode(kernel, bias, packed_recurrent, packed_dense, dense_bias, h0, c0, start_id, end_id, tokens):
+    """The example's greedy loop for a whole batch: from states ``h0``, ``c0`` (B, H) feed START, take the argmax
+    of the logits (the first of equal maxima, as numpy's argmax), feed it back; a row stops at its END.
+    ``tokens`` (B, steps) is filled with END first and gets each row's characters. Finished rows are dropped (the
+    rest move up), so late steps only compute the sentences still going."""
+    batch, units = h0.shape
+    vocab = dense_bias.shape[0]
+    dtype = h0.dtype
+    h, c = h0.copy(), c0.copy()
+    h_next, c_next = np.empty_like(h), np.empty_like(c)
+    gates = np.empty((batch, 4 * units), dtype=dtype)
+    logits = np.empty((batch, vocab), dtype=dtype)
+    z_block = np.empty((MICRO_ROWS, 4 * units), dtype=dtype)
+    spill = np.empty(4 * simd.lanes_of(h0), dtype=dtype)
+    sentence = np.arange(batch)  # row -> the sentence it decodes
+    prev = np.full(batch, start_id, dtype=np.int64)
+    going = batch
+    for step in range(tokens.shape[1]):
+        for row in range(going):  # the input part: a row gather, as numba_kernels.gather_rows_add
+            for k in range(4 * units):
+                gates[row, k] = kernel[prev[row], k] + bias[k]
+        _forward_step(gates[:going], packed_recurrent, h[:going], c[:going], h_next[:going], c_next[:going],
+                      z_block, spill)
+        _dense(h_next[:going], packed_dense, dense_bias, logits[:going], spill)
+        kept = 0
+        for row in range(going):
+            best = 0
+            for k in range(1, vocab):
+                if logits[row, k] > logits[row, best]:
+                    best = k
+            tokens[sentence[row], step] = best
+            if best != end_id:  # still going: move up into place ``kept``
+                sentence[kept], prev[kept] = sentence[row], best
+                h[kept], c[kept] = h_next[row], c_next[row]
+                kept += 1
+        going = kept
+        if going == 0:
+            break

@@ -1,0 +1,187 @@
+"""SIMD vectors for Numba: one 64-byte register (16 float32 or 8 float64) as a value, for our own micro-kernels.
+
+Why: a register-tiled GEMM keeps its block of C in registers for the whole reduction. Written as scalar Numba
+code, the block lives in an array in memory and LLVM loads and stores it on every step of the reduction (it
+cannot prove that the block does not alias the inputs), which halves the speed. A ``Vector`` is an LLVM vector
+value (``<16 x float>``): a local variable of that type is an SSA value, so the block stays in registers, and
+each operation below is one instruction (two on CPUs that split 512-bit work, or without AVX-512).
+
+    v = load(array, i)          # array[i : i + LANES] (1-D, contiguous), any alignment
+    store(array, i, v)          # array[i : i + LANES] = v
+    splat(x)                    # x in every lane; the dtype of x picks the width
+    zeros(array)                # a vector of zeros of the array's dtype
+    fma(a, b, c)                # a * b + c lane by lane, one rounding (llvm.fma)
+    a + b, a - b, a * b, a / b  # lane by lane, with a vector or a scalar of the same dtype on either side
+    minimum(a, b), maximum(a, b)  # lane by lane; a NaN in ``a`` is kept (so the NaN guard still sees it);
+                                  # the builtins min and max do the same on vectors, so scalar code such as
+                                  # numba_kernels.tanh_f32 runs unchanged on a Vector
+    lanes_of(array)             # LANES for the array's dtype, a constant
+
+Results are exactly reproducible: each lane's arithmetic is IEEE, in a fixed order.
+"""
+
+import operator
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, overload, register_model
+
+REGISTER_BYTES = 64
+
+
+def lanes(dtype) -> int:
+    """How many numbers of ``dtype`` one vector holds."""
+    return REGISTER_BYTES // np.dtype(dtype).itemsize
+
+
+class Vector(types.Type):
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.lanes = REGISTER_BYTES // (dtype.bitwidth // 8)
+        super().__init__(name=f"Vector({dtype}x{self.lanes})")
+
+
+@register_model(Vector)
+class _VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.lanes))
+
+
+def _element_pointer(context, builder, array_type, array, index):
+    data = context.make_array(array_type)(context, builder, value=array).data
+    return builder.gep(data, [index], inbounds=True)
+
+
+@intrinsic
+def load(typingctx, array, index):
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.dtype in (types.float32, types.float64)):
+        return None
+    vector = Vector(array.dtype)
+
+    def codegen(context, builder, signature, args):
+        pointer = _element_pointer(context, builder, array, args[0], args[1])
+        llvm_type = context.get_value_type(vector)
+        return builder.load(builder.bitcast(pointer, llvm_type.as_pointer()), align=array.dtype.bitwidth // 8)
+
+    return vector(array, types.intp), codegen
+
+
+@intrinsic
+def store(typingctx, array, index, value):
+    if not (isinstance(array, types.Array) and isinstance(value, Vector) and value.dtype == array.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer = _element_pointer(context, builder, array, args[0], args[1])
+        llvm_type = context.get_value_type(value)
+        builder.store(args[2], builder.bitcast(pointer, llvm_type.as_pointer()), align=array.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(array, types.intp, value), codegen
+
+
+def _splat_ir(context, builder, vector, scalar):
+    llvm_type = context.get_value_type(vector)
+    one = builder.insert_element(ir.Constant(llvm_type, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(llvm_type, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vector.lanes), [0] * vector.lanes))
+
+
+@intrinsic
+def splat(typingctx, scalar):
+    if scalar not in (types.float32, types.float64):
+        return None
+    vector = Vector(scalar)
+
+    def codegen(context, builder, signature, args):
+        return _splat_ir(context, builder, vector, args[0])
+
+    return vector(scalar), codegen
+
+
+def zeros(array):
+    """A vector of zeros of ``array``'s dtype."""
+
+
+@overload(zeros, inline="always")
+def _zeros(array):
+    zero = np.dtype(str(array.dtype)).type(0)
+    return lambda array: splat(zero)
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    if not (isinstance(a, Vector) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        llvm_type = context.get_value_type(a)
+        name = f"llvm.fma.v{a.lanes}f{a.dtype.bitwidth}"  # llvmlite names intrinsics of scalar types only
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(llvm_type, [llvm_type] * 3), name)
+        return builder.call(function, args)
+
+    return a(a, b, c), codegen
+
+
+def _binary(instruction):
+    """An intrinsic for a lane-by-lane operation on two vectors, or a vector and a scalar of its dtype."""
+
+    @intrinsic
+    def operation(typingctx, a, b):
+        vector = a if isinstance(a, Vector) else b
+        if not isinstance(vector, Vector) or {a, b} - {vector, vector.dtype}:
+            return None
+
+        def codegen(context, builder, signature, args):
+            x, y = (_splat_ir(context, builder, vector, arg) if t == vector.dtype else arg
+                    for t, arg in zip((a, b), args, strict=True))
+            return instruction(builder, x, y)
+
+        return vector(a, b), codegen
+
+    return operation
+
+
+_add = _binary(lambda builder, x, y: builder.fadd(x, y))
+_sub = _binary(lambda builder, x, y: builder.fsub(x, y))
+_mul = _binary(lambda builder, x, y: builder.fmul(x, y))
+_div = _binary(lambda builder, x, y: builder.fdiv(x, y))
+# select(a > b, b, a) and select(a < b, b, a): the comparison is false for a NaN in ``a``, which is then kept.
+_minimum = _binary(lambda builder, x, y: builder.select(builder.fcmp_ordered(">", x, y), y, x))
+_maximum = _binary(lambda builder, x, y: builder.select(builder.fcmp_ordered("<", x, y), y, x))
+
+
+def minimum(a, b):
+    """Lane-by-lane min (vectors only; see the module doc)."""
+
+
+def maximum(a, b):
+    """Lane-by-lane max (vectors only; see the module doc)."""
+
+
+def lanes_of(array):
+    """How many elements of ``array``'s dtype one vector holds, as a compile-time constant inside Numba code."""
+    return lanes(array.dtype)
+
+
+@overload(lanes_of, inline="always")
+def _lanes_of(array):
+    count = REGISTER_BYTES // (array.dtype.bitwidth // 8)
+    return lambda array: count
+
+
+def _register(function, implementation):
+    @overload(function, inline="always")
+    def _overload(a, b):
+        if isinstance(a, Vector) or isinstance(b, Vector):
+            return lambda a, b: implementation(a, b)
+
+
+for _function, _implementation in ((operator.add, _add), (operator.sub, _sub), (operator.mul, _mul),
+                                   (operator.truediv, _div), (minimum, _minimum), (maximum, _maximum),
+                                   (min, _minimum), (max, _maximum)):
+    _register(_function, _implementation)
+
+__all__ = ["Vector", "lanes", "lanes_of", "zeros", "load", "store", "splat", "fma", "minimum", "maximum"]

@@ -4,14 +4,17 @@ The CPU twin of kernels/lstm_persistent.cu (DESIGN.md §3). The reference (``lst
 calls BLAS once per time step, and each call repacks the whole recurrent kernel (1 MiB at latent 256) into
 OpenBLAS's internal layout before it multiplies 32 or 64 rows by it: a fixed cost paid 150 times per training
 step. Here the recurrent kernel is packed once per call of the time loop, into the layout our own register-tiled
-micro-kernel reads, and the time loop runs inside one ``nogil`` function (one per batch shard, so the backend's
-threads run the shards side by side, as before).
+micro-kernel reads, and the whole loop runs inside one ``nogil`` function. The backend still splits a batch into
+one shard of rows per core (``NumbaBackend``): each core runs the whole sequence for its rows, with no barrier.
 
-Forward, one time step, for each panel of ``LANES`` hidden units (16 in float32) and each block of 4 rows:
-the micro-kernel computes the four gates' recurrent pre-activations of those units for those rows,
-``h_{t-1}[rows] @ recurrent_kernel[:, panel's columns of i, f, c, o]``, in 16 vector registers (4 rows x 4
-gates); the cell runs on them right there (the GEMM's epilogue: add the input part, activations, c_t, h_t), so
-the pre-activations never go to memory. Only the activated gates (which backward needs), c_t and h_t are stored.
+The micro-kernel (``_product4``) multiplies 4 rows by one panel of 4 vectors (64 columns in float32): 16
+accumulators that stay in registers (``simd``) for the whole reduction, one broadcast and 4 fused multiply-adds
+per row and step of the reduction, the panel read contiguously.
+
+Forward, one time step (``_forward_step``), for each block of 4 rows: for each panel of LANES hidden units (16 in
+float32), the recurrent pre-activations of the four gates of those units, ``h_{t-1}[rows] @
+recurrent_kernel[:, panel's columns of i, f, c, o]``, into a small block (L1-resident); then the cell
+(``numba_kernels.lstm_cell_forward``, the kernel the per-step path uses) on the block while it is in L1.
 
     packed_forward[panel, k, gate, lane] = recurrent_kernel[k, gate * H + panel * LANES + lane]   (0 past H)
 
@@ -21,10 +24,12 @@ units per panel:
 
     packed_backward[panel, j, lane] = recurrent_kernel[panel * 4 * LANES + lane, j]   (0 past H)
 
-Each output element is one chain of fused multiply-adds over k in order: the result does not depend on threads or
-timing (bit-identical from run to run), and differs from BLAS's only by rounding. Float32 uses the same tanh
-approximation as ``numba_kernels`` (here on whole vectors; the same operations in the same order, so the same
-bits); float64 runs the cell in scalar code with libm's exact functions, so gradient checks stay exact.
+The weight gradients stay one large GEMM each after the loop (``lstm.lstm_backward``), which BLAS does well.
+
+Each output element is one chain of fused multiply-adds over k in order, the same for a row whatever its batch or
+block: results do not depend on threads, timing or batch composition (bit-identical from run to run), and differ
+from BLAS's only by rounding. Float64 keeps libm's exact activations (the cell kernels), so gradient checks stay
+exact.
 """
 
 import numpy as np

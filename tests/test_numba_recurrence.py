@@ -1,0 +1,162 @@
+"""The numba backend's compiled time loops (``numba_recurrence``) against the float64 NumPy reference time loops
+(``lstm.recurrence_forward/backward``), on fresh random inputs at odd shapes (batch 1, 3 rows, hidden 3, 5, 257,
+one time step); their packing; results independent of batch composition and bit-identical from run to run; the
+fused greedy decoding against the step-by-step loop."""
+
+import numpy as np
+import pytest
+from helpers import relative_error, small_model
+
+from minilstm import lstm
+from minilstm.backend import Backend, get_backend
+
+pytest.importorskip("numba", reason="the numba backend needs numba")
+
+from minilstm import numba_recurrence  # noqa: E402
+
+# float32: the rational tanh (~3e-7) and float32 rounding, accumulated over the steps; float64: rounding only.
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+# (steps, batch, units): one step, batch 1, 3 rows, a partial micro-kernel block (5, 7 rows), hidden 3, 5, 257
+# (partial panels), 16 and 64 (whole panels), and the example's 256 with a shard's 32 rows.
+SHAPES = [(1, 1, 3), (4, 3, 5), (3, 7, 257), (5, 8, 16), (2, 5, 64), (1, 4, 33), (3, 32, 256)]
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(scope="module")
+def numba_backend():
+    return get_backend("numba")
+
+
+def random_layer(rng, steps, batch, units, dtype):
+    recurrent_kernel = (rng.standard_normal((units, 4 * units)) / np.sqrt(units)).astype(dtype)
+    gates = rng.standard_normal((steps, batch, 4 * units)).astype(dtype)
+    hs = np.zeros((steps + 1, batch, units), dtype)
+    cs = np.zeros((steps + 1, batch, units), dtype)
+    hs[0], cs[0] = rng.standard_normal((2, batch, units))
+    return recurrent_kernel, gates, hs, cs
+
+
+def reference_forward(recurrent_kernel, gates, hs, cs):
+    """The numpy backend's per-step loop in float64 on the same (possibly float32) inputs."""
+    arrays = [a.astype(np.float64) for a in (recurrent_kernel, gates, hs, cs)]
+    lstm.recurrence_forward(Backend(), arrays[1], arrays[0], arrays[2], arrays[3], lstm.Workspace(np))
+    return arrays
+
+
+def run_forward(backend, recurrent_kernel, gates, hs, cs):
+    gates, hs, cs = gates.copy(), hs.copy(), cs.copy()
+    backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, lstm.Workspace(np))
+    return gates, hs, cs
+
+
+def close(actual, expected, dtype):
+    error = relative_error(actual, expected)
+    assert error < TOL[dtype], error
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("steps,batch,units", SHAPES)
+def test_forward_equals_reference(numba_backend, rng, dtype, steps, batch, units):
+    recurrent_kernel, gates, hs, cs = random_layer(rng, steps, batch, units, dtype)
+    _, gates_ref, hs_ref, cs_ref = reference_forward(recurrent_kernel, gates, hs, cs)
+    gates_out, hs_out, cs_out = run_forward(numba_backend, recurrent_kernel, gates, hs, cs)
+    for actual, expected in ((gates_out, gates_ref), (hs_out, hs_ref), (cs_out, cs_ref)):
+        assert actual.dtype == dtype
+        close(actual, expected, dtype)
+
+
+@pytest.mark.parametrize("with_outputs", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("steps,batch,units", SHAPES)
+def test_backward_equals_reference(numba_backend, rng, dtype, steps, batch, units, with_outputs):
+    recurrent_kernel, gates, hs, cs = random_layer(rng, steps, batch, units, dtype)
+    gates, hs, cs = run_forward(numba_backend, recurrent_kernel, gates, hs, cs)
+    d_outputs = rng.standard_normal((steps, batch, units)).astype(dtype) if with_outputs else None
+    dh0, dc0 = rng.standard_normal((2, batch, units)).astype(dtype)
+
+    f64 = [None if a is None else a.astype(np.float64) for a in (gates, cs, recurrent_kernel, d_outputs, dh0, dc0)]
+    dz_ref = np.empty(gates.shape)
+    lstm.recurrence_backward(Backend(), *f64[:4], f64[4], f64[5], dz_ref)
+    dh, dc, dz = dh0.copy(), dc0.copy(), np.empty_like(gates)
+    numba_backend.lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, lstm.Workspace(np))
+    for actual, expected in ((dz, dz_ref), (dh, f64[4]), (dc, f64[5])):
+        close(actual, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("units", [3, 16, 17, 64, 65])
+def test_packed_layouts(rng, dtype, units):
+    recurrent_kernel = rng.standard_normal((units, 4 * units)).astype(dtype)
+    lanes = 64 // np.dtype(dtype).itemsize
+    packed = np.full(numba_recurrence.packed_forward_size(units, dtype), np.nan, dtype)
+    numba_recurrence.pack_forward(recurrent_kernel, packed)
+    panels = -(-units // lanes)
+    padded = np.zeros((units, 4, panels * lanes), dtype)
+    padded[:, :, :units] = recurrent_kernel.reshape(units, 4, units)
+    expected = padded.reshape(units, 4, panels, lanes).transpose(2, 0, 1, 3)  # (panel, k, gate, lane)
+    assert np.array_equal(packed, expected.reshape(-1))
+
+    width = 4 * lanes
+    packed = np.full(numba_recurrence.packed_backward_size(units, dtype), np.nan, dtype)
+    numba_recurrence.pack_backward(recurrent_kernel, packed)
+    panels = -(-units // width)
+    padded = np.zeros((panels * width, 4 * units), dtype)
+    padded[:units] = recurrent_kernel
+    expected = padded.reshape(panels, width, 4 * units).transpose(0, 2, 1)  # (panel, j, lane)
+    assert np.array_equal(packed, expected.reshape(-1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_do_not_depend_on_their_batch_and_runs_repeat_bit_for_bit(numba_backend, rng, dtype):
+    """Each row is one chain of multiply-adds whatever block it falls in (4-row blocks or the rows left over): a
+    row run alone gives the same bits as in a batch of 7, and a second run the same bits as the first."""
+    recurrent_kernel, gates, hs, cs = random_layer(rng, 4, 7, 37, dtype)
+    batch_out = run_forward(numba_backend, recurrent_kernel, gates, hs, cs)
+    again = run_forward(numba_backend, recurrent_kernel, gates, hs, cs)
+    for a, b in zip(batch_out, again, strict=True):
+        assert np.array_equal(a, b)
+    for row in (0, 5, 6):
+        alone = run_forward(numba_backend, recurrent_kernel, gates[:, row : row + 1].copy(),
+                            hs[:, row : row + 1].copy(), cs[:, row : row + 1].copy())
+        for a, b in zip(alone, batch_out, strict=True):
+            assert np.array_equal(a[:, 0], b[:, row])
+
+
+def test_nan_in_the_state_reaches_the_outputs(numba_backend, rng):
+    """The NaN guard in training reads the loss: a NaN must not be lost inside the time loop."""
+    recurrent_kernel, gates, hs, cs = random_layer(rng, 3, 5, 20, np.float32)
+    hs[0, 2, 7] = np.nan
+    _, hs_out, _ = run_forward(numba_backend, recurrent_kernel, gates, hs, cs)
+    assert np.isnan(hs_out[-1, 2]).all() and np.isfinite(np.delete(hs_out[-1], 2, axis=0)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,units,vocab", [(1, 3, 5), (6, 17, 70), (9, 64, 129)])
+def test_dense_equals_reference(numba_backend, rng, dtype, batch, units, vocab):
+    inputs = rng.standard_normal((batch, units)).astype(dtype)
+    kernel = rng.standard_normal((units, vocab)).astype(dtype)
+    bias = rng.standard_normal(vocab).astype(dtype)
+    expected = inputs.astype(np.float64) @ kernel.astype(np.float64) + bias
+    close(numba_backend.dense(inputs, kernel, bias), expected, dtype)
+
+
+class StepByStep(type(get_backend("numba"))):
+    """The numba backend with greedy decoding left to Seq2Seq's loop of ``decode_step`` calls."""
+
+    greedy_decode = None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_greedy_decoding_equals_step_by_step(numba_backend, rng, dtype):
+    model = small_model(numba_backend, n_in=7, n_out=9, units=19, enc_len=5, dec_len=12, dtype=dtype, seed=4)
+    weights = model.get_weights()
+    weights["dense.bias"][model.target_vocab.index["\n"]] += 1.2  # END at several steps, and never for some rows
+    model.set_weights(weights)
+    stepwise = small_model(StepByStep(), n_in=7, n_out=9, units=19, enc_len=5, dec_len=12, dtype=dtype)
+    stepwise.set_weights(weights)
+    ids = rng.integers(0, 7, size=(23, 5))
+    fused = model.greedy_decode_ids(ids)
+    assert fused == stepwise.greedy_decode_ids(ids)
+    lengths = {len(row) for row in fused}
+    assert len(lengths) > 1, "every row stopped at the same step: dropping finished rows is not exercised"
+    assert fused == [model.greedy_decode_ids(ids[k : k + 1])[0] for k in range(len(ids))]

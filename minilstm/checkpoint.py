@@ -34,7 +34,7 @@ CONFIG_FILE = "config.json"
 # (weights, optimizer state) file names of each format version this minilstm reads; it writes the last one.
 TENSOR_FILES = {1: ("weights.npz", "optimizer.npz"), 2: ("model.safetensors", "optimizer.safetensors")}
 WEIGHTS_FILE, OPTIMIZER_FILE = TENSOR_FILES[FORMAT_VERSION]
-# Subdirectories of a training run (its --out) that hold checkpoints, in the order --resume prefers them at a tie.
+# Subdirectories of a training run (its --out) that hold checkpoints.
 RUN_CHECKPOINTS = ("latest", "best", "final")
 
 
@@ -159,25 +159,15 @@ def resolve_checkpoint(path) -> tuple[Path, str | None]:
 
 
 def resumable_checkpoint(run_dir) -> Path | None:
-    """The checkpoint of a training run that ``--resume`` goes on from: the furthest one that holds the training
-    state. Usually ``latest/``; but when the disk filled while ``latest/`` was written, ``best/`` (written just
-    before, with the same state) may be further on, or the only one there is."""
+    """The checkpoint of a training run that ``--resume`` goes on from: ``latest/``; or, where there is none,
+    ``best/``, which holds the same training state. The first epoch writes ``best/`` just before ``latest/``, so a
+    disk that fills in between leaves only ``best/`` (``--resume`` used to answer that the run had no checkpoint)."""
     run_dir = Path(run_dir)
-    furthest, furthest_at = None, None
-    for name in RUN_CHECKPOINTS:
+    for name in ("latest", "best"):
         candidate = run_dir / name
-        if not candidate.exists():
-            candidate = _moved_aside(candidate)  # a swap cut short by a kill: the previous version
-            if candidate is None:
-                continue
-        try:
-            progress = json.loads((candidate / CONFIG_FILE).read_text(encoding="utf-8"))["training"]["progress"]
-            at = (int(progress["epoch"]), int(progress["step"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # unreadable or no training state: load_checkpoint would say why, were it the only one
-        if furthest_at is None or at > furthest_at:
-            furthest, furthest_at = run_dir / name, at
-    return furthest
+        if candidate.exists() or _moved_aside(candidate) is not None:  # moved aside: a swap cut short by a kill
+            return candidate
+    return None
 
 
 def load_checkpoint(path, backend="numpy") -> Checkpoint:

@@ -113,7 +113,7 @@ def parse_args(argv):
     given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
     if not args.resume.is_dir():
         raise MinilstmError(f"cannot resume: {args.resume} is not a directory (pass the --out of an earlier run)")
-    latest = resumable_checkpoint(args.resume)  # latest/, or best/ when a full disk stopped latest/'s write
+    latest = resumable_checkpoint(args.resume)  # latest/, or best/ when a full disk stopped the first latest/
     if latest is None:
         raise MinilstmError(f"nothing to resume in {args.resume}: it has no checkpoint yet (the run stopped before "
                             "its first one); start it again without --resume")

@@ -3,7 +3,7 @@ PyTorch state dict; every conversion predicts what its source predicts. Bad inpu
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported anywhere
+os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported anywhere: the backend the tests install
 
 import json
 import subprocess
@@ -23,6 +23,10 @@ keras = pytest.importorskip("keras", reason="the conversion tests need keras and
 pytest.importorskip("h5py", reason="the conversion tests need keras and h5py: pip install '.[keras]'")
 
 from minilstm import convert  # noqa: E402
+
+# Keras 3.15's torch backend calls np.array(tensor, copy=False), which torch answers with this warning, hundreds of
+# times; it says nothing about our code.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 TINY = Path(__file__).parent / "data" / "tiny.txt"
 SENTENCES = [english for english, _ in read_pairs(TINY)] + ["Go!", "Hi there."]

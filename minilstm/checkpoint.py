@@ -1,10 +1,16 @@
-"""Checkpoints: a directory with ``config.json``, ``weights.npz`` and ``optimizer.npz``.
+"""Checkpoints: a directory with ``config.json``, ``model.safetensors`` and ``optimizer.safetensors``.
 
-Never pickle: the arrays are read with ``allow_pickle=False``. A checkpoint is written whole into a temporary
-directory beside its destination, every file fsync'ed, and then renamed into place, so a crash at any moment leaves
-either the old checkpoint or the new one, never a half-written one.
+Laid out as Hugging Face checkpoints are (a JSON config beside safetensors weights), so other tools read the
+tensors without minilstm; safetensors holds plain arrays and cannot run code, unlike pickle. Checkpoints of format
+version 1 (``weights.npz``, ``optimizer.npz``, read with ``allow_pickle=False``) still load.
+
+A checkpoint is written whole into a temporary directory beside its destination, every file fsync'ed, and then
+renamed into place, so a crash at any moment leaves either the old checkpoint or the new one, never a half-written
+one. A write that fails (a full disk) is one ``MinilstmError`` naming the checkpoint and the file being written;
+the previous checkpoint stays as it was.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,14 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import safetensors.numpy
+from safetensors import SafetensorError
 
 from .data import Vocab
 from .errors import MinilstmError
+from .files import describe_os_error, fsync_dir
 from .seq2seq import Seq2Seq
 
 FORMAT = "minilstm-checkpoint"
-FORMAT_VERSION = 1
-CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_FILE = "config.json", "weights.npz", "optimizer.npz"
+FORMAT_VERSION = 2
+CONFIG_FILE = "config.json"
+# (weights, optimizer state) file names of each format version this minilstm reads; it writes the last one.
+TENSOR_FILES = {1: ("weights.npz", "optimizer.npz"), 2: ("model.safetensors", "optimizer.safetensors")}
+WEIGHTS_FILE, OPTIMIZER_FILE = TENSOR_FILES[FORMAT_VERSION]
+# Subdirectories of a training run (its --out) that hold checkpoints.
+RUN_CHECKPOINTS = ("latest", "best", "final")
 
 
 @dataclass
@@ -29,19 +43,6 @@ class Checkpoint:
     model: Seq2Seq
     config: dict  # everything in config.json
     optimizer_velocity: np.ndarray | None  # flat RMSprop state, in the model's flat parameter layout
-
-
-def _fsync_dir(path: Path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, write):
@@ -54,8 +55,8 @@ def _write_file(path: Path, write):
 def _moved_aside(path: Path) -> Path | None:
     """The previous version of ``path`` that a killed ``save_checkpoint`` had moved aside, if any."""
     # Only a complete one: a version whose deletion was cut short is missing files (and has the newest mtime).
-    complete = [p for p in path.parent.glob(f".{path.name}.old-*") if all(
-        (p / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE))]
+    complete = [p for p in path.parent.glob(f".{path.name}.old-*") if (p / CONFIG_FILE).is_file() and any(
+        (p / weights).is_file() for weights, _ in TENSOR_FILES.values())]
     return max(complete, key=lambda p: p.stat().st_mtime) if complete else None
 
 
@@ -73,45 +74,100 @@ def recover_checkpoint(path) -> Path:
 
 def save_checkpoint(path, model: Seq2Seq, optimizer=None, extra: dict | None = None):
     """Write ``model`` (and the optimizer state, if given) to the directory ``path``, atomically: whenever the
-    process dies, ``path`` holds the old checkpoint or the new one (after ``recover_checkpoint``)."""
+    process dies, ``path`` holds the old checkpoint or the new one (after ``recover_checkpoint``). An OSError (a
+    full disk) leaves the old one in place, no temporary files, and becomes one ``MinilstmError``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    recover_checkpoint(path)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config()}
     if optimizer is not None:
         config["optimizer"] = {**optimizer.config(), "iterations": optimizer.iterations}
     config.update(extra or {})
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = old = None
+    what = "its directory"
     try:
-        _write_file(tmp / WEIGHTS_FILE, lambda f: np.savez(f, **model.get_weights()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recover_checkpoint(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        what = f"the weights ({WEIGHTS_FILE})"
+        weights = safetensors.numpy.save(model.get_weights(), metadata={"format": FORMAT})
+        _write_file(tmp / WEIGHTS_FILE, lambda f: f.write(weights))
         if optimizer is not None:
-            velocity = model.backend.to_numpy(optimizer.velocity)
-            _write_file(tmp / OPTIMIZER_FILE, lambda f: np.savez(f, velocity=velocity))
+            what = f"the optimizer state ({OPTIMIZER_FILE})"
+            velocity = {"velocity": model.backend.to_numpy(optimizer.velocity)}
+            state = safetensors.numpy.save(velocity, metadata={"format": FORMAT})
+            _write_file(tmp / OPTIMIZER_FILE, lambda f: f.write(state))
+        what = f"the config ({CONFIG_FILE})"
         text = json.dumps(config, indent=1, ensure_ascii=False) + "\n"
         _write_file(tmp / CONFIG_FILE, lambda f: f.write(text.encode("utf-8")))
-        _fsync_dir(tmp)
-        old = None
+        fsync_dir(tmp)
+        what = "the new version in place of the old one"
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"
             os.replace(path, old)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsync_dir(path.parent)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            with contextlib.suppress(OSError):  # else recover_checkpoint does it on the next write
+                os.replace(old, path)  # the old version was moved aside and the new one did not follow: back
+        if isinstance(e, OSError):
+            raise MinilstmError(_write_failure(path, what, e, "training" in config)) from None
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return path
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def _write_failure(path: Path, what: str, error: OSError, resumable: bool) -> str:
+    """The one-line error for a checkpoint that could not be written: where, what, why, and what is left."""
+    kept = "its previous version is unchanged" if path.is_dir() else "nothing was written there"
+    message = f"cannot write the checkpoint {path} ({what}): {describe_os_error(error)}; {kept}"
+    if resumable and (checkpoint := resumable_checkpoint(path.parent)) is not None:
+        message += (f"; free some space, then go on from {checkpoint} with: python -m minilstm.train --resume "
+                    f"{path.parent}")
+    return message
+
+
+def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a ``.safetensors`` or (format version 1) ``.npz`` file; never unpickles."""
     if not path.is_file():
         raise MinilstmError(f"checkpoint file missing: {path}")
     try:
+        if path.suffix == ".safetensors":
+            return safetensors.numpy.load(path.read_bytes())
         with np.load(path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, SafetensorError) as e:
         raise MinilstmError(f"corrupt checkpoint file {path}: {e}") from None
+
+
+def resolve_checkpoint(path) -> tuple[Path, str | None]:
+    """A checkpoint directory, or a run directory (the ``--out`` of a training run, the natural thing to pass):
+    then its ``best/``, with a line saying so. The path to load and that line (None for a checkpoint)."""
+    path = Path(path)
+    if not path.is_dir() or (path / CONFIG_FILE).exists():
+        return path, None
+    if any((path / name).exists() for name in RUN_CHECKPOINTS) or (path / "history.jsonl").exists():
+        best = path / "best"
+        if not best.exists() and _moved_aside(best) is None:
+            raise MinilstmError(f"{path} is a training run without a best/ checkpoint yet (it stopped before its "
+                                "first epoch ended); pass one of its checkpoint directories, or train it further")
+        return best, f"Using {best}, the checkpoint of {path} with the lowest val_loss"
+    raise MinilstmError(f"{path} is neither a checkpoint (it has no {CONFIG_FILE}) nor a training run (no best/); "
+                        "pass a checkpoint directory written by minilstm.train or the --out of a run")
+
+
+def resumable_checkpoint(run_dir) -> Path | None:
+    """The checkpoint of a training run that ``--resume`` goes on from: ``latest/``; or, where there is none,
+    ``best/``, which holds the same training state. The first epoch writes ``best/`` just before ``latest/``, so a
+    disk that fills in between leaves only ``best/`` (``--resume`` used to answer that the run had no checkpoint)."""
+    run_dir = Path(run_dir)
+    for name in ("latest", "best"):
+        candidate = run_dir / name
+        if candidate.exists() or _moved_aside(candidate) is not None:  # moved aside: a swap cut short by a kill
+            return candidate
+    return None
 
 
 def load_checkpoint(path, backend="numpy") -> Checkpoint:
@@ -131,9 +187,11 @@ def load_checkpoint(path, backend="numpy") -> Checkpoint:
         raise MinilstmError(f"corrupt checkpoint file {config_path}: {e}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise MinilstmError(f"{config_path} is not a minilstm checkpoint config")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise MinilstmError(f"{config_path}: checkpoint format version {config.get('format_version')!r}, this "
-                            f"minilstm reads version {FORMAT_VERSION}")
+    version = config.get("format_version")
+    if version not in TENSOR_FILES:
+        raise MinilstmError(f"{config_path}: checkpoint format version {version!r}, this minilstm reads versions "
+                            f"{', '.join(map(str, TENSOR_FILES))}")
+    weights_file, optimizer_file = TENSOR_FILES[version]
     try:
         m = config["model"]
         model = Seq2Seq(backend, Vocab.from_json(m["input_vocab"]), Vocab.from_json(m["target_vocab"]),
@@ -141,8 +199,8 @@ def load_checkpoint(path, backend="numpy") -> Checkpoint:
                         bool(m.get("mask_padding", False)))  # absent in checkpoints from before --mask-padding
     except (KeyError, TypeError, ValueError) as e:
         raise MinilstmError(f"{config_path}: invalid model config ({type(e).__name__}: {e})") from None
-    weights_path = path / WEIGHTS_FILE
-    weights = _read_npz(weights_path)
+    weights_path = path / weights_file
+    weights = _read_tensors(weights_path)
     for name, shape in model.params.shapes.items():
         if name not in weights:
             raise MinilstmError(f"{weights_path}: missing tensor {name!r}")
@@ -152,8 +210,8 @@ def load_checkpoint(path, backend="numpy") -> Checkpoint:
     model.set_weights(weights)
     velocity = None
     if "optimizer" in config:
-        opt_path = path / OPTIMIZER_FILE
-        velocity = _read_npz(opt_path).get("velocity")
+        opt_path = path / optimizer_file
+        velocity = _read_tensors(opt_path).get("velocity")
         if velocity is None or velocity.shape != model.params.flat.shape:
             raise MinilstmError(f"{opt_path}: optimizer state does not match the model's "
                                 f"{model.params.flat.size} parameters")

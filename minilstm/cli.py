@@ -1,5 +1,7 @@
-"""What every command-line entry point shares: user errors as one line and an exit code, never a traceback."""
+"""What every command-line entry point shares: user errors as one line and an exit code, never a traceback; and the
+``minilstm`` command, which runs ``minilstm train ...`` as ``python -m minilstm.train ...`` and so on."""
 
+import importlib
 import sys
 
 EXIT_USER_ERROR = 2
@@ -45,3 +47,33 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+COMMANDS = {
+    "train": "train a model (the Keras example by default)",
+    "translate": "translate sentences with a checkpoint",
+    "evaluate": "loss, accuracy, exact match and more on validation pairs",
+    "convert": "to and from Keras models (.keras, .h5) and PyTorch state dicts (.safetensors)",
+    "download": "fetch the full English-French file",
+}
+
+
+def main(argv=None) -> int:
+    """The ``minilstm`` console script: ``minilstm COMMAND [ARGS]`` dispatches to ``minilstm.COMMAND``'s main."""
+    from . import __version__
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    usage = "usage: minilstm {" + ",".join(COMMANDS) + "} ...\n\n" + "\n".join(
+        f"  {name:<10} {text}" for name, text in COMMANDS.items()) + "\n\n'minilstm COMMAND --help' for its options"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if argv[:1] == ["--version"]:
+        print(f"minilstm {__version__}")
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        given = f"unknown command {argv[0]!r}" if argv else "no command given"
+        print(f"error: {given}; use one of: {', '.join(COMMANDS)} (minilstm --help)", file=sys.stderr)
+        return EXIT_USER_ERROR
+    module = importlib.import_module(f"minilstm.{argv[0]}")
+    return run_main(module.main, argv[1:])

@@ -1,4 +1,4 @@
-"""``python -m minilstm.evaluate CHECKPOINT_DIR``: honest metrics for a trained model.
+"""``python -m minilstm.evaluate CHECKPOINT_OR_RUN_DIR``: honest metrics for a trained model.
 
 On the checkpoint's own validation pairs (the last ``--validation-split`` of the data it was trained on), or on
 ``--data PATH`` (all its pairs): the Keras-style loss and accuracy (padding included, so they match training's
@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from . import layers
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .cli import positive_float, positive_int, run_main
 from .data import END, START, Dataset, bucketed_batches, read_pairs, resolve_pairs, split_validation
 from .errors import MinilstmError
+from .files import write_text_atomic
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -117,7 +118,8 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minilstm.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("checkpoint", type=Path, help="a checkpoint directory written by minilstm.train")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint directory written by minilstm.train, or the run "
+                   "directory (its --out): then its best/ checkpoint")
     p.add_argument("--data", type=Path, help="score all pairs of this file instead of the checkpoint's validation "
                    "pairs")
     p.add_argument("--num-samples", type=positive_int, help="with --data: its first N pairs")
@@ -128,6 +130,9 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=positive_float, default=None, help="decode by sampling at this temperature")
     p.add_argument("--seed", type=int, default=0, help="seeds --temperature sampling")
     args = p.parse_args(argv)
+    args.checkpoint, note = resolve_checkpoint(args.checkpoint)
+    if note:
+        print(note, file=sys.stderr)
     checkpoint = load_checkpoint(args.checkpoint, backend=args.backend or "numpy")
     training = checkpoint.config.get("training", {}).get("args")
     if args.data is not None:
@@ -171,9 +176,8 @@ def main(argv=None) -> int:
         mark = "=" if example["exact"] else "~"
         print(f"  {example['input']!r} -> {example['output']!r} {mark} {example['references'][0]!r}")
     if args.json:
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps({"metrics": metrics, "translations": examples}, ensure_ascii=False, indent=1))
-        tmp.replace(args.json)
+        write_text_atomic(args.json, json.dumps({"metrics": metrics, "translations": examples}, ensure_ascii=False,
+                                                indent=1), "the --json report")
     return 0
 
 

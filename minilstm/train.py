@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from .backend import available_backends, default_backend_name, get_backend
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
 from .cli import EXIT_INTERRUPTED, positive_float, positive_int, run_main
 from .data import Dataset, bucketed_batches, iterate_batches, read_pairs, resolve_pairs, split_validation
 from .errors import MinilstmError
+from .files import prepare_output_dir, write_text_atomic
 from .optim import RMSprop
 from .seq2seq import DTYPES, Seq2Seq
 
@@ -107,14 +108,16 @@ def parse_args(argv):
     """Parse, and with ``--resume`` take the stored run's settings, refusing flags that contradict them."""
     args = build_parser().parse_args(argv)
     if args.resume is None:
+        prepare_output_dir(args.out)  # before any data is read or kernel compiled: a bad --out fails at once
         return args, None
     given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
-    latest = args.resume / "latest"
     if not args.resume.is_dir():
         raise MinilstmError(f"cannot resume: {args.resume} is not a directory (pass the --out of an earlier run)")
-    if not latest.exists() and not any(args.resume.glob(".latest.old-*")):
+    latest = resumable_checkpoint(args.resume)  # latest/, or best/ when a full disk stopped the first latest/
+    if latest is None:
         raise MinilstmError(f"nothing to resume in {args.resume}: it has no checkpoint yet (the run stopped before "
                             "its first one); start it again without --resume")
+    prepare_output_dir(args.resume, "--resume")
     checkpoint = load_checkpoint(latest, backend="numpy")
     stored = checkpoint.config.get("training", {}).get("args")
     if stored is None or "progress" not in checkpoint.config.get("training", {}):
@@ -328,15 +331,6 @@ class PendingMetrics:
         self.steps.clear()
 
 
-def write_text_atomic(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def plot_history(history: list[dict], path: Path) -> bool:
     """history.png: loss and accuracy per epoch, train and validation. False when matplotlib is missing."""
     try:
@@ -357,9 +351,15 @@ def plot_history(history: list[dict], path: Path) -> bool:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise MinilstmError(f"cannot write the plot of the history to {path}: {e.strerror or e}; the checkpoints "
+                            "and history.jsonl are complete") from None
+    finally:
+        plt.close(fig)
     return True
 
 
@@ -406,7 +406,7 @@ def main(argv=None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     history_path = out / "history.jsonl"
-    write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in progress.history))
+    write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in progress.history), "the history")
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
 
     def save_latest():
@@ -466,7 +466,7 @@ def main(argv=None) -> int:
                       "ms_per_step": 1000 * train_seconds / max(1, steps_run), "peak_memory_mib": peak_memory_mib()}
             progress = Progress(epoch=epoch, epoch_rng_state=shuffle_rng.bit_generator.state,
                                 best_val_loss=progress.best_val_loss, history=[*progress.history, record])
-            write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in progress.history))
+            write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in progress.history), "the history")
             print(f"Epoch {epoch}/{args.epochs} - {record['seconds']:.1f}s {record['ms_per_step']:.0f}ms/step - "
                   f"loss: {record['loss']:.4f} - accuracy: {record['accuracy']:.4f} - val_loss: {val_loss:.4f} - "
                   f"val_accuracy: {val_accuracy:.4f}", flush=True)

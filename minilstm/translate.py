@@ -1,4 +1,4 @@
-"""``python -m minilstm.translate CHECKPOINT_DIR "Go." "Hello!"``: batched greedy translation, one per line.
+"""``python -m minilstm.translate CHECKPOINT_OR_RUN_DIR "Go." "Hello!"``: batched greedy translation, one per line.
 
 With no sentence on the command line, reads one sentence per line from stdin.
 """
@@ -8,14 +8,15 @@ import sys
 from pathlib import Path
 
 from .backend import available_backends, default_backend_name
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .cli import positive_float, positive_int, run_main
 from .errors import MinilstmError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m minilstm.translate", description=__doc__.split("\n")[0])
-    p.add_argument("checkpoint", type=Path, help="a checkpoint directory written by minilstm.train")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint directory written by minilstm.train, or the run "
+                   "directory (its --out): then its best/ checkpoint")
     p.add_argument("sentences", nargs="*", help="English sentences (default: one per line from stdin)")
     p.add_argument("--backend", default=default_backend_name(),
                    help=f"array backend: {', '.join(available_backends())}")
@@ -46,7 +47,10 @@ def read_sentences(args) -> list[str]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    model = load_checkpoint(args.checkpoint, backend=args.backend).model
+    path, note = resolve_checkpoint(args.checkpoint)
+    if note:
+        print(note, file=sys.stderr)
+    model = load_checkpoint(path, backend=args.backend).model
     sentences = read_sentences(args)
     if args.skip_unknown:
         sentences = ["".join(ch for ch in s if ch in model.input_vocab.index) for s in sentences]

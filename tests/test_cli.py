@@ -56,7 +56,8 @@ def test_training_lowers_the_loss_and_writes_its_outputs(trained):
     assert history[-1]["val_loss"] < history[0]["val_loss"]
     assert set(history[0]) >= {"loss", "accuracy", "val_loss", "val_accuracy", "seconds", "ms_per_step"}
     for name in ("best", "final"):
-        assert {p.name for p in (out / name).iterdir()} == {"config.json", "weights.npz", "optimizer.npz"}
+        assert {p.name for p in (out / name).iterdir()} == {"config.json", "model.safetensors",
+                                                            "optimizer.safetensors"}
     assert "Number of unique input tokens:" in result.stdout
     assert result.stdout.count("Epoch ") == 3
     assert result.stdout.count("Decoded sentence:") == 5
@@ -71,6 +72,24 @@ def test_translate_arguments_and_stdin_agree(trained):
     stdin_result = run("translate", out / "final", stdin="Go.\nRun!\nHello!\n")
     assert stdin_result.returncode == 0, stdin_result.stderr
     assert stdin_result.stdout == args_result.stdout
+
+
+def test_translate_and_evaluate_take_a_run_directory(trained, tmp_path):
+    """The --out of a run stands for its best/ checkpoint, said in one line on stderr; stdout is unchanged."""
+    out, _ = trained
+    of_run = run("translate", out, "Go.", "Run!")
+    assert of_run.returncode == 0, of_run.stderr
+    assert of_run.stdout == run("translate", out / "best", "Go.", "Run!").stdout
+    assert of_run.stderr.strip() == f"Using {out / 'best'}, the checkpoint of {out} with the lowest val_loss"
+    evaluated = run("evaluate", out, "--examples", 0)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"Evaluated {out / 'best'} on the checkpoint's 64 validation pairs" in evaluated.stdout
+    assert evaluated.stderr.strip().startswith(f"Using {out / 'best'}")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "history.jsonl").write_text("")
+    assert_user_error(run("translate", unfinished, "Go."), "without a best/ checkpoint yet")
+    assert_user_error(run("translate", tmp_path, "Go."), "neither a checkpoint", "nor a training run")
 
 
 def test_translate_bad_inputs(trained, tmp_path):
@@ -91,13 +110,13 @@ def test_translate_bad_inputs(trained, tmp_path):
         mutate(target)
         return target
 
-    truncated = broken_copy("truncated", lambda d: (d / "weights.npz").write_bytes(
-        (d / "weights.npz").read_bytes()[:1000]))
-    assert_user_error(run("translate", truncated, "Go."), "corrupt checkpoint file", "weights.npz")
+    truncated = broken_copy("truncated", lambda d: (d / "model.safetensors").write_bytes(
+        (d / "model.safetensors").read_bytes()[:1000]))
+    assert_user_error(run("translate", truncated, "Go."), "corrupt checkpoint file", "model.safetensors")
     garbage = broken_copy("garbage", lambda d: (d / "config.json").write_text("{not json"))
     assert_user_error(run("translate", garbage, "Go."), "corrupt checkpoint file", "config.json")
-    missing = broken_copy("missing", lambda d: (d / "weights.npz").unlink())
-    assert_user_error(run("translate", missing, "Go."), "missing", "weights.npz")
+    missing = broken_copy("missing", lambda d: (d / "model.safetensors").unlink())
+    assert_user_error(run("translate", missing, "Go."), "missing", "model.safetensors")
 
     def bump_version(d):
         config = json.loads((d / "config.json").read_text())
@@ -111,7 +130,7 @@ def test_translate_bad_inputs(trained, tmp_path):
         config["model"]["latent_dim"] = 31
         (d / "config.json").write_text(json.dumps(config))
 
-    assert_user_error(run("translate", broken_copy("shape", wrong_shape), "Go."), "shape", "weights.npz")
+    assert_user_error(run("translate", broken_copy("shape", wrong_shape), "Go."), "shape", "model.safetensors")
 
 
 def test_train_bad_inputs(tmp_path):

@@ -156,6 +156,33 @@ def time_train_steps(contestants, dataset, train_idx, batch_size, warmup, rounds
     return {name: (statistics.median(t), len(t)) for name, t in times.items()}
 
 
+def training_step_flops(batch, latent, encoder_len, decoder_len, n_out) -> float:
+    """Floating-point operations of one training step, GEMMs only (the gathers, cells and softmax are O(B*T*H)):
+    the recurrent GEMM forward, backward and its weight gradient over all steps of both layers, and the dense
+    layer forward, its input gradient and its weight gradient."""
+    recurrent = 2 * batch * latent * 4 * latent * (encoder_len + decoder_len)
+    dense = 2 * batch * decoder_len * latent * n_out
+    return 3 * recurrent + 3 * dense
+
+
+def sgemm_peak(threads, size=2048, repeats=5) -> float:
+    """FLOP/s of BLAS's own sgemm at size^3 with ``threads`` threads: the machine's practical peak."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    out = np.empty_like(a)
+    with threadpool_limits(threads, user_api="blas"):
+        np.matmul(a, a, out=out)
+        best = min(_timed(lambda: np.matmul(a, a, out=out)) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def time_epoch(contestant, dataset, train_idx, val_idx, batch_size, seed=0):
     """One epoch as train.py runs it: every training batch (shuffled), then validation in batches of 256."""
     rng = np.random.default_rng(seed)
@@ -254,8 +281,13 @@ def main(argv=None):
                 gpu = gpu.decode() if isinstance(gpu, bytes) else gpu
             except Exception:  # noqa: BLE001 - only a label
                 gpu = None
+    from threadpoolctl import threadpool_info
+
+    blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()
+                     if i.get("user_api") == "blas")
     env = {"cpu": cpu_name(), "gpu": gpu, "threads": args.threads, "versions": versions, "dtype": args.dtype,
-           "quick": args.quick, "date": time.strftime("%Y-%m-%d")}
+           "quick": args.quick, "date": time.strftime("%Y-%m-%d"), "blas": blas,
+           **{name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}
     records = []
 
     def record(case, name, device, batch, latent, median_s, n, **extra):
@@ -273,6 +305,11 @@ def main(argv=None):
         for name, (median, n) in time_train_steps(contestants_main, dataset, train_idx, 64, warmup, rounds,
                                                   per_round).items():
             record("train_step", name, kind[name], 64, 256, median, n)
+        flops = training_step_flops(64, 256, dataset.max_encoder_len, dataset.max_decoder_len,
+                                    len(dataset.target_vocab))
+        peak = sgemm_peak(args.threads)
+        record("flop_floor", f"sgemm 2048^3 at {peak / 1e9:.0f} GFLOP/s", "cpu", 64, 256, flops / peak, 1,
+               gflop_per_step=flops / 1e9, sgemm_gflops=peak / 1e9)
     if "epoch" in cases and not args.quick:
         for c in contestants:
             seconds = time_epoch(c, dataset, train_idx, val_idx, 64)
@@ -311,8 +348,15 @@ def main(argv=None):
                 for name, (median, n) in time_train_steps(group, dataset, train_idx, batch, *steps).items():
                     record("sweep_train_step", name, kind.get(name, "cpu"), batch, latent, median, n)
     print(f"# {env['cpu']}, {args.threads} threads" + (f", GPU {gpu}" if gpu else "") + f", {args.dtype}; "
-          + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(markdown(records, "Results"))
+          + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; BLAS {blas}; OPENBLAS_CORETYPE="
+          + str(env["OPENBLAS_CORETYPE"]))
+    print(markdown([r for r in records if r["case"] != "flop_floor"], "Results"))
+    for floor in (r for r in records if r["case"] == "flop_floor"):
+        print(f"\nFLOP floor of a training step: {floor['gflop_per_step']:.2f} GFLOP / {floor['sgemm_gflops']:.0f} "
+              f"GFLOP/s (BLAS sgemm at 2048^3, {args.threads} threads) = {floor['median_s'] * 1e3:.1f} ms")
+        for r in records:
+            if r["case"] == "train_step" and r["device"] == "cpu":
+                print(f"  {r['contestant']}: {r['median_s'] / floor['median_s']:.2f}x the floor")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=1) + "\n")

@@ -164,7 +164,7 @@ class NumbaBackend(Backend):
         packed = workspace.get("packed_forward", (self.time_loops.packed_forward_size(units, gates.dtype),),
                                gates.dtype)
         self.time_loops.pack_forward(recurrent_kernel, packed)
-        z_block = workspace.get("z_block", (self.time_loops.MICRO_ROWS, 4 * units), gates.dtype)
+        z_block = workspace.get("z_block", (self.time_loops.ROW_GROUP, 4 * units), gates.dtype)
         self.time_loops.recurrence_forward(gates, packed, hs, cs, z_block, workspace.get("spill", (64,), gates.dtype))
 
     def lstm_recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, workspace=None):

@@ -39,6 +39,7 @@ from . import simd
 from .numba_kernels import lstm_cell_backward, lstm_cell_forward
 
 MICRO_ROWS = 4  # rows per micro-kernel call: 4 rows x 4 vectors = 16 accumulators, half the AVX-512 registers
+ROW_GROUP = 16  # rows that share one pass over each panel of the recurrent kernel in the forward step
 
 
 def packed_forward_size(units: int, dtype) -> int:
@@ -169,39 +170,46 @@ def _store_gates(z, out, start, unit, units, spill):
 @njit(nogil=True, error_model="numpy")
 def _forward_step(gates, packed, h_prev, c_prev, h, c, z_block, spill):
     """One time step for a batch: ``gates`` (B, 4H) holds the input part on entry and the activated gates on exit;
-    writes ``h``, ``c`` (B, H). Rows go in blocks of MICRO_ROWS: the micro-kernel fills the block's recurrent
-    pre-activations panel by panel (``z_block``, 16 KiB at latent 256: it stays in L1), then the cell
-    (``numba_kernels.lstm_cell_forward``) runs on the block while it is there. Measured: this beat running the cell
-    on the registers inside each panel, whose vector activations made the 12 accumulators of the other rows spill
-    to the stack (13 vs 17.5 ms per 75 steps of 32 rows)."""
+    writes ``h``, ``c`` (B, H).
+
+    Rows go in groups of ROW_GROUP: for each panel, the micro-kernel runs over the group's blocks of 4 rows (the
+    panel is read from memory once per group, then from L1/L2), filling the group's recurrent pre-activations
+    (``z_block``, ROW_GROUP x 4H: 64 KiB at latent 256, in L2); then the cell (``numba_kernels.lstm_cell_forward``)
+    runs on the group while it is there. Measured: this beat running the cell on the registers inside each panel,
+    whose vector activations made the 12 accumulators of the other rows spill to the stack (13 vs 17.5 ms per 75
+    steps of 32 rows)."""
     batch, four_units = gates.shape
     units = four_units // 4
     lanes = simd.lanes_of(packed)
     h_prev_flat, z_flat = h_prev.reshape(-1), z_block.reshape(-1)
-    row = 0
-    while row < batch:
-        rows = MICRO_ROWS if row + MICRO_ROWS <= batch else 1
+    first = 0
+    while first < batch:
+        end = min(first + ROW_GROUP, batch)
         for panel in range(-(-units // lanes)):
             base = panel * units * 4 * lanes
             unit = panel * lanes
-            if rows == MICRO_ROWS:
-                z = _product4(h_prev_flat, row * units, units, packed, base)
-                _store_gates(z[0], z_flat, 0, unit, units, spill)
-                _store_gates(z[1], z_flat, four_units, unit, units, spill)
-                _store_gates(z[2], z_flat, 2 * four_units, unit, units, spill)
-                _store_gates(z[3], z_flat, 3 * four_units, unit, units, spill)
-            else:
-                _store_gates(_product1(h_prev_flat, row * units, units, packed, base), z_flat, 0, unit, units,
-                             spill)
-        end = row + rows
-        lstm_cell_forward(gates[row:end], z_block[:rows], c_prev[row:end], c[row:end], h[row:end])
-        row = end
+            row = first
+            while row < end:
+                z_row = (row - first) * four_units
+                if row + MICRO_ROWS <= end:
+                    z = _product4(h_prev_flat, row * units, units, packed, base)
+                    _store_gates(z[0], z_flat, z_row, unit, units, spill)
+                    _store_gates(z[1], z_flat, z_row + four_units, unit, units, spill)
+                    _store_gates(z[2], z_flat, z_row + 2 * four_units, unit, units, spill)
+                    _store_gates(z[3], z_flat, z_row + 3 * four_units, unit, units, spill)
+                    row += MICRO_ROWS
+                else:
+                    _store_gates(_product1(h_prev_flat, row * units, units, packed, base), z_flat, z_row, unit,
+                                 units, spill)
+                    row += 1
+        lstm_cell_forward(gates[first:end], z_block[: end - first], c_prev[first:end], c[first:end], h[first:end])
+        first = end
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def recurrence_forward(gates, packed, hs, cs, z_block, spill):
     """``lstm.recurrence_forward`` with the recurrent kernel packed by ``pack_forward``. Scratch: ``z_block``
-    (MICRO_ROWS, 4H), ``spill`` (4 * LANES,). All arrays C-contiguous."""
+    (ROW_GROUP, 4H), ``spill`` (4 * LANES,). All arrays C-contiguous."""
     for t in range(gates.shape[0]):
         _forward_step(gates[t], packed, hs[t], cs[t], hs[t + 1], cs[t + 1], z_block, spill)
 
@@ -307,7 +315,7 @@ def greedy_decode(kernel, bias, packed_recurrent, packed_dense, dense_bias, h0, 
     h_next, c_next = np.empty_like(h), np.empty_like(c)
     gates = np.empty((batch, 4 * units), dtype=dtype)
     logits = np.empty((batch, vocab), dtype=dtype)
-    z_block = np.empty((MICRO_ROWS, 4 * units), dtype=dtype)
+    z_block = np.empty((ROW_GROUP, 4 * units), dtype=dtype)
     spill = np.empty(4 * simd.lanes_of(h0), dtype=dtype)
     sentence = np.arange(batch)  # row -> the sentence it decodes
     prev = np.full(batch, start_id, dtype=np.int64)

@@ -16,9 +16,10 @@ from minilstm import numba_recurrence  # noqa: E402
 
 # float32: the rational tanh (~3e-7) and float32 rounding, accumulated over the steps; float64: rounding only.
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
-# (steps, batch, units): one step, batch 1, 3 rows, a partial micro-kernel block (5, 7 rows), hidden 3, 5, 257
-# (partial panels), 16 and 64 (whole panels), and the example's 256 with a shard's 32 rows.
-SHAPES = [(1, 1, 3), (4, 3, 5), (3, 7, 257), (5, 8, 16), (2, 5, 64), (1, 4, 33), (3, 32, 256)]
+# (steps, batch, units): one step, batch 1, 3 rows, a partial micro-kernel block (5, 7 rows), a row group and a
+# partial one (21 rows), hidden 3, 5, 257 (partial panels), 16 and 64 (whole panels), and the example's 256 with a
+# shard's 32 rows.
+SHAPES = [(1, 1, 3), (4, 3, 5), (3, 7, 257), (5, 8, 16), (2, 5, 64), (1, 4, 33), (2, 21, 40), (3, 32, 256)]
 DTYPES = [np.float32, np.float64]
 
 
@@ -108,14 +109,15 @@ def test_packed_layouts(rng, dtype, units):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rows_do_not_depend_on_their_batch_and_runs_repeat_bit_for_bit(numba_backend, rng, dtype):
-    """Each row is one chain of multiply-adds whatever block it falls in (4-row blocks or the rows left over): a
-    row run alone gives the same bits as in a batch of 7, and a second run the same bits as the first."""
-    recurrent_kernel, gates, hs, cs = random_layer(rng, 4, 7, 37, dtype)
+    """Each row is one chain of multiply-adds whatever block or group it falls in (4-row blocks, the rows left over,
+    a second row group): a row run alone gives the same bits as in a batch of 23, and a second run the same bits as
+    the first."""
+    recurrent_kernel, gates, hs, cs = random_layer(rng, 4, 23, 37, dtype)
     batch_out = run_forward(numba_backend, recurrent_kernel, gates, hs, cs)
     again = run_forward(numba_backend, recurrent_kernel, gates, hs, cs)
     for a, b in zip(batch_out, again, strict=True):
         assert np.array_equal(a, b)
-    for row in (0, 5, 6):
+    for row in (0, 5, 6, 17, 22):
         alone = run_forward(numba_backend, recurrent_kernel, gates[:, row : row + 1].copy(),
                             hs[:, row : row + 1].copy(), cs[:, row : row + 1].copy())
         for a, b in zip(alone, batch_out, strict=True):

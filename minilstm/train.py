@@ -194,10 +194,12 @@ class ProgressBar:
 
 class StopSignals:
     """SIGINT/SIGTERM ask training to stop at the next step boundary (checkpoint, then exit 130/143). A second
-    SIGINT acts at once (KeyboardInterrupt); checkpoints are renamed into place whole, so that is safe too."""
+    SIGINT acts at once (KeyboardInterrupt); checkpoints are renamed into place whole, so that is safe too. Under
+    mpiexec every rank gets the signal; only rank 0 (``announce``) says so."""
 
-    def __init__(self):
+    def __init__(self, announce: bool = True):
         self.received = None
+        self.announce = announce
 
     def __enter__(self):
         self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -206,8 +208,9 @@ class StopSignals:
     def _handle(self, signum, frame):
         self.received = signum
         signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
-        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)", file=sys.stderr,
-              flush=True)
+        if self.announce:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)", file=sys.stderr,
+                  flush=True)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
@@ -443,7 +446,7 @@ class Training:
         args, progress = self.args, self.progress
         self.files.history(progress)
         first_epoch = progress.epoch + 1
-        with StopSignals() as signals:
+        with StopSignals(announce=self.comm.is_root) as signals:
             for epoch in range(first_epoch, args.epochs + 1):
                 stopped_by = self.train_epoch(epoch, signals)
                 if stopped_by:
@@ -490,9 +493,10 @@ class Training:
                 bar.close()
                 self.files.checkpoint("latest", model, self.optimizer, progress)
                 comm.finish()
-                print(f"{signal.Signals(stop).name}: stopped at epoch {epoch}, step {step}; saved "
-                      f"{args.out / 'latest'}. Resume with: {self.command()} --resume {args.out}", file=sys.stderr,
-                      flush=True)
+                if comm.is_root:
+                    print(f"{signal.Signals(stop).name}: stopped at epoch {epoch}, step {step}; saved "
+                          f"{args.out / 'latest'}. Resume with: {self.command()} --resume {args.out}",
+                          file=sys.stderr, flush=True)
                 return stop
             if args.checkpoint_every and self.optimizer.iterations % args.checkpoint_every == 0 \
                     and step < len(plan):

@@ -176,7 +176,7 @@ def rank_pid(out: Path, rank: int) -> int | None:
 def start_and_kill_rank(out: Path, rank: int, launcher=()):
     """Start a 2-rank run, SIGKILL rank ``rank`` once its first checkpoint is on disk; (returncode, seconds from
     the kill to the end of the job, stdout, stderr)."""
-    proc = subprocess.Popen(mpi_command(2, *RUN, "--epochs", "40", "--latent-dim", "48", "--checkpoint-every", "1",
+    proc = subprocess.Popen(mpi_command(2, *RUN, *LONGER, "--checkpoint-every", "1",
                                         "--out", out, launcher=launcher),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**ENV, "MINILSTM_THREADS": "1"})
@@ -195,10 +195,18 @@ def start_and_kill_rank(out: Path, rank: int, launcher=()):
     return proc.returncode, time.monotonic() - killed, stdout, stderr
 
 
-def test_a_killed_rank_ends_the_job_and_resuming_ends_as_if_never_killed(tmp_path):
-    uninterrupted = tmp_path / "whole"
-    rc, _, stderr = train_mpi(2, *RUN, "--epochs", "40", "--latent-dim", "48", "--out", uninterrupted)
+LONGER = ["--epochs", "40", "--latent-dim", "48"]  # long enough to be stopped in the middle
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    rc, _, stderr = train_mpi(2, *RUN, *LONGER, "--out", out)
     assert rc == 0, stderr
+    return out
+
+
+def test_a_killed_rank_ends_the_job_and_resuming_ends_as_if_never_killed(uninterrupted, tmp_path):
     out = tmp_path / "killed"
     rc, seconds, _, _ = start_and_kill_rank(out, rank=1)  # MPICH's mpiexec kills the other rank at once
     assert rc != 0 and seconds < 10
@@ -239,6 +247,26 @@ def test_without_the_launchers_cleanup_rank_0_lost_leaves_no_orphan(tmp_path):
     assert rc != 0 and seconds < 10
     assert_no_rank_left(out)
     load_checkpoint(out / "latest")
+
+
+def test_ctrl_c_to_mpiexec_stops_every_rank_after_the_same_step(uninterrupted, tmp_path):
+    """mpiexec passes Ctrl-C on to every rank; they agree on the step to stop after (each rank may see the signal
+    during another step), rank 0 writes latest/ and says so once, all exit 130, and resuming ends as if never
+    stopped."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(mpi_command(2, *RUN, *LONGER, "--out", out), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**ENV, "MINILSTM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (out / "latest").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.count("SIGINT: stopped at epoch") == 1 and "Traceback" not in stderr, stderr
+    assert f"Resume with: mpiexec -n 2 python -m minilstm.train --resume {out}" in stderr
+    rc, _, stderr = train_mpi(2, "--resume", out)
+    assert rc == 0, stderr
+    assert_same_bytes(out / "final", uninterrupted / "final")
 
 
 def test_resume_on_another_number_of_ranks_goes_on_and_says_so(two_ranks, tmp_path):

@@ -344,3 +344,19 @@ def test_two_ranks_on_two_gpus_match_one(tmp_path):
     reference, got = weights(tmp_path / "one" / "final"), weights(tmp_path / "two" / "final")
     for name in reference:
         assert np.abs(got[name] - reference[name]).max() <= 1e-10 * np.abs(reference[name]).max(), name
+
+
+def test_data_parallel_bench_runs(tmp_path):
+    """bench/data_parallel.py end to end at a tiny size (it times nothing here): both step runs, the per-rank
+    compute, MPI's allreduce, one whole-file epoch both ways (here the file's first 400 pairs) and the model table."""
+    mpiexec_path()
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "data_parallel.py"), "--quick", "--out",
+                             str(tmp_path), "--full-data", str(REPO / "minilstm" / "default_data" /
+                                                                "fra-eng-10k.txt.gz")],
+                            capture_output=True, text=True, timeout=600, env=ENV)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["ranks"], r["threads"]) for r in results["step"]] == [(1, 2), (2, 1)]
+    assert [(r["ranks"], r["threads"]) for r in results["full_file"]] == [(1, 2), (2, 1)]
+    assert [r["nodes"] for r in results["model"]] == [1, 2, 4, 8, 16, 32, 64]
+    assert "| 64 | 1 |" in (tmp_path / "results.md").read_text()

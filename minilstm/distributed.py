@@ -98,6 +98,9 @@ class SingleProcess:
     def on_lost_peer(self, hint: str):
         """What the line about a lost peer adds (how to resume)."""
 
+    def close(self):
+        """The run ended normally on every rank: leave MPI in order (waits for the other ranks)."""
+
 
 class _NoLock:
     def __enter__(self):
@@ -116,7 +119,7 @@ class MPICommunicator(SingleProcess):
 
     def __init__(self, MPI):
         self.MPI = MPI
-        self.comm = MPI.COMM_WORLD
+        self.comm = _LostPeerErrors(MPI)
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.is_root = self.rank == 0
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
@@ -125,6 +128,7 @@ class MPICommunicator(SingleProcess):
         node_ranks = node.allgather((self.rank, os.getpid()))
         node.Free()
         self._watch = _PeerWatch(self.rank, [peer for peer in node_ranks if peer[0] != self.rank])
+        self.comm.watch = self._watch
 
     def describe(self) -> str:
         return f"data-parallel: {self.size} ranks (MPI)"
@@ -180,6 +184,40 @@ class MPICommunicator(SingleProcess):
     def on_lost_peer(self, hint: str):
         self._watch.hint = hint
 
+    def close(self):
+        self.finish()
+        self.MPI.Finalize()
+
+
+class LostPeer(MinilstmError):
+    """Another rank is gone: every surviving rank says so (not only rank 0, which may be the lost one)."""
+
+
+class _LostPeerErrors:
+    """``COMM_WORLD`` with MPI's errors returned instead of fatal, and turned into one ``LostPeer`` line: MPICH
+    notices a peer that died during a collective and would abort this rank with a 20-line error stack."""
+
+    def __init__(self, MPI):
+        self._comm, self._MPI = MPI.COMM_WORLD, MPI
+        self._comm.Set_errhandler(MPI.ERRORS_RETURN)
+        self.watch = None
+
+    def __getattr__(self, name):
+        attribute = getattr(self._comm, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            try:
+                return attribute(*args, **kwargs)
+            except self._MPI.Exception as e:
+                reason = e.Get_error_string().splitlines()[0].rstrip(" ,:")
+                hint = self.watch.hint if self.watch is not None else ""
+                raise LostPeer(f"another rank ended before the run did (killed?; MPI says: {reason}). {hint}") \
+                    from None
+
+        return call
+
 
 def _digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
@@ -230,6 +268,11 @@ def connect() -> SingleProcess:
     if size == 1:
         return SingleProcess()
     try:
+        import mpi4py
+
+        # No MPI_Finalize at exit: it waits for every rank, so a rank leaving on an error of its own would hang
+        # there; the launcher ends a job whose rank exits without it. ``close`` finalizes after a whole run.
+        mpi4py.rc.finalize = False
         from mpi4py import MPI
     except ImportError as e:
         if _launcher_value(LAUNCHER_RANK_VARIABLES) in (0, None):  # one line for the whole job

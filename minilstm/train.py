@@ -37,6 +37,7 @@ from .optim import RMSprop
 from .seq2seq import DTYPES, Seq2Seq
 
 EXIT_TERMINATED = 143
+RANKS_READ_EVERY = 16  # steps between reads of a GPU's pending metrics when several ranks train together
 
 
 def _num_samples(text: str):
@@ -484,7 +485,7 @@ class Training:
             self.optimizer.step(model.params.flat, model.grads.flat)
             progress.step = step
             self.pending.add(epoch, step, batch_loss, batch_correct, batch.positions)
-            if self.backend.cheap_sync or bar.due():
+            if self.backend.cheap_sync or self.metrics_due(step, bar):
                 self.pending.flush(progress, model)
                 bar.update(step, progress.loss_sum / progress.positions, progress.correct / progress.positions)
             stop = comm.max_int(signals.received or 0)  # every rank stops after the same step
@@ -508,6 +509,13 @@ class Training:
         bar.close()
         self.end_epoch(epoch, started, train_seconds, steps_run)
         return 0
+
+    def metrics_due(self, step: int, bar: ProgressBar) -> bool:
+        """When a GPU run reads its pending metrics (and so checks them for NaN): when the progress bar redraws, or,
+        on several ranks, every ``RANKS_READ_EVERY`` steps on all of them alike, so that all stop at the same step."""
+        if self.comm.size == 1:
+            return bar.due()
+        return step % RANKS_READ_EVERY == 0
 
     def end_epoch(self, epoch: int, started: float, train_seconds: float, steps_run: int):
         """Validate, record the epoch (history.jsonl, its line), write best/ (on a new lowest val_loss) and latest/."""
@@ -554,19 +562,23 @@ class Training:
 
 def main(argv=None) -> int:
     comm = distributed.connect()
+    quiet = contextlib.nullcontext()
     if not comm.is_root:  # rank 0 alone prints; an error every rank meets is said once, by rank 0
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        quiet = contextlib.redirect_stderr(sys.stdout)  # for argparse, which prints its errors itself
     try:
-        with contextlib.redirect_stderr(sys.stderr if comm.is_root else sys.stdout):  # argparse's own errors
+        with quiet:
             args, resumed = comm.agree(lambda: parse_args(argv))
         comm = distributed.for_backend(comm, args.backend)
         if comm.describe():
             print(comm.describe(), flush=True)
         np.seterr(all="ignore")  # overflow is reported once, by check_finite, naming the step and the tensor
-        return Training(args, resumed, comm).run()
-    except MinilstmError:
+        code = Training(args, resumed, comm).run()
+        comm.close()
+        return code
+    except MinilstmError as e:
         comm.finish()
-        if comm.is_root:
+        if comm.is_root or isinstance(e, distributed.LostPeer):
             raise
         return EXIT_USER_ERROR
 

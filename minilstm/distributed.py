@@ -13,8 +13,9 @@ talks to a communicator and never asks which one it has:
 Errors stay one line. A check that every rank makes on the same data (the settings, the NaN check after the
 allreduce) raises on every rank at once and only rank 0 prints it; ``agree`` turns a step that may fail on one rank
 only (reading the data or a checkpoint) into such a check. A rank that ends without the others (killed, or an error
-of its own) is noticed by its peers on the same machine within seconds (``_PeerWatch``); MPICH's ``mpiexec`` ends
-such a job by itself even sooner.
+of its own) ends the job within seconds: MPICH's ``mpiexec`` ends it (no rank calls MPI_Finalize, which would wait
+for the lost one, before a whole run is done); a survivor that notices first says so in one line, from MPI's error
+(``LostPeer``) or from its own watch on the ranks of its machine (``_PeerWatch``).
 """
 
 import hashlib
@@ -225,9 +226,10 @@ def _digest(value) -> str:
 
 class _PeerWatch:
     """A thread that notices when a rank on the same machine exits before this one is done (``kill -9``, a crash, an
-    error only it saw). Without it the others would wait in their next allreduce for ever where the launcher does
-    not clean up (``mpiexec -disable-auto-cleanup``, other launchers; MPICH's default ``mpiexec`` kills the others
-    by itself at once and says so). The lowest surviving rank prints one line; then every survivor exits, after any
+    error only it saw). MPICH's ``mpiexec`` ends such a job itself, by killing the processes it started; where
+    nothing does (other launchers, ranks started through a wrapper script that the launcher kills instead) the others
+    would wait in their next allreduce for ever, spinning. After a grace period (every rank leaves at the end, not
+    all at the same instant) the lowest surviving rank prints one line; then every survivor exits, after any
     checkpoint write in progress has finished (``lock``). Linux only (``pidfd_open``); elsewhere nothing watches."""
 
     def __init__(self, rank: int, peers: list[tuple[int, int]]):

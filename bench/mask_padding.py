@@ -4,11 +4,11 @@ of two trained runs, in one table.
     python bench/mask_padding.py --parity runs/parity-seed0 --masked runs/mask-seed0 \
         --out bench/results/mask-padding
 
-Epochs are timed as ``minilstm.train`` runs them (its ``Batches``: every training step with the RMSprop update,
-then validation), alternating parity / masked so that drifting machine load hits both alike; the median of
-``--repeats`` epochs each. "Row-steps" counts the LSTM cell evaluations of one epoch (rows x time steps, encoder and
-decoder): the work the padding adds. The metrics come from ``minilstm.evaluate`` on each run's ``best/`` and
-``final/`` checkpoints (both runs validate on the same 2,000 pairs).
+Epochs are timed as ``minilstm.train`` runs them (``data.Batches``, ``train.evaluate``: every training step with
+the RMSprop update, then validation), alternating parity / masked so that drifting machine load hits both alike;
+the median of ``--repeats`` epochs each. "Row-steps" counts the LSTM cell evaluations of one epoch (rows x time
+steps, encoder and decoder): the work the padding adds. The metrics come from ``minilstm.evaluate`` on each run's
+``best/`` and ``final/`` checkpoints (both runs validate on the same 2,000 pairs).
 """
 
 import argparse
@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import cpu_name  # noqa: E402
 from minilstm.backend import get_backend  # noqa: E402
 from minilstm.checkpoint import load_checkpoint  # noqa: E402
-from minilstm.data import Dataset, resolve_pairs, split_validation  # noqa: E402
+from minilstm.data import Batches, Dataset, resolve_pairs, split_validation  # noqa: E402
 from minilstm.evaluate import evaluate_pairs  # noqa: E402
 from minilstm.optim import RMSprop  # noqa: E402
 from minilstm.seq2seq import Seq2Seq  # noqa: E402
-from minilstm.train import Batches, evaluate  # noqa: E402
+from minilstm.train import evaluate  # noqa: E402
 
 
 class Mode:
@@ -42,22 +42,18 @@ class Mode:
         self.optimizer = RMSprop(backend, self.model.params.flat.size, self.model.dtype)
         self.train_idx = train_idx
         self.val_plan = self.batches.plan(val_idx, 256, None)
-        self.val_order = backend.asarray(np.concatenate(self.val_plan))
         self.rng = np.random.default_rng(0)
 
     def epoch(self) -> tuple[float, int, int]:
         """Seconds for one epoch, its training steps, and its row-steps (encoder + decoder, training only)."""
         plan = self.batches.plan(self.train_idx, 64, self.rng)
-        order = self.backend.asarray(np.concatenate(plan))
-        row_steps = offset = 0
+        row_steps = 0
         start = time.perf_counter()
-        for idx in plan:
-            arrays, positions = self.batches.arrays(order[offset : offset + len(idx)], idx)
-            offset += len(idx)
-            self.model.forward_backward(*arrays, positions=positions)
+        for batch in self.batches.epoch(plan):
+            self.model.forward_backward(*batch.arrays, positions=batch.positions)
             self.optimizer.step(self.model.params.flat, self.model.grads.flat)
-            row_steps += arrays[0].shape[0] * (arrays[0].shape[1] + arrays[1].shape[1])
-        evaluate(self.model, self.batches, self.val_plan, self.val_order)
+            row_steps += batch.arrays[0].shape[0] * (batch.arrays[0].shape[1] + batch.arrays[1].shape[1])
+        evaluate(self.model, self.batches, self.val_plan)
         self.backend.synchronize()
         return time.perf_counter() - start, len(plan), row_steps
 
@@ -77,9 +73,9 @@ def full_file_steps(path: Path, backend, steps: int) -> dict:
     for k in range(steps + 1):  # the first step of each mode warms up and is not counted
         for name, mode in modes.items():
             idx = picks[name][k]
-            arrays, positions = mode.batches.arrays(backend.asarray(idx), idx)
+            batch = next(mode.batches.epoch([idx]))
             start = time.perf_counter()
-            mode.model.forward_backward(*arrays, positions=positions)
+            mode.model.forward_backward(*batch.arrays, positions=batch.positions)
             mode.optimizer.step(mode.model.params.flat, mode.model.grads.flat)
             backend.synchronize()
             if k:
@@ -114,7 +110,7 @@ def main(argv=None):
     modes = [Mode("parity", dataset, backend, False, train_idx, val_idx, args.latent_dim),
              Mode("mask-padding", dataset, backend, True, train_idx, val_idx, args.latent_dim)]
     for mode in modes:  # warm-up: compile and allocate outside the timing
-        mode.model.forward_backward(*mode.batches.arrays(mode.val_order[:64], mode.val_plan[0][:64])[0])
+        mode.model.forward_backward(*next(mode.batches.epoch([mode.val_plan[0][:64]])).arrays)
     timings = {m.name: [] for m in modes}
     work = {}
     for _ in range(args.repeats):

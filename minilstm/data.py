@@ -520,6 +520,74 @@ def bucketed_batches(indices, lengths, batch_size: int, rng: np.random.Generator
     return batches
 
 
+def rank_share(batch: np.ndarray, rank: int, ranks: int) -> np.ndarray:
+    """Rank ``rank``'s rows of a global batch: the ``rank``-th of ``ranks`` contiguous parts, cut where
+    ``Seq2Seq.forward_backward`` cuts a batch into thread shards (``len * k // parts``). So N ranks of one thread
+    compute exactly the gradient parts one process with N shards computes, and their sum is the same sum."""
+    n = len(batch)
+    return batch[n * rank // ranks : n * (rank + 1) // ranks]
+
+
+@dataclass
+class Batch:
+    """One step's batch as this rank sees it: the id arrays of its rows on the device (None when the batch has no
+    rows for it) and the target positions counted in the whole global batch (the loss is a mean over those)."""
+
+    arrays: tuple | None
+    positions: int
+
+
+class Batches:
+    """Which rows train together, how far each batch runs, and which rows of each batch are this rank's: the one
+    place a run's batches are made (ids -> batches -> model).
+
+    Keras parity (the default): any rows together, every batch padded to the data's maximum lengths, every position
+    counted. ``mask_padding``: rows of one English length together (:func:`bucketed_batches`), the encoder run to
+    that length and the decoder to the batch's longest French sentence; the targets after each END are IGNORE and
+    only real characters count. Every rank makes the same plan (same generator), takes its :func:`rank_share` of
+    each batch and runs it to the *global* batch's lengths, as a thread shard does. The id arrays are uploaded to
+    the device once; ``backend`` only needs ``asarray``."""
+
+    def __init__(self, dataset: Dataset, backend, mask_padding: bool, rank: int = 0, ranks: int = 1):
+        self.backend = backend
+        self.mask_padding = mask_padding
+        self.rank, self.ranks = rank, ranks
+        targets = dataset.masked_target_ids() if mask_padding else dataset.decoder_target_ids
+        self.device_ids = tuple(backend.asarray(a) for a in (dataset.encoder_input_ids, dataset.decoder_input_ids,
+                                                             targets))
+        self.input_lengths = dataset.input_lengths()
+        self.target_steps = dataset.target_steps()
+        self.max_decoder_len = dataset.max_decoder_len
+
+    def plan(self, indices, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+        """One epoch's global batches of ``indices`` (host arrays), shuffled by ``rng`` unless it is None."""
+        if self.mask_padding:
+            return bucketed_batches(indices, self.input_lengths, batch_size, rng, self.target_steps)
+        return list(iterate_batches(indices, batch_size, rng))
+
+    def epoch(self, plan: list[np.ndarray], start: int = 0) -> Iterator[Batch]:
+        """This rank's :class:`Batch` of each batch of ``plan`` from index ``start`` on (the earlier ones were done
+        before a resume); its rows for all of them are uploaded in one go."""
+        plan = plan[start:]
+        shares = [rank_share(idx, self.rank, self.ranks) for idx in plan]
+        order = self.backend.asarray(np.concatenate(shares)) if shares else None
+        offset = 0
+        for idx, share in zip(plan, shares, strict=True):
+            rows = order[offset : offset + len(share)]
+            offset += len(share)
+            yield self._batch(idx, rows, len(share))
+
+    def _batch(self, idx: np.ndarray, rows, share_rows: int) -> Batch:
+        enc, dec_in, targets = self.device_ids
+        if not self.mask_padding:
+            arrays = (enc[rows], dec_in[rows], targets[rows])
+            return Batch(arrays if share_rows else None, len(idx) * self.max_decoder_len)
+        steps = self.target_steps[idx]
+        enc_len, dec_len = int(self.input_lengths[idx[0]]), int(steps.max())
+        arrays = (enc[rows, :enc_len], dec_in[rows, :dec_len], targets[rows, :dec_len])
+        return Batch(arrays if share_rows else None, int(steps.sum()))
+
+
 # ---------------------------------------------------------------------------------------------- download
 
 

@@ -13,6 +13,7 @@ epoch's metrics and the history.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -23,17 +24,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from . import distributed
 from .backend import available_backends, default_backend_name, get_backend
 from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
-from .cli import EXIT_INTERRUPTED, positive_float, positive_int, run_main
-from .data import Dataset, bucketed_batches, iterate_batches, read_pairs, resolve_pairs, split_validation
+from .cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, positive_float, positive_int, run_main
+from .data import Batch, Batches, Dataset, read_pairs, resolve_pairs, split_validation
+from .distributed import SINGLE_PROCESS
 from .errors import MinilstmError
 from .files import prepare_output_dir, write_text_atomic
 from .optim import RMSprop
 from .seq2seq import DTYPES, Seq2Seq
 
 EXIT_TERMINATED = 143
+RANKS_READ_EVERY = 16  # steps between reads of a GPU's pending metrics when several ranks train together
 
 
 def _num_samples(text: str):
@@ -104,11 +109,14 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv):
-    """Parse, and with ``--resume`` take the stored run's settings, refusing flags that contradict them."""
+def parse_args(argv, prepare_out=True):
+    """Parse, and with ``--resume`` take the stored run's settings, refusing flags that contradict them. With
+    ``prepare_out`` (rank 0 of a data-parallel run: the one that writes), the output directory is created and
+    checked here, before any data is read or kernel compiled."""
     args = build_parser().parse_args(argv)
     if args.resume is None:
-        prepare_output_dir(args.out)  # before any data is read or kernel compiled: a bad --out fails at once
+        if prepare_out:
+            prepare_output_dir(args.out)  # a bad --out fails at once
         return args, None
     given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
     if not args.resume.is_dir():
@@ -117,14 +125,13 @@ def parse_args(argv):
     if latest is None:
         raise MinilstmError(f"nothing to resume in {args.resume}: it has no checkpoint yet (the run stopped before "
                             "its first one); start it again without --resume")
-    prepare_output_dir(args.resume, "--resume")
+    if prepare_out:
+        prepare_output_dir(args.resume, "--resume")
     checkpoint = load_checkpoint(latest, backend="numpy")
     stored = checkpoint.config.get("training", {}).get("args")
     if stored is None or "progress" not in checkpoint.config.get("training", {}):
         raise MinilstmError(f"cannot resume from {latest}: it holds no training state")
     backend = args.backend if "backend" in given else stored["backend"]
-    if backend != "numpy":
-        checkpoint = load_checkpoint(latest, backend=backend)
     resumed = argparse.Namespace(**stored)
     resumed.data = None if stored["data"] is None else Path(stored["data"])
     resumed.validation_data = None if stored.get("validation_data") is None else Path(stored["validation_data"])
@@ -195,10 +202,12 @@ class ProgressBar:
 
 class StopSignals:
     """SIGINT/SIGTERM ask training to stop at the next step boundary (checkpoint, then exit 130/143). A second
-    SIGINT acts at once (KeyboardInterrupt); checkpoints are renamed into place whole, so that is safe too."""
+    SIGINT acts at once (KeyboardInterrupt); checkpoints are renamed into place whole, so that is safe too. Under
+    mpiexec every rank gets the signal; only rank 0 (``announce``) says so."""
 
-    def __init__(self):
+    def __init__(self, announce: bool = True):
         self.received = None
+        self.announce = announce
 
     def __enter__(self):
         self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -207,8 +216,9 @@ class StopSignals:
     def _handle(self, signum, frame):
         self.received = signum
         signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
-        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)", file=sys.stderr,
-              flush=True)
+        if self.announce:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)", file=sys.stderr,
+                  flush=True)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
@@ -259,53 +269,29 @@ def check_finite(model: Seq2Seq, loss: float | None, epoch: int, step: int):
         raise MinilstmError(f"{where}: {what} {bad} {'hold' if loss is None else 'holds'} NaN or Inf; {advice}")
 
 
-class Batches:
-    """Which rows train together, and how far each batch runs.
-
-    Keras parity (the default): any rows together, every batch padded to the data's maximum lengths, every position
-    counted. ``--mask-padding``: rows of one English length together (``data.bucketed_batches``), the encoder run to
-    that length and the decoder to the batch's longest French sentence; the targets after each END are IGNORE and
-    only real characters count. The three id arrays are uploaded to the device once."""
-
-    def __init__(self, dataset: Dataset, backend, mask_padding: bool):
-        self.mask_padding = mask_padding
-        targets = dataset.masked_target_ids() if mask_padding else dataset.decoder_target_ids
-        self.device_ids = tuple(backend.asarray(a) for a in (dataset.encoder_input_ids, dataset.decoder_input_ids,
-                                                             targets))
-        self.input_lengths = dataset.input_lengths()
-        self.target_steps = dataset.target_steps()
-        self.max_decoder_len = dataset.max_decoder_len
-
-    def plan(self, indices, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-        """One epoch's batches of ``indices`` (host arrays), shuffled by ``rng`` unless it is None."""
-        if self.mask_padding:
-            return bucketed_batches(indices, self.input_lengths, batch_size, rng, self.target_steps)
-        return list(iterate_batches(indices, batch_size, rng))
-
-    def arrays(self, rows, idx: np.ndarray):
-        """A batch's (encoder ids, decoder input ids, targets) on the device and the number of counted positions;
-        ``rows`` are the batch's indices on the device, ``idx`` the same on the host."""
-        enc, dec_in, targets = self.device_ids
-        if not self.mask_padding:
-            return (enc[rows], dec_in[rows], targets[rows]), len(idx) * self.max_decoder_len
-        steps = self.target_steps[idx]
-        enc_len, dec_len = int(self.input_lengths[idx[0]]), int(steps.max())
-        return (enc[rows, :enc_len], dec_in[rows, :dec_len], targets[rows, :dec_len]), int(steps.sum())
+def rank_part(model: Seq2Seq, batch: Batch, compute_grads: bool = True):
+    """This rank's loss sum and hits for ``batch`` and, with ``compute_grads``, its part of the gradient in
+    ``model.grads`` (a mean over the global batch's positions, so the ranks' parts add up to the whole). A rank
+    with no rows in the batch (a batch shorter than the number of ranks) adds zeros."""
+    if batch.arrays is None:
+        if compute_grads:
+            model.grads.flat[...] = 0
+        return 0.0, 0.0
+    return model.forward_backward(*batch.arrays, compute_grads=compute_grads, positions=batch.positions)
 
 
-def evaluate(model: Seq2Seq, batches: Batches, plan: list[np.ndarray], device_order):
-    """Loss and accuracy over the batches of ``plan`` (``device_order`` is their concatenation on the device),
-    counted as in training: Keras's val_loss / val_accuracy, or over real characters with --mask-padding. One
-    read-back at the end."""
+def evaluate(model: Seq2Seq, batches: Batches, plan: list[np.ndarray], comm=SINGLE_PROCESS):
+    """Loss and accuracy over the batches of ``plan``, counted as in training: Keras's val_loss / val_accuracy, or
+    over real characters with --mask-padding. Each rank runs its rows; the per-batch sums are added over the ranks
+    in one message and then over the batches in order, as one process adds them. One read-back at the end."""
+    parts, positions = [], 0
+    for batch in batches.epoch(plan):
+        parts.append(rank_part(model, batch, compute_grads=False))
+        positions += batch.positions
     loss_sum = correct = 0.0
-    positions = offset = 0
-    for idx in plan:
-        arrays, counted = batches.arrays(device_order[offset : offset + len(idx)], idx)
-        offset += len(idx)
-        batch_loss, batch_correct = model.forward_backward(*arrays, compute_grads=False, positions=counted)
+    for batch_loss, batch_correct in comm.sum_metrics(parts):
         loss_sum = loss_sum + batch_loss
         correct = correct + batch_correct
-        positions += counted
     return float(loss_sum) / positions, float(correct) / positions
 
 
@@ -368,135 +354,238 @@ def args_record(args) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip}
 
 
-def main(argv=None) -> int:
-    args, resumed = parse_args(argv)
-    np.seterr(all="ignore")  # overflow is reported once, by check_finite, naming the step and the tensor
-    backend = get_backend(args.backend)
-    dataset, train_idx, val_idx = training_data(args)
-    print(dataset.summary(), flush=True)
-    init_seed, shuffle_seed = np.random.SeedSequence(args.seed).spawn(2)
-    shuffle_rng = np.random.default_rng(shuffle_seed)
-    if resumed is None:
-        model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                        dataset.max_decoder_len, args.latent_dim, args.dtype, args.mask_padding)
-        model.initialize(np.random.default_rng(init_seed))
-        progress = Progress()
-    else:
-        model = resumed.model
-        if model.config() != Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                                     dataset.max_decoder_len, args.latent_dim, args.dtype,
-                                     args.mask_padding).config():
+class RunFiles:
+    """What a run writes into ``--out``: history.jsonl, history.png and the checkpoints. Rank 0 writes them; on the
+    other ranks (same weights, same history) every method does nothing."""
+
+    def __init__(self, out: Path, comm, args):
+        self.out, self.comm, self.args = out, comm, args
+        self.enabled = comm.is_root
+        if self.enabled:
+            out.mkdir(parents=True, exist_ok=True)
+
+    def history(self, progress: Progress):
+        if self.enabled:
+            write_text_atomic(self.out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in progress.history),
+                              "the history")
+
+    def checkpoint(self, name: str, model: Seq2Seq, optimizer: RMSprop, progress: Progress, metrics=None):
+        if not self.enabled:
+            return
+        extra = {"training": {"args": args_record(self.args), "progress": asdict(progress), "ranks": self.comm.size}}
+        if metrics is not None:
+            extra["metrics"] = metrics
+        with self.comm.exclusive():  # a lost peer waits for the write to finish
+            save_checkpoint(self.out / name, model, optimizer, extra)
+
+    def plot(self, history: list[dict]):
+        if self.enabled and history and plot_history(history, self.out / "history.png"):
+            print(f"Wrote {self.out / 'history.png'}")
+
+
+class Training:
+    """One run of ``minilstm.train``: the model, the optimizer, the batches and where training stands, on this
+    rank. Data flows one way: ``training_data`` (text -> ids) -> ``Batches`` (this rank's rows of each batch) ->
+    ``rank_part`` (its gradient part) -> the communicator (the sum over the ranks) -> RMSprop -> ``RunFiles``."""
+
+    def __init__(self, args, resumed, comm):
+        self.args, self.comm = args, comm
+        self.backend = backend = get_backend(args.backend)
+        if comm.size > 1 and not backend.name.startswith("cupy"):
+            # Each rank's BLAS single-threaded, as in a thread shard: MINILSTM_THREADS threads per rank, no more, and
+            # the same GEMM code a shard runs (2 ranks x 1 thread = 1 process x 2 shards, to the bit).
+            self._blas_limit = threadpool_limits(1, user_api="blas")
+        self.dataset, self.train_idx, self.val_idx = comm.agree(lambda: training_data(args))
+        dataset = self.dataset
+        comm.check_same({"settings": {k: v for k, v in args_record(args).items() if k != "out"},
+                         "pair count": [len(dataset), len(self.train_idx), len(self.val_idx)],
+                         "vocabularies": [dataset.input_vocab.chars, dataset.target_vocab.chars]})
+        print(dataset.summary(), flush=True)
+        init_seed, shuffle_seed = np.random.SeedSequence(args.seed).spawn(2)
+        self.shuffle_rng = np.random.default_rng(shuffle_seed)
+        self.model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                             dataset.max_decoder_len, args.latent_dim, args.dtype, args.mask_padding)
+        self.optimizer = RMSprop(backend, self.model.params.flat.size, self.model.dtype, args.learning_rate, args.rho,
+                                 args.epsilon, args.epsilon_inside_sqrt)
+        if resumed is None:
+            self.model.initialize(np.random.default_rng(init_seed))
+            self.progress = Progress()
+        else:
+            self._resume(resumed)
+        comm.broadcast_array(self.model.params.flat)  # every rank starts from rank 0's weights and state
+        comm.broadcast_array(self.optimizer.velocity)
+        print(f"Training on {len(self.train_idx)} pairs, validating on {len(self.val_idx)}; backend "
+              f"{backend.describe()}, {args.dtype}, batch {args.batch_size}, latent {args.latent_dim}; writing to "
+              f"{args.out}", flush=True)
+        if args.mask_padding:
+            print("--mask-padding: loss and accuracy count real characters only (not comparable with the Keras-style "
+                  "numbers of a run without it)", flush=True)
+        self.batches = Batches(dataset, backend, args.mask_padding, comm.rank, comm.size)
+        self.val_plan = self.batches.plan(self.val_idx, 256, None)
+        self.files = RunFiles(args.out, comm, args)
+        self.pending = PendingMetrics()
+        self.show_progress = comm.is_root and (args.progress == "always" or (args.progress == "auto"
+                                                                            and sys.stderr.isatty()))
+        comm.on_lost_peer(f"{args.out / 'latest'} is intact; resume with: mpiexec -n {comm.size} python -m "
+                          f"minilstm.train --resume {args.out}")
+
+    def _resume(self, resumed):
+        args, training = self.args, resumed.config["training"]
+        if resumed.model.config() != self.model.config():
             raise MinilstmError(f"cannot resume {args.resume}: its data ({args.data or 'the built-in subset'}) no "
                                 "longer gives the vocabularies and lengths the checkpoint was trained on")
-        progress = Progress(**resumed.config["training"]["progress"])
-    optimizer = RMSprop(backend, model.params.flat.size, model.dtype, args.learning_rate, args.rho, args.epsilon,
-                        args.epsilon_inside_sqrt)
-    if resumed is not None:
-        optimizer.velocity[...] = backend.asarray(resumed.optimizer_velocity)
-        optimizer.iterations = resumed.config["optimizer"]["iterations"]
-        if progress.epoch_rng_state is not None:
-            shuffle_rng.bit_generator.state = progress.epoch_rng_state
-        print(f"Resuming {args.resume} after epoch {progress.epoch}, step {progress.step}", flush=True)
-    print(f"Training on {len(train_idx)} pairs, validating on {len(val_idx)}; backend {backend.describe()}, "
-          f"{args.dtype}, batch {args.batch_size}, latent {args.latent_dim}; writing to {args.out}", flush=True)
-    if args.mask_padding:
-        print("--mask-padding: loss and accuracy count real characters only (not comparable with the Keras-style "
-              "numbers of a run without it)", flush=True)
+        self.model.set_weights(resumed.model.get_weights())
+        self.progress = Progress(**training["progress"])
+        self.optimizer.velocity[...] = self.backend.asarray(resumed.optimizer_velocity)
+        self.optimizer.iterations = resumed.config["optimizer"]["iterations"]
+        if self.progress.epoch_rng_state is not None:
+            self.shuffle_rng.bit_generator.state = self.progress.epoch_rng_state
+        print(f"Resuming {args.resume} after epoch {self.progress.epoch}, step {self.progress.step}", flush=True)
+        ranks = training.get("ranks", 1)
+        if ranks != self.comm.size:
+            print(f"The run was trained on {ranks} rank{'s' if ranks > 1 else ''}, it goes on with {self.comm.size}: "
+                  "the gradient parts are now summed in another order, so the weights will not be bit-identical to "
+                  "an uninterrupted run", flush=True)
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    history_path = out / "history.jsonl"
-    write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in progress.history), "the history")
-    show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    def run(self) -> int:
+        """Train the remaining epochs; the exit code (130/143 when a signal stopped it)."""
+        args, progress = self.args, self.progress
+        self.files.history(progress)
+        first_epoch = progress.epoch + 1
+        with StopSignals(announce=self.comm.is_root) as signals:
+            for epoch in range(first_epoch, args.epochs + 1):
+                stopped_by = self.train_epoch(epoch, signals)
+                if stopped_by:
+                    return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_TERMINATED
+                if self.patience_exhausted(epoch):
+                    break
+        self.comm.finish()
+        if first_epoch > args.epochs:
+            print("Nothing to train: the run already has all its epochs (pass a larger --epochs to go on)")
+        self.files.checkpoint("final", self.model, self.optimizer, self.progress)
+        self.files.plot(self.progress.history)
+        print(f"Checkpoints: {args.out / 'final'} (last epoch), {args.out / 'best'} (lowest val_loss "
+              f"{self.progress.best_val_loss:.4f}); resume or extend with --resume {args.out}")
+        if self.comm.is_root:
+            self.print_decodes()
+        return 0
 
-    def save_latest():
-        save_checkpoint(out / "latest", model, optimizer,
-                        {"training": {"args": args_record(args), "progress": asdict(progress)}})
+    def train_epoch(self, epoch: int, signals: StopSignals) -> int:
+        """One epoch (from where a resumed run stopped), validation and the epoch's checkpoints; the signal that
+        stopped it (after a checkpoint), else 0."""
+        args, progress, model, comm = self.args, self.progress, self.model, self.comm
+        if progress.step == 0:
+            progress.epoch_rng_state = self.shuffle_rng.bit_generator.state
+        plan = self.batches.plan(self.train_idx, args.batch_size, self.shuffle_rng)
+        bar = ProgressBar(len(plan), self.show_progress)
+        started = time.perf_counter()
+        steps_run = 0
+        for step, batch in enumerate(self.batches.epoch(plan, start=progress.step), start=progress.step + 1):
+            steps_run += 1
+            batch_loss, batch_correct = rank_part(model, batch)
+            comm.allreduce_sum(model.grads.flat)
+            batch_loss, batch_correct = comm.sum_metrics([(batch_loss, batch_correct)])[0]
+            if self.backend.cheap_sync:  # check before the update: a NaN gradient never reaches the weights
+                check_finite(model, float(batch_loss) / batch.positions, epoch, step)
+            self.optimizer.step(model.params.flat, model.grads.flat)
+            progress.step = step
+            self.pending.add(epoch, step, batch_loss, batch_correct, batch.positions)
+            if self.backend.cheap_sync or self.metrics_due(step, bar):
+                self.pending.flush(progress, model)
+                bar.update(step, progress.loss_sum / progress.positions, progress.correct / progress.positions)
+            stop = comm.max_int(signals.received or 0)  # every rank stops after the same step
+            if stop:
+                self.pending.flush(progress, model)
+                bar.close()
+                self.files.checkpoint("latest", model, self.optimizer, progress)
+                comm.finish()
+                if comm.is_root:
+                    print(f"{signal.Signals(stop).name}: stopped at epoch {epoch}, step {step}; saved "
+                          f"{args.out / 'latest'}. Resume with: {self.command()} --resume {args.out}",
+                          file=sys.stderr, flush=True)
+                return stop
+            if args.checkpoint_every and self.optimizer.iterations % args.checkpoint_every == 0 \
+                    and step < len(plan):
+                self.pending.flush(progress, model)
+                self.files.checkpoint("latest", model, self.optimizer, progress)
+        self.pending.flush(progress, model)
+        self.backend.synchronize()
+        train_seconds = time.perf_counter() - started
+        bar.close()
+        self.end_epoch(epoch, started, train_seconds, steps_run)
+        return 0
 
-    first_epoch = progress.epoch + 1
-    batches = Batches(dataset, backend, args.mask_padding)
-    val_plan = batches.plan(val_idx, 256, None)
-    val_order = backend.asarray(np.concatenate(val_plan))  # never empty: the split and read_pairs refuse that
-    pending = PendingMetrics()
-    with StopSignals() as signals:
-        for epoch in range(first_epoch, args.epochs + 1):
-            if progress.step == 0:
-                progress.epoch_rng_state = shuffle_rng.bit_generator.state
-            plan = batches.plan(train_idx, args.batch_size, shuffle_rng)
-            order = backend.asarray(np.concatenate(plan))  # this epoch's order, uploaded once
-            bar = ProgressBar(len(plan), show_progress)
-            started = time.perf_counter()
-            steps_run = offset = 0
-            for step, idx in enumerate(plan, start=1):
-                rows = order[offset : offset + len(idx)]
-                offset += len(idx)
-                if step <= progress.step:
-                    continue  # done before the resume
-                steps_run += 1
-                arrays, batch_positions = batches.arrays(rows, idx)
-                batch_loss, batch_correct = model.forward_backward(*arrays, positions=batch_positions)
-                if backend.cheap_sync:  # check before the update: a NaN gradient never reaches the weights
-                    check_finite(model, float(batch_loss) / batch_positions, epoch, step)
-                optimizer.step(model.params.flat, model.grads.flat)
-                progress.step = step
-                pending.add(epoch, step, batch_loss, batch_correct, batch_positions)
-                if backend.cheap_sync or bar.due():
-                    pending.flush(progress, model)
-                    bar.update(step, progress.loss_sum / progress.positions, progress.correct / progress.positions)
-                if signals.received is not None:
-                    pending.flush(progress, model)
-                    bar.close()
-                    save_latest()
-                    name = signal.Signals(signals.received).name
-                    print(f"{name}: stopped at epoch {epoch}, step {step}; saved {out / 'latest'}. Resume with: "
-                          f"python -m minilstm.train --resume {out}", file=sys.stderr, flush=True)
-                    return EXIT_INTERRUPTED if signals.received == signal.SIGINT else EXIT_TERMINATED
-                if args.checkpoint_every and optimizer.iterations % args.checkpoint_every == 0 \
-                        and step < len(plan):
-                    pending.flush(progress, model)
-                    save_latest()
-            pending.flush(progress, model)
-            backend.synchronize()
-            train_seconds = time.perf_counter() - started
-            bar.close()
-            val_loss, val_accuracy = evaluate(model, batches, val_plan, val_order)
-            record = {"epoch": epoch, "loss": progress.loss_sum / progress.positions,
-                      "accuracy": progress.correct / progress.positions, "val_loss": val_loss,
-                      "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started,
-                      "ms_per_step": 1000 * train_seconds / max(1, steps_run), "peak_memory_mib": peak_memory_mib()}
-            progress = Progress(epoch=epoch, epoch_rng_state=shuffle_rng.bit_generator.state,
-                                best_val_loss=progress.best_val_loss, history=[*progress.history, record])
-            write_text_atomic(history_path, "".join(json.dumps(h) + "\n" for h in progress.history), "the history")
-            print(f"Epoch {epoch}/{args.epochs} - {record['seconds']:.1f}s {record['ms_per_step']:.0f}ms/step - "
-                  f"loss: {record['loss']:.4f} - accuracy: {record['accuracy']:.4f} - val_loss: {val_loss:.4f} - "
-                  f"val_accuracy: {val_accuracy:.4f}", flush=True)
-            extra = {"training": {"args": args_record(args), "progress": asdict(progress)}, "metrics": record}
-            if val_loss < progress.best_val_loss:
-                progress.best_val_loss = val_loss
-                extra["training"]["progress"] = asdict(progress)
-                save_checkpoint(out / "best", model, optimizer, extra)
-            save_latest()
-            best_epoch = min(progress.history, key=lambda h: h["val_loss"])["epoch"]
-            if args.patience and epoch - best_epoch >= args.patience:
-                print(f"Early stop: val_loss has not improved for {args.patience} epochs (best "
-                      f"{progress.best_val_loss:.4f} at epoch {best_epoch})", flush=True)
-                break
-    if first_epoch > args.epochs:
-        print("Nothing to train: the run already has all its epochs (pass a larger --epochs to go on)")
-    save_checkpoint(out / "final", model, optimizer,
-                    {"training": {"args": args_record(args), "progress": asdict(progress)}})
-    if progress.history and plot_history(progress.history, out / "history.png"):
-        print(f"Wrote {out / 'history.png'}")
-    print(f"Checkpoints: {out / 'final'} (last epoch), {out / 'best'} (lowest val_loss "
-          f"{progress.best_val_loss:.4f}); resume or extend with --resume {out}")
-    n = min(args.num_decodes, len(train_idx))
-    if n > 0:
-        inputs = dataset.input_texts[:n]
-        for text, decoded in zip(inputs, model.translate(inputs), strict=True):
-            print("-")
-            print("Input sentence:", text)
-            print("Decoded sentence:", decoded)
-    return 0
+    def metrics_due(self, step: int, bar: ProgressBar) -> bool:
+        """When a GPU run reads its pending metrics (and so checks them for NaN): when the progress bar redraws, or,
+        on several ranks, every ``RANKS_READ_EVERY`` steps on all of them alike, so that all stop at the same step."""
+        if self.comm.size == 1:
+            return bar.due()
+        return step % RANKS_READ_EVERY == 0
+
+    def end_epoch(self, epoch: int, started: float, train_seconds: float, steps_run: int):
+        """Validate, record the epoch (history.jsonl, its line), write best/ (on a new lowest val_loss) and latest/."""
+        args, progress = self.args, self.progress
+        val_loss, val_accuracy = evaluate(self.model, self.batches, self.val_plan, self.comm)
+        record = {"epoch": epoch, "loss": progress.loss_sum / progress.positions,
+                  "accuracy": progress.correct / progress.positions, "val_loss": val_loss,
+                  "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started,
+                  "ms_per_step": 1000 * train_seconds / max(1, steps_run), "peak_memory_mib": peak_memory_mib()}
+        self.progress = progress = Progress(epoch=epoch, epoch_rng_state=self.shuffle_rng.bit_generator.state,
+                                            best_val_loss=progress.best_val_loss, history=[*progress.history, record])
+        self.files.history(progress)
+        print(f"Epoch {epoch}/{args.epochs} - {record['seconds']:.1f}s {record['ms_per_step']:.0f}ms/step - "
+              f"loss: {record['loss']:.4f} - accuracy: {record['accuracy']:.4f} - val_loss: {val_loss:.4f} - "
+              f"val_accuracy: {val_accuracy:.4f}", flush=True)
+        if val_loss < progress.best_val_loss:
+            progress.best_val_loss = val_loss
+            self.files.checkpoint("best", self.model, self.optimizer, progress, record)
+        self.files.checkpoint("latest", self.model, self.optimizer, progress)
+
+    def patience_exhausted(self, epoch: int) -> bool:
+        progress, patience = self.progress, self.args.patience
+        best_epoch = min(progress.history, key=lambda h: h["val_loss"])["epoch"]
+        if patience and epoch - best_epoch >= patience:
+            print(f"Early stop: val_loss has not improved for {patience} epochs (best "
+                  f"{progress.best_val_loss:.4f} at epoch {best_epoch})", flush=True)
+            return True
+        return False
+
+    def print_decodes(self):
+        """The example's ending: greedy decodes of the first ``--num-decodes`` training inputs."""
+        n = min(self.args.num_decodes, len(self.train_idx))
+        if n > 0:
+            inputs = self.dataset.input_texts[:n]
+            for text, decoded in zip(inputs, self.model.translate(inputs), strict=True):
+                print("-")
+                print("Input sentence:", text)
+                print("Decoded sentence:", decoded)
+
+    def command(self) -> str:
+        launcher = f"mpiexec -n {self.comm.size} " if self.comm.size > 1 else ""
+        return f"{launcher}python -m minilstm.train"
+
+
+def main(argv=None) -> int:
+    comm = distributed.connect()
+    quiet = contextlib.nullcontext()
+    if not comm.is_root:  # rank 0 alone prints; an error every rank meets is said once, by rank 0
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        quiet = contextlib.redirect_stderr(sys.stdout)  # for argparse, which prints its errors itself
+    try:
+        with quiet:
+            args, resumed = comm.agree(lambda: parse_args(argv, prepare_out=comm.is_root))
+        comm = distributed.for_backend(comm, args.backend)
+        if comm.describe():
+            print(comm.describe(), flush=True)
+        np.seterr(all="ignore")  # overflow is reported once, by check_finite, naming the step and the tensor
+        code = Training(args, resumed, comm).run()
+        comm.close()
+        return code
+    except MinilstmError as e:
+        comm.finish()
+        if comm.is_root or isinstance(e, distributed.LostPeer):
+            raise
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -26,9 +26,10 @@ from .lstm import Workspace, lstm_backward, lstm_forward
 from .params import FlatParameters
 
 DTYPES = ("float32", "float64")
-# Below this many rows a shard's per-step GEMMs are too small to pay for themselves (the fixed cost of a BLAS call
-# dominates): smaller batches run as one shard.
-MIN_SHARD_ROWS = 32
+# Below this many rows a shard is not worth a thread: smaller batches run as one shard. It was 32 while each time
+# step called BLAS (whose fixed cost per call dominated small shards); with the compiled time loops a shard of 8 rows
+# pays (measured: batch 16 at latent 512 ran 1.35x PyTorch's time on one shard; see the README's sweep).
+MIN_SHARD_ROWS = 8
 
 
 def _cut_at_end(rows: list[list[int]], end_id: int) -> list[list[int]]:

@@ -23,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -133,7 +134,11 @@ def run_worker(part: str, ranks: int, threads: int, args) -> dict:
 
 
 def full_file_epoch(args, ranks: int, threads: int) -> dict:
-    out = Path(args.out) / f".full-{ranks}x{threads}"
+    with tempfile.TemporaryDirectory() as scratch:  # the run's checkpoints are not results: they go with it
+        return _full_file_epoch(args, ranks, threads, Path(scratch) / f"full-{ranks}x{threads}")
+
+
+def _full_file_epoch(args, ranks: int, threads: int, out: Path) -> dict:
     command = [sys.executable, "-m", "minilstm.train", "--data", str(args.full_data), "--num-samples",
                "all", "--mask-padding", "--epochs", "1", "--num-decodes", "0", "--progress", "never", "--out", str(out)]
     if args.quick:

@@ -2,8 +2,9 @@
 
     python bench/torch_train.py --epochs 100 --out runs/torch-seed0
 
-The same data, split, batch size, epochs and per-epoch shuffling as ``minilstm.train``'s defaults, the same
-initial weights (minilstm's Keras initialisers, copied into nn.LSTM/nn.Linear), tf.keras's RMSprop (lr 0.001,
+The same data, split, batch size and epochs as ``minilstm.train``'s defaults, reshuffled every epoch (by its own
+generator), initial weights drawn by minilstm's Keras initialisers (copied into nn.LSTM/nn.Linear; not the same
+draw as the train command's), tf.keras's RMSprop (lr 0.001,
 rho 0.9, epsilon 1e-7 outside the square root = torch's RMSprop), one-hot inputs as in the example, and the
 example's metrics (loss and accuracy over every padded position). Writes history.jsonl, one line per epoch with
 its wall time, like minilstm's.

@@ -171,20 +171,21 @@ class NumbaBackend(Backend):
         workspace = workspace or Workspace(np)
         units = recurrent_kernel.shape[0]
         packed = workspace.get("packed_backward", (self.time_loops.packed_backward_size(units, gates.dtype),),
-                                   gates.dtype)
+                               gates.dtype)
         self.time_loops.pack_backward(recurrent_kernel, packed)
         self.time_loops.recurrence_backward(gates, cs, packed, d_outputs, dh, dc, dz,
                                             workspace.get("spill", (64,), gates.dtype))
 
-    def _packed(self, name, pack, matrix, size, workspace=None):
-        out = (workspace or Workspace(np)).get(name, (size,), matrix.dtype)
+    @staticmethod
+    def _packed(pack, matrix, size):
+        out = np.empty(size, dtype=matrix.dtype)
         pack(matrix, out)
         return out
 
     def dense(self, inputs, kernel, bias):
         """Our micro-kernel rather than BLAS, so that one decoding step gives the bits ``greedy_decode`` gives."""
         loops = self.time_loops
-        packed = self._packed("dense", loops.pack_backward, kernel.T,
+        packed = self._packed(loops.pack_backward, kernel.T,
                               loops.packed_backward_size_for(kernel.shape[1], kernel.shape[0], kernel.dtype))
         logits = np.empty((inputs.shape[0], kernel.shape[1]), dtype=inputs.dtype)
         loops.dense(np.ascontiguousarray(inputs), packed, bias, logits, np.empty(64, dtype=inputs.dtype))
@@ -194,9 +195,8 @@ class NumbaBackend(Backend):
                       tokens):
         loops = self.time_loops
         units = recurrent_kernel.shape[0]
-        packed_recurrent = self._packed("recurrent", loops.pack_forward, recurrent_kernel,
-                                        loops.packed_forward_size(units, h.dtype))
-        packed_dense = self._packed("dense", loops.pack_backward, dense_kernel.T,
+        packed_recurrent = self._packed(loops.pack_forward, recurrent_kernel, loops.packed_forward_size(units, h.dtype))
+        packed_dense = self._packed(loops.pack_backward, dense_kernel.T,
                                     loops.packed_backward_size_for(dense_kernel.shape[1], units, h.dtype))
         loops.greedy_decode(kernel, bias, packed_recurrent, packed_dense, dense_bias, np.ascontiguousarray(h),
                             np.ascontiguousarray(c), start_id, end_id, tokens)

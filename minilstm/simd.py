@@ -2,7 +2,8 @@
 
 Why: a register-tiled GEMM keeps its block of C in registers for the whole reduction. Written as scalar Numba
 code, the block lives in an array in memory and LLVM loads and stores it on every step of the reduction (it
-cannot prove that the block does not alias the inputs), which halves the speed. A ``Vector`` is an LLVM vector
+cannot prove that the block does not alias the inputs): the loop is then bound by loads and stores, not by
+multiply-adds. A ``Vector`` is an LLVM vector
 value (``<16 x float>``): a local variable of that type is an SSA value, so the block stays in registers, and
 each operation below is one instruction (two on CPUs that split 512-bit work, or without AVX-512).
 
@@ -11,16 +12,13 @@ each operation below is one instruction (two on CPUs that split 512-bit work, or
     splat(x)                    # x in every lane; the dtype of x picks the width
     zeros(array)                # a vector of zeros of the array's dtype
     fma(a, b, c)                # a * b + c lane by lane, one rounding (llvm.fma)
-    a + b, a - b, a * b, a / b  # lane by lane, with a vector or a scalar of the same dtype on either side
-    minimum(a, b), maximum(a, b)  # lane by lane; a NaN in ``a`` is kept (so the NaN guard still sees it);
-                                  # the builtins min and max do the same on vectors, so scalar code such as
-                                  # numba_kernels.tanh_f32 runs unchanged on a Vector
     lanes_of(array)             # LANES for the array's dtype, a constant
+
+That is all the micro-kernel needs (``numba_recurrence``); the cell's activations stay scalar Numba code, which LLVM
+vectorises by itself.
 
 Results are exactly reproducible: each lane's arithmetic is IEEE, in a fixed order.
 """
-
-import operator
 
 import numpy as np
 from llvmlite import ir
@@ -125,42 +123,6 @@ def fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
-def _binary(instruction):
-    """An intrinsic for a lane-by-lane operation on two vectors, or a vector and a scalar of its dtype."""
-
-    @intrinsic
-    def operation(typingctx, a, b):
-        vector = a if isinstance(a, Vector) else b
-        if not isinstance(vector, Vector) or {a, b} - {vector, vector.dtype}:
-            return None
-
-        def codegen(context, builder, signature, args):
-            x, y = (_splat_ir(context, builder, vector, arg) if t == vector.dtype else arg
-                    for t, arg in zip((a, b), args, strict=True))
-            return instruction(builder, x, y)
-
-        return vector(a, b), codegen
-
-    return operation
-
-
-_add = _binary(lambda builder, x, y: builder.fadd(x, y))
-_sub = _binary(lambda builder, x, y: builder.fsub(x, y))
-_mul = _binary(lambda builder, x, y: builder.fmul(x, y))
-_div = _binary(lambda builder, x, y: builder.fdiv(x, y))
-# select(a > b, b, a) and select(a < b, b, a): the comparison is false for a NaN in ``a``, which is then kept.
-_minimum = _binary(lambda builder, x, y: builder.select(builder.fcmp_ordered(">", x, y), y, x))
-_maximum = _binary(lambda builder, x, y: builder.select(builder.fcmp_ordered("<", x, y), y, x))
-
-
-def minimum(a, b):
-    """Lane-by-lane min (vectors only; see the module doc)."""
-
-
-def maximum(a, b):
-    """Lane-by-lane max (vectors only; see the module doc)."""
-
-
 def lanes_of(array):
     """How many elements of ``array``'s dtype one vector holds, as a compile-time constant inside Numba code."""
     return lanes(array.dtype)
@@ -172,16 +134,4 @@ def _lanes_of(array):
     return lambda array: count
 
 
-def _register(function, implementation):
-    @overload(function, inline="always")
-    def _overload(a, b):
-        if isinstance(a, Vector) or isinstance(b, Vector):
-            return lambda a, b: implementation(a, b)
-
-
-for _function, _implementation in ((operator.add, _add), (operator.sub, _sub), (operator.mul, _mul),
-                                   (operator.truediv, _div), (minimum, _minimum), (maximum, _maximum),
-                                   (min, _minimum), (max, _maximum)):
-    _register(_function, _implementation)
-
-__all__ = ["Vector", "lanes", "lanes_of", "zeros", "load", "store", "splat", "fma", "minimum", "maximum"]
+__all__ = ["Vector", "lanes", "lanes_of", "zeros", "load", "store", "splat", "fma"]

@@ -162,3 +162,28 @@ def test_fused_greedy_decoding_equals_step_by_step(numba_backend, rng, dtype):
     lengths = {len(row) for row in fused}
     assert len(lengths) > 1, "every row stopped at the same step: dropping finished rows is not exercised"
     assert fused == [model.greedy_decode_ids(ids[k : k + 1])[0] for k in range(len(ids))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simd_primitives(rng, dtype):
+    """simd's vectors against numpy at unaligned offsets: load/store move LANES numbers, splat and zeros fill every
+    lane, fma is a * b + c."""
+    from numba import njit
+
+    from minilstm import simd
+
+    @njit
+    def run(a, b, c, x, out):
+        lanes = simd.lanes_of(a)
+        simd.store(out, 1, simd.fma(simd.load(a, 3), simd.load(b, 0), simd.load(c, 1)))
+        simd.store(out, 1 + lanes, simd.splat(x))
+        simd.store(out, 1 + 2 * lanes, simd.zeros(a))
+
+    lanes = simd.lanes(dtype)
+    a, b, c = (rng.standard_normal(lanes + 5).astype(dtype) for _ in range(3))
+    out = np.full(3 * lanes + 2, 7, dtype)
+    run(a, b, c, dtype(2.5), out)
+    expected = a[3 : 3 + lanes].astype(np.float64) * b[:lanes] + c[1 : 1 + lanes]
+    assert np.allclose(out[1 : 1 + lanes], expected, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
+    assert (out[1 + lanes : 1 + 2 * lanes] == 2.5).all() and (out[1 + 2 * lanes : 1 + 3 * lanes] == 0).all()
+    assert out[0] == 7 and out[-1] == 7  # nothing written outside

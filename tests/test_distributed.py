@@ -68,6 +68,13 @@ def assert_same_bytes(a: Path, b: Path):
     assert not different, f"weights differ: {different}"
 
 
+def assert_close_weights(reference_dir: Path, got_dir: Path, tolerance: float):
+    """Every tensor of ``got_dir`` within ``tolerance`` of ``reference_dir``'s, relative to the tensor's largest."""
+    reference, got = weights(reference_dir), weights(got_dir)
+    for name in reference:
+        assert np.abs(got[name] - reference[name]).max() <= tolerance * np.abs(reference[name]).max(), name
+
+
 def history(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
 
@@ -133,10 +140,7 @@ def test_three_ranks_match_three_shards_to_1e12_in_float64(tmp_path):
     rc, stdout, stderr = train_mpi(3, *run, "--out", tmp_path / "three")
     assert rc == 0, stderr
     assert "data-parallel: 3 ranks (MPI)" in stdout
-    reference, got = weights(tmp_path / "one" / "final"), weights(tmp_path / "three" / "final")
-    for name in reference:
-        scale = np.abs(reference[name]).max()
-        assert np.abs(got[name] - reference[name]).max() <= 1e-12 * scale, name
+    assert_close_weights(tmp_path / "one" / "final", tmp_path / "three" / "final", 1e-12)
     for mine, theirs in zip(history(tmp_path / "three"), history(tmp_path / "one"), strict=True):
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-12)
         assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-12)
@@ -381,9 +385,7 @@ def test_two_ranks_on_two_gpus_match_one(tmp_path):
     rc, stdout, stderr = train_mpi(2, *run, "--out", tmp_path / "two")
     assert rc == 0, stderr
     assert "gradients summed by NCCL" in stdout
-    reference, got = weights(tmp_path / "one" / "final"), weights(tmp_path / "two" / "final")
-    for name in reference:
-        assert np.abs(got[name] - reference[name]).max() <= 1e-10 * np.abs(reference[name]).max(), name
+    assert_close_weights(tmp_path / "one" / "final", tmp_path / "two" / "final", 1e-10)
 
 
 def test_data_parallel_bench_runs(tmp_path):

@@ -23,7 +23,6 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError
 
-from .data import Vocab
 from .errors import MinilstmError
 from .files import describe_os_error, fsync_dir
 from .seq2seq import Seq2Seq
@@ -193,10 +192,7 @@ def load_checkpoint(path, backend="numpy") -> Checkpoint:
                             f"{', '.join(map(str, TENSOR_FILES))}")
     weights_file, optimizer_file = TENSOR_FILES[version]
     try:
-        m = config["model"]
-        model = Seq2Seq(backend, Vocab.from_json(m["input_vocab"]), Vocab.from_json(m["target_vocab"]),
-                        int(m["max_encoder_len"]), int(m["max_decoder_len"]), int(m["latent_dim"]), m["dtype"],
-                        bool(m.get("mask_padding", False)))  # absent in checkpoints from before --mask-padding
+        model = Seq2Seq.from_config(backend, config["model"])
     except (KeyError, TypeError, ValueError) as e:
         raise MinilstmError(f"{config_path}: invalid model config ({type(e).__name__}: {e})") from None
     weights_path = path / weights_file

@@ -290,6 +290,10 @@ def main(argv=None) -> int:
         raise MinilstmError(f"from a checkpoint DEST ends in .keras (a Keras model) or .safetensors (a PyTorch "
                             f"state dict), not {dest.name!r}")
     model = load_checkpoint(path).model
+    if not model.is_example_architecture():
+        options = ", ".join(f"{k}={v}" for k, v in model.architecture().items())
+        raise MinilstmError(f"{path} is not the Keras example's model ({options}); convert exports that one only "
+                            "(translate and evaluate read this checkpoint as it is)")
     if suffix == TORCH_SUFFIX:
         checkpoint_to_torch(model, dest)
         print(f"Wrote {dest}: a PyTorch state dict for encoder/decoder nn.LSTM and dense nn.Linear (hyper-parameters "

@@ -1,12 +1,15 @@
 r"""The LSTM layer: forward over a sequence, and backward through time.
 
-Keras layout and gate order (DESIGN.md §1): ``kernel`` (V, 4H), ``recurrent_kernel`` (H, 4H), ``bias`` (4H), gate
-blocks i, f, c, o along the last axis. Inputs are token ids, so the input projection ``onehot(x_t) @ kernel`` is the
-row gather ``kernel[x_t]``. Arrays are time-major: ``(T, B, ...)``, so one time step is one contiguous slice.
+Keras layout and gate order (DESIGN.md §1): ``kernel`` (D, 4H), ``recurrent_kernel`` (H, 4H), ``bias`` (4H), gate
+blocks i, f, c, o along the last axis. Inputs are token ids (T, B), where the input projection ``onehot(x_t) @ kernel``
+is the row gather ``kernel[x_t]`` (D = the vocabulary), or dense vectors (T, B, D), where it is one GEMM over all time
+steps at once. Arrays are time-major: ``(T, B, ...)``, so one time step is one contiguous slice. A ``reverse`` layer
+(the backward half of a bidirectional one) runs the same loop over the time-reversed inputs; its outputs are handed
+back in the inputs' time order.
 
 Forward, for t = 1..T (z holds the four pre-activations side by side):
 
-    z_t   = kernel[x_t] + h_{t-1} @ recurrent_kernel + bias
+    z_t   = x_t @ kernel + h_{t-1} @ recurrent_kernel + bias         (x_t @ kernel = kernel[x_t] for token ids)
     i_t   = sigmoid(z_i)     f_t = sigmoid(z_f)     g_t = tanh(z_c)     o_t = sigmoid(z_o)
     c_t   = f_t * c_{t-1} + i_t * g_t
     h_t   = o_t * tanh(c_t)
@@ -23,7 +26,8 @@ Backward, given dL/dh_t from above (the layer's outputs) and dh, dc carried back
 and the weight gradients, summed over all steps at once after the loop (one large GEMM each, not T small ones):
 
     d recurrent_kernel = sum_t h_{t-1}^T @ dz_t          d bias = sum_t sum_b dz_t
-    d kernel[v]        = sum over (t, b) with x_t[b] == v of dz_t[b]      (scatter-add: onehot^T @ dz)
+    d kernel[v]        = sum over (t, b) with x_t[b] == v of dz_t[b]      (scatter-add: onehot^T @ dz; token ids)
+    d kernel           = sum_t x_t^T @ dz_t,     d x_t = dz_t @ kernel^T    (dense inputs)
 """
 
 import math
@@ -117,38 +121,57 @@ class Workspace:
 
 @dataclass
 class LSTMCache:
-    """What backward needs from forward. ``hs[0]``, ``cs[0]`` are the initial states; ``hs[1:]`` the outputs."""
+    """What backward needs from forward, in the order the loop ran (time-reversed for a ``reverse`` layer).
+    ``hs[0]``, ``cs[0]`` are the initial states; ``hs[1:]`` the outputs."""
 
-    input_ids: object  # (T, B) ints
+    inputs: object  # (T, B) token ids or (T, B, D) vectors, in loop order
     gates: object  # (T, B, 4H) activated gates
     hs: object  # (T + 1, B, H)
     cs: object  # (T + 1, B, H)
+    reverse: bool = False
+
+    @property
+    def outputs(self):
+        """The outputs (T, B, H) in the inputs' time order (a view)."""
+        return self.hs[:0:-1] if self.reverse else self.hs[1:]
 
 
-def lstm_forward(backend, kernel, recurrent_kernel, bias, input_ids, h0, c0, workspace=None) -> LSTMCache:
-    """Run the layer over ``input_ids`` (T, B) from states ``h0``, ``c0`` (B, H). With a ``workspace`` the arrays
-    of the returned cache are the workspace's, valid until its next use."""
+def is_token_ids(inputs) -> bool:
+    return inputs.dtype.kind in "iu"
+
+
+def lstm_forward(backend, kernel, recurrent_kernel, bias, inputs, h0, c0, workspace=None, reverse=False) -> LSTMCache:
+    """Run the layer over ``inputs``, token ids (T, B) or vectors (T, B, D), from states ``h0``, ``c0`` (B, H); with
+    ``reverse`` from the last step to the first. With a ``workspace`` the arrays of the returned cache are the
+    workspace's, valid until its next use."""
     xp = backend.xp
     workspace = workspace or Workspace(xp)
-    steps, batch = input_ids.shape
+    steps, batch = inputs.shape[:2]
     units = recurrent_kernel.shape[0]
     dtype = recurrent_kernel.dtype
+    if reverse:
+        inputs = xp.ascontiguousarray(inputs[::-1])
     gates = workspace.get("gates", (steps, batch, 4 * units), dtype)
-    backend.gather_rows_add(kernel, input_ids, bias, out=gates)  # the input projections of all steps at once
+    if is_token_ids(inputs):
+        backend.gather_rows_add(kernel, inputs, bias, out=gates)  # the input projections of all steps at once
+    else:
+        xp.matmul(inputs.reshape(steps * batch, -1), kernel, out=gates.reshape(steps * batch, 4 * units))
+        gates += bias
     hs = workspace.get("hs", (steps + 1, batch, units), dtype)
     cs = workspace.get("cs", (steps + 1, batch, units), dtype)
     hs[0] = h0
     cs[0] = c0
     backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, workspace)
-    return LSTMCache(input_ids, gates, hs, cs)
+    return LSTMCache(inputs, gates, hs, cs, reverse)
 
 
 def lstm_backward(backend, cache: LSTMCache, recurrent_kernel, d_outputs, d_h_last, d_c_last, grads,
-                  workspace=None):
-    """Backpropagate through time. ``d_outputs`` (T, B, H) or None (outputs unused, as in the encoder);
-    ``d_h_last``, ``d_c_last`` (B, H) the gradients w.r.t. the final states. Writes the weight gradients into
-    ``grads["kernel"]``, ``grads["recurrent_kernel"]``, ``grads["bias"]`` (overwriting them) and returns
-    ``(d_h0, d_c0)``."""
+                  workspace=None, kernel=None):
+    """Backpropagate through time. ``d_outputs`` (T, B, H), in the inputs' time order, or None (outputs unused, as
+    in the encoder); ``d_h_last``, ``d_c_last`` (B, H) the gradients w.r.t. the final states. Writes the weight
+    gradients into ``grads["kernel"]``, ``grads["recurrent_kernel"]``, ``grads["bias"]`` (overwriting them) and
+    returns ``(d_h0, d_c0)``; given the ``kernel`` of a layer over vectors, ``(d_h0, d_c0, d_inputs)``, with
+    ``d_inputs`` (T, B, D) in the inputs' time order."""
     xp = backend.xp
     steps, batch, four_units = cache.gates.shape
     units = four_units // 4
@@ -156,10 +179,19 @@ def lstm_backward(backend, cache: LSTMCache, recurrent_kernel, d_outputs, d_h_la
     dz = workspace.get("dz", cache.gates.shape, cache.gates.dtype)
     dh = d_h_last.copy()
     dc = d_c_last.copy()
+    if d_outputs is not None:
+        d_outputs = xp.ascontiguousarray(d_outputs[::-1] if cache.reverse else d_outputs)
     backend.lstm_recurrence_backward(cache.gates, cache.cs, recurrent_kernel, d_outputs, dh, dc, dz, workspace)
     dz_flat = dz.reshape(steps * batch, four_units)
     xp.matmul(cache.hs[:-1].reshape(steps * batch, units).T, dz_flat, out=grads["recurrent_kernel"])
     grads["bias"][...] = dz_flat.sum(axis=0)
-    grads["kernel"][...] = 0
-    backend.scatter_add_rows(grads["kernel"], cache.input_ids.reshape(-1), dz_flat)
-    return dh, dc
+    if is_token_ids(cache.inputs):
+        grads["kernel"][...] = 0
+        backend.scatter_add_rows(grads["kernel"], cache.inputs.reshape(-1), dz_flat)
+        return dh, dc
+    inputs_flat = cache.inputs.reshape(steps * batch, -1)
+    xp.matmul(inputs_flat.T, dz_flat, out=grads["kernel"])
+    if kernel is None:
+        return dh, dc
+    d_inputs = (dz_flat @ kernel.T).reshape(cache.inputs.shape)
+    return dh, dc, (d_inputs[::-1] if cache.reverse else d_inputs)

@@ -9,20 +9,26 @@ sentences of one length (so the encoder reads no padding and each final state is
 decoder only to its longest French sentence, and marks the targets after each sentence's END as IGNORE, which the
 loss, the accuracy and the gradients skip. Such a model also translates without padding its input.
 
-Backward of the whole model (the LSTM part is in ``lstm``):
+Beyond the example (``nn.LSTM``'s options): stacked encoder and decoder (``encoder_layers``, ``decoder_layers``),
+a bidirectional encoder, and dropout between stacked layers. Decoder layer l starts from the final (h, c) of encoder
+layer max(0, N - M + l) for N encoder and M decoder layers (layer to layer when N == M; the top layers aligned
+otherwise). A bidirectional encoder hands over its forward and backward states concatenated, so the decoder has 2H
+units (the common Keras recipe).
+
+Backward of the whole model (the LSTM part is in ``lstm`` and ``nn``):
 
     logits = Y @ W + b,  Y = decoder outputs (T*B, H)
     dW = Y^T @ dlogits      db = sum(dlogits)      dY = dlogits @ W^T
-    decoder BPTT with d_outputs = dY             -> d(h0, c0) of the decoder = d(final h, c) of the encoder
+    decoder BPTT with d_outputs = dY             -> d(h0, c0) of each decoder layer, added into d(final h, c) of the
+                                                    encoder layer it started from (split in halves when bidirectional)
     encoder BPTT with d_outputs = None, those final-state gradients -> d(initial state of the encoder)
 """
 
 import numpy as np
 
-from . import layers
 from .backend import get_backend
 from .data import END, START, Vocab, encode_inputs
-from .lstm import Workspace, lstm_backward, lstm_forward
+from .nn import LSTM, Dense, Parameters, dropout_key
 from .params import FlatParameters
 
 DTYPES = ("float32", "float64")
@@ -41,7 +47,8 @@ class Seq2Seq:
     """Weights in Keras's layout (``encoder.kernel`` etc.), views into one flat buffer; gradients likewise."""
 
     def __init__(self, backend, input_vocab: Vocab, target_vocab: Vocab, max_encoder_len: int, max_decoder_len: int,
-                 latent_dim: int = 256, dtype: str = "float32", mask_padding: bool = False):
+                 latent_dim: int = 256, dtype: str = "float32", mask_padding: bool = False, encoder_layers: int = 1,
+                 decoder_layers: int = 1, bidirectional_encoder: bool = False, dropout: float = 0.0):
         self.backend = get_backend(backend)
         if str(np.dtype(dtype)) not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
@@ -52,50 +59,43 @@ class Seq2Seq:
         self.latent_dim = latent_dim
         self.dtype = np.dtype(dtype)
         self.mask_padding = bool(mask_padding)
-        units, n_in, n_out = latent_dim, len(input_vocab), len(target_vocab)
-        shapes = {
-            "encoder.kernel": (n_in, 4 * units),
-            "encoder.recurrent_kernel": (units, 4 * units),
-            "encoder.bias": (4 * units,),
-            "decoder.kernel": (n_out, 4 * units),
-            "decoder.recurrent_kernel": (units, 4 * units),
-            "decoder.bias": (4 * units,),
-            "dense.kernel": (units, n_out),
-            "dense.bias": (n_out,),
-        }
-        xp = self.backend.xp
-        self.params = FlatParameters(xp, shapes, self.dtype)
-        self.grads = FlatParameters(xp, shapes, self.dtype)
+        self.encoder = LSTM(latent_dim, vocab_size=len(input_vocab), num_layers=encoder_layers,
+                            bidirectional=bidirectional_encoder, dropout=dropout, name="encoder")
+        self.decoder = LSTM(self.encoder.output_size, vocab_size=len(target_vocab), num_layers=decoder_layers,
+                            dropout=dropout, name="decoder")
+        self.dense = Dense(self.decoder.units, len(target_vocab), name="dense")
+        self.params = Parameters(self.backend, [self.encoder, self.decoder, self.dense], self.dtype)
+        self.grads = self.params.grads
         self._shard_grads = []  # one gradient buffer per parallel shard (see forward_backward)
-        self._workspaces = {}  # (shard, layer) -> lstm.Workspace: big arrays reused from batch to batch
+        self._workspaces = {}  # shard -> {layer name: lstm.Workspace}: big arrays reused from batch to batch
         self.d_initial_state = None  # (dh0, dc0) of the encoder after the last loss_and_grads
+
+    @property
+    def decoder_units(self) -> int:
+        return self.decoder.units
 
     # -- weights -------------------------------------------------------------------------------------------------
 
     def initialize(self, seed: int | np.random.Generator = 0):
         """Keras initialisers (glorot_uniform kernels, orthogonal recurrent kernels, forget bias 1), drawn on the
         host in float64 from ``seed`` so every backend and dtype starts from the same numbers."""
-        rng = np.random.default_rng(seed)
-        weights = {}
-        for layer in ("encoder", "decoder"):
-            kernel_shape = self.params.shapes[f"{layer}.kernel"]
-            weights[f"{layer}.kernel"] = layers.glorot_uniform(rng, kernel_shape)
-            weights[f"{layer}.recurrent_kernel"] = layers.orthogonal(rng, (self.latent_dim, 4 * self.latent_dim))
-            weights[f"{layer}.bias"] = layers.lstm_bias(self.latent_dim)
-        weights["dense.kernel"] = layers.glorot_uniform(rng, self.params.shapes["dense.kernel"])
-        weights["dense.bias"] = np.zeros(len(self.target_vocab))
-        self.set_weights(weights)
+        self.params.initialize(seed)
         return self
 
     def set_weights(self, weights: dict):
-        for name, view in self.params.items():
-            value = np.asarray(weights[name])
-            if value.shape != view.shape:
-                raise ValueError(f"{name}: expected shape {view.shape}, got {value.shape}")
-            view[...] = self.backend.asarray(value, dtype=self.dtype)
+        self.params.set_weights(weights)
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return {name: self.backend.to_numpy(view).copy() for name, view in self.params.items()}
+        return self.params.get_weights()
+
+    def architecture(self) -> dict:
+        """The options beyond the Keras example's model (all at their defaults: the example's model)."""
+        return {"encoder_layers": self.encoder.num_layers, "decoder_layers": self.decoder.num_layers,
+                "bidirectional_encoder": self.encoder.bidirectional, "dropout": self.encoder.dropout}
+
+    def is_example_architecture(self) -> bool:
+        return self.architecture() == {"encoder_layers": 1, "decoder_layers": 1, "bidirectional_encoder": False,
+                                       "dropout": 0.0}
 
     def config(self) -> dict:
         return {
@@ -106,7 +106,18 @@ class Seq2Seq:
             "max_encoder_len": self.max_encoder_len,
             "max_decoder_len": self.max_decoder_len,
             "mask_padding": self.mask_padding,
+            **self.architecture(),
         }
+
+    @classmethod
+    def from_config(cls, backend, config: dict) -> "Seq2Seq":
+        """The model a ``config()`` describes (weights uninitialised); keys a checkpoint from before an option
+        existed lacks take that option's default."""
+        return cls(backend, Vocab.from_json(config["input_vocab"]), Vocab.from_json(config["target_vocab"]),
+                   int(config["max_encoder_len"]), int(config["max_decoder_len"]), int(config["latent_dim"]),
+                   config["dtype"], bool(config.get("mask_padding", False)),
+                   int(config.get("encoder_layers", 1)), int(config.get("decoder_layers", 1)),
+                   bool(config.get("bidirectional_encoder", False)), float(config.get("dropout", 0.0)))
 
     # -- training ------------------------------------------------------------------------------------------------
 
@@ -116,25 +127,60 @@ class Seq2Seq:
     def _zero_state(self, batch):
         return self.backend.xp.zeros((batch, self.latent_dim), dtype=self.dtype)
 
-    def _workspace(self, shard, layer):
-        key = (shard, layer)
-        if key not in self._workspaces:
-            self._workspaces[key] = Workspace(self.backend.xp)
-        return self._workspaces[key]
+    def _workspaces_of(self, shard):
+        return self._workspaces.setdefault(shard, {})
 
-    def _forward(self, encoder_ids, decoder_ids, initial_state, shard=0):
-        """Time-major ids in; both layers' caches, the decoder outputs (T*B, H) and the logits (T*B, V) out."""
-        p = self.params
-        if initial_state is None:
-            batch = encoder_ids.shape[1]
-            initial_state = (self._zero_state(batch), self._zero_state(batch))
-        enc = lstm_forward(self.backend, p["encoder.kernel"], p["encoder.recurrent_kernel"], p["encoder.bias"],
-                           encoder_ids, *initial_state, self._workspace(shard, "encoder"))
-        dec = lstm_forward(self.backend, p["decoder.kernel"], p["decoder.recurrent_kernel"], p["decoder.bias"],
-                           decoder_ids, enc.hs[-1], enc.cs[-1], self._workspace(shard, "decoder"))
-        outputs = dec.hs[1:].reshape(-1, self.latent_dim)
-        logits = outputs @ p["dense.kernel"]
-        logits += p["dense.bias"]
+    def _encoder_layer_of(self, decoder_layer: int) -> int:
+        """The encoder layer whose final state decoder layer ``decoder_layer`` starts from (module doc)."""
+        return max(0, self.encoder.num_layers - self.decoder.num_layers + decoder_layer)
+
+    def _decoder_initial_state(self, encoder_state):
+        """The decoder's (h0, c0), each (M, B, decoder units), from the encoder's final (h_n, c_n)."""
+        xp, enc = self.backend.xp, self.encoder
+        out = []
+        for states in encoder_state:
+            rows = [enc.directions * self._encoder_layer_of(layer) for layer in range(self.decoder.num_layers)]
+            out.append(xp.concatenate([states[r : r + enc.directions] for r in rows]) if enc.directions == 1 else
+                       xp.stack([xp.concatenate([states[r], states[r + 1]], axis=1) for r in rows]))
+        return tuple(out)
+
+    def _encoder_final_state_grads(self, d_decoder_state):
+        """Transpose of ``_decoder_initial_state``: the decoder's d(h0, c0) added into d(h_n, c_n) of the encoder."""
+        xp, enc, units = self.backend.xp, self.encoder, self.latent_dim
+        out = []
+        for d_states in d_decoder_state:
+            if enc.num_layers == self.decoder.num_layers and enc.directions == 1:
+                out.append(d_states)  # one to one
+                continue
+            d_enc = xp.zeros((enc.num_layers * enc.directions,) + d_states.shape[1:2] + (units,), dtype=self.dtype)
+            for layer in range(self.decoder.num_layers):
+                row = enc.directions * self._encoder_layer_of(layer)
+                for d in range(enc.directions):
+                    d_enc[row + d] += d_states[layer][:, d * units : (d + 1) * units]
+            out.append(d_enc)
+        return tuple(out)
+
+    def _encoder_initial_state(self, initial_state):
+        """Accept (h0, c0) as (B, H) arrays (the one-layer encoder's) or (layers * directions, B, H)."""
+        if initial_state is None or initial_state[0].ndim == 3:
+            return initial_state
+        return tuple(state[None] for state in initial_state)
+
+    def _forward(self, encoder_ids, decoder_ids, initial_state, shard=0, dropout_seed=None, row_offset=0):
+        """Time-major ids in; both stacks' caches, the decoder outputs (T*B, H) and the logits (T*B, V) out.
+        ``dropout_seed`` (training with dropout) seeds the masks of rows ``row_offset..`` of the batch."""
+        p, workspaces = self.params, self._workspaces_of(shard)
+        training = dropout_seed is not None
+        _, encoder_state, enc = self.encoder.forward(
+            p, encoder_ids, self._encoder_initial_state(initial_state), training=training,
+            seed=None if not training else dropout_key(dropout_seed, 1), row_offset=row_offset,
+            workspaces=workspaces, return_outputs=False)
+        outputs, _, dec = self.decoder.forward(
+            p, decoder_ids, self._decoder_initial_state(encoder_state), training=training,
+            seed=None if not training else dropout_key(dropout_seed, 2), row_offset=row_offset,
+            workspaces=workspaces)
+        outputs = outputs.reshape(-1, self.decoder_units)
+        logits = self.dense.forward(p, outputs)
         return enc, dec, outputs, logits
 
     def teacher_forced_logits(self, encoder_input_ids, decoder_input_ids):
@@ -145,11 +191,12 @@ class Seq2Seq:
         return self.backend.to_numpy(logits).reshape(steps, batch, -1).transpose(1, 0, 2)
 
     def forward_backward(self, encoder_input_ids, decoder_input_ids, decoder_target_ids, compute_grads=True,
-                         initial_state=None, positions=None):
+                         initial_state=None, positions=None, dropout_seed=None, row_offset=0):
         """Loss sum and argmax hits over the counted decoder positions (0-d arrays, not synchronised), and, with
         ``compute_grads``, the gradient of the *mean* loss in ``self.grads``. ``positions`` is how many targets
         count: all B*T (the default), or, where targets hold IGNORE, the caller's count of the others (the caller
-        knows it from the sentence lengths; counting here would make a GPU wait).
+        knows it from the sentence lengths; counting here would make a GPU wait). ``dropout_seed`` turns dropout on
+        (training; e.g. derived from the run's seed and step) for rows ``row_offset..`` of the global batch.
 
         Where the backend has several workers the batch is split into row shards run in parallel; each shard
         writes its part of the gradient into its own buffer, and the parts are summed here."""
@@ -161,7 +208,7 @@ class Seq2Seq:
         if n_shards == 1:
             loss_sum, n_correct, d_state = self._forward_backward_shard(
                 0, encoder_input_ids, decoder_input_ids, decoder_target_ids, initial_state, grad_scale,
-                self.grads if compute_grads else None)
+                self.grads if compute_grads else None, dropout_seed, row_offset)
             self.d_initial_state = d_state
             return loss_sum, n_correct
         while compute_grads and len(self._shard_grads) < n_shards:
@@ -169,10 +216,11 @@ class Seq2Seq:
 
         def run_shard(k):
             rows = shards[k]
-            state = None if initial_state is None else (initial_state[0][rows], initial_state[1][rows])
+            state = None if initial_state is None else (initial_state[0][..., rows, :], initial_state[1][..., rows, :])
             return self._forward_backward_shard(k, encoder_input_ids[rows], decoder_input_ids[rows],
                                                 decoder_target_ids[rows], state, grad_scale,
-                                                self._shard_grads[k] if compute_grads else None)
+                                                self._shard_grads[k] if compute_grads else None, dropout_seed,
+                                                row_offset + rows.start)
 
         results = self.backend.parallel_map(run_shard, range(n_shards))
         loss_sum = sum(r[0] for r in results)
@@ -182,29 +230,29 @@ class Seq2Seq:
             xp.add(self._shard_grads[0].flat, self._shard_grads[1].flat, out=self.grads.flat)
             for extra in self._shard_grads[2:n_shards]:
                 self.grads.flat += extra.flat
-            self.d_initial_state = tuple(xp.concatenate([r[2][k] for r in results]) for k in range(2))
+            self.d_initial_state = tuple(xp.concatenate([r[2][k] for r in results], axis=-2) for k in range(2))
         return loss_sum, n_correct
 
     def _forward_backward_shard(self, shard, encoder_input_ids, decoder_input_ids, decoder_target_ids,
-                                initial_state, grad_scale, grads):
+                                initial_state, grad_scale, grads, dropout_seed=None, row_offset=0):
         """One shard: loss sum, hits, and (when ``grads`` is given) its gradient part written into ``grads``,
-        plus the gradient w.r.t. the encoder's initial state."""
-        p, xp = self.params, self.backend.xp
+        plus the gradient w.r.t. the encoder's initial state (shaped as ``initial_state`` was)."""
+        p = self.params
         dec_ids = self._time_major(decoder_input_ids)
         target_ids = self._time_major(decoder_target_ids).reshape(-1)
         steps, batch = dec_ids.shape
-        enc, dec, outputs, logits = self._forward(self._time_major(encoder_input_ids), dec_ids, initial_state, shard)
+        enc, dec, outputs, logits = self._forward(self._time_major(encoder_input_ids), dec_ids, initial_state, shard,
+                                                  dropout_seed if grads is not None else None, row_offset)
         loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, grad_scale)
         if grads is None:
             return loss_sum, n_correct, None
-        xp.matmul(outputs.T, d_logits, out=grads["dense.kernel"])
-        grads["dense.bias"][...] = d_logits.sum(axis=0)
-        d_outputs = (d_logits @ p["dense.kernel"].T).reshape(steps, batch, self.latent_dim)
-        d_h, d_c = lstm_backward(self.backend, dec, p["decoder.recurrent_kernel"], d_outputs,
-                                 self._zero_state(batch), self._zero_state(batch), grads.group("decoder"),
-                                 self._workspace(shard, "decoder"))
-        d_state = lstm_backward(self.backend, enc, p["encoder.recurrent_kernel"], None, d_h, d_c,
-                                grads.group("encoder"), self._workspace(shard, "encoder"))
+        d_outputs = self.dense.backward(p, outputs, d_logits, grads).reshape(steps, batch, self.decoder_units)
+        workspaces = self._workspaces_of(shard)
+        _, d_decoder_state = self.decoder.backward(p, dec, d_outputs, None, grads, workspaces)
+        _, d_state = self.encoder.backward(p, enc, None, self._encoder_final_state_grads(d_decoder_state), grads,
+                                           workspaces)
+        if initial_state is not None and initial_state[0].ndim == 2:
+            d_state = (d_state[0][0], d_state[1][0])
         return loss_sum, n_correct, d_state
 
     def loss_and_grads(self, encoder_input_ids, decoder_input_ids, decoder_target_ids):
@@ -216,26 +264,19 @@ class Seq2Seq:
     # -- greedy decoding -----------------------------------------------------------------------------------------
 
     def encode(self, encoder_input_ids):
-        """Final (h, c) of the encoder for a batch of ids (B, T)."""
-        p = self.params
+        """The decoder's initial (h, c), each (decoder layers, B, decoder units), for a batch of ids (B, T)."""
         ids = self._time_major(encoder_input_ids)
-        batch = ids.shape[1]
-        enc = lstm_forward(self.backend, p["encoder.kernel"], p["encoder.recurrent_kernel"], p["encoder.bias"], ids,
-                           self._zero_state(batch), self._zero_state(batch))
-        return enc.hs[-1], enc.cs[-1]
+        _, state, _ = self.encoder.forward(self.params, ids, return_outputs=False)
+        return self._decoder_initial_state(state)
 
     def decode_step(self, prev_ids, h, c):
-        """One decoder step for the previous characters ``prev_ids`` (B,): returns (logits, h, c). The backend's
-        time loop over one step and its ``dense``: the operations its ``greedy_decode`` uses, so that every
-        decoder (greedy, beam, sampling) sees the same logits for the same state."""
-        p, xp = self.params, self.backend.xp
-        batch = h.shape[0]
-        gates = self.backend.gather_rows_add(p["decoder.kernel"], prev_ids.reshape(1, batch), p["decoder.bias"])
-        hs = xp.empty((2, batch, self.latent_dim), dtype=self.dtype)
-        cs = xp.empty_like(hs)
-        hs[0], cs[0] = h, c
-        self.backend.lstm_recurrence_forward(gates, p["decoder.recurrent_kernel"], hs, cs, Workspace(xp))
-        return self.backend.dense(hs[1], p["dense.kernel"], p["dense.bias"]), hs[1], cs[1]
+        """One decoder step for the previous characters ``prev_ids`` (B,) from states (layers, B, units): returns
+        (logits, h, c). The backend's time loop over one step and its ``dense``: the operations its
+        ``greedy_decode`` uses, so that every decoder (greedy, beam, sampling) sees the same logits for the same
+        state."""
+        p = self.params
+        outputs, (h, c), _ = self.decoder.forward(p, prev_ids.reshape(1, -1), (h, c))
+        return self.backend.dense(outputs[0], p["dense.kernel"], p["dense.bias"]), h, c
 
     def greedy_decode_ids(self, encoder_input_ids) -> list[list[int]]:
         """The example's greedy loop for a whole batch at once: feed START, take the argmax, feed it back; each
@@ -243,11 +284,11 @@ class Seq2Seq:
         xp, p = self.backend.xp, self.params
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         h, c = self.encode(encoder_input_ids)
-        batch = h.shape[0]
+        batch = h.shape[1]
         tokens = np.full((batch, self.max_decoder_len + 1), end_id, dtype=np.int64)
-        if self.backend.greedy_decode is not None:  # the whole loop in one call
+        if self.backend.greedy_decode is not None and self.decoder.num_layers == 1:  # the whole loop in one call
             self.backend.greedy_decode(p["decoder.kernel"], p["decoder.bias"], p["decoder.recurrent_kernel"],
-                                       p["dense.kernel"], p["dense.bias"], h, c, start_id, end_id, tokens)
+                                       p["dense.kernel"], p["dense.bias"], h[0], c[0], start_id, end_id, tokens)
             return _cut_at_end(tokens.tolist(), end_id)
         active = np.arange(batch)  # rows still decoding; finished ones are dropped, so late steps are cheap
         prev = xp.full(batch, start_id, dtype=np.int64)
@@ -263,7 +304,7 @@ class Seq2Seq:
                 keep = np.flatnonzero(going)
                 active = active[keep]
                 keep = self.backend.asarray(keep)
-                prev, h, c = prev[keep], h[keep], c[keep]
+                prev, h, c = prev[keep], h[:, keep], c[:, keep]
         return _cut_at_end(tokens.tolist(), end_id)
 
     def beam_decode_ids(self, encoder_input_ids, beam_width: int) -> list[list[int]]:
@@ -273,8 +314,8 @@ class Seq2Seq:
         xp, k = self.backend.xp, beam_width
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         h, c = self.encode(encoder_input_ids)
-        n, vocab = h.shape[0], len(self.target_vocab)
-        h, c = xp.repeat(h, k, axis=0), xp.repeat(c, k, axis=0)
+        n, vocab = h.shape[1], len(self.target_vocab)
+        h, c = xp.repeat(h, k, axis=1), xp.repeat(c, k, axis=1)
         scores = np.full((n, k), -np.inf)
         scores[:, 0] = 0.0  # one live beam per sentence at the start
         tokens = np.full((n, k, self.max_decoder_len + 1), end_id, dtype=np.int64)
@@ -299,7 +340,7 @@ class Seq2Seq:
             tokens[:, :, step] = np.where(was_finished, tokens[:, :, step], token)
             finished = was_finished | (token == end_id)
             flat_parent = self.backend.asarray((rows * k + parent).reshape(-1))
-            h, c = h[flat_parent], c[flat_parent]
+            h, c = h[:, flat_parent], c[:, flat_parent]
             prev = self.backend.asarray(token.reshape(-1))
             if finished[np.isfinite(scores)].all():
                 break
@@ -310,7 +351,7 @@ class Seq2Seq:
         """Like greedy decoding, but each character is drawn from softmax(logits / temperature)."""
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         h, c = self.encode(encoder_input_ids)
-        batch = h.shape[0]
+        batch = h.shape[1]
         tokens = np.full((batch, self.max_decoder_len + 1), end_id, dtype=np.int64)
         done = np.zeros(batch, dtype=bool)
         prev = self.backend.xp.full(batch, start_id, dtype=np.int64)

@@ -20,8 +20,7 @@ def small_model(backend, n_in=5, n_out=6, units=3, enc_len=4, dec_len=5, dtype="
 
 def copy_to_backend(model, backend):
     """The same model (vocabularies, lengths, size, dtype, weights) on another backend."""
-    copy = Seq2Seq(backend, model.input_vocab, model.target_vocab, model.max_encoder_len, model.max_decoder_len,
-                   model.latent_dim, str(model.dtype), model.mask_padding)
+    copy = Seq2Seq.from_config(backend, model.config())
     copy.set_weights(model.get_weights())
     return copy
 

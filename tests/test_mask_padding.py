@@ -185,10 +185,11 @@ def test_workspace_keeps_one_buffer_per_name_across_shapes(rng):
         expected, _ = reference.forward_backward(enc, dec_in, targets, positions=int(real.sum()))
         assert float(loss) == float(expected)
         assert np.array_equal(model.grads.flat, reference.grads.flat)
-    for workspace in model._workspaces.values():
-        names = [name for name, _ in workspace.buffers]
-        assert len(names) == len(set(names))
-    decoder = model._workspaces[(0, "decoder")]
+    for shard in model._workspaces.values():
+        for workspace in shard.values():
+            names = [name for name, _ in workspace.buffers]
+            assert len(names) == len(set(names))
+    decoder = model._workspaces[0]["decoder"]
     assert decoder.buffers[("gates", "float64")].size == 8 * 7 * 16  # the largest batch: 8 steps x 7 rows x 4H
 
 

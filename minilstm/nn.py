@@ -1,0 +1,301 @@
+"""The public layer API: ``LSTM`` (token ids or vectors in, any number of stacked layers, optionally bidirectional,
+inverted dropout between layers), ``Dense``, and ``Parameters``, the weights of some layers in one flat buffer.
+
+A layer holds no arrays. It names its weights (Keras's layout, one set per layer and direction: ``lstm.kernel``,
+``lstm_reverse.kernel``, ``lstm_l1.kernel``, ... like PyTorch's ``weight_ih_l1_reverse``) and reads them, by name,
+from the ``Parameters`` given to ``forward``; ``backward`` writes their gradients into ``params.grads`` (or another
+buffer of the same layout) and returns the gradients w.r.t. its inputs. So a model is a list of layers, one flat
+weight buffer, one flat gradient buffer and one optimizer pass over both: ``Seq2Seq`` is built the same way.
+
+Stacked and bidirectional LSTM, for layer l = 0..L-1 and direction d (forward; reverse = the same loop over the
+time-reversed sequence, its outputs handed back in time order):
+
+    x_0 = the inputs;   x_l = y_{l-1} * m_l   (m_l: inverted-dropout multipliers, 0 or 1/(1-p); 1 outside training)
+    y_l = [h^fwd_l(t), h^rev_l(t)]  concatenated over the features (2H when bidirectional)
+    final states (h_n, c_n): (L * directions, B, H), row l * directions + d, as in PyTorch's nn.LSTM
+
+Backward, from the top layer down: each direction's backward-through-time (``lstm``) takes its half of dL/dy_l and
+returns dL/dx_l; the two directions' parts are added, multiplied by m_l, and are dL/dy_{l-1}.
+
+Dropout masks are a pure function of (seed, layer, time step, row, feature) (``dropout_mask``), not draws from a
+generator's running state: the same seed gives the same masks on every backend, however a batch is cut into thread
+shards or MPI ranks (a shard passes the index of its first row), and after ``--resume``.
+"""
+
+import numpy as np
+
+from . import layers
+from .backend import get_backend
+from .lstm import Workspace, is_token_ids, lstm_backward, lstm_forward
+from .params import FlatParameters
+
+# ---------------------------------------------------------------------------------------------------------------
+# Counter-based dropout masks: splitmix64's finaliser (Steele, Lea & Flood 2014) over a counter built from the
+# position, keyed by the seed. Every element's draw depends on its coordinates only, like Philox in cuRAND.
+
+_MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_STRIDES = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD1B54A32D192ED03), np.uint64(0xABC98388FB8FAC03),
+            np.uint64(0x8CB92BA72F3D8DD7))
+
+
+def _mix(xp, x):
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX_1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX_2
+    return x ^ (x >> np.uint64(31))
+
+
+def dropout_key(*words: int) -> int:
+    """One 64-bit key from a few integers (a seed, a step, a layer): the key of ``dropout_mask``."""
+    state = np.random.SeedSequence([int(w) & 0xFFFFFFFFFFFFFFFF for w in words]).generate_state(1, np.uint64)[0]
+    return int(state)
+
+
+def dropout_mask(xp, shape, rate: float, key: int, row_offset: int = 0, dtype=np.float32):
+    """Inverted-dropout multipliers for a (T, B, F) tensor: 0 with probability ``rate``, else 1 / (1 - rate).
+    Element (t, b, f) keeps iff u >= rate, with u = mix(key + t*S0 + (row_offset + b)*S1 + f*S2) / 2^64 (53 bits),
+    so rows ``row_offset..`` of a batch get the same multipliers whatever else is in the batch."""
+    steps, batch, features = shape
+    with np.errstate(over="ignore"):
+        t = xp.arange(steps, dtype=np.uint64).reshape(steps, 1, 1) * _STRIDES[0]
+        b = xp.arange(row_offset, row_offset + batch, dtype=np.uint64).reshape(1, batch, 1) * _STRIDES[1]
+        f = xp.arange(features, dtype=np.uint64).reshape(1, 1, features) * _STRIDES[2]
+        bits = _mix(xp, (t + b) + (f + np.uint64(key)))
+    uniform = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return xp.where(uniform >= rate, 1.0 / (1.0 - rate), 0.0).astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameters
+
+
+class Parameters(FlatParameters):
+    """The weights of ``layers`` as named views into one flat buffer, on ``backend``; ``grads``: a second buffer of
+    the same layout for their gradients. With ``seed`` the weights get the layers' Keras initialisers, drawn on the
+    host in float64 from one generator, layer after layer, so every backend and dtype starts from the same numbers."""
+
+    def __init__(self, backend, layers_, dtype="float32", seed=None):
+        self.backend = get_backend(backend)
+        self.dtype = np.dtype(dtype)
+        self.layers = list(layers_)
+        shapes = {}
+        for layer in self.layers:
+            for name, shape in layer.shapes().items():
+                if name in shapes:
+                    raise ValueError(f"two layers name a weight {name!r}: give the layers different names")
+                shapes[name] = shape
+        super().__init__(self.backend.xp, shapes, self.dtype)
+        self.grads = FlatParameters(self.backend.xp, shapes, self.dtype)
+        if seed is not None:
+            self.initialize(seed)
+
+    @property
+    def size(self) -> int:
+        return self.flat.size
+
+    def initialize(self, seed: int | np.random.Generator = 0):
+        rng = np.random.default_rng(seed)
+        weights = {}
+        for layer in self.layers:
+            weights.update(layer.initial_weights(rng))
+        self.set_weights(weights)
+        return self
+
+    def set_weights(self, weights: dict):
+        for name, view in self.items():
+            value = np.asarray(weights[name])
+            if value.shape != view.shape:
+                raise ValueError(f"{name}: expected shape {view.shape}, got {value.shape}")
+            view[...] = self.backend.asarray(value, dtype=self.dtype)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {name: self.backend.to_numpy(view).copy() for name, view in self.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layers
+
+
+class Dense:
+    """``y = x @ kernel + bias`` over the last axis of ``x``; Keras's ``Dense`` (glorot_uniform kernel, zero bias)."""
+
+    def __init__(self, input_size: int, units: int, name: str = "dense"):
+        self.input_size, self.units, self.name = int(input_size), int(units), name
+
+    def shapes(self) -> dict:
+        return {f"{self.name}.kernel": (self.input_size, self.units), f"{self.name}.bias": (self.units,)}
+
+    def initial_weights(self, rng) -> dict:
+        return {f"{self.name}.kernel": layers.glorot_uniform(rng, (self.input_size, self.units)),
+                f"{self.name}.bias": np.zeros(self.units)}
+
+    def forward(self, params, x):
+        flat = x.reshape(-1, self.input_size)
+        y = flat @ params[f"{self.name}.kernel"]
+        y += params[f"{self.name}.bias"]
+        return y.reshape(x.shape[:-1] + (self.units,))
+
+    def backward(self, params, x, d_y, grads=None):
+        """dW = x^T dy, db = sum(dy) written into ``grads`` (default ``params.grads``); returns dx = dy W^T."""
+        grads = params.grads if grads is None else grads
+        flat, d_flat = x.reshape(-1, self.input_size), d_y.reshape(-1, self.units)
+        params.backend.xp.matmul(flat.T, d_flat, out=grads[f"{self.name}.kernel"])
+        grads[f"{self.name}.bias"][...] = d_flat.sum(axis=0)
+        return (d_flat @ params[f"{self.name}.kernel"].T).reshape(x.shape)
+
+
+class LSTMStackCache:
+    """What ``LSTM.backward`` needs: per layer, the caches of its directions and its dropout multipliers."""
+
+    def __init__(self, batch: int):
+        self.batch = batch
+        self.cells = []  # [layer][direction] -> lstm.LSTMCache
+        self.masks = []  # [layer] -> multipliers of the layer's inputs, or None
+
+
+class LSTM:
+    """A stack of ``num_layers`` LSTM layers of ``units`` units over token ids (``vocab_size``) or vectors
+    (``input_size``), optionally ``bidirectional``, with inverted ``dropout`` between layers (PyTorch's nn.LSTM
+    arguments; the math is in the module docstring). Time-major: inputs (T, B) or (T, B, D), outputs (T, B, H * D)."""
+
+    def __init__(self, units: int, *, vocab_size: int | None = None, input_size: int | None = None,
+                 num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0, name: str = "lstm"):
+        if (vocab_size is None) == (input_size is None):
+            raise ValueError("give exactly one of vocab_size (token-id inputs) and input_size (vector inputs)")
+        if units < 1 or num_layers < 1:
+            raise ValueError("units and num_layers must be at least 1")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {dropout}")
+        self.units, self.num_layers, self.name = int(units), int(num_layers), name
+        self.vocab_size, self.input_size = vocab_size, input_size
+        self.directions = 2 if bidirectional else 1
+        self.dropout = float(dropout)
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.directions == 2
+
+    @property
+    def output_size(self) -> int:
+        return self.units * self.directions
+
+    def cell_name(self, layer: int, direction: int = 0) -> str:
+        return self.name + (f"_l{layer}" if layer else "") + ("_reverse" if direction else "")
+
+    def cells(self):
+        """(layer, direction, name) of every layer and direction, in weight order."""
+        return [(layer, d, self.cell_name(layer, d)) for layer in range(self.num_layers)
+                for d in range(self.directions)]
+
+    def shapes(self) -> dict:
+        out = {}
+        for layer, _, cell in self.cells():
+            rows = (self.vocab_size or self.input_size) if layer == 0 else self.output_size
+            out[f"{cell}.kernel"] = (rows, 4 * self.units)
+            out[f"{cell}.recurrent_kernel"] = (self.units, 4 * self.units)
+            out[f"{cell}.bias"] = (4 * self.units,)
+        return out
+
+    def initial_weights(self, rng) -> dict:
+        """Keras's LSTM initialisers: glorot_uniform kernel, orthogonal recurrent kernel, forget-gate bias 1."""
+        out, shapes = {}, self.shapes()
+        for _, _, cell in self.cells():
+            out[f"{cell}.kernel"] = layers.glorot_uniform(rng, shapes[f"{cell}.kernel"])
+            out[f"{cell}.recurrent_kernel"] = layers.orthogonal(rng, (self.units, 4 * self.units))
+            out[f"{cell}.bias"] = layers.lstm_bias(self.units)
+        return out
+
+    def zero_state(self, params, batch: int):
+        xp = params.backend.xp
+        shape = (self.num_layers * self.directions, batch, self.units)
+        return xp.zeros(shape, dtype=params.dtype), xp.zeros(shape, dtype=params.dtype)
+
+    def forward(self, params, inputs, initial_state=None, *, training: bool = False, seed: int | None = None,
+                row_offset: int = 0, workspaces: dict | None = None, return_outputs: bool = True):
+        """Run the stack over ``inputs`` from ``initial_state`` (h0, c0), each (L * directions, B, H) (zeros when
+        None). Returns ``(outputs, (h_n, c_n), cache)``: outputs (T, B, H * directions) of the top layer (None with
+        ``return_outputs=False``), the final states like the initial ones, and what ``backward`` needs.
+
+        ``training`` applies dropout, with masks drawn from ``seed`` (required then: e.g. the step number, so a
+        rerun draws the same masks) for rows ``row_offset..`` of the batch. ``workspaces`` (a dict the caller
+        keeps) lets repeated calls reuse their arrays; the outputs and the cache stay valid until the next call with
+        the same ``workspaces``."""
+        backend, xp = params.backend, params.backend.xp
+        steps, batch = inputs.shape[:2]
+        if is_token_ids(inputs) != (self.vocab_size is not None):
+            raise ValueError(f"{self.name} takes {'token ids' if self.vocab_size else 'float vectors'} "
+                             f"(got an array of {inputs.dtype})")
+        dropping = training and self.dropout > 0 and self.num_layers > 1
+        if dropping and seed is None:
+            raise ValueError("training with dropout needs a seed (e.g. the step number), so that the masks repeat")
+        workspaces = {} if workspaces is None else workspaces
+        h0, c0 = self.zero_state(params, batch) if initial_state is None else initial_state
+        cache = LSTMStackCache(batch)
+        h_n, c_n = xp.empty_like(h0), xp.empty_like(c0)
+        x = inputs
+        outputs = None
+        for layer in range(self.num_layers):
+            mask = None
+            if layer and dropping:
+                mask = dropout_mask(xp, x.shape, self.dropout, dropout_key(seed, layer), row_offset, x.dtype)
+                x = x * mask
+            cells = []
+            for direction in range(self.directions):
+                cell = self.cell_name(layer, direction)
+                index = layer * self.directions + direction
+                workspace = workspaces.setdefault(cell, Workspace(xp))
+                cells.append(lstm_forward(backend, params[f"{cell}.kernel"], params[f"{cell}.recurrent_kernel"],
+                                          params[f"{cell}.bias"], x, h0[index], c0[index], workspace,
+                                          reverse=direction == 1))
+                h_n[index], c_n[index] = cells[-1].hs[-1], cells[-1].cs[-1]
+            cache.cells.append(cells)
+            cache.masks.append(mask)
+            top = layer == self.num_layers - 1
+            if top and not return_outputs:
+                break
+            if self.directions == 1:
+                x = cells[0].outputs
+            else:
+                x = xp.empty((steps, batch, self.output_size), dtype=params.dtype)
+                x[:, :, : self.units] = cells[0].outputs
+                x[:, :, self.units :] = cells[1].outputs
+            outputs = x
+        return outputs, (h_n, c_n), cache
+
+    def backward(self, params, cache: LSTMStackCache, d_outputs, d_final_state=None, grads=None,
+                 workspaces: dict | None = None):
+        """Backpropagate through the stack. ``d_outputs`` (T, B, H * directions) or None (outputs unused),
+        ``d_final_state`` (dh_n, dc_n) or None (final states unused). Writes every weight gradient into ``grads``
+        (default ``params.grads``, overwriting) and returns ``(d_inputs, (d_h0, d_c0))``; d_inputs is None for
+        token-id inputs."""
+        backend, xp = params.backend, params.backend.xp
+        grads = params.grads if grads is None else grads
+        workspaces = {} if workspaces is None else workspaces
+        if d_final_state is None:
+            d_final_state = self.zero_state(params, cache.batch)
+        d_hn, d_cn = d_final_state
+        d_h0, d_c0 = xp.empty_like(d_hn), xp.empty_like(d_cn)
+        d_y = d_outputs
+        d_inputs = None
+        for layer in reversed(range(self.num_layers)):
+            wants_input_grad = layer > 0 or self.vocab_size is None
+            d_x = None
+            for direction in range(self.directions):
+                cell = self.cell_name(layer, direction)
+                index = layer * self.directions + direction
+                d_y_half = None if d_y is None or self.directions == 1 else \
+                    d_y[:, :, direction * self.units : (direction + 1) * self.units]
+                result = lstm_backward(backend, cache.cells[layer][direction], params[f"{cell}.recurrent_kernel"],
+                                       d_y if self.directions == 1 else d_y_half, d_hn[index], d_cn[index],
+                                       grads.group(cell), workspaces.setdefault(cell, Workspace(xp)),
+                                       kernel=params[f"{cell}.kernel"] if wants_input_grad else None)
+                d_h0[index], d_c0[index] = result[0], result[1]
+                if wants_input_grad:
+                    d_x = result[2] if d_x is None else d_x + result[2]
+            if cache.masks[layer] is not None:
+                d_x = d_x * cache.masks[layer]
+            if layer == 0:
+                d_inputs = d_x
+            d_y = d_x
+        return d_inputs, (d_h0, d_c0)

@@ -1,6 +1,21 @@
-"""minilstm: a from-scratch LSTM engine and the Keras character-level seq2seq example, hand-written."""
+"""minilstm: a from-scratch LSTM engine and the Keras character-level seq2seq example, hand-written.
 
+The layer API: ``LSTM``, ``Dense`` and ``Parameters`` (minilstm.nn), the optimizers (minilstm.optim), the array
+backends (``get_backend``) and the loss (``softmax_cross_entropy``); the seq2seq model is ``minilstm.seq2seq``.
+"""
+
+from .backend import get_backend
 from .errors import MinilstmError
+from .nn import LSTM, Dense, Parameters
+from .optim import RMSprop
+
+
+def softmax_cross_entropy(backend, logits, target_ids, grad_scale):
+    """Loss sum, argmax hits and d(grad_scale * loss)/d logits for logits (n, V) and targets (n,) (negative: not
+    counted), on ``backend``'s fused kernel."""
+    return get_backend(backend).softmax_cross_entropy(logits, target_ids, grad_scale)
+
 
 __version__ = "0.1.0"
-__all__ = ["MinilstmError", "__version__"]
+__all__ = ["LSTM", "Dense", "MinilstmError", "Parameters", "RMSprop", "get_backend", "softmax_cross_entropy",
+           "__version__"]

@@ -535,6 +535,7 @@ class Batch:
 
     arrays: tuple | None
     positions: int
+    row_offset: int = 0  # the index of this rank's first row in the global batch (dropout masks follow rows)
 
 
 class Batches:
@@ -575,17 +576,17 @@ class Batches:
         for idx, share in zip(plan, shares, strict=True):
             rows = order[offset : offset + len(share)]
             offset += len(share)
-            yield self._batch(idx, rows, len(share))
+            yield self._batch(idx, rows, len(share), len(idx) * self.rank // self.ranks)
 
-    def _batch(self, idx: np.ndarray, rows, share_rows: int) -> Batch:
+    def _batch(self, idx: np.ndarray, rows, share_rows: int, row_offset: int = 0) -> Batch:
         enc, dec_in, targets = self.device_ids
         if not self.mask_padding:
             arrays = (enc[rows], dec_in[rows], targets[rows])
-            return Batch(arrays if share_rows else None, len(idx) * self.max_decoder_len)
+            return Batch(arrays if share_rows else None, len(idx) * self.max_decoder_len, row_offset)
         steps = self.target_steps[idx]
         enc_len, dec_len = int(self.input_lengths[idx[0]]), int(steps.max())
         arrays = (enc[rows, :enc_len], dec_in[rows, :dec_len], targets[rows, :dec_len])
-        return Batch(arrays if share_rows else None, int(steps.sum()))
+        return Batch(arrays if share_rows else None, int(steps.sum()), row_offset)
 
 
 # ---------------------------------------------------------------------------------------------- download

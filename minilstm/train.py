@@ -34,6 +34,7 @@ from .data import Batch, Batches, Dataset, read_pairs, resolve_pairs, split_vali
 from .distributed import SINGLE_PROCESS
 from .errors import MinilstmError
 from .files import prepare_output_dir, write_text_atomic
+from .nn import dropout_key
 from .optim import RMSprop
 from .seq2seq import DTYPES, Seq2Seq
 
@@ -64,6 +65,16 @@ def _validation_split(text: str) -> float:
 CHANGEABLE_ON_RESUME = {"epochs", "progress", "num_decodes", "checkpoint_every", "backend", "resume", "patience"}
 
 
+def _dropout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
 def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     def default(value):
         return value if with_defaults else None
@@ -79,6 +90,13 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=default(100))
     p.add_argument("--batch-size", type=positive_int, default=default(64))
     p.add_argument("--latent-dim", type=positive_int, default=default(256))
+    p.add_argument("--encoder-layers", type=positive_int, default=default(1), help="stacked encoder LSTM layers")
+    p.add_argument("--decoder-layers", type=positive_int, default=default(1), help="stacked decoder LSTM layers")
+    p.add_argument("--bidirectional-encoder", action="store_true", default=default(False),
+                   help="a bidirectional encoder; the decoder gets its forward and backward states concatenated "
+                        "(2 x --latent-dim units)")
+    p.add_argument("--dropout", type=_dropout, default=default(0.0),
+                   help="inverted dropout between stacked LSTM layers (training only)")
     p.add_argument("--learning-rate", type=positive_float, default=default(0.001))
     p.add_argument("--rho", type=positive_float, default=default(0.9), help="RMSprop decay")
     p.add_argument("--epsilon", type=positive_float, default=default(1e-7), help="RMSprop epsilon")
@@ -114,6 +132,9 @@ def parse_args(argv, prepare_out=True):
     ``prepare_out`` (rank 0 of a data-parallel run: the one that writes), the output directory is created and
     checked here, before any data is read or kernel compiled."""
     args = build_parser().parse_args(argv)
+    if args.dropout > 0 and args.encoder_layers == 1 and args.decoder_layers == 1:
+        raise MinilstmError("--dropout acts between stacked LSTM layers: use it with --encoder-layers or "
+                            "--decoder-layers of 2 or more")
     if args.resume is None:
         if prepare_out:
             prepare_output_dir(args.out)  # a bad --out fails at once
@@ -152,8 +173,9 @@ def parse_args(argv, prepare_out=True):
     for name in ("checkpoint_every", "num_decodes", "progress", "patience"):
         if not hasattr(resumed, name):
             setattr(resumed, name, getattr(args, name))
-    if not hasattr(resumed, "mask_padding"):
-        resumed.mask_padding = False  # a run from before --mask-padding existed
+    for name, value in vars(build_parser().parse_args([])).items():
+        if not hasattr(resumed, name):  # a run from before the flag existed: it ran with the default
+            setattr(resumed, name, value)
     return resumed, checkpoint
 
 
@@ -269,7 +291,7 @@ def check_finite(model: Seq2Seq, loss: float | None, epoch: int, step: int):
         raise MinilstmError(f"{where}: {what} {bad} {'hold' if loss is None else 'holds'} NaN or Inf; {advice}")
 
 
-def rank_part(model: Seq2Seq, batch: Batch, compute_grads: bool = True):
+def rank_part(model: Seq2Seq, batch: Batch, compute_grads: bool = True, dropout_seed: int | None = None):
     """This rank's loss sum and hits for ``batch`` and, with ``compute_grads``, its part of the gradient in
     ``model.grads`` (a mean over the global batch's positions, so the ranks' parts add up to the whole). A rank
     with no rows in the batch (a batch shorter than the number of ranks) adds zeros."""
@@ -277,7 +299,8 @@ def rank_part(model: Seq2Seq, batch: Batch, compute_grads: bool = True):
         if compute_grads:
             model.grads.flat[...] = 0
         return 0.0, 0.0
-    return model.forward_backward(*batch.arrays, compute_grads=compute_grads, positions=batch.positions)
+    return model.forward_backward(*batch.arrays, compute_grads=compute_grads, positions=batch.positions,
+                                  dropout_seed=dropout_seed, row_offset=batch.row_offset)
 
 
 def evaluate(model: Seq2Seq, batches: Batches, plan: list[np.ndarray], comm=SINGLE_PROCESS):
@@ -404,7 +427,8 @@ class Training:
         init_seed, shuffle_seed = np.random.SeedSequence(args.seed).spawn(2)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                             dataset.max_decoder_len, args.latent_dim, args.dtype, args.mask_padding)
+                             dataset.max_decoder_len, args.latent_dim, args.dtype, args.mask_padding,
+                             args.encoder_layers, args.decoder_layers, args.bidirectional_encoder, args.dropout)
         self.optimizer = RMSprop(backend, self.model.params.flat.size, self.model.dtype, args.learning_rate, args.rho,
                                  args.epsilon, args.epsilon_inside_sqrt)
         if resumed is None:
@@ -417,6 +441,11 @@ class Training:
         print(f"Training on {len(self.train_idx)} pairs, validating on {len(self.val_idx)}; backend "
               f"{backend.describe()}, {args.dtype}, batch {args.batch_size}, latent {args.latent_dim}; writing to "
               f"{args.out}", flush=True)
+        if not self.model.is_example_architecture():
+            enc, dec = self.model.encoder, self.model.decoder
+            print(f"Model: {enc.num_layers}-layer {'bidirectional ' if enc.bidirectional else ''}encoder, "
+                  f"{dec.num_layers}-layer decoder of {dec.units} units, dropout {enc.dropout} between layers",
+                  flush=True)
         if args.mask_padding:
             print("--mask-padding: loss and accuracy count real characters only (not comparable with the Keras-style "
                   "numbers of a run without it)", flush=True)
@@ -482,7 +511,9 @@ class Training:
         steps_run = 0
         for step, batch in enumerate(self.batches.epoch(plan, start=progress.step), start=progress.step + 1):
             steps_run += 1
-            batch_loss, batch_correct = rank_part(model, batch)
+            # Dropout masks from (seed, optimizer step): a resumed run draws the ones it would have drawn.
+            batch_loss, batch_correct = rank_part(model, batch, dropout_seed=dropout_key(args.seed,
+                                                                                         self.optimizer.iterations))
             comm.allreduce_sum(model.grads.flat)
             batch_loss, batch_correct = comm.sum_metrics([(batch_loss, batch_correct)])[0]
             if self.backend.cheap_sync:  # check before the update: a NaN gradient never reaches the weights

@@ -63,7 +63,7 @@ def dropout_mask(xp, shape, rate: float, key: int, row_offset: int = 0, dtype=np
         f = xp.arange(features, dtype=np.uint64).reshape(1, 1, features) * _STRIDES[2]
         bits = _mix(xp, (t + b) + (f + np.uint64(key)))
     uniform = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return xp.where(uniform >= rate, 1.0 / (1.0 - rate), 0.0).astype(dtype)
+    return (uniform >= rate).astype(dtype) * (1.0 / (1.0 - rate))
 
 
 # ---------------------------------------------------------------------------------------------------------------

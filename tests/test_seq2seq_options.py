@@ -7,6 +7,7 @@ bit-identically; the default model's parameters are exactly the example's."""
 import numpy as np
 import pytest
 from helpers import copy_to_backend, numerical_gradient, random_batch, relative_error
+from test_cupy_backend import Device
 from test_resume import start, weights
 
 from minilstm.backend import get_backend
@@ -151,3 +152,24 @@ def test_convert_exports_the_example_model_only(tmp_path):
     with pytest.raises(MinilstmError, match="not the Keras example's model.*encoder_layers=2"):
         convert([str(tmp_path / "ck"), str(tmp_path / "model.safetensors")])
     assert not (tmp_path / "model.safetensors").exists()
+
+
+@pytest.fixture(params=["cuda", "emulator"])
+def device(request):
+    return Device(request.param)
+
+
+@pytest.mark.parametrize("recurrence", ["per-step", "persistent"])
+def test_cuda_kernels_equal_numpy_for_stacked_bidirectional(device, recurrence):
+    """The GPU backend (on the CPU emulator without a GPU) on a 2+2-layer model with a bidirectional encoder and
+    dropout: numpy's loss and gradients (float64) and its translations."""
+    rng = np.random.default_rng(9)
+    reference = options_model("numpy", (2, 2, True, 0.3), n_in=7, n_out=9, units=5, enc_len=4, dec_len=6)
+    model = copy_to_backend(reference, device.backend(recurrence))
+    enc, dec_in, dec_out = random_batch(rng, reference, 5)
+    expected, _ = reference.forward_backward(enc, dec_in, dec_out, dropout_seed=2)
+    got, _ = model.forward_backward(enc, dec_in, dec_out, dropout_seed=2)
+    assert abs(float(got) - float(expected)) <= 1e-10 * float(expected)
+    assert relative_error(device.xp.asnumpy(model.grads.flat), reference.grads.flat) < 1e-10
+    texts = ["abc", "a", "fed", "bb"]
+    assert model.translate(texts) == reference.translate(texts)

@@ -84,6 +84,10 @@ class Backend:
     def softmax_cross_entropy(self, logits, target_ids, grad_scale):
         return layers.softmax_cross_entropy(self.xp, logits, target_ids, grad_scale)
 
+    def dropout_mask(self, shape, rate, key, row_offset, dtype):
+        """Inverted-dropout multipliers of a (T, B, F) tensor, a function of (key, position) only (``layers``)."""
+        return layers.dropout_mask(self.xp, shape, rate, key, row_offset, dtype)
+
     def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt):
         """One RMSprop step over flat arrays, in place (math in ``optim``)."""
         xp = self.xp
@@ -209,6 +213,11 @@ class NumbaBackend(Backend):
 
     def scatter_add_rows(self, out, ids, values):
         self.kernels.scatter_add_rows(out, ids, values)
+
+    def dropout_mask(self, shape, rate, key, row_offset, dtype):
+        mask = np.empty(shape, dtype=dtype)
+        self.kernels.dropout_mask(mask, rate, np.uint64(key), row_offset)
+        return mask
 
     def softmax_cross_entropy(self, logits, target_ids, grad_scale):
         d_logits = np.empty_like(logits)

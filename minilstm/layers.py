@@ -86,3 +86,40 @@ def softmax_cross_entropy(xp, logits, target_ids, grad_scale):
     d_logits *= grad_scale
     d_logits[~counted] = 0.0
     return loss_sum, n_correct, d_logits
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Counter-based dropout masks: splitmix64's finaliser (Steele, Lea & Flood 2014) over a counter built from the
+# position, keyed by the seed. Every element's draw depends on its coordinates only, like Philox in cuRAND.
+
+_MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_STRIDES = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD1B54A32D192ED03), np.uint64(0xABC98388FB8FAC03),
+            np.uint64(0x8CB92BA72F3D8DD7))
+
+
+def _mix(xp, x):
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX_1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX_2
+    return x ^ (x >> np.uint64(31))
+
+
+def dropout_key(*words: int) -> int:
+    """One 64-bit key from a few integers (a seed, a step, a layer): the key of ``dropout_mask``."""
+    state = np.random.SeedSequence([int(w) & 0xFFFFFFFFFFFFFFFF for w in words]).generate_state(1, np.uint64)[0]
+    return int(state)
+
+
+def dropout_mask(xp, shape, rate: float, key: int, row_offset: int = 0, dtype=np.float32):
+    """Inverted-dropout multipliers for a (T, B, F) tensor: 0 with probability ``rate``, else 1 / (1 - rate).
+    Element (t, b, f) keeps iff u >= rate, with u = mix(key + t*S0 + (row_offset + b)*S1 + f*S2) / 2^64 (53 bits),
+    so rows ``row_offset..`` of a batch get the same multipliers whatever else is in the batch."""
+    steps, batch, features = shape
+    with np.errstate(over="ignore"):
+        t = xp.arange(steps, dtype=np.uint64).reshape(steps, 1, 1) * _STRIDES[0]
+        b = xp.arange(row_offset, row_offset + batch, dtype=np.uint64).reshape(1, batch, 1) * _STRIDES[1]
+        f = xp.arange(features, dtype=np.uint64).reshape(1, 1, features) * _STRIDES[2]
+        bits = _mix(xp, (t + b) + (f + np.uint64(key)))
+    uniform = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return (uniform >= rate).astype(dtype) * (1.0 / (1.0 - rate))

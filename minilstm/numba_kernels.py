@@ -203,3 +203,29 @@ def rmsprop_update(params, grads, velocity, learning_rate, rho, epsilon, epsilon
             params[k] -= learning_rate * g / math.sqrt(v + epsilon)
         else:
             params[k] -= learning_rate * g / (math.sqrt(v) + epsilon)
+
+
+_DROP_MIX_1, _DROP_MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_DROP_S0, _DROP_S1, _DROP_S2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD1B54A32D192ED03), \
+    np.uint64(0xABC98388FB8FAC03)
+
+
+@njit(cache=True, nogil=True)
+def dropout_mask(mask, rate, key, row_offset):
+    """``layers.dropout_mask`` in one pass, bit for bit: the same 64-bit counter and mixer per element (all
+    arithmetic in uint64, which wraps as numpy's does)."""
+    steps, batch, features = mask.shape
+    scale = mask.dtype.type(1.0 / (1.0 - rate))
+    zero = mask.dtype.type(0.0)
+    for t in range(steps):
+        for b in range(batch):
+            row = np.uint64(t) * _DROP_S0 + np.uint64(row_offset + b) * _DROP_S1 + key
+            for f in range(features):
+                x = row + np.uint64(f) * _DROP_S2
+                x = x ^ (x >> np.uint64(30))
+                x = x * _DROP_MIX_1
+                x = x ^ (x >> np.uint64(27))
+                x = x * _DROP_MIX_2
+                x = x ^ (x >> np.uint64(31))
+                uniform = np.float64(x >> np.uint64(11)) * 2.0**-53
+                mask[t, b, f] = scale if uniform >= rate else zero

@@ -218,3 +218,12 @@ def test_cuda_kernels_equal_numpy(device, rng, dtype, kind, shape):
 @pytest.fixture(params=["cuda", "emulator"])
 def device(request):
     return Device(request.param)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,offset", [((59, 32, 256), 0), ((3, 7, 5), 13), ((1, 1, 1), 0)])
+def test_numba_dropout_masks_are_numpys_bit_for_bit(rng, dtype, shape, offset):
+    key, rate = dropout_key(int(rng.integers(1 << 62)), 3), float(rng.uniform(0.05, 0.9))
+    expected = dropout_mask(np, shape, rate, key, offset, dtype)
+    actual = get_backend("numba").dropout_mask(shape, rate, key, offset, dtype)
+    assert actual.dtype == expected.dtype and np.array_equal(actual, expected)

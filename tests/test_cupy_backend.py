@@ -297,15 +297,20 @@ def test_optimizer_updates_and_global_norm(device, rng, dtype, n):
     assert xp.asnumpy(grads_dev).tobytes() == grads.astype(dtype).tobytes(), "an update wrote into the gradient"
 
 
-def test_clipping_on_the_device_reads_nothing_back(device, rng):
-    """An optimizer step with clipping is four launches (two for the norm, one update) whose factor never leaves the
-    device: the step gives the numpy backend's weights."""
+def test_a_clipped_step_keeps_the_factor_on_the_device(device, rng, monkeypatch):
+    """An optimizer step with clipping is three launches - the two of the norm, then the update - and the update is
+    handed the device array the norm kernel wrote its factor into, not a host number (reading one back would wait
+    for the GPU every step); the weights are the numpy backend's."""
     backend = device.backend()
     n = 1000
     params, grads = rng.standard_normal(n), rng.standard_normal(n)
     ours = device.xp.asarray(params)
     theirs = params.copy()
     for name in OPTIMIZERS:
+        handed = []
+        update = getattr(backend, f"{name}_update")
+        monkeypatch.setattr(backend, f"{name}_update",
+                            lambda *args, update=update, handed=handed: (handed.append(args[-1]), update(*args)))
         device_opt = make_optimizer(name, backend, n, np.float64, clip_norm=1.0)
         host_opt = make_optimizer(name, get_backend("numpy"), n, np.float64, clip_norm=1.0)
         if device.kind == "emulator":
@@ -315,6 +320,7 @@ def test_clipping_on_the_device_reads_nothing_back(device, rng):
         if device.kind == "emulator":
             assert dict(cuda_emulator.calls) == {"sum_squares_partial_f64": 1, "global_norm_scale": 1,
                                                  f"{name}_update_f64": 1}
+        assert len(handed) == 1 and isinstance(handed[0], device.xp.ndarray), handed
         close(device, ours, theirs, np.float64)
 
 

@@ -1,7 +1,8 @@
 // minilstm's CUDA kernels for the CuPy backend (minilstm/cupy_backend.py). Each has a float32 and a float64
 // instantiation (suffix _f32 / _f64) and is checked against the NumPy float64 reference in tests/test_cupy_backend.py.
 // The math is the one written out in minilstm/lstm.py and minilstm/layers.py; gate order i, f, c~, o (Keras).
-// Launch shapes: one thread per element for the pointwise kernels; one block per row for softmax cross-entropy.
+// Launch shapes: one thread per element for the pointwise kernels; one block per row for softmax cross-entropy;
+// a grid fixed by the size, then one block, for the gradient's global norm.
 
 #define MINILSTM_DEVICE __device__ __forceinline__
 
@@ -158,17 +159,95 @@ MINILSTM_DEVICE void softmax_cross_entropy(const T* logits, const long long* tar
     }
 }
 
-// One RMSprop step over the flat parameter buffer (minilstm/optim.py).
+// The optimizers: one step each over the flat parameter buffer (math in minilstm/optim.py). grad_scale points to the
+// clipping factor computed on the device by global_norm_scale (so clipping never waits for the GPU), rounded to T
+// and applied to each gradient element as it is read; null: no clipping, the gradient as it is.
+template <typename T>
+MINILSTM_DEVICE T scaled_gradient(const T* grads, long long e, const double* grad_scale) {
+    return grad_scale ? grads[e] * (T)*grad_scale : grads[e];
+}
+
 template <typename T>
 MINILSTM_DEVICE void rmsprop_update(T* params, const T* grads, T* velocity, long long n, double learning_rate,
-                                    double rho, double epsilon, int epsilon_inside_sqrt) {
+                                    double rho, double epsilon, int epsilon_inside_sqrt, const double* grad_scale) {
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
          e += (long long)gridDim.x * blockDim.x) {
-        const T g = grads[e];
+        const T g = scaled_gradient(grads, e, grad_scale);
         const T v = (T)rho * velocity[e] + (T)(1.0 - rho) * g * g;
         velocity[e] = v;
         const T denom = epsilon_inside_sqrt ? sqrt(v + (T)epsilon) : sqrt(v) + (T)epsilon;
         params[e] -= (T)learning_rate * g / denom;
+    }
+}
+
+// step_size = lr / (1 - beta_1^t), bias_correction2_sqrt = sqrt(1 - beta_2^t), computed on the host per step.
+template <typename T>
+MINILSTM_DEVICE void adam_update(T* params, const T* grads, T* m, T* v, long long n, double step_size, double beta_1,
+                                 double beta_2, double epsilon, double bias_correction2_sqrt,
+                                 const double* grad_scale) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        const T g = scaled_gradient(grads, e, grad_scale);
+        const T m_new = (T)beta_1 * m[e] + (T)(1.0 - beta_1) * g;
+        const T v_new = (T)beta_2 * v[e] + (T)(1.0 - beta_2) * g * g;
+        m[e] = m_new;
+        v[e] = v_new;
+        params[e] -= (T)step_size * m_new / (sqrt(v_new) / (T)bias_correction2_sqrt + (T)epsilon);
+    }
+}
+
+template <typename T>
+MINILSTM_DEVICE void sgd_update(T* params, const T* grads, T* momentum_buffer, long long n, double learning_rate,
+                                double momentum, const double* grad_scale) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        const T b = (T)momentum * momentum_buffer[e] + scaled_gradient(grads, e, grad_scale);
+        momentum_buffer[e] = b;
+        params[e] -= (T)learning_rate * b;
+    }
+}
+
+// The sum of every thread's value over the block, the same in every thread: a tree in dynamic shared memory
+// (blockDim.x doubles; blockDim.x a power of two), so the order of the additions is fixed.
+MINILSTM_DEVICE double block_sum(double value) {
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    double* shared = reinterpret_cast<double*>(shared_bytes);
+    const int t = threadIdx.x;
+    shared[t] = value;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (t < stride) shared[t] += shared[t + stride];
+        __syncthreads();
+    }
+    return shared[0];
+}
+
+// The gradient's global norm, deterministically (no atomics: runs repeat bit for bit), in two launches. First
+// partials[b] = the sum of x[e]^2, in double, over block b's elements (grid-stride; the grid depends on n alone).
+// Dynamic shared memory: blockDim.x doubles.
+template <typename T>
+MINILSTM_DEVICE void sum_squares_partial(const T* x, long long n, double* partials) {
+    double sum = 0.0;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        const double value = (double)x[e];
+        sum += value * value;
+    }
+    const double total = block_sum(sum);
+    if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+// Then one block: out[1] = the sum of the `count` partials, out[0] = the clipping factor
+// clip_norm / max(sqrt(out[1]), clip_norm), plus (norm - norm): NaN where the norm is not finite, as Keras does.
+// The update kernels read out[0] as their grad_scale.
+extern "C" __global__ void global_norm_scale(const double* partials, int count, double clip_norm, double* out) {
+    double sum = 0.0;
+    for (int k = threadIdx.x; k < count; k += blockDim.x) sum += partials[k];
+    const double total = block_sum(sum);
+    if (threadIdx.x == 0) {
+        const double norm = sqrt(total);
+        out[0] = clip_norm / fmax(norm, clip_norm) + (norm - norm);
+        out[1] = total;
     }
 }
 
@@ -198,8 +277,24 @@ MINILSTM_DEVICE void rmsprop_update(T* params, const T* grads, T* velocity, long
     }                                                                                                              \
     extern "C" __global__ void rmsprop_update_##SUFFIX(T* params, const T* grads, T* velocity, long long n,       \
                                                        double learning_rate, double rho, double epsilon,          \
-                                                       int epsilon_inside_sqrt) {                                 \
-        rmsprop_update<T>(params, grads, velocity, n, learning_rate, rho, epsilon, epsilon_inside_sqrt);          \
+                                                       int epsilon_inside_sqrt, const double* grad_scale) {       \
+        rmsprop_update<T>(params, grads, velocity, n, learning_rate, rho, epsilon, epsilon_inside_sqrt,            \
+                          grad_scale);                                                                             \
+    }                                                                                                              \
+    extern "C" __global__ void adam_update_##SUFFIX(T* params, const T* grads, T* m, T* v, long long n,           \
+                                                    double step_size, double beta_1, double beta_2,               \
+                                                    double epsilon, double bias_correction2_sqrt,                 \
+                                                    const double* grad_scale) {                                   \
+        adam_update<T>(params, grads, m, v, n, step_size, beta_1, beta_2, epsilon, bias_correction2_sqrt,          \
+                       grad_scale);                                                                                \
+    }                                                                                                              \
+    extern "C" __global__ void sgd_update_##SUFFIX(T* params, const T* grads, T* momentum_buffer, long long n,    \
+                                                   double learning_rate, double momentum,                         \
+                                                   const double* grad_scale) {                                    \
+        sgd_update<T>(params, grads, momentum_buffer, n, learning_rate, momentum, grad_scale);                    \
+    }                                                                                                              \
+    extern "C" __global__ void sum_squares_partial_##SUFFIX(const T* x, long long n, double* partials) {          \
+        sum_squares_partial<T>(x, n, partials);                                                                    \
     }
 
 MINILSTM_INSTANTIATE(float, f32)

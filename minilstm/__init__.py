@@ -7,7 +7,7 @@ backends (``get_backend``) and the loss (``softmax_cross_entropy``); the seq2seq
 from .backend import get_backend
 from .errors import MinilstmError
 from .nn import LSTM, Dense, Parameters
-from .optim import RMSprop
+from .optim import SGD, Adam, RMSprop, make_optimizer
 
 
 def softmax_cross_entropy(backend, logits, target_ids, grad_scale):
@@ -17,5 +17,5 @@ def softmax_cross_entropy(backend, logits, target_ids, grad_scale):
 
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "Dense", "MinilstmError", "Parameters", "RMSprop", "get_backend", "softmax_cross_entropy",
-           "__version__"]
+__all__ = ["LSTM", "SGD", "Adam", "Dense", "MinilstmError", "Parameters", "RMSprop", "get_backend", "make_optimizer",
+           "softmax_cross_entropy", "__version__"]

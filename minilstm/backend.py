@@ -10,6 +10,7 @@ recurrence is independent across the rows of a batch, so each thread runs the wh
 only the weight gradients are summed at the end.
 """
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -88,9 +89,27 @@ class Backend:
         """Inverted-dropout multipliers of a (T, B, F) tensor, a function of (key, position) only (``layers``)."""
         return layers.dropout_mask(self.xp, shape, rate, key, row_offset, dtype)
 
-    def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt):
-        """One RMSprop step over flat arrays, in place (math in ``optim``)."""
+    # The optimizers (math in ``optim``): one fused step each over the flat buffers, in place. ``grad_scale`` is the
+    # clipping factor from ``clip_scale``, rounded to the gradient's dtype and applied to each element as it is read
+    # (the gradient buffer is never written), or None: no clipping, the gradient as it is.
+
+    def sum_of_squares(self, array):
+        """sum(x^2) over a flat array, in float64: numpy's pairwise sum here; a faster backend sums in its own fixed
+        order (a GPU returns a device scalar)."""
+        return float(self.xp.sum(self.xp.square(array, dtype=np.float64)))
+
+    def clip_scale(self, grads, clip_norm):
+        """The clipping factor clip_norm / max(norm, clip_norm) for the gradient's global norm (NaN where the norm is
+        not finite: ``norm - norm``, as Keras adds it). A host float here; a GPU gives a device array that its update
+        kernels read, so clipping never waits for the GPU."""
+        norm = math.sqrt(self.sum_of_squares(grads))
+        return clip_norm / max(norm, clip_norm) + (norm - norm)
+
+    def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt,
+                       grad_scale=None):
         xp = self.xp
+        if grad_scale is not None:
+            grads = grads * grads.dtype.type(grad_scale)
         velocity *= rho
         velocity += (1.0 - rho) * grads * grads
         if epsilon_inside_sqrt:
@@ -99,6 +118,27 @@ class Backend:
             denom = xp.sqrt(velocity)
             denom += epsilon
         params -= learning_rate * grads / denom
+
+    def adam_update(self, params, grads, m, v, step_size, beta_1, beta_2, epsilon, bias_correction2_sqrt,
+                    grad_scale=None):
+        """``step_size`` = lr / (1 - beta_1^t), ``bias_correction2_sqrt`` = sqrt(1 - beta_2^t)."""
+        if grad_scale is not None:
+            grads = grads * grads.dtype.type(grad_scale)
+        m *= beta_1
+        m += (1.0 - beta_1) * grads
+        v *= beta_2
+        v += (1.0 - beta_2) * grads * grads
+        denom = self.xp.sqrt(v)
+        denom /= bias_correction2_sqrt
+        denom += epsilon
+        params -= step_size * m / denom
+
+    def sgd_update(self, params, grads, momentum_buffer, learning_rate, momentum, grad_scale=None):
+        if grad_scale is not None:
+            grads = grads * grads.dtype.type(grad_scale)
+        momentum_buffer *= momentum
+        momentum_buffer += grads
+        params -= learning_rate * momentum_buffer
 
 
 NumpyBackend = Backend
@@ -224,8 +264,29 @@ class NumbaBackend(Backend):
         loss_sum, n_correct = self.kernels.softmax_cross_entropy(logits, target_ids, grad_scale, d_logits)
         return np.float64(loss_sum), np.int64(n_correct), d_logits
 
-    def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt):
-        self.kernels.rmsprop_update(params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt)
+    # The optimizers: a factor of exactly 1 in the array's dtype where there is no clipping (g * 1 is g, bit for bit);
+    # a clipping factor is rounded to that dtype first, as numpy does with ``grads * grad_scale``.
+
+    def sum_of_squares(self, array):
+        return self.kernels.sum_of_squares(array)
+
+    @staticmethod
+    def _factor(array, grad_scale):
+        return array.dtype.type(1.0 if grad_scale is None else grad_scale)
+
+    def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt,
+                       grad_scale=None):
+        self.kernels.rmsprop_update(params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt,
+                                    self._factor(grads, grad_scale))
+
+    def adam_update(self, params, grads, m, v, step_size, beta_1, beta_2, epsilon, bias_correction2_sqrt,
+                    grad_scale=None):
+        self.kernels.adam_update(params, grads, m, v, step_size, beta_1, beta_2, epsilon, bias_correction2_sqrt,
+                                 self._factor(grads, grad_scale))
+
+    def sgd_update(self, params, grads, momentum_buffer, learning_rate, momentum, grad_scale=None):
+        self.kernels.sgd_update(params, grads, momentum_buffer, learning_rate, momentum,
+                                self._factor(grads, grad_scale))
 
 
 def _cupy_backend(recurrence: str = "per-step"):

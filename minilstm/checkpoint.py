@@ -41,7 +41,10 @@ RUN_CHECKPOINTS = ("latest", "best", "final")
 class Checkpoint:
     model: Seq2Seq
     config: dict  # everything in config.json
-    optimizer_velocity: np.ndarray | None  # flat RMSprop state, in the model's flat parameter layout
+    # The optimizer's state arrays by name (RMSprop: velocity; Adam: m, v; SGD: momentum), each flat in the model's
+    # parameter layout; None when the checkpoint has no optimizer. Its name and hyper-parameters are in
+    # config["optimizer"].
+    optimizer_state: dict[str, np.ndarray] | None
 
 
 def _write_file(path: Path, write):
@@ -91,8 +94,8 @@ def save_checkpoint(path, model: Seq2Seq, optimizer=None, extra: dict | None = N
         _write_file(tmp / WEIGHTS_FILE, lambda f: f.write(weights))
         if optimizer is not None:
             what = f"the optimizer state ({OPTIMIZER_FILE})"
-            velocity = {"velocity": model.backend.to_numpy(optimizer.velocity)}
-            state = safetensors.numpy.save(velocity, metadata={"format": FORMAT})
+            arrays = {name: model.backend.to_numpy(array) for name, array in optimizer.state().items()}
+            state = safetensors.numpy.save(arrays, metadata={"format": FORMAT})
             _write_file(tmp / OPTIMIZER_FILE, lambda f: f.write(state))
         what = f"the config ({CONFIG_FILE})"
         text = json.dumps(config, indent=1, ensure_ascii=False) + "\n"
@@ -204,11 +207,11 @@ def load_checkpoint(path, backend="numpy") -> Checkpoint:
             raise MinilstmError(f"{weights_path}: tensor {name!r} has shape {weights[name].shape}, the config in "
                                 f"{config_path} needs {shape}")
     model.set_weights(weights)
-    velocity = None
+    optimizer_state = None
     if "optimizer" in config:
         opt_path = path / optimizer_file
-        velocity = _read_tensors(opt_path).get("velocity")
-        if velocity is None or velocity.shape != model.params.flat.shape:
+        optimizer_state = _read_tensors(opt_path)  # version 1 and RMSprop: {"velocity"}
+        if not optimizer_state or any(a.shape != model.params.flat.shape for a in optimizer_state.values()):
             raise MinilstmError(f"{opt_path}: optimizer state does not match the model's "
                                 f"{model.params.flat.size} parameters")
-    return Checkpoint(model, config, velocity)
+    return Checkpoint(model, config, optimizer_state)

@@ -8,7 +8,8 @@ Two ways to run the recurrence (DESIGN.md §3), chosen by ``recurrence``:
   (shared memory above 48 KiB per block), that call runs per step instead.
 
 Both share the rest: weight gradients as one GEMM over all steps, deterministic scatter-add (no atomics, so runs
-repeat bit for bit), fused softmax cross-entropy and a single fused RMSprop launch over the flat parameter buffer.
+repeat bit for bit), fused softmax cross-entropy and a single fused optimizer launch over the flat parameter buffer
+(with gradient clipping, two more before it for the global norm, deterministic too, and no read-back).
 """
 
 from pathlib import Path
@@ -22,6 +23,7 @@ INSTALL_HINT = "pip install 'minilstm[cuda13]' (CUDA 13) or 'minilstm[cuda12]' (
 THREADS = 256
 RECURRENCES = ("per-step", "persistent")
 SHARED_LIMIT = 48 * 1024  # dynamic shared memory a kernel may use without opting in to more
+SUM_BLOCKS = 1024  # most blocks in the first pass of the global norm (their partial sums go to one block)
 
 
 def kernel_dir() -> Path:
@@ -94,8 +96,11 @@ class CupyBackend(Backend):
             self._barrier = xp.zeros(2, dtype=np.uint32)  # grid_barrier's state; every launch leaves it usable
 
     def _kernel(self, name: str, dtype, module=None):
-        suffix = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
-        key = f"{name}_{suffix}"
+        """The kernel ``name`` instantiated for ``dtype`` (``name_f32``/``name_f64``); dtype None: ``name`` itself."""
+        if dtype is None:
+            key = name
+        else:
+            key = f"{name}_{ {np.dtype(np.float32): 'f32', np.dtype(np.float64): 'f64'}[np.dtype(dtype)]}"
         if key not in self._kernels:
             self._kernels[key] = (module or self.module).get_function(key)
         return self._kernels[key]
@@ -182,12 +187,58 @@ class CupyBackend(Backend):
             shared_mem=shared)
         return row_loss.sum(), row_hit.sum(), d_logits
 
-    def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt):
+    # --- the optimizers -------------------------------------------------------------------------------------------
+
+    def _norm_and_scale(self, array, clip_norm: float):
+        """A device array [clipping factor for ``clip_norm``, sum of squares of ``array``] (float64): per-block
+        partial sums over a grid that depends on the size alone, then one block adds them, so every run adds in the
+        same order. Nothing is read back."""
+        cp = self.xp
+        self._contiguous(array)
+        blocks = max(1, min(-(-array.size // THREADS), SUM_BLOCKS))
+        partials = cp.empty(blocks, dtype=cp.float64)
+        self._kernel("sum_squares_partial", array.dtype)(
+            (blocks,), (THREADS,), (array, np.int64(array.size), partials), shared_mem=THREADS * 8)
+        out = cp.empty(2, dtype=cp.float64)
+        self._kernel("global_norm_scale", None)(
+            (1,), (THREADS,), (partials, np.int32(blocks), np.float64(clip_norm), out), shared_mem=THREADS * 8)
+        return out
+
+    def sum_of_squares(self, array):
+        """A device scalar."""
+        return self._norm_and_scale(array, 1.0)[1]
+
+    def clip_scale(self, grads, clip_norm):
+        """A device array whose first element is the factor: the update kernels read it there."""
+        return self._norm_and_scale(grads, clip_norm)
+
+    @staticmethod
+    def _scale_pointer(grad_scale):
+        return np.uint64(0) if grad_scale is None else grad_scale  # null: no clipping
+
+    def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt,
+                       grad_scale=None):
         self._contiguous(params, grads, velocity)
         self._kernel("rmsprop_update", params.dtype)(
             _grid(params.size), (THREADS,),
             (params, grads, velocity, np.int64(params.size), np.float64(learning_rate), np.float64(rho),
-             np.float64(epsilon), np.int32(bool(epsilon_inside_sqrt))))
+             np.float64(epsilon), np.int32(bool(epsilon_inside_sqrt)), self._scale_pointer(grad_scale)))
+
+    def adam_update(self, params, grads, m, v, step_size, beta_1, beta_2, epsilon, bias_correction2_sqrt,
+                    grad_scale=None):
+        self._contiguous(params, grads, m, v)
+        self._kernel("adam_update", params.dtype)(
+            _grid(params.size), (THREADS,),
+            (params, grads, m, v, np.int64(params.size), np.float64(step_size), np.float64(beta_1),
+             np.float64(beta_2), np.float64(epsilon), np.float64(bias_correction2_sqrt),
+             self._scale_pointer(grad_scale)))
+
+    def sgd_update(self, params, grads, momentum_buffer, learning_rate, momentum, grad_scale=None):
+        self._contiguous(params, grads, momentum_buffer)
+        self._kernel("sgd_update", params.dtype)(
+            _grid(params.size), (THREADS,),
+            (params, grads, momentum_buffer, np.int64(params.size), np.float64(learning_rate), np.float64(momentum),
+             self._scale_pointer(grad_scale)))
 
     # --- the persistent recurrence ----------------------------------------------------------------------------
 

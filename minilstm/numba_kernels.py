@@ -193,10 +193,25 @@ def softmax_cross_entropy(logits, target_ids, grad_scale, d_logits):
     return loss_sum, n_correct
 
 
+# The optimizers (math in ``optim``), one pass each over the flat buffers. ``grad_scale``: the clipping factor in the
+# gradient's dtype, exactly 1 without clipping (g * 1 is g, bit for bit). The hyper-parameters are Python floats, so
+# the arithmetic runs in float64 and each result is rounded once to the arrays' dtype as it is stored.
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def rmsprop_update(params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt):
+def sum_of_squares(x):
+    """sum(x^2) in float64, one element after another: a fixed order (no fastmath, so LLVM cannot reorder it)."""
+    total = 0.0
+    for k in range(x.shape[0]):
+        value = np.float64(x[k])
+        total += value * value
+    return total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def rmsprop_update(params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt, grad_scale):
     for k in range(params.shape[0]):
-        g = grads[k]
+        g = grads[k] * grad_scale
         v = rho * velocity[k] + (1 - rho) * g * g
         velocity[k] = v
         if epsilon_inside_sqrt:
@@ -229,3 +244,22 @@ def dropout_mask(mask, rate, key, row_offset):
                 x = x ^ (x >> np.uint64(31))
                 uniform = np.float64(x >> np.uint64(11)) * 2.0**-53
                 mask[t, b, f] = scale if uniform >= rate else zero
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adam_update(params, grads, m, v, step_size, beta_1, beta_2, epsilon, bias_correction2_sqrt, grad_scale):
+    for k in range(params.shape[0]):
+        g = grads[k] * grad_scale
+        m_k = beta_1 * m[k] + (1 - beta_1) * g
+        v_k = beta_2 * v[k] + (1 - beta_2) * g * g
+        m[k] = m_k
+        v[k] = v_k
+        params[k] -= step_size * m_k / (math.sqrt(v_k) / bias_correction2_sqrt + epsilon)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sgd_update(params, grads, momentum_buffer, learning_rate, momentum, grad_scale):
+    for k in range(params.shape[0]):
+        b = momentum * momentum_buffer[k] + grads[k] * grad_scale
+        momentum_buffer[k] = b
+        params[k] -= learning_rate * b

@@ -1,33 +1,184 @@
-"""RMSprop, as tf.keras computed it when the Keras example's log was made (DESIGN.md §5).
+"""Optimizers over the model's flat parameter buffer: RMSprop (the Keras example's), Adam, SGD with momentum, and
+gradient clipping by the global norm. The math, once (g: the gradient, w: the weights, t: the step, from 1; every
+state array starts at 0):
 
-    v <- rho * v + (1 - rho) * g^2                         (v starts at 0)
+RMSprop, as tf.keras computed it when the Keras example's log was made (DESIGN.md §5); Keras defaults lr 0.001,
+rho 0.9, epsilon 1e-7, no momentum, not centred:
+
+    v <- rho * v + (1 - rho) * g^2
     w <- w - lr * g / (sqrt(v) + epsilon)                  (default: epsilon outside the square root)
     w <- w - lr * g / sqrt(v + epsilon)                    (epsilon_inside_sqrt=True: Keras 3's formula)
 
 Epsilon's place matters here: the loss is a mean over 64 x 59 positions, so many gradients are ~1e-4 or smaller,
 and sqrt(v + 1e-7) damps their steps up to ~10x. The tf.keras form is what reproduces the example's curve.
+
+Adam (Kingma & Ba, with bias correction), as torch.optim.Adam computes it; Keras defaults lr 0.001, beta_1 0.9,
+beta_2 0.999, epsilon 1e-7:
+
+    m <- beta_1 * m + (1 - beta_1) * g
+    v <- beta_2 * v + (1 - beta_2) * g^2
+    w <- w - lr / (1 - beta_1^t) * m / (sqrt(v) / sqrt(1 - beta_2^t) + epsilon)
+
+torch's default epsilon is 1e-8 (pass epsilon=1e-8 for its defaults). Keras writes the same step as
+w <- w - lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon): its epsilon is the paper's "epsilon
+hat", added to the uncorrected sqrt(v), so Keras with epsilon e equals this formula with epsilon
+e / sqrt(1 - beta_2^t) (the two differ only where sqrt(v) is near epsilon, i.e. for tiny gradients).
+
+SGD with momentum, torch's form; Keras defaults lr 0.01, momentum 0 (then plainly w <- w - lr * g):
+
+    b <- momentum * b + g
+    w <- w - lr * b
+
+Keras keeps u = -lr * b instead (u <- momentum * u - lr * g; w <- w + u): the same steps for a fixed lr.
+
+Gradient clipping by the global norm (Keras's ``global_clipnorm``; ``clip_norm=None``, the default, is off), before
+any of the updates above:
+
+    norm = sqrt(sum of g^2 over the whole flat gradient buffer)           (summed in float64, in a fixed order)
+    g <- g * clip_norm / max(norm, clip_norm)
+
+So a norm at or below ``clip_norm`` leaves g as it is (the factor is exactly 1), and a larger one scales g down to
+norm ``clip_norm``. A NaN or infinite norm makes the factor NaN (as Keras does), so a blown-up gradient reaches the
+weights as NaN and training's finite check stops the run instead of taking a zero step. torch's
+``clip_grad_norm_`` divides by norm + 1e-6 instead (a factor smaller by a relative ~1e-6 / norm).
+
+Each update is one fused pass over the flat buffers on every backend (``Backend.rmsprop_update``, ``adam_update``,
+``sgd_update``); the clipping factor comes from ``Backend.clip_scale`` (a host float on the CPU; on a GPU a device
+array that the update kernels read, so clipping never waits for the GPU). The gradient buffer itself is never
+written: the factor is applied as each element is read.
 """
 
+from .errors import MinilstmError
 
-class RMSprop:
-    """Keras defaults: learning_rate 0.001, rho 0.9, epsilon 1e-7; no momentum, not centred."""
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+# Keras's defaults, per optimizer, for a learning rate left out.
+DEFAULT_LEARNING_RATE = {"rmsprop": 0.001, "adam": 0.001, "sgd": 0.01}
 
-    def __init__(self, backend, num_params, dtype, learning_rate=0.001, rho=0.9, epsilon=1e-7,
-                 epsilon_inside_sqrt=False):
+
+class Optimizer:
+    """What every optimizer shares: the flat state arrays (named, in the model's flat parameter layout), the step
+    counter, clipping, ``config()`` for checkpoints, and ``state()``/``load_state()`` for resuming."""
+
+    name = ""
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, backend, num_params, dtype, learning_rate, clip_norm=None):
+        if clip_norm is not None and not clip_norm > 0:
+            raise ValueError(f"clip_norm must be positive (or None: no clipping), got {clip_norm}")
         self.backend = backend
         self.learning_rate = learning_rate
+        self.clip_norm = clip_norm
+        self.iterations = 0  # steps taken
+        self._state = {name: backend.xp.zeros(num_params, dtype=dtype) for name in self.state_names}
+
+    def step(self, flat_params, flat_grads):
+        """Update ``flat_params`` in place from ``flat_grads`` (1-D arrays of the same layout); ``flat_grads`` is
+        only read, clipped or not."""
+        grad_scale = None if self.clip_norm is None else self.backend.clip_scale(flat_grads, self.clip_norm)
+        self.iterations += 1
+        self._update(flat_params, flat_grads, grad_scale)
+
+    def _update(self, flat_params, flat_grads, grad_scale):
+        raise NotImplementedError
+
+    def hyper(self) -> dict:
+        """The hyper-parameters, by the names the constructor takes."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """Name and hyper-parameters (a checkpoint stores this, with ``iterations``)."""
+        return {"name": self.name, "learning_rate": self.learning_rate, **self.hyper(), "clip_norm": self.clip_norm}
+
+    def state(self) -> dict:
+        """The state arrays by name: the live device arrays (a checkpoint copies them to the host)."""
+        return dict(self._state)
+
+    def load_state(self, state: dict):
+        """Copy ``state`` (name -> flat host or device array, as ``state()`` gives) into this optimizer's arrays."""
+        if state is None or set(state) != set(self.state_names):
+            held = ", ".join(sorted(state or {})) or "nothing"
+            raise MinilstmError(f"the optimizer state holds {held}; {self.name} needs {', '.join(self.state_names)}")
+        for name, array in self._state.items():
+            if tuple(state[name].shape) != array.shape:
+                raise MinilstmError(f"the optimizer state {name!r} has shape {tuple(state[name].shape)}, the model "
+                                    f"needs {array.shape}")
+            array[...] = self.backend.asarray(state[name], dtype=array.dtype)
+
+
+class RMSprop(Optimizer):
+    """Keras defaults: learning_rate 0.001, rho 0.9, epsilon 1e-7; no momentum, not centred. State: velocity."""
+
+    name = "rmsprop"
+    state_names = ("velocity",)
+
+    def __init__(self, backend, num_params, dtype, learning_rate=0.001, rho=0.9, epsilon=1e-7,
+                 epsilon_inside_sqrt=False, clip_norm=None):
+        super().__init__(backend, num_params, dtype, learning_rate, clip_norm)
         self.rho = rho
         self.epsilon = epsilon
         self.epsilon_inside_sqrt = epsilon_inside_sqrt
-        self.velocity = backend.xp.zeros(num_params, dtype=dtype)
-        self.iterations = 0
 
-    def step(self, flat_params, flat_grads):
-        """Update ``flat_params`` in place from ``flat_grads`` (1-D arrays of the same layout)."""
+    @property
+    def velocity(self):
+        return self._state["velocity"]
+
+    def _update(self, flat_params, flat_grads, grad_scale):
         self.backend.rmsprop_update(flat_params, flat_grads, self.velocity, self.learning_rate, self.rho,
-                                    self.epsilon, self.epsilon_inside_sqrt)
-        self.iterations += 1
+                                    self.epsilon, self.epsilon_inside_sqrt, grad_scale)
 
-    def config(self) -> dict:
-        return {"name": "rmsprop", "learning_rate": self.learning_rate, "rho": self.rho, "epsilon": self.epsilon,
-                "epsilon_inside_sqrt": self.epsilon_inside_sqrt}
+    def hyper(self) -> dict:
+        return {"rho": self.rho, "epsilon": self.epsilon, "epsilon_inside_sqrt": self.epsilon_inside_sqrt}
+
+
+class Adam(Optimizer):
+    """Keras defaults: learning_rate 0.001, beta_1 0.9, beta_2 0.999, epsilon 1e-7 (torch: eps 1e-8). State: m (first
+    moment), v (second moment)."""
+
+    name = "adam"
+    state_names = ("m", "v")
+
+    def __init__(self, backend, num_params, dtype, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 clip_norm=None):
+        super().__init__(backend, num_params, dtype, learning_rate, clip_norm)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+
+    def _update(self, flat_params, flat_grads, grad_scale):
+        t = self.iterations
+        step_size = self.learning_rate / (1.0 - self.beta_1**t)
+        bias_correction2_sqrt = (1.0 - self.beta_2**t) ** 0.5
+        self.backend.adam_update(flat_params, flat_grads, self._state["m"], self._state["v"], step_size, self.beta_1,
+                                 self.beta_2, self.epsilon, bias_correction2_sqrt, grad_scale)
+
+    def hyper(self) -> dict:
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+class SGD(Optimizer):
+    """Keras defaults: learning_rate 0.01, momentum 0. State: momentum (the buffer b)."""
+
+    name = "sgd"
+    state_names = ("momentum",)
+
+    def __init__(self, backend, num_params, dtype, learning_rate=0.01, momentum=0.0, clip_norm=None):
+        super().__init__(backend, num_params, dtype, learning_rate, clip_norm)
+        self.momentum = momentum
+
+    def _update(self, flat_params, flat_grads, grad_scale):
+        self.backend.sgd_update(flat_params, flat_grads, self._state["momentum"], self.learning_rate, self.momentum,
+                                grad_scale)
+
+    def hyper(self) -> dict:
+        return {"momentum": self.momentum}
+
+
+_CLASSES = {"rmsprop": RMSprop, "adam": Adam, "sgd": SGD}
+
+
+def make_optimizer(name, backend, num_params, dtype, **hyper) -> Optimizer:
+    """The optimizer called ``name`` (one of ``OPTIMIZERS``) over ``num_params`` parameters; ``hyper``: its
+    constructor's keyword arguments (learning_rate, clip_norm, and its own)."""
+    if name not in _CLASSES:
+        raise MinilstmError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    return _CLASSES[name](backend, num_params, dtype, **hyper)

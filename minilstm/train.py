@@ -29,13 +29,21 @@ from threadpoolctl import threadpool_limits
 from . import distributed
 from .backend import available_backends, default_backend_name, get_backend
 from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
-from .cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, positive_float, positive_int, run_main
+from .cli import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    run_main,
+    unit_fraction,
+)
 from .data import Batch, Batches, Dataset, read_pairs, resolve_pairs, split_validation
 from .distributed import SINGLE_PROCESS
 from .errors import MinilstmError
 from .files import prepare_output_dir, write_text_atomic
 from .nn import dropout_key
-from .optim import RMSprop
+from .optim import DEFAULT_LEARNING_RATE, OPTIMIZERS, Optimizer, make_optimizer
 from .seq2seq import DTYPES, Seq2Seq
 
 EXIT_TERMINATED = 143
@@ -97,11 +105,19 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                         "(2 x --latent-dim units)")
     p.add_argument("--dropout", type=_dropout, default=default(0.0),
                    help="inverted dropout between stacked LSTM layers (training only)")
-    p.add_argument("--learning-rate", type=positive_float, default=default(0.001))
+    p.add_argument("--learning-rate", type=positive_float, default=None,
+                   help="left out: Keras's default for the --optimizer, 0.001 (rmsprop, adam) or 0.01 (sgd)")
     p.add_argument("--rho", type=positive_float, default=default(0.9), help="RMSprop decay")
-    p.add_argument("--epsilon", type=positive_float, default=default(1e-7), help="RMSprop epsilon")
+    p.add_argument("--epsilon", type=positive_float, default=default(1e-7), help="RMSprop's and Adam's epsilon")
     p.add_argument("--epsilon-inside-sqrt", action="store_true", default=default(False),
                    help="Keras 3's RMSprop (lr*g/sqrt(v+eps)) instead of tf.keras's lr*g/(sqrt(v)+eps)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=default("rmsprop"),
+                   help="rmsprop (the Keras example's), adam, or sgd (with --momentum); formulas in minilstm/optim.py")
+    p.add_argument("--clip-norm", type=positive_float, default=None, metavar="X",
+                   help="scale the gradient down to global norm X where it is larger (Keras's global_clipnorm)")
+    p.add_argument("--momentum", type=non_negative_float, default=default(0.0), help="SGD momentum")
+    p.add_argument("--beta-1", type=unit_fraction, default=default(0.9), help="Adam's first-moment decay")
+    p.add_argument("--beta-2", type=unit_fraction, default=default(0.999), help="Adam's second-moment decay")
     p.add_argument("--validation-split", type=_validation_split, default=default(0.2),
                    help="the last fraction of the pairs, in file order, is held out")
     p.add_argument("--validation-data", type=Path, default=None, metavar="PATH",
@@ -127,19 +143,35 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+# The flags that set one optimizer's hyper-parameters, and the optimizers they are for.
+OPTIMIZER_FLAGS = {"rho": ("rmsprop",), "epsilon_inside_sqrt": ("rmsprop",), "epsilon": ("rmsprop", "adam"),
+                   "beta_1": ("adam",), "beta_2": ("adam",), "momentum": ("sgd",)}
+
+
+def _check_optimizer_flags(optimizer: str, given: set):
+    for name in sorted(given & set(OPTIMIZER_FLAGS)):
+        if optimizer not in OPTIMIZER_FLAGS[name]:
+            raise MinilstmError(f"--{name.replace('_', '-')} is for --optimizer {' or '.join(OPTIMIZER_FLAGS[name])}, "
+                                f"this run's is {optimizer}")
+
+
 def parse_args(argv, prepare_out=True):
     """Parse, and with ``--resume`` take the stored run's settings, refusing flags that contradict them. With
     ``prepare_out`` (rank 0 of a data-parallel run: the one that writes), the output directory is created and
     checked here, before any data is read or kernel compiled."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
     if args.dropout > 0 and args.encoder_layers == 1 and args.decoder_layers == 1:
         raise MinilstmError("--dropout acts between stacked LSTM layers: use it with --encoder-layers or "
                             "--decoder-layers of 2 or more")
     if args.resume is None:
+        _check_optimizer_flags(args.optimizer, given)
+        if args.learning_rate is None:
+            args.learning_rate = DEFAULT_LEARNING_RATE[args.optimizer]
         if prepare_out:
             prepare_output_dir(args.out)  # a bad --out fails at once
         return args, None
-    given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
     if not args.resume.is_dir():
         raise MinilstmError(f"cannot resume: {args.resume} is not a directory (pass the --out of an earlier run)")
     latest = resumable_checkpoint(args.resume)  # latest/, or best/ when a full disk stopped the first latest/
@@ -152,6 +184,10 @@ def parse_args(argv, prepare_out=True):
     stored = checkpoint.config.get("training", {}).get("args")
     if stored is None or "progress" not in checkpoint.config.get("training", {}):
         raise MinilstmError(f"cannot resume from {latest}: it holds no training state")
+    # A run from before a flag existed ran with its default (--optimizer: RMSprop without clipping; one-layer
+    # encoder and decoder; no --mask-padding).
+    stored = {**{action.dest: action.default for action in parser._actions if action.dest != "help"}, **stored}
+    _check_optimizer_flags(args.optimizer if "optimizer" in given else stored["optimizer"], given)
     backend = args.backend if "backend" in given else stored["backend"]
     resumed = argparse.Namespace(**stored)
     resumed.data = None if stored["data"] is None else Path(stored["data"])
@@ -173,9 +209,6 @@ def parse_args(argv, prepare_out=True):
     for name in ("checkpoint_every", "num_decodes", "progress", "patience"):
         if not hasattr(resumed, name):
             setattr(resumed, name, getattr(args, name))
-    for name, value in vars(build_parser().parse_args([])).items():
-        if not hasattr(resumed, name):  # a run from before the flag existed: it ran with the default
-            setattr(resumed, name, value)
     return resumed, checkpoint
 
 
@@ -392,7 +425,7 @@ class RunFiles:
             write_text_atomic(self.out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in progress.history),
                               "the history")
 
-    def checkpoint(self, name: str, model: Seq2Seq, optimizer: RMSprop, progress: Progress, metrics=None):
+    def checkpoint(self, name: str, model: Seq2Seq, optimizer: Optimizer, progress: Progress, metrics=None):
         if not self.enabled:
             return
         extra = {"training": {"args": args_record(self.args), "progress": asdict(progress), "ranks": self.comm.size}}
@@ -429,15 +462,19 @@ class Training:
         self.model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
                              dataset.max_decoder_len, args.latent_dim, args.dtype, args.mask_padding,
                              args.encoder_layers, args.decoder_layers, args.bidirectional_encoder, args.dropout)
-        self.optimizer = RMSprop(backend, self.model.params.flat.size, self.model.dtype, args.learning_rate, args.rho,
-                                 args.epsilon, args.epsilon_inside_sqrt)
+        own = {"rmsprop": {"rho": args.rho, "epsilon": args.epsilon, "epsilon_inside_sqrt": args.epsilon_inside_sqrt},
+               "adam": {"beta_1": args.beta_1, "beta_2": args.beta_2, "epsilon": args.epsilon},
+               "sgd": {"momentum": args.momentum}}[args.optimizer]
+        self.optimizer = make_optimizer(args.optimizer, backend, self.model.params.flat.size, self.model.dtype,
+                                        learning_rate=args.learning_rate, clip_norm=args.clip_norm, **own)
         if resumed is None:
             self.model.initialize(np.random.default_rng(init_seed))
             self.progress = Progress()
         else:
             self._resume(resumed)
         comm.broadcast_array(self.model.params.flat)  # every rank starts from rank 0's weights and state
-        comm.broadcast_array(self.optimizer.velocity)
+        for array in self.optimizer.state().values():
+            comm.broadcast_array(array)
         print(f"Training on {len(self.train_idx)} pairs, validating on {len(self.val_idx)}; backend "
               f"{backend.describe()}, {args.dtype}, batch {args.batch_size}, latent {args.latent_dim}; writing to "
               f"{args.out}", flush=True)
@@ -465,7 +502,7 @@ class Training:
                                 "longer gives the vocabularies and lengths the checkpoint was trained on")
         self.model.set_weights(resumed.model.get_weights())
         self.progress = Progress(**training["progress"])
-        self.optimizer.velocity[...] = self.backend.asarray(resumed.optimizer_velocity)
+        self.optimizer.load_state(resumed.optimizer_state)
         self.optimizer.iterations = resumed.config["optimizer"]["iterations"]
         if self.progress.epoch_rng_state is not None:
             self.shuffle_rng.bit_generator.state = self.progress.epoch_rng_state

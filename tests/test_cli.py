@@ -152,6 +152,41 @@ def test_train_bad_inputs(tmp_path):
     assert not (tmp_path / "out" / "final").exists()
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--clip-norm", "0"], "argument --clip-norm: expected a positive number, got '0'"),
+    (["--clip-norm", "-1"], "argument --clip-norm: expected a positive number"),
+    (["--momentum", "-0.1"], "argument --momentum: expected a number >= 0, got '-0.1'"),
+    (["--beta-1", "1"], "argument --beta-1: expected a number in [0, 1), got '1'"),
+    (["--beta-2", "-0.5"], "argument --beta-2: expected a number in [0, 1)"),
+    (["--beta-2", "nan"], "argument --beta-2: expected a number in [0, 1)"),
+    (["--optimizer", "adagrad"], "argument --optimizer: invalid choice: 'adagrad'"),
+])
+def test_bad_optimizer_flags_are_one_argparse_line(tmp_path, capsys, flags, message):
+    from minilstm.train import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([*flags, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m minilstm.train: error: ") and message in err[-1], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_optimizer_flags_and_learning_rate_defaults(tmp_path):
+    """The learning rate left out is Keras's default for the optimizer; a flag of another optimizer is one line."""
+    from minilstm.train import parse_args
+
+    rates = {name: parse_args(["--optimizer", name, "--out", str(tmp_path / name)])[0].learning_rate
+             for name in ("rmsprop", "adam", "sgd")}
+    assert rates == {"rmsprop": 0.001, "adam": 0.001, "sgd": 0.01}
+    args, _ = parse_args(["--optimizer", "sgd", "--learning-rate", "0.5", "--momentum", "0.9", "--clip-norm", "2",
+                          "--out", str(tmp_path / "x")])
+    assert (args.learning_rate, args.momentum, args.clip_norm) == (0.5, 0.9, 2.0)
+    assert parse_args(["--out", str(tmp_path / "y")])[0].clip_norm is None  # off by default
+    assert_user_error(run("train", "--optimizer", "adam", "--momentum", "0.9", "--out", tmp_path / "z"),
+                      "--momentum is for --optimizer sgd", "adam")
+
+
 def test_training_stops_on_divergence(tmp_path):
     """A learning rate that blows up gives the NaN message naming the step, exit 2."""
     result = run("train", "--num-samples", 128, "--epochs", 2, "--batch-size", 32, "--latent-dim", 8,

@@ -167,11 +167,26 @@ def softmax_error(backend) -> float:
     return worst
 
 
+def norm_error(backend) -> float:
+    """The gradient's sum of squares and clipping factor (the two reductions of the global norm) against numpy
+    float64, three launches: six blocks of partial sums, then one block adding them."""
+    rng = np.random.default_rng(3)
+    numpy_backend = get_backend("numpy")
+    worst = 0.0
+    for _ in range(3):
+        grads = rng.standard_normal(256 * 5 + 3)
+        clip_norm = 0.5 * np.sqrt(numpy_backend.sum_of_squares(grads))
+        expected = [numpy_backend.clip_scale(grads, clip_norm), numpy_backend.sum_of_squares(grads)]
+        worst = max(worst, relative_error(backend.clip_scale(grads, clip_norm), expected))
+    return worst
+
+
 def run_kernels(name, edit=None) -> float:
     if name == "lstm_persistent.cu":
         return worst_recurrence_error(
             lambda blocks: cuda_emulator.emulated_cupy_backend("persistent", resident_blocks=blocks, edit=edit))
-    return softmax_error(cuda_emulator.emulated_cupy_backend(edit=edit))
+    backend = cuda_emulator.emulated_cupy_backend(edit=edit)
+    return max(softmax_error(backend), norm_error(backend))
 
 
 @pytest.mark.parametrize("name", ["lstm.cu", "lstm_persistent.cu"])

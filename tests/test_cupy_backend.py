@@ -21,7 +21,7 @@ from helpers import copy_to_backend, numerical_gradient, random_batch, relative_
 from minilstm import layers, lstm
 from minilstm.backend import get_backend
 from minilstm.errors import MinilstmError
-from minilstm.optim import RMSprop
+from minilstm.optim import OPTIMIZERS, RMSprop, make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = sorted((REPO / "kernels").glob("*.cu"))
@@ -44,11 +44,14 @@ def test_kernel_compiles(tmp_path, source, arch):
     assert ptx.returncode == 0, ptx.stderr
     entries = (tmp_path / "out.ptx").read_text()
     kernels = {"lstm.cu": ("lstm_cell_forward", "lstm_cell_backward", "gather_rows_add", "scatter_add_sorted",
-                           "softmax_cross_entropy", "rmsprop_update"),
+                           "softmax_cross_entropy", "rmsprop_update", "adam_update", "sgd_update",
+                           "sum_squares_partial"),
                "lstm_persistent.cu": ("lstm_forward_persistent", "lstm_backward_persistent")}[source.name]
     for kernel in kernels:
         for suffix in ("f32", "f64"):  # every kernel the backend looks up is there, in both precisions
             assert f".entry {kernel}_{suffix}(" in entries, f"{kernel}_{suffix}"
+    for kernel in {"lstm.cu": ("global_norm_scale",)}.get(source.name, ()):  # on doubles only, no suffix
+        assert f".entry {kernel}(" in entries, kernel
 
 
 def nvrtc_library():
@@ -252,6 +255,73 @@ def test_gather_scatter_softmax_rmsprop(device, rng, dtype, rows, vocab, width):
         backend.rmsprop_update(p_dev, xp.asarray(grads, dtype), v_dev, 1e-3, 0.9, 1e-7, inside)
         close(device, p_dev, ref[0], dtype)
         close(device, v_dev, ref[1], dtype)
+
+
+# (the update's arguments after params and grads, from the arrays m and v, then its hyper-parameters)
+UPDATES = {
+    "rmsprop_update": lambda m, v: (v, 1e-3, 0.9, 1e-7, False),
+    "adam_update": lambda m, v: (m, v, 1e-3 / (1 - 0.9**4), 0.9, 0.999, 1e-7, (1 - 0.999**4) ** 0.5),
+    "sgd_update": lambda m, v: (m, 0.01, 0.9),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 700, 256 * 9 + 5])
+def test_optimizer_updates_and_global_norm(device, rng, dtype, n):
+    """Every optimizer kernel, unclipped (null grad_scale) and clipped (the factor read from the device array that
+    the norm kernels wrote), against the numpy backend in float64; the sum of squares over several blocks, the
+    same bits on every run (no atomics)."""
+    xp, backend = device.xp, device.backend()
+    numpy_backend = get_backend("numpy")
+    grads = rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 0, n)
+    expected_sum = numpy_backend.sum_of_squares(grads)
+    grads_dev = xp.asarray(grads, dtype)
+    sums = [xp.asnumpy(backend.sum_of_squares(grads_dev)) for _ in range(3)]
+    assert sums[0].tobytes() == sums[1].tobytes() == sums[2].tobytes()
+    assert abs(float(sums[0]) - expected_sum) <= 10 * TOL[dtype] * expected_sum
+    clip_norm = 0.4 * np.sqrt(expected_sum)
+    scale_dev = backend.clip_scale(grads_dev, clip_norm)
+    assert not isinstance(scale_dev, float) and scale_dev.shape == (2,)  # stays on the device
+    scale = numpy_backend.clip_scale(grads, clip_norm)
+    assert abs(float(xp.asnumpy(scale_dev)[0]) - scale) <= 10 * TOL[dtype] * scale
+    assert float(xp.asnumpy(backend.clip_scale(grads_dev, 3 * clip_norm))[0]) == 1.0  # below: exactly 1
+    for update, arguments in UPDATES.items():
+        for clipped in (False, True):
+            params, m, v = rng.standard_normal(n), rng.standard_normal(n) * 1e-3, rng.uniform(0, 1e-6, n)
+            ref = [params.copy(), m.copy(), v.copy()]
+            getattr(numpy_backend, update)(ref[0], grads, *arguments(*ref[1:]), scale if clipped else None)
+            dev = [xp.asarray(a, dtype) for a in (params, m, v)]
+            getattr(backend, update)(dev[0], grads_dev, *arguments(*dev[1:]), scale_dev if clipped else None)
+            for actual, expected in zip(dev, ref, strict=True):
+                close(device, actual, expected, dtype)
+    assert xp.asnumpy(grads_dev).tobytes() == grads.astype(dtype).tobytes(), "an update wrote into the gradient"
+
+
+def test_a_clipped_step_keeps_the_factor_on_the_device(device, rng, monkeypatch):
+    """An optimizer step with clipping is three launches - the two of the norm, then the update - and the update is
+    handed the device array the norm kernel wrote its factor into, not a host number (reading one back would wait
+    for the GPU every step); the weights are the numpy backend's."""
+    backend = device.backend()
+    n = 1000
+    params, grads = rng.standard_normal(n), rng.standard_normal(n)
+    ours = device.xp.asarray(params)
+    theirs = params.copy()
+    for name in OPTIMIZERS:
+        handed = []
+        update = getattr(backend, f"{name}_update")
+        monkeypatch.setattr(backend, f"{name}_update",
+                            lambda *args, update=update, handed=handed: (handed.append(args[-1]), update(*args)))
+        device_opt = make_optimizer(name, backend, n, np.float64, clip_norm=1.0)
+        host_opt = make_optimizer(name, get_backend("numpy"), n, np.float64, clip_norm=1.0)
+        if device.kind == "emulator":
+            cuda_emulator.calls.clear()
+        device_opt.step(ours, device.xp.asarray(grads))
+        host_opt.step(theirs, grads.copy())
+        if device.kind == "emulator":
+            assert dict(cuda_emulator.calls) == {"sum_squares_partial_f64": 1, "global_norm_scale": 1,
+                                                 f"{name}_update_f64": 1}
+        assert len(handed) == 1 and isinstance(handed[0], device.xp.ndarray), handed
+        close(device, ours, theirs, np.float64)
 
 
 def random_recurrence(rng, steps, batch, units, with_outputs=True) -> dict:

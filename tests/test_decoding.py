@@ -9,7 +9,7 @@ from helpers import random_batch, small_model
 
 from minilstm.checkpoint import load_checkpoint, save_checkpoint
 from minilstm.data import END, START, Dataset, read_pairs
-from minilstm.optim import RMSprop
+from minilstm.optim import OPTIMIZERS, RMSprop, make_optimizer
 from minilstm.seq2seq import Seq2Seq
 
 TINY = Path(__file__).parent / "data" / "tiny.txt"
@@ -105,9 +105,38 @@ def test_checkpoint_round_trip_decodes_identically(cpu_backend, tmp_path, rng):
     assert loaded.model.input_vocab == model.input_vocab and loaded.model.target_vocab == model.target_vocab
     for name, value in model.get_weights().items():
         assert np.array_equal(loaded.model.get_weights()[name], value), name
-    assert np.array_equal(loaded.optimizer_velocity, optimizer.velocity)
+    assert set(loaded.optimizer_state) == {"velocity"}
+    assert np.array_equal(loaded.optimizer_state["velocity"], optimizer.velocity)
     assert loaded.model.translate(dataset.input_texts) == model.translate(dataset.input_texts)
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"], "temporary files left behind"
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_checkpoint_holds_every_optimizer_state(tmp_path, rng, name):
+    """optimizer.safetensors holds each state array by name, config.json the optimizer's name, hyper-parameters
+    and step count; a fresh optimizer loaded from them takes the same next step."""
+    backend = "numpy"
+    dataset, model = tiny_model(backend, "float64")
+    optimizer = make_optimizer(name, model.backend, model.params.flat.size, model.dtype, clip_norm=0.5)
+    for start in (0, 2):
+        model.loss_and_grads(*(ids[start:start + 2] for ids in (dataset.encoder_input_ids, dataset.decoder_input_ids,
+                                                                dataset.decoder_target_ids)))
+        optimizer.step(model.params.flat, model.grads.flat)
+    save_checkpoint(tmp_path / "ckpt", model, optimizer)
+    loaded = load_checkpoint(tmp_path / "ckpt", backend=backend)
+    assert loaded.config["optimizer"] == {**optimizer.config(), "iterations": 2}
+    assert loaded.config["optimizer"]["name"] == name and loaded.config["optimizer"]["clip_norm"] == 0.5
+    assert set(loaded.optimizer_state) == set(optimizer.state())
+    for key, array in optimizer.state().items():
+        assert loaded.optimizer_state[key].tobytes() == array.tobytes(), key
+    again = make_optimizer(name, loaded.model.backend, loaded.model.params.flat.size, loaded.model.dtype,
+                           clip_norm=0.5)
+    again.load_state(loaded.optimizer_state)
+    again.iterations = loaded.config["optimizer"]["iterations"]
+    grads = rng.standard_normal(model.params.flat.size)
+    optimizer.step(model.params.flat, grads)
+    again.step(loaded.model.params.flat, grads)
+    assert loaded.model.params.flat.tobytes() == model.params.flat.tobytes()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

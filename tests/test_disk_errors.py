@@ -137,7 +137,8 @@ def test_version_1_npz_checkpoint_still_loads(tmp_path):
         for name, value in checkpoint.model.get_weights().items():
             assert value.tobytes() == stored[name].tobytes(), name
     with np.load(OLD_CHECKPOINT / "optimizer.npz", allow_pickle=False) as stored:
-        assert checkpoint.optimizer_velocity.tobytes() == stored["velocity"].tobytes()
+        assert list(checkpoint.optimizer_state) == ["velocity"]
+        assert checkpoint.optimizer_state["velocity"].tobytes() == stored["velocity"].tobytes()
     assert checkpoint.config["format_version"] == 1
     translated = run("translate", OLD_CHECKPOINT, "--backend", "numpy", "Go.", "I see.", "Thanks!")
     assert translated.returncode == 0, translated.stderr
@@ -149,15 +150,24 @@ def test_version_1_npz_checkpoint_still_loads(tmp_path):
 
 
 def test_version_1_run_resumes(tmp_path):
-    """A run whose latest/ is in the old format goes on from it, and writes new-format checkpoints."""
+    """A run whose latest/ is in the old format goes on from it, and writes new-format checkpoints. It is from
+    before --optimizer: it resumes as the RMSprop run it was (an explicit --optimizer rmsprop agrees with it, adam
+    contradicts it)."""
     out = tmp_path / "run"
     shutil.copytree(OLD_CHECKPOINT, out / "latest")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, "-m", "minilstm.train", "--resume", out, "--epochs", "9"], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=300)  # its --data is relative to REPO
+
+    def resume(*flags):  # its --data is relative to REPO
+        return subprocess.run([sys.executable, "-m", "minilstm.train", "--resume", out, *flags], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    assert_user_error(resume("--optimizer", "adam"), "--optimizer adam contradicts", "--optimizer rmsprop")
+    result = resume("--epochs", "9", "--optimizer", "rmsprop")
     assert result.returncode == 0, result.stderr
     assert "Resuming" in result.stdout and "after epoch 8, step 0" in result.stdout
     assert "Epoch 9/9" in result.stdout and "Epoch 8/9" not in result.stdout
     final = load_checkpoint(out / "final")
     assert final.config["format_version"] == 2 and final.config["optimizer"]["iterations"] == 9
+    assert final.config["optimizer"]["name"] == "rmsprop" and set(final.optimizer_state) == {"velocity"}
+    assert final.config["training"]["args"]["optimizer"] == "rmsprop"
     assert len(final.config["training"]["progress"]["history"]) == 9

@@ -306,6 +306,22 @@ def test_ctrl_c_to_mpiexec_stops_every_rank_after_the_same_step(uninterrupted, t
     assert_same_bytes(out / "final", uninterrupted / "final")
 
 
+def test_adam_with_clipping_on_two_ranks_resumes_to_the_two_shard_weights(tmp_path):
+    """Every rank clips the same summed gradient and keeps the same Adam state: 1 epoch on 2 ranks, then --resume
+    under mpiexec (every rank starting from rank 0's broadcast m and v) gives the weights of one process with two
+    shards, to the byte."""
+    run = [*RUN, "--optimizer", "adam", "--clip-norm", "0.05"]
+    rc, _, stderr = train(*run, "--out", tmp_path / "one", threads=2)
+    assert rc == 0, stderr
+    rc, _, stderr = train_mpi(2, *run, "--epochs", "1", "--out", tmp_path / "two")
+    assert rc == 0, stderr
+    rc, stdout, stderr = train_mpi(2, "--resume", tmp_path / "two", "--epochs", "3")
+    assert rc == 0, stderr
+    assert DATA_PARALLEL_LINE in stdout and "Resuming" in stdout
+    assert_same_bytes(tmp_path / "two" / "final", tmp_path / "one" / "final")
+    assert load_checkpoint(tmp_path / "two" / "final").config["optimizer"]["name"] == "adam"
+
+
 def test_resume_on_another_number_of_ranks_goes_on_and_says_so(two_ranks, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(two_ranks[0], out)

@@ -113,6 +113,48 @@ def test_rmsprop_update(numba_backend, rng, dtype, inside):
     close(params, expected_params, dtype)
 
 
+def optimizer_inputs(rng, n, dtype):
+    """Parameters, gradients spanning 1e-6 .. 1, and state arrays (positive where they are second moments)."""
+    return {"params": rng.standard_normal(n).astype(dtype),
+            "grads": (rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 0, n)).astype(dtype),
+            "m": (rng.standard_normal(n) * 1e-3).astype(dtype), "v": rng.uniform(0, 1e-3, n).astype(dtype)}
+
+
+# (name, the update's arguments after params and grads from optimizer_inputs' arrays, then its hyper-parameters)
+UPDATES = {
+    "rmsprop_update": lambda a: (a["v"], 0.001, 0.9, 1e-7, False),
+    "adam_update": lambda a: (a["m"], a["v"], 0.001 / (1 - 0.9**3), 0.9, 0.999, 1e-7, (1 - 0.999**3) ** 0.5),
+    "sgd_update": lambda a: (a["m"], 0.01, 0.9),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("update", sorted(UPDATES))
+@pytest.mark.parametrize("grad_scale", [None, 0.37])
+def test_optimizer_updates(numba_backend, rng, dtype, update, grad_scale):
+    """Every update, unclipped and with a clipping factor, against the numpy reference in float64: the parameters
+    and every state array."""
+    n = 1001
+    ours = optimizer_inputs(rng, n, dtype)
+    ref = {k: v.astype(np.float64) for k, v in ours.items()}
+    grads = ours["grads"].copy()
+    getattr(get_backend("numpy"), update)(ref["params"], ref["grads"], *UPDATES[update](ref), grad_scale)
+    getattr(numba_backend, update)(ours["params"], ours["grads"], *UPDATES[update](ours), grad_scale)
+    for name in ("params", "m", "v"):
+        close(ours[name], ref[name], dtype)
+    assert ours["grads"].tobytes() == grads.tobytes(), "the update wrote into the gradient"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 1001, 200_003])
+def test_sum_of_squares_and_clip_scale(numba_backend, rng, dtype, n):
+    x = (rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 1, n)).astype(dtype)
+    expected = get_backend("numpy").sum_of_squares(x)
+    assert abs(numba_backend.sum_of_squares(x) - expected) <= 1e-13 * expected
+    clip_norm = 0.5 * np.sqrt(expected) if n else 1.0
+    assert abs(numba_backend.clip_scale(x, clip_norm) - get_backend("numpy").clip_scale(x, clip_norm)) <= 1e-13
+
+
 @pytest.mark.parametrize("dtype,tolerance", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("batch", [1, 7, 64])
 def test_loss_and_grads_equal_numpy_backend(rng, dtype, tolerance, batch):

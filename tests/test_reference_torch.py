@@ -2,14 +2,17 @@
 
 PyTorch's nn.LSTM keeps weights as (4H, in) with gate order i, f, g, o (= Keras's i, f, c, o), so the mapping is a
 transpose; its second bias (bias_hh) is set to zero and frozen. Inputs are real one-hot tensors, so this also checks
-that our gather/scatter-add equals the one-hot matmul.
+that our gather/scatter-add equals the one-hot matmul. Then training trajectories: RMSprop, Adam and SGD with
+momentum, with and without gradient clipping, against torch.optim and torch.nn.utils.clip_grad_norm_.
 """
+
+import math
 
 import numpy as np
 import pytest
 from helpers import random_batch, relative_error, small_model
 
-from minilstm.optim import RMSprop
+from minilstm.optim import RMSprop, make_optimizer
 
 torch = pytest.importorskip("torch", reason="PyTorch is the reference; install the CPU build: pip install "
                             "torch==2.13.0")
@@ -44,13 +47,19 @@ class TorchSeq2Seq(torch.nn.Module):
         return torch.nn.functional.cross_entropy(logits, targets)  # mean over all T*B positions
 
     def grads_keras_layout(self):
+        return self.keras_layout(lambda tensor: tensor.grad)
+
+    def weights_keras_layout(self):
+        return self.keras_layout(lambda tensor: tensor.detach())
+
+    def keras_layout(self, part):
         out = {}
         for name, lstm in (("encoder", self.encoder), ("decoder", self.decoder)):
-            out[f"{name}.kernel"] = lstm.weight_ih_l0.grad.numpy().T
-            out[f"{name}.recurrent_kernel"] = lstm.weight_hh_l0.grad.numpy().T
-            out[f"{name}.bias"] = lstm.bias_ih_l0.grad.numpy()
-        out["dense.kernel"] = self.dense.weight.grad.numpy().T
-        out["dense.bias"] = self.dense.bias.grad.numpy()
+            out[f"{name}.kernel"] = part(lstm.weight_ih_l0).numpy().T
+            out[f"{name}.recurrent_kernel"] = part(lstm.weight_hh_l0).numpy().T
+            out[f"{name}.bias"] = part(lstm.bias_ih_l0).numpy()
+        out["dense.kernel"] = part(self.dense.weight).numpy().T
+        out["dense.bias"] = part(self.dense.bias).numpy()
         return out
 
 
@@ -96,3 +105,55 @@ def test_rmsprop_trajectory_matches_pytorch(cpu_backend, rng):
         assert np.allclose(model.params["encoder.recurrent_kernel"], reference.encoder.weight_hh_l0.numpy().T,
                            rtol=1e-9, atol=1e-12)
     assert set(final) == set(model.params.views)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+@pytest.mark.parametrize("clip", [False, True])
+def test_adam_sgd_and_clipping_trajectories_match_pytorch(cpu_backend, rng, name, clip):
+    """Five steps on five batches in float64: Adam (epsilon 1e-7, Keras's default, given to torch too; betas 0.9,
+    0.999 in both) and SGD with momentum 0.9 follow torch.optim.Adam / torch.optim.SGD: the same losses and, after
+    the last step, every weight (1e-10). With clipping (half the first batch's gradient norm, so it clips) torch's
+    clip_grad_norm_ clips first. It divides by norm + 1e-6 where Keras and we divide by the norm, so its factor is
+    smaller, relatively, by up to 1e-6 / (norm + 1e-6): each step checks that bound and torch's norm against ours
+    (1e-12), then turns torch's factor into Keras's (g *= ours / torch's), so the trajectories still agree to 1e-10."""
+    model = small_model(cpu_backend, 7, 9, 8, 4, 6)
+    reference = TorchSeq2Seq(model.get_weights())
+    params = [p for p in reference.parameters() if p.requires_grad]
+    batches = [random_batch(rng, model, 4) for _ in range(5)]
+    clip_norm = None
+    if clip:
+        model.loss_and_grads(*batches[0])
+        clip_norm = 0.5 * math.sqrt(cpu_backend.sum_of_squares(model.grads.flat))
+    if name == "adam":
+        ours = make_optimizer("adam", cpu_backend, model.params.flat.size, model.dtype, learning_rate=0.01,
+                              epsilon=1e-7, clip_norm=clip_norm)
+        theirs = torch.optim.Adam(params, lr=0.01, eps=1e-7)
+    else:
+        ours = make_optimizer("sgd", cpu_backend, model.params.flat.size, model.dtype, learning_rate=0.1,
+                              momentum=0.9, clip_norm=clip_norm)
+        theirs = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    clipped_steps = 0
+    for enc, dec_in, dec_out in batches:
+        loss, _ = model.loss_and_grads(enc, dec_in, dec_out)
+        norm = math.sqrt(cpu_backend.sum_of_squares(model.grads.flat))
+        ours.step(model.params.flat, model.grads.flat)
+        theirs.zero_grad()
+        ref_loss = reference.loss(enc, dec_in, dec_out, 7, 9)
+        ref_loss.backward()
+        if clip:
+            torch_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm).item()  # the norm before clipping
+            assert abs(torch_norm - norm) <= 1e-12 * norm
+            torch_factor = min(1.0, clip_norm / (torch_norm + 1e-6))
+            keras_factor = clip_norm / max(torch_norm, clip_norm)
+            assert 0.0 <= 1.0 - torch_factor / keras_factor <= 1e-6 / (torch_norm + 1e-6) + 1e-15
+            clipped_steps += norm > clip_norm
+            with torch.no_grad():
+                for p in params:
+                    p.grad *= keras_factor / torch_factor
+        theirs.step()
+        assert abs(loss - ref_loss.item()) <= 1e-10 * abs(ref_loss.item())
+    assert clipped_steps >= (1 if clip else 0)
+    final = reference.weights_keras_layout()
+    assert set(final) == set(model.params.views)
+    for key, value in final.items():
+        assert relative_error(model.params[key], value) < 1e-10, key

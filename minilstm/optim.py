@@ -48,6 +48,7 @@ array that the update kernels read, so clipping never waits for the GPU). The gr
 written: the factor is applied as each element is read.
 """
 
+from .backend import get_backend
 from .errors import MinilstmError
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -65,7 +66,7 @@ class Optimizer:
     def __init__(self, backend, num_params, dtype, learning_rate, clip_norm=None):
         if clip_norm is not None and not clip_norm > 0:
             raise ValueError(f"clip_norm must be positive (or None: no clipping), got {clip_norm}")
-        self.backend = backend
+        self.backend = backend = get_backend(backend)  # a backend or its name
         self.learning_rate = learning_rate
         self.clip_norm = clip_norm
         self.iterations = 0  # steps taken

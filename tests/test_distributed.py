@@ -322,6 +322,19 @@ def test_adam_with_clipping_on_two_ranks_resumes_to_the_two_shard_weights(tmp_pa
     assert load_checkpoint(tmp_path / "two" / "final").config["optimizer"]["name"] == "adam"
 
 
+def test_stacked_model_with_dropout_on_two_ranks_equals_two_shards(tmp_path):
+    """Dropout masks follow the global rows: rank 1 draws the masks of its rows as thread shard 1 does, so a
+    2+2-layer model with a bidirectional encoder and dropout trains to the same bytes on 2 ranks as on 2 shards."""
+    run = [*RUN, "--epochs", "1", "--encoder-layers", "2", "--decoder-layers", "2", "--bidirectional-encoder",
+           "--dropout", "0.3"]
+    rc, _, stderr = train(*run, "--out", tmp_path / "one", threads=2)
+    assert rc == 0, stderr
+    rc, stdout, stderr = train_mpi(2, *run, "--out", tmp_path / "two")
+    assert rc == 0, stderr
+    assert DATA_PARALLEL_LINE in stdout
+    assert_same_bytes(tmp_path / "two" / "final", tmp_path / "one" / "final")
+
+
 def test_resume_on_another_number_of_ranks_goes_on_and_says_so(two_ranks, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(two_ranks[0], out)

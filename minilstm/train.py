@@ -7,7 +7,7 @@ checkpoints ``latest/`` (after every epoch, every ``--checkpoint-every`` steps, 
 20 training inputs, as the example does.
 
 A run stopped at any moment (kill -9 included) and resumed with ``--resume OUT`` ends with weights bit-identical to
-an uninterrupted run with the same seed on the same backend: the checkpoint holds the weights, the RMSprop state,
+an uninterrupted run with the same seed on the same backend: the checkpoint holds the weights, the optimizer state,
 the epoch and step counters, the shuffling generator's state at the start of the epoch, the running sums of the
 epoch's metrics and the history.
 """
@@ -442,7 +442,7 @@ class RunFiles:
 class Training:
     """One run of ``minilstm.train``: the model, the optimizer, the batches and where training stands, on this
     rank. Data flows one way: ``training_data`` (text -> ids) -> ``Batches`` (this rank's rows of each batch) ->
-    ``rank_part`` (its gradient part) -> the communicator (the sum over the ranks) -> RMSprop -> ``RunFiles``."""
+    ``rank_part`` (its gradient part) -> the communicator (the sum over the ranks) -> the optimizer -> ``RunFiles``."""
 
     def __init__(self, args, resumed, comm):
         self.args, self.comm = args, comm

@@ -71,7 +71,8 @@ def main(argv=None) -> int:
             wall = time.perf_counter() - started
             evaluate_json = args.out / f"{name}-evaluate-best.json"
             evaluate = [sys.executable, "-m", "minilstm.evaluate", str(run_dir / "best"), "--json", str(evaluate_json)]
-            evaluate += ["--data", str(args.data), "--num-samples", args.num_samples] if args.data else []
+            evaluate += ["--data", str(args.data)] if args.data else []
+            evaluate += ["--num-samples", args.num_samples] if args.data and args.num_samples != "all" else []
             run(evaluate)
             shutil.copy(run_dir / "history.jsonl", args.out / f"{name}-history.jsonl")
             history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]

@@ -36,20 +36,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    import argparse
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
+def bounded_float(text: str, accept, expected: str) -> float:
+    """``float(text)`` where ``accept(value)`` holds, else argparse's one-line error "expected EXPECTED"."""
     import argparse
     import math
 
@@ -57,22 +45,22 @@ def non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if not (math.isfinite(value) and accept(value)):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return bounded_float(text, lambda v: v > 0, "a positive number")
+
+
+def non_negative_float(text: str) -> float:
+    return bounded_float(text, lambda v: v >= 0, "a number >= 0")
 
 
 def unit_fraction(text: str) -> float:
-    """A number in [0, 1): a decay rate such as Adam's betas."""
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+    """A number in [0, 1): a decay rate such as Adam's betas, or a dropout rate."""
+    return bounded_float(text, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 COMMANDS = {

@@ -97,7 +97,7 @@ _STRIDES = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD1B54A32D192ED03), np.uin
             np.uint64(0x8CB92BA72F3D8DD7))
 
 
-def _mix(xp, x):
+def _mix(x):
     x = x ^ (x >> np.uint64(30))
     x = x * _MIX_1
     x = x ^ (x >> np.uint64(27))
@@ -120,6 +120,6 @@ def dropout_mask(xp, shape, rate: float, key: int, row_offset: int = 0, dtype=np
         t = xp.arange(steps, dtype=np.uint64).reshape(steps, 1, 1) * _STRIDES[0]
         b = xp.arange(row_offset, row_offset + batch, dtype=np.uint64).reshape(1, batch, 1) * _STRIDES[1]
         f = xp.arange(features, dtype=np.uint64).reshape(1, 1, features) * _STRIDES[2]
-        bits = _mix(xp, (t + b) + (f + np.uint64(key)))
+        bits = _mix((t + b) + (f + np.uint64(key)))
     uniform = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
     return (uniform >= rate).astype(dtype) * (1.0 / (1.0 - rate))

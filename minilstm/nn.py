@@ -248,10 +248,10 @@ class LSTM:
             for direction in range(self.directions):
                 cell = self.cell_name(layer, direction)
                 index = layer * self.directions + direction
-                d_y_half = None if d_y is None or self.directions == 1 else \
+                d_y_cell = d_y if d_y is None or self.directions == 1 else \
                     d_y[:, :, direction * self.units : (direction + 1) * self.units]
                 result = lstm_backward(backend, cache.cells[layer][direction], params[f"{cell}.recurrent_kernel"],
-                                       d_y if self.directions == 1 else d_y_half, d_hn[index], d_cn[index],
+                                       d_y_cell, d_hn[index], d_cn[index],
                                        grads.group(cell), workspaces.setdefault(cell, Workspace(xp)),
                                        kernel=params[f"{cell}.kernel"] if wants_input_grad else None)
                 d_h0[index], d_c0[index] = result[0], result[1]

@@ -124,9 +124,6 @@ class Seq2Seq:
     def _time_major(self, ids):
         return self.backend.xp.ascontiguousarray(self.backend.asarray(ids).T)
 
-    def _zero_state(self, batch):
-        return self.backend.xp.zeros((batch, self.latent_dim), dtype=self.dtype)
-
     def _workspaces_of(self, shard):
         return self._workspaces.setdefault(shard, {})
 

@@ -32,6 +32,7 @@ from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
 from .cli import (
     EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
+    bounded_float,
     non_negative_float,
     positive_float,
     positive_int,
@@ -60,27 +61,11 @@ def _num_samples(text: str):
 
 
 def _validation_split(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text!r}")
-    return value
+    return bounded_float(text, lambda v: 0.0 < v < 1.0, "a fraction strictly between 0 and 1")
 
 
 # Settings a resumed run may change; every other flag must agree with the stored run (or be left out).
 CHANGEABLE_ON_RESUME = {"epochs", "progress", "num_decodes", "checkpoint_every", "backend", "resume", "patience"}
-
-
-def _dropout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return value
 
 
 def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
@@ -103,7 +88,7 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--bidirectional-encoder", action="store_true", default=default(False),
                    help="a bidirectional encoder; the decoder gets its forward and backward states concatenated "
                         "(2 x --latent-dim units)")
-    p.add_argument("--dropout", type=_dropout, default=default(0.0),
+    p.add_argument("--dropout", type=unit_fraction, default=default(0.0),
                    help="inverted dropout between stacked LSTM layers (training only)")
     p.add_argument("--learning-rate", type=positive_float, default=None,
                    help="left out: Keras's default for the --optimizer, 0.001 (rmsprop, adam) or 0.01 (sgd)")

@@ -149,40 +149,10 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(w).all() for w in checkpoint.model.get_weights().values())
 
 
-def test_mask_padding_run_resumes_bit_identical(tmp_path):
-    """The length-bucketed epochs are drawn from the stored generator state too: 1 epoch + --resume to 2 epochs
-    (with a checkpoint inside the second epoch, from which a SIGKILLed run resumes) == 2 epochs at once."""
-    masked = ["--num-samples", "600", "--batch-size", "32", "--latent-dim", "32", "--num-decodes", "0",
-              "--seed", "3", "--progress", "never", "--mask-padding"]
-    whole = start(*masked, "--epochs", "2", "--out", tmp_path / "whole")
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()
-    out = tmp_path / "pieces"
-    first = start(*masked, "--epochs", "1", "--out", out)
-    assert first.wait(timeout=300) == 0, first.stderr.read()
-    second = start("--resume", out, "--epochs", "2", "--checkpoint-every", "5")
-    deadline = time.monotonic() + 120
-    while load_checkpoint(out / "latest").config["training"]["progress"]["step"] == 0 and \
-            time.monotonic() < deadline and second.poll() is None:
-        time.sleep(0.005)
-    second.kill()
-    second.wait()
-    state = load_checkpoint(out / "latest").config["training"]["progress"]
-    assert state["epoch"] == 1 and state["step"] > 0, state  # killed inside the second epoch
-    last = start("--resume", out)
-    assert last.wait(timeout=300) == 0, last.stderr.read()
-    assert weights(out / "final") == weights(tmp_path / "whole" / "final")
-
-
-@pytest.mark.parametrize("optimizer", [["--optimizer", "adam", "--beta-1", "0.8", "--clip-norm", "0.1"],
-                                       ["--optimizer", "sgd", "--momentum", "0.9", "--clip-norm", "0.1"]],
-                         ids=["adam", "sgd"])
-def test_adam_and_sgd_runs_resume_bit_identical(tmp_path, optimizer):
-    """Every optimizer's whole state goes through a checkpoint (Adam's m and v and its step count, which its bias
-    correction needs; SGD's momentum), and so does clipping: 1 epoch, then --resume killed inside the second epoch
-    (after a --checkpoint-every checkpoint), then --resume to the end == 2 epochs at once, to the byte. The
-    checkpoint names the optimizer; a contradicting --optimizer is refused."""
-    run = ["--num-samples", "2000", "--batch-size", "32", "--latent-dim", "16", "--num-decodes", "0", "--seed", "4",
-           "--progress", "never", *optimizer]
+def resume_in_pieces(tmp_path, run, before_last=None) -> Path:
+    """``run`` for 2 epochs at once into tmp_path/whole, and in pieces into tmp_path/pieces: 1 epoch, then --resume
+    SIGKILLed inside the second epoch (after a --checkpoint-every checkpoint), then ``before_last(out)`` if given,
+    then --resume to the end. Returns the pieces' run directory."""
     whole = start(*run, "--epochs", "2", "--out", tmp_path / "whole")
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
     out = tmp_path / "pieces"
@@ -197,11 +167,38 @@ def test_adam_and_sgd_runs_resume_bit_identical(tmp_path, optimizer):
     second.wait()
     state = load_checkpoint(out / "latest").config["training"]["progress"]
     assert state["epoch"] == 1 and state["step"] > 0, state  # killed inside the second epoch
-    wrong = start("--resume", out, "--optimizer", "rmsprop")
-    _, stderr = wrong.communicate(timeout=120)
-    assert wrong.returncode == 2 and "--optimizer rmsprop contradicts" in stderr, stderr
+    if before_last is not None:
+        before_last(out)
     last = start("--resume", out)
     assert last.wait(timeout=300) == 0, last.stderr.read()
+    return out
+
+
+def test_mask_padding_run_resumes_bit_identical(tmp_path):
+    """The length-bucketed epochs are drawn from the stored generator state too: 1 epoch + --resume to 2 epochs
+    (with a checkpoint inside the second epoch, from which a SIGKILLed run resumes) == 2 epochs at once."""
+    masked = ["--num-samples", "600", "--batch-size", "32", "--latent-dim", "32", "--num-decodes", "0",
+              "--seed", "3", "--progress", "never", "--mask-padding"]
+    out = resume_in_pieces(tmp_path, masked)
+    assert weights(out / "final") == weights(tmp_path / "whole" / "final")
+
+
+@pytest.mark.parametrize("optimizer", [["--optimizer", "adam", "--beta-1", "0.8", "--clip-norm", "0.1"],
+                                       ["--optimizer", "sgd", "--momentum", "0.9", "--clip-norm", "0.1"]],
+                         ids=["adam", "sgd"])
+def test_adam_and_sgd_runs_resume_bit_identical(tmp_path, optimizer):
+    """Every optimizer's whole state goes through a checkpoint (Adam's m and v and its step count, which its bias
+    correction needs; SGD's momentum), and so does clipping: 1 epoch, then --resume killed inside the second epoch
+    (after a --checkpoint-every checkpoint), then --resume to the end == 2 epochs at once, to the byte. The
+    checkpoint names the optimizer; a contradicting --optimizer is refused."""
+    run = ["--num-samples", "2000", "--batch-size", "32", "--latent-dim", "16", "--num-decodes", "0", "--seed", "4",
+           "--progress", "never", *optimizer]
+    def refuse_another_optimizer(out):
+        wrong = start("--resume", out, "--optimizer", "rmsprop")
+        _, stderr = wrong.communicate(timeout=120)
+        assert wrong.returncode == 2 and "--optimizer rmsprop contradicts" in stderr, stderr
+
+    out = resume_in_pieces(tmp_path, run, before_last=refuse_another_optimizer)
     assert weights(out / "final") == weights(tmp_path / "whole" / "final")
     final = load_checkpoint(out / "final")
     assert final.config["optimizer"]["name"] == optimizer[1] and final.config["optimizer"]["clip_norm"] == 0.1

@@ -4,8 +4,11 @@ The CPU twin of kernels/lstm_persistent.cu (DESIGN.md §3). The reference (``lst
 calls BLAS once per time step, and each call repacks the whole recurrent kernel (1 MiB at latent 256) into
 OpenBLAS's internal layout before it multiplies 32 or 64 rows by it: a fixed cost paid 150 times per training
 step. Here the recurrent kernel is packed once per call of the time loop, into the layout our own register-tiled
-micro-kernel reads, and the whole loop runs inside one ``nogil`` function. The backend still splits a batch into
-one shard of rows per core (``NumbaBackend``): each core runs the whole sequence for its rows, with no barrier.
+micro-kernel reads, and the whole loop runs inside one ``nogil`` function. The cores share the work in one of two
+ways (``NumbaBackend.unit_split`` chooses): the batch split (a shard of rows per core, each core runs the whole
+sequence for its rows, no barrier; every core streams the whole recurrent kernel at every step) or the unit split
+(``recurrence_forward_units``/``recurrence_backward_units``: every core runs every row, each owning a range of
+hidden units and its slice of the kernel, which stays in its own cache; a barrier per time step, ``barrier.wait``).
 
 The micro-kernel (``_product4``) multiplies 4 rows by one panel of 4 vectors (64 columns in float32): 16
 accumulators that stay in registers (``simd``) for the whole reduction, one broadcast and 4 fused multiply-adds
@@ -27,9 +30,9 @@ units per panel:
 The weight gradients stay one large GEMM each after the loop (``lstm.lstm_backward``), which BLAS does well.
 
 Each output element is one chain of fused multiply-adds over k in order, the same for a row whatever its batch or
-block: results do not depend on threads, timing or batch composition (bit-identical from run to run), and differ
-from BLAS's only by rounding. Float64 keeps libm's exact activations (the cell kernels), so gradient checks stay
-exact.
+block, and whichever thread owns its unit: results do not depend on threads, timing, the split or batch composition
+(bit-identical from run to run), and differ from BLAS's only by rounding. Float64 keeps libm's exact activations
+(the cell kernels), so gradient checks stay exact.
 """
 
 import numpy as np

@@ -81,3 +81,10 @@ def test_recurrent_step_bench_checks_then_times(tmp_path):
     assert {r["shards"] for r in records if r["rows"] == 17 and "row shards" in r["version"]} == {2}
     assert all(r["median_s"] > 0 for r in records)
     assert all(r["relative_error"] < 1e-4 for r in records if r["relative_error"] is not None)
+
+
+def test_barrier_wait_bench_runs():
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "barrier_wait.py"), "--burners", "0", "--steps", "50",
+                             "--rounds", "1", "--repeats", "1"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "| 0 |" in result.stdout

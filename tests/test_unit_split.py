@@ -201,6 +201,24 @@ def test_atomics():
 
 
 @njit(nogil=True)
+def _sleep_while(array, value, times):
+    for _ in range(times):
+        barrier.sleep_while(array, 0, value)
+    barrier.wake_all(array, 0)  # nobody sleeps: a no-op
+
+
+def test_sleep_while_returns_at_once_on_another_value_and_after_its_timeout_on_the_same():
+    array = np.array([5], np.int64)
+    _sleep_while(array, 4, 1)  # compile
+    start = time.perf_counter()
+    _sleep_while(array, 4, 1000)
+    assert time.perf_counter() - start < 0.5
+    start = time.perf_counter()
+    _sleep_while(array, 5, 3)  # sleeps (on Linux) until the timeout: ~1 ms each
+    assert time.perf_counter() - start < 5
+
+
+@njit(nogil=True)
 def _phases(sync, data, me, threads, rounds, seen):
     """Round r: write r + 1 into my slot, barrier, sum every slot (each must hold r + 1 by then), barrier (nobody
     writes round r + 1 before everybody has read round r)."""

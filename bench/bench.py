@@ -140,8 +140,12 @@ def available_names(args) -> list[str]:
     return names
 
 
-def time_train_steps(contestants, dataset, train_idx, batch_size, warmup, rounds, steps_per_round, seed=0):
-    """Median seconds per training step for each contestant, interleaved round-robin."""
+def time_train_steps(contestants, dataset, train_idx, batch_size, warmup, rounds, steps_per_round, seed=0,
+                     settle=0.0):
+    """Median seconds per training step for each contestant, interleaved round-robin, with ``settle`` seconds of
+    sleep before each contestant's turn: BLAS and OpenMP worker threads busy-wait for a while after their last call
+    (OpenBLAS's for ~0.1 s), and without the pause the next contestant runs beside the previous one's spinning
+    threads (measured: PyTorch's batch-1 step 9 ms right after minilstm's 1-shard steps, 5 ms with them asleep)."""
     rng = np.random.default_rng(seed)
     times = {c.name: [] for c in contestants}
     for c in contestants:
@@ -150,6 +154,7 @@ def time_train_steps(contestants, dataset, train_idx, batch_size, warmup, rounds
         c.synchronize()
     for _ in range(rounds):
         for c in contestants:
+            time.sleep(settle)
             for _ in range(steps_per_round):
                 batch = c.prepare(rng.choice(train_idx, batch_size, replace=False))
                 c.synchronize()
@@ -259,6 +264,9 @@ def main(argv=None):
     p.add_argument("--sweep-batches", help="batch sizes of the sweep (default: 1,16,64,256)")
     p.add_argument("--sweep-latents", help="latent sizes of the sweep (default: 64,256,512)")
     p.add_argument("--sweep-rounds", type=int, default=4, help="interleaved rounds per sweep point (3 steps each)")
+    p.add_argument("--settle", type=float, default=0.2,
+                   help="seconds of sleep before each contestant's turn in the step timings, so that the previous "
+                   "one's spinning BLAS/OpenMP threads are asleep (0: none, as before this option)")
     p.add_argument("--checkpoint", type=Path, help="decode with these trained weights (default: untrained ones, "
                    "which rarely emit the end character, so every sentence runs to the length limit)")
     args = p.parse_args(argv)
@@ -293,7 +301,8 @@ def main(argv=None):
     blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()
                      if i.get("user_api") == "blas")
     env = {"cpu": cpu_name(), "gpu": gpu, "threads": args.threads, "versions": versions, "dtype": args.dtype,
-           "quick": args.quick, "date": time.strftime("%Y-%m-%d"), "blas": blas,
+           "quick": args.quick, "settle_s": args.settle, "load_before": os.getloadavg()[0],
+           "date": time.strftime("%Y-%m-%d"), "blas": blas,
            **{name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}
     records = []
 
@@ -310,7 +319,7 @@ def main(argv=None):
         else:
             contestants_main = contestants
         for name, (median, n) in time_train_steps(contestants_main, dataset, train_idx, 64, warmup, rounds,
-                                                  per_round).items():
+                                                  per_round, settle=args.settle).items():
             record("train_step", name, kind[name], 64, 256, median, n)
         flops = training_step_flops(64, 256, dataset.max_encoder_len, dataset.max_decoder_len,
                                     len(dataset.target_vocab))
@@ -356,7 +365,8 @@ def main(argv=None):
             group = make_contestants(sweep_names, dataset, latent, args.dtype, args.threads)
             for batch in batches:
                 steps = (1, 2, 2) if args.quick else (2, args.sweep_rounds, 3)
-                for name, (median, n) in time_train_steps(group, dataset, train_idx, batch, *steps).items():
+                for name, (median, n) in time_train_steps(group, dataset, train_idx, batch, *steps,
+                                                          settle=args.settle).items():
                     record("sweep_train_step", name, kind.get(name, "cpu"), batch, latent, median, n)
     print(f"# {env['cpu']}, {args.threads} threads" + (f", GPU {gpu}" if gpu else "") + f", {args.dtype}; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; BLAS {blas}; OPENBLAS_CORETYPE="

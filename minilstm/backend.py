@@ -50,7 +50,9 @@ class Backend:
 
     def row_shards(self, batch: int, units: int, min_rows: int) -> int:
         """How many row shards (one per worker, in parallel) a model cuts a batch of ``batch`` rows of a ``units``-
-        unit LSTM into: one per worker, but no shard under ``min_rows`` rows."""
+        unit LSTM into: one per worker, but no shard under ``min_rows`` rows. Called at the start of every training
+        (or evaluation) step: a step that does not split units gives BLAS back its threads (``hold_blas``)."""
+        hold_blas(False)
         return max(1, min(self.workers, batch // min_rows))
 
     # The replaceable operations. Signatures are fixed; outputs are written into the arrays passed in.
@@ -106,10 +108,34 @@ class Backend:
 
 NumpyBackend = Backend
 
+# BLAS held to one thread for the steps whose time loops split units (NumbaBackend.row_shards sets it at the start of
+# such a step; the start of any step that does not split units releases it). Why: OpenBLAS's worker thread
+# busy-waits for ~0.1 s (2^28 cycles) after every call it takes part in, on one of the very cores that the split's
+# threads then need at every barrier; the model's GEMMs between the time loops (output layer, weight gradients) kept
+# it spinning all step long, and steps with the unit split took 1.4-1.8x as long as with it held (batch 8 / latent
+# 512, batch 1 / latent 256; bench/results/unit-split/). Held, the worker sleeps; the GEMMs of a step of fewer than
+# 16 rows lose little by running on one thread. (Inside row shards BLAS is single-threaded anyway.) OpenBLAS's
+# weight-gradient GEMMs round differently on one thread than on two, so such steps' bits differ from before.
+_blas_hold = None
+
+
+def hold_blas(hold: bool):
+    """Hold BLAS to one thread (``hold``) until released, or release it (restore the limits from before)."""
+    global _blas_hold
+    if hold and _blas_hold is None:
+        from threadpoolctl import threadpool_limits
+
+        _blas_hold = threadpool_limits(limits=1, user_api="blas")
+    elif not hold and _blas_hold is not None:
+        _blas_hold.restore_original_limits()
+        _blas_hold = None
+
 # NumbaBackend.unit_split's shapes (split="auto"): the units split over the workers from this many hidden units, and
-# below this many rows in the batch (measured: bench/results/unit-split/).
+# below this many rows in the batch, where the batch split has a single shard (seq2seq.MIN_SHARD_ROWS = 8 rows per
+# shard, 2 cores). Measured (bench/results/unit-split/, training steps in steady state): 9-34% faster at batch 1-12
+# and latent 256 and 512; no gain at latent 128; slower from batch 16 (two row shards) up.
 UNIT_SPLIT_MIN_UNITS = 256
-UNIT_SPLIT_MAX_ROWS = 32
+UNIT_SPLIT_MAX_ROWS = 16
 
 
 def cpu_count() -> int:
@@ -181,13 +207,19 @@ class NumbaBackend(Backend):
 
     def unit_split(self, batch: int, units: int) -> bool:
         """Whether an LSTM time loop over ``batch`` rows of ``units`` units splits its units over the workers
-        (rather than the batch being cut into row shards)."""
+        (rather than the batch being cut into row shards): with ``split="auto"``, from UNIT_SPLIT_MIN_UNITS units
+        and below UNIT_SPLIT_MAX_ROWS rows."""
         if self._pool is None or self.split == "rows":
             return False
         return self.split == "units" or units >= UNIT_SPLIT_MIN_UNITS and batch < UNIT_SPLIT_MAX_ROWS
 
     def row_shards(self, batch: int, units: int, min_rows: int) -> int:
-        return 1 if self.unit_split(batch, units) else super().row_shards(batch, units, min_rows)
+        """One shard where the step's time loops split units (and BLAS held to one thread for the step: see
+        ``hold_blas``); else the batch split."""
+        if self.unit_split(batch, units):
+            hold_blas(True)
+            return 1
+        return super().row_shards(batch, units, min_rows)
 
     def _run_split(self, run_part):
         """``run_part(k, sync)`` for k = 0 .. workers - 1 at once: k = 0 on this thread, the others on the pool,

@@ -22,7 +22,7 @@ pytest.importorskip("numba", reason="the numba backend needs numba")
 from numba import njit  # noqa: E402
 
 from minilstm import barrier, numba_recurrence  # noqa: E402
-from minilstm.backend import NumbaBackend  # noqa: E402
+from minilstm.backend import NumbaBackend, hold_blas  # noqa: E402
 
 TOL = {np.float32: 2e-5, np.float64: 1e-12}  # as tests/test_numba_recurrence.py
 DTYPES = [np.float32, np.float64]
@@ -32,6 +32,13 @@ UNITS = [3, 5, 17, 257]
 BATCHES = [1, 3, 7, 64]
 STEPS = [1, 4]
 DEADLINE_S = 300  # a hang fails the test instead of stalling the suite
+
+
+@pytest.fixture(autouse=True)
+def give_blas_its_threads_back():
+    """A unit-split step holds BLAS to one thread until another step starts (``backend.hold_blas``): not past a test."""
+    yield
+    hold_blas(False)
 
 
 class CountingBackend(NumbaBackend):
@@ -316,6 +323,25 @@ def test_the_split_survives_a_loaded_machine(one_thread, rng):
 # The choice between the splits, and a whole model on the unit split.
 
 
+def blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+
+def test_a_unit_split_step_holds_blas_to_one_thread_until_a_step_that_does_not():
+    auto = NumbaBackend(2, "auto")
+    before = blas_threads()
+    try:
+        assert auto.row_shards(4, 256, 8) == 1 and blas_threads() == {1}
+        assert auto.row_shards(4, 256, 8) == 1 and blas_threads() == {1}
+        assert auto.row_shards(64, 256, 8) == 2 and blas_threads() == before
+        assert auto.row_shards(4, 256, 8) == 1 and blas_threads() == {1}
+        assert Backend().row_shards(4, 256, 8) == 1 and blas_threads() == before  # any backend's step releases it
+    finally:
+        hold_blas(False)
+
+
 def test_row_shards_and_the_split_setting(monkeypatch):
     assert Backend().row_shards(64, 256, 8) == 1
     rows = NumbaBackend(2, "rows")
@@ -325,7 +351,9 @@ def test_row_shards_and_the_split_setting(monkeypatch):
     assert units.unit_split(64, 3) and units.row_shards(64, 3, 8) == 1
     assert not NumbaBackend(1, "units").unit_split(16, 512)  # one worker: nothing to split over
     auto = NumbaBackend(2, "auto")
-    for batch, latent in ((16, 512), (64, 256), (4, 64), (256, 512)):
+    assert [auto.unit_split(b, h) for b, h in ((1, 256), (15, 512), (16, 512), (64, 256), (4, 128))] == \
+        [True, True, False, False, False]
+    for batch, latent in ((16, 512), (64, 256), (4, 64), (256, 512), (8, 256)):
         rows_shards = max(1, min(2, batch // 8))
         assert auto.row_shards(batch, latent, 8) == (1 if auto.unit_split(batch, latent) else rows_shards)
     monkeypatch.setenv("MINILSTM_SPLIT", "units")

@@ -88,3 +88,12 @@ def test_barrier_wait_bench_runs():
                              "--rounds", "1", "--repeats", "1"], capture_output=True, text=True, env=ENV, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "| 0 |" in result.stdout
+
+
+def test_split_step_bench_runs(tmp_path):
+    out = tmp_path / "split.json"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "split_step.py"), "--shapes", "3x16",
+                             "--contestants", "rows,units", "--repeats", "1", "--seconds", "0.05", "--json", str(out)],
+                            capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert {r["contestant"] for r in json.loads(out.read_text())} == {"rows", "units"}

@@ -28,10 +28,14 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 SPLITS = {"rows": "numba:rows", "units": "numba:units", "auto": "numba"}
 
 
-def one(contestant, batch, latent, seconds, dtype="float32"):
+def one(contestant, batch, latent, seconds, dtype="float32", blas_hold=True):
     """Median seconds per training step of ``contestant`` alone (the subprocess's work)."""
     from bench import MinilstmContestant, TorchContestant
+    from minilstm import backend
     from minilstm.data import Dataset, resolve_pairs, split_validation
+
+    if not blas_hold:  # what the unit split costs with OpenBLAS's worker left spinning (backend.hold_blas)
+        backend.hold_blas = lambda hold: None
 
     dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
     train_idx, _ = split_validation(len(dataset))
@@ -59,11 +63,14 @@ def main(argv=None):
     p.add_argument("--contestants", default="rows,units,torch")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seconds", type=float, default=2.0, help="timed steps per process")
+    p.add_argument("--no-blas-hold", action="store_true",
+                   help="do not hold BLAS to one thread in unit-split steps (to measure what the hold is for)")
     p.add_argument("--json", type=Path)
     p.add_argument("--one", nargs=3, metavar=("CONTESTANT", "BATCH", "LATENT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
-        median, n = one(args.one[0], int(args.one[1]), int(args.one[2]), args.seconds)
+        median, n = one(args.one[0], int(args.one[1]), int(args.one[2]), args.seconds,
+                        blas_hold=not args.no_blas_hold)
         print(json.dumps({"median_s": median, "n": n}))
         return None
     shapes = [tuple(map(int, shape.split("x"))) for shape in args.shapes.split(",")]
@@ -74,14 +81,17 @@ def main(argv=None):
         for _ in range(args.repeats):
             for contestant in contestants:
                 out = subprocess.run([sys.executable, __file__, "--one", contestant, str(batch), str(latent),
-                                      "--seconds", str(args.seconds)], capture_output=True, text=True, check=True)
+                                      "--seconds", str(args.seconds)] + ["--no-blas-hold"] * args.no_blas_hold,
+                                     capture_output=True, text=True, check=True)
                 runs.setdefault((batch, latent, contestant), []).append(json.loads(out.stdout.splitlines()[-1]))
     load_after = os.getloadavg()[0]
     from bench import cpu_name
 
     print(f"# {cpu_name()}; {len(os.sched_getaffinity(0))} threads; float32; steady-state training steps, each "
           f"contestant alone in its process; median of each run, {args.repeats} run(s) each; load average (1 min) "
-          f"{load_before:.2f} before, {load_after:.2f} after")
+          f"{load_before:.2f} before, {load_after:.2f} after" + ("; BLAS hold off" if args.no_blas_hold else "")
+          + "".join(f"; {k}={os.environ[k]}" for k in ("OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_CORETYPE")
+                    if k in os.environ))
     print("| batch | latent | " + " | ".join(contestants) + " |")
     print("| --- | --- |" + " --- |" * len(contestants))
     records = []

@@ -114,8 +114,9 @@ NumpyBackend = Backend
 # threads then need at every barrier; the model's GEMMs between the time loops (output layer, weight gradients) kept
 # it spinning all step long, and steps with the unit split took 1.4-1.8x as long as with it held (batch 8 / latent
 # 512, batch 1 / latent 256; bench/results/unit-split/). Held, the worker sleeps; the GEMMs of a step of fewer than
-# 16 rows lose little by running on one thread. (Inside row shards BLAS is single-threaded anyway.) OpenBLAS's
-# weight-gradient GEMMs round differently on one thread than on two, so such steps' bits differ from before.
+# 16 rows lose little by running on one thread. (Inside row shards BLAS is single-threaded anyway.) OpenBLAS does
+# not promise the same rounding on one thread as on two, so such steps' bits may differ from before (in the runs
+# compared, batch 8 and 12 at latent 256, they did not).
 _blas_hold = None
 
 
@@ -129,6 +130,7 @@ def hold_blas(hold: bool):
     elif not hold and _blas_hold is not None:
         _blas_hold.restore_original_limits()
         _blas_hold = None
+
 
 # NumbaBackend.unit_split's shapes (split="auto"): the units split over the workers from this many hidden units, and
 # below this many rows in the batch, where the batch split has a single shard (seq2seq.MIN_SHARD_ROWS = 8 rows per
@@ -155,12 +157,13 @@ class NumbaBackend(Backend):
     sequence with no hand-off at all. While the shards run, BLAS is held to one thread (threadpoolctl), so our
     threads and BLAS's never fight over the cores; outside them BLAS keeps its own setting.
 
-    Where the batch split pays badly (few rows per core, a recurrent kernel that does not fit a core's L2: each core
-    would stream the whole kernel at every time step for a handful of rows) the workers split the hidden units
-    instead (``unit_split``): the batch is one shard, and each LSTM time loop runs on all the workers at once, each
-    owning a slice of the units and of the recurrent kernel, with a barrier per time step
-    (``numba_recurrence.recurrence_forward_units``). ``split`` (or ``MINILSTM_SPLIT``) forces one or the other:
-    ``"auto"`` (by shape, measured: ``unit_split``), ``"units"``, ``"rows"``.
+    Where the batch split leaves the cores too few rows (below 16 it is a single shard: one core does all the work)
+    and the recurrent kernel is large (latent 256 and up), the workers split the hidden units instead
+    (``unit_split``): the batch is one shard, and each LSTM time loop runs on all the workers at once, each owning a
+    slice of the units and of the recurrent kernel (which stays in its core's cache), with a barrier per time step
+    (``numba_recurrence.recurrence_forward_units``); such a step holds BLAS to one thread (``hold_blas``).
+    ``split`` (or ``MINILSTM_SPLIT``) forces one or the other: ``"auto"`` (by shape, as measured:
+    ``unit_split``), ``"units"``, ``"rows"``.
     """
 
     name = "numba"

@@ -20,9 +20,11 @@ write a thread made before a barrier is visible to every thread after it.
 Waiting spins on ``pause`` for ``SPINS`` rounds (~20-40 us: where every thread has a core of its own, the others
 arrive within that), then sleeps. On a loaded machine a thread we wait for may not be running at all (descheduled by
 the OS, or by the hypervisor), and spinning on would burn the core it may be waiting for, at every barrier; yielding
-(``sched_yield``) was measured to help little. So a waiter past its spins counts itself in ``sync[SLEEPERS]`` and
-sleeps on the counter (a futex: the kernel sleeps it only while the counter still holds the value it last saw, so
-a wake-up cannot be lost), and the last thread to arrive wakes the sleepers. The sleep also ends after 1 ms, so a
+(``sched_yield``) instead collapsed once the runnable threads outnumbered the cores (bench/barrier_wait.py, two or
+three burners beside two threads: up to 10-17x the time without a barrier, sleeping 1-2x). So a waiter past its
+spins counts itself in ``sync[SLEEPERS]`` and sleeps on the counter (a futex: the kernel sleeps it only while the
+counter still holds the value it last saw, so a wake-up cannot be lost), and the last thread to arrive wakes the
+sleepers. The sleep also ends after 1 ms, so a
 lost wake-up could only slow a barrier down, never hang it. Elsewhere than Linux the waiter yields instead
 (``sched_yield``, POSIX), or only spins (Windows).
 

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minilstm.backend import default_backend_name, get_backend  # noqa: E402
+from minilstm.backend import NumbaBackend, default_backend_name, get_backend  # noqa: E402
 from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation  # noqa: E402
 from minilstm.errors import MinilstmError  # noqa: E402
 from minilstm.optim import RMSprop  # noqa: E402
@@ -41,7 +41,11 @@ def cpu_name() -> str:
 
 class MinilstmContestant:
     def __init__(self, backend_name, dataset, latent_dim, dtype):
-        self.backend = get_backend(backend_name)
+        # "numba:units" / "numba:rows": the numba backend with its split forced (NumbaBackend.unit_split)
+        name, _, split = backend_name.partition(":")
+        if split and name != "numba":
+            raise MinilstmError(f"{backend_name}: only the numba backend has a split to choose")
+        self.backend = NumbaBackend(split=split) if split else get_backend(backend_name)
         self.name = f"minilstm-{backend_name}"
         self.device = "gpu" if backend_name.startswith("cupy") else "cpu"
         self.dataset = dataset
@@ -136,8 +140,12 @@ def available_names(args) -> list[str]:
     return names
 
 
-def time_train_steps(contestants, dataset, train_idx, batch_size, warmup, rounds, steps_per_round, seed=0):
-    """Median seconds per training step for each contestant, interleaved round-robin."""
+def time_train_steps(contestants, dataset, train_idx, batch_size, warmup, rounds, steps_per_round, seed=0,
+                     settle=0.0):
+    """Median seconds per training step for each contestant, interleaved round-robin, with ``settle`` seconds of
+    sleep before each contestant's turn: BLAS and OpenMP worker threads busy-wait for a while after their last call
+    (OpenBLAS's for ~0.1 s), and without the pause the next contestant runs beside the previous one's spinning
+    threads (measured: PyTorch's batch-1 step 9 ms right after minilstm's 1-shard steps, 5 ms with them asleep)."""
     rng = np.random.default_rng(seed)
     times = {c.name: [] for c in contestants}
     for c in contestants:
@@ -146,6 +154,7 @@ def time_train_steps(contestants, dataset, train_idx, batch_size, warmup, rounds
         c.synchronize()
     for _ in range(rounds):
         for c in contestants:
+            time.sleep(settle)
             for _ in range(steps_per_round):
                 batch = c.prepare(rng.choice(train_idx, batch_size, replace=False))
                 c.synchronize()
@@ -243,7 +252,7 @@ def main(argv=None):
     p.add_argument("--backends",
                    default="numpy,numba" + (",cupy,cupy-persistent" if default_backend_name() == "cupy" else ""),
                    help="minilstm backends to time (default: numpy, numba, and both cupy recurrences where a GPU is "
-                   "usable)")
+                   "usable); numba:rows, numba:units force the numba backend's split")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--torch-devices", default="cpu,cuda",
                    help="where PyTorch runs: cpu, cuda (where there is a GPU), or both (default)")
@@ -252,6 +261,12 @@ def main(argv=None):
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path)
     p.add_argument("--cases", default="train_step,epoch,decode,sweep")
+    p.add_argument("--sweep-batches", help="batch sizes of the sweep (default: 1,16,64,256)")
+    p.add_argument("--sweep-latents", help="latent sizes of the sweep (default: 64,256,512)")
+    p.add_argument("--sweep-rounds", type=int, default=4, help="interleaved rounds per sweep point (3 steps each)")
+    p.add_argument("--settle", type=float, default=0.2,
+                   help="seconds of sleep before each contestant's turn in the step timings, so that the previous "
+                   "one's spinning BLAS/OpenMP threads are asleep (0: none, as before this option)")
     p.add_argument("--checkpoint", type=Path, help="decode with these trained weights (default: untrained ones, "
                    "which rarely emit the end character, so every sentence runs to the length limit)")
     args = p.parse_args(argv)
@@ -286,7 +301,8 @@ def main(argv=None):
     blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()
                      if i.get("user_api") == "blas")
     env = {"cpu": cpu_name(), "gpu": gpu, "threads": args.threads, "versions": versions, "dtype": args.dtype,
-           "quick": args.quick, "date": time.strftime("%Y-%m-%d"), "blas": blas,
+           "quick": args.quick, "settle_s": args.settle, "load_before": os.getloadavg()[0],
+           "date": time.strftime("%Y-%m-%d"), "blas": blas,
            **{name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}
     records = []
 
@@ -303,7 +319,7 @@ def main(argv=None):
         else:
             contestants_main = contestants
         for name, (median, n) in time_train_steps(contestants_main, dataset, train_idx, 64, warmup, rounds,
-                                                  per_round).items():
+                                                  per_round, settle=args.settle).items():
             record("train_step", name, kind[name], 64, 256, median, n)
         flops = training_step_flops(64, 256, dataset.max_encoder_len, dataset.max_decoder_len,
                                     len(dataset.target_vocab))
@@ -340,12 +356,17 @@ def main(argv=None):
                    identical=batched == one_by_one)
     if "sweep" in cases:
         batches, latents = ((1, 64), (64,)) if args.quick else ((1, 16, 64, 256), (64, 256, 512))
+        if args.sweep_batches:
+            batches = tuple(map(int, args.sweep_batches.split(",")))
+        if args.sweep_latents:
+            latents = tuple(map(int, args.sweep_latents.split(",")))
         sweep_names = [n for n in names if not (args.quick and n == "minilstm-numpy")]
         for latent in latents:
             group = make_contestants(sweep_names, dataset, latent, args.dtype, args.threads)
             for batch in batches:
-                steps = (1, 2, 2) if args.quick else (2, 4, 3)
-                for name, (median, n) in time_train_steps(group, dataset, train_idx, batch, *steps).items():
+                steps = (1, 2, 2) if args.quick else (2, args.sweep_rounds, 3)
+                for name, (median, n) in time_train_steps(group, dataset, train_idx, batch, *steps,
+                                                          settle=args.settle).items():
                     record("sweep_train_step", name, kind.get(name, "cpu"), batch, latent, median, n)
     print(f"# {env['cpu']}, {args.threads} threads" + (f", GPU {gpu}" if gpu else "") + f", {args.dtype}; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; BLAS {blas}; OPENBLAS_CORETYPE="

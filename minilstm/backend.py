@@ -12,7 +12,9 @@ only the weight gradients are summed at the end.
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 
 import numpy as np
 
@@ -46,6 +48,13 @@ class Backend:
 
     def describe(self) -> str:
         return self.name
+
+    def row_shards(self, batch: int, units: int, min_rows: int) -> int:
+        """How many row shards (one per worker, in parallel) a model cuts a batch of ``batch`` rows of a ``units``-
+        unit LSTM into: one per worker, but no shard under ``min_rows`` rows. Called at the start of every training
+        (or evaluation) step: a step that does not split units gives BLAS back its threads (``hold_blas``)."""
+        hold_blas(False)
+        return max(1, min(self.workers, batch // min_rows))
 
     # The replaceable operations. Signatures are fixed; outputs are written into the arrays passed in.
 
@@ -143,6 +152,37 @@ class Backend:
 
 NumpyBackend = Backend
 
+# BLAS held to one thread for the steps whose time loops split units (NumbaBackend.row_shards sets it at the start of
+# such a step; the start of any step that does not split units releases it). Why: OpenBLAS's worker thread
+# busy-waits for ~0.1 s (2^28 cycles) after every call it takes part in, on one of the very cores that the split's
+# threads then need at every barrier; the model's GEMMs between the time loops (output layer, weight gradients) kept
+# it spinning all step long, and steps with the unit split took 1.4-1.8x as long as with it held (batch 8 / latent
+# 512, batch 1 / latent 256; bench/results/unit-split/). Held, the worker sleeps; the GEMMs of a step of fewer than
+# 16 rows lose little by running on one thread. (Inside row shards BLAS is single-threaded anyway.) OpenBLAS does
+# not promise the same rounding on one thread as on two, so such steps' bits may differ from before (in the runs
+# compared, batch 8 and 12 at latent 256, they did not).
+_blas_hold = None
+
+
+def hold_blas(hold: bool):
+    """Hold BLAS to one thread (``hold``) until released, or release it (restore the limits from before)."""
+    global _blas_hold
+    if hold and _blas_hold is None:
+        from threadpoolctl import threadpool_limits
+
+        _blas_hold = threadpool_limits(limits=1, user_api="blas")
+    elif not hold and _blas_hold is not None:
+        _blas_hold.restore_original_limits()
+        _blas_hold = None
+
+
+# NumbaBackend.unit_split's shapes (split="auto"): the units split over the workers from this many hidden units, and
+# below this many rows in the batch, where the batch split has a single shard (seq2seq.MIN_SHARD_ROWS = 8 rows per
+# shard, 2 cores). Measured (bench/results/unit-split/, training steps in steady state): 9-34% faster at batch 1-12
+# and latent 256 and 512; no gain at latent 128; slower from batch 16 (two row shards) up.
+UNIT_SPLIT_MIN_UNITS = 256
+UNIT_SPLIT_MAX_ROWS = 16
+
 
 def cpu_count() -> int:
     try:
@@ -160,21 +200,37 @@ class NumbaBackend(Backend):
     (DESIGN.md §3). Two shards of 32 rows, each with its own single-threaded GEMMs and kernels, run the whole
     sequence with no hand-off at all. While the shards run, BLAS is held to one thread (threadpoolctl), so our
     threads and BLAS's never fight over the cores; outside them BLAS keeps its own setting.
+
+    Where the batch split leaves the cores too few rows (below 16 it is a single shard: one core does all the work)
+    and the recurrent kernel is large (latent 256 and up), the workers split the hidden units instead
+    (``unit_split``): the batch is one shard, and each LSTM time loop runs on all the workers at once, each owning a
+    slice of the units and of the recurrent kernel (which stays in its core's cache), with a barrier per time step
+    (``numba_recurrence.recurrence_forward_units``); such a step holds BLAS to one thread (``hold_blas``).
+    ``split`` (or ``MINILSTM_SPLIT``) forces one or the other: ``"auto"`` (by shape, as measured:
+    ``unit_split``), ``"units"``, ``"rows"``.
     """
 
     name = "numba"
+    SPLITS = ("auto", "units", "rows")
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, split: str | None = None):
         try:
-            from . import numba_kernels, numba_recurrence
+            from . import barrier, numba_kernels, numba_recurrence
         except ImportError as e:
             raise MinilstmError(f"the numba backend needs numba ({e}); pip install numba, or use --backend numpy") \
                 from None
         self.kernels = numba_kernels
         self.time_loops = numba_recurrence
+        self._barrier = barrier
         self.workers = max(1, workers if workers is not None else int(os.environ.get("MINILSTM_THREADS", 0))
                            or cpu_count())
+        self.split = split or os.environ.get("MINILSTM_SPLIT") or "auto"
+        if self.split not in self.SPLITS:
+            raise MinilstmError(f"MINILSTM_SPLIT / split must be one of {', '.join(self.SPLITS)}, not {self.split!r}")
         self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        # Held while the pool runs: a time loop called from inside a shard (a pool thread) must not split its units
+        # over the pool (it would wait for itself), and two callers must not split over the same threads at once.
+        self._pool_lock = threading.Lock()
         self._blas = None
         if self.workers > 1:
             from threadpoolctl import ThreadpoolController
@@ -190,11 +246,56 @@ class NumbaBackend(Backend):
             with np.errstate(**errstate):
                 return function(item)
 
-        with self._blas.limit(limits=1, user_api="blas"):
+        with self._pool_lock, self._blas.limit(limits=1, user_api="blas"):
             return list(self._pool.map(run, items))
 
     def describe(self) -> str:
         return f"numba ({self.workers} thread{'s' if self.workers > 1 else ''})"
+
+    def unit_split(self, batch: int, units: int) -> bool:
+        """Whether an LSTM time loop over ``batch`` rows of ``units`` units splits its units over the workers
+        (rather than the batch being cut into row shards): with ``split="auto"``, from UNIT_SPLIT_MIN_UNITS units
+        and below UNIT_SPLIT_MAX_ROWS rows."""
+        if self._pool is None or self.split == "rows":
+            return False
+        return self.split == "units" or units >= UNIT_SPLIT_MIN_UNITS and batch < UNIT_SPLIT_MAX_ROWS
+
+    def row_shards(self, batch: int, units: int, min_rows: int) -> int:
+        """One shard where the step's time loops split units (and BLAS held to one thread for the step: see
+        ``hold_blas``); else the batch split."""
+        if self.unit_split(batch, units):
+            hold_blas(True)
+            return 1
+        return super().row_shards(batch, units, min_rows)
+
+    def _run_split(self, run_part):
+        """``run_part(k, sync)`` for k = 0 .. workers - 1 at once: k = 0 on this thread, the others on the pool,
+        sharing ``sync`` (``barrier.new_sync()``). Each returns True unless aborted; a part that fails to start or
+        raises sets ``sync[ABORT]``, so the others leave their barriers instead of waiting forever."""
+        sync = self._barrier.new_sync()
+
+        def guarded(k):
+            try:
+                return run_part(k, sync)
+            except BaseException:
+                sync[self._barrier.ABORT] = 1
+                raise
+
+        futures = []
+        try:
+            futures = [self._pool.submit(guarded, k) for k in range(1, self.workers)]
+            completed = [guarded(0)]
+        except BaseException:
+            sync[self._barrier.ABORT] = 1
+            wait_all(futures)
+            raise
+        completed += [future.result() for future in futures]
+        if not all(completed):
+            raise RuntimeError("a unit-split time loop was aborted")
+
+    def _try_unit_split(self, batch, units) -> bool:
+        """True (holding the pool) where this call runs the unit split; release with ``_pool_lock.release()``."""
+        return self.unit_split(batch, units) and self._pool_lock.acquire(blocking=False)
 
     def lstm_cell_forward(self, gates, z_recurrent, c_prev, c, h):
         self.kernels.lstm_cell_forward(gates, z_recurrent, c_prev, c, h)
@@ -203,10 +304,17 @@ class NumbaBackend(Backend):
         self.kernels.lstm_cell_backward(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev)
 
     def lstm_recurrence_forward(self, gates, recurrent_kernel, hs, cs, workspace):
-        """The whole time loop in one compiled call (``numba_recurrence``): no BLAS call per step."""
+        """The whole time loop in one compiled call (``numba_recurrence``): no BLAS call per step; on all the
+        workers at once where ``unit_split`` says so (and the pool is free: not inside a shard)."""
         units = recurrent_kernel.shape[0]
         packed = workspace.get("packed_forward", (self.time_loops.packed_forward_size(units, gates.dtype),),
                                gates.dtype)
+        if self._try_unit_split(gates.shape[1], units):
+            try:
+                self._forward_units(gates, recurrent_kernel, packed, hs, cs, workspace)
+            finally:
+                self._pool_lock.release()
+            return
         self.time_loops.pack_forward(recurrent_kernel, packed)
         z_block = workspace.get("z_block", (self.time_loops.ROW_GROUP, 4 * units), gates.dtype)
         self.time_loops.recurrence_forward(gates, packed, hs, cs, z_block, workspace.get("spill", (64,), gates.dtype))
@@ -216,9 +324,43 @@ class NumbaBackend(Backend):
         units = recurrent_kernel.shape[0]
         packed = workspace.get("packed_backward", (self.time_loops.packed_backward_size(units, gates.dtype),),
                                gates.dtype)
+        if self._try_unit_split(gates.shape[1], units):
+            try:
+                self._backward_units(gates, cs, recurrent_kernel, packed, d_outputs, dh, dc, dz, workspace)
+            finally:
+                self._pool_lock.release()
+            return
         self.time_loops.pack_backward(recurrent_kernel, packed)
         self.time_loops.recurrence_backward(gates, cs, packed, d_outputs, dh, dc, dz,
                                             workspace.get("spill", (64,), gates.dtype))
+
+    def _forward_units(self, gates, recurrent_kernel, packed, hs, cs, workspace):
+        loops, threads, dtype = self.time_loops, self.workers, gates.dtype
+        units = recurrent_kernel.shape[0]
+        panels = loops.forward_panels(units, dtype)
+        z_blocks = workspace.get("z_blocks", (threads, loops.ROW_GROUP, 4 * units), dtype)
+        spills = workspace.get("spills", (threads, 64), dtype)
+
+        def part(k, sync):
+            first, stop = loops.split_panels(panels, threads, k)
+            return loops.recurrence_forward_units(gates, recurrent_kernel, packed, hs, cs, z_blocks[k], spills[k],
+                                                  first, stop, sync, threads)
+
+        self._run_split(part)
+
+    def _backward_units(self, gates, cs, recurrent_kernel, packed, d_outputs, dh, dc, dz, workspace):
+        loops, threads, dtype = self.time_loops, self.workers, gates.dtype
+        units = recurrent_kernel.shape[0]
+        panels = loops.backward_panels(units, dtype)
+        scratch = workspace.get("cell_scratch", (threads, 3, units), dtype)
+        spills = workspace.get("spills", (threads, 64), dtype)
+
+        def part(k, sync):
+            first, stop = loops.split_panels(panels, threads, k)
+            return loops.recurrence_backward_units(gates, cs, recurrent_kernel, packed, d_outputs, dh, dc, dz,
+                                                   spills[k], scratch[k], first, stop, sync, threads)
+
+        self._run_split(part)
 
     @staticmethod
     def _packed(pack, matrix, size):

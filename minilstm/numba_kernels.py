@@ -140,6 +140,75 @@ def lstm_cell_backward(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_pre
             dc_prev_b[j] = dc_total[j] * g_f[j]
 
 
+# The same two cells for the hidden units [first, stop) of every row: what one thread computes when the threads of a
+# time loop split the units (``numba_recurrence``, unit split). Each element goes through exactly the operations of
+# the kernels above, in the same order, so a unit gets the same bits whichever kernel or thread computes it.
+
+
+@njit(nogil=True, error_model="numpy")
+def lstm_cell_forward_units(gates, z_recurrent, c_prev, c, h, first, stop):
+    """``lstm_cell_forward`` on units [first, stop): gate columns first..stop of each of the four gate blocks."""
+    units = c_prev.shape[1]
+    for b in range(gates.shape[0]):
+        gate, z_rec = gates[b], z_recurrent[b]
+        g_i, z_i = gate[first:stop], z_rec[first:stop]
+        g_f, z_f = gate[units + first : units + stop], z_rec[units + first : units + stop]
+        g_c, z_c = gate[2 * units + first : 2 * units + stop], z_rec[2 * units + first : 2 * units + stop]
+        g_o, z_o = gate[3 * units + first : 3 * units + stop], z_rec[3 * units + first : 3 * units + stop]
+        for k in range(stop - first):
+            g_i[k] = act_sigmoid(g_i[k] + z_i[k])
+        for k in range(stop - first):
+            g_f[k] = act_sigmoid(g_f[k] + z_f[k])
+        for k in range(stop - first):
+            g_c[k] = act_tanh(g_c[k] + z_c[k])
+        for k in range(stop - first):
+            g_o[k] = act_sigmoid(g_o[k] + z_o[k])
+        c_prev_b, c_b, h_b = c_prev[b, first:stop], c[b, first:stop], h[b, first:stop]
+        for j in range(stop - first):
+            c_new = g_f[j] * c_prev_b[j] + g_i[j] * g_c[j]
+            c_b[j] = c_new
+            h_b[j] = g_o[j] * act_tanh(c_new)
+
+
+@njit(nogil=True, error_model="numpy")
+def lstm_cell_backward_units(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev, first, stop, scratch):
+    """``lstm_cell_backward`` on units [first, stop); ``scratch`` (3, >= stop - first) replaces its allocations."""
+    units = c.shape[1]
+    count = stop - first
+    dh, tanh_c, dc_total = scratch[0, :count], scratch[1, :count], scratch[2, :count]
+    for b in range(c.shape[0]):
+        gate, dz_b = gates[b], dz[b]
+        g_i, g_f = gate[first:stop], gate[units + first : units + stop]
+        g_c, g_o = gate[2 * units + first : 2 * units + stop], gate[3 * units + first : 3 * units + stop]
+        d_i, d_f = dz_b[first:stop], dz_b[units + first : units + stop]
+        d_c, d_o = dz_b[2 * units + first : 2 * units + stop], dz_b[3 * units + first : 3 * units + stop]
+        c_b, c_prev_b, dc_b, dc_prev_b = c[b, first:stop], c_prev[b, first:stop], dc[b, first:stop], \
+            dc_prev[b, first:stop]
+        dh[:] = dh_recurrent[b, first:stop]
+        if dh_output is not None:
+            dh_out = dh_output[b, first:stop]
+            for j in range(count):
+                dh[j] += dh_out[j]
+        for j in range(count):
+            t = act_tanh(c_b[j])
+            tanh_c[j] = t
+            dc_total[j] = dc_b[j] + dh[j] * g_o[j] * (one(t) - t * t)
+        for j in range(count):
+            d = dc_total[j]
+            i = g_i[j]
+            f = g_f[j]
+            g = g_c[j]
+            unit = one(d)
+            d_i[j] = d * g * i * (unit - i)
+            d_f[j] = d * c_prev_b[j] * f * (unit - f)
+            d_c[j] = d * i * (unit - g * g)
+        for j in range(count):
+            o = g_o[j]
+            d_o[j] = dh[j] * tanh_c[j] * o * (one(o) - o)
+        for j in range(count):
+            dc_prev_b[j] = dc_total[j] * g_f[j]
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def gather_rows_add(table, ids, bias, out):
     """out[n] = table[ids[n]] + bias for flat ids (n,) and out (n, d): the input projection of all steps."""

@@ -4,8 +4,11 @@ The CPU twin of kernels/lstm_persistent.cu (DESIGN.md §3). The reference (``lst
 calls BLAS once per time step, and each call repacks the whole recurrent kernel (1 MiB at latent 256) into
 OpenBLAS's internal layout before it multiplies 32 or 64 rows by it: a fixed cost paid 150 times per training
 step. Here the recurrent kernel is packed once per call of the time loop, into the layout our own register-tiled
-micro-kernel reads, and the whole loop runs inside one ``nogil`` function. The backend still splits a batch into
-one shard of rows per core (``NumbaBackend``): each core runs the whole sequence for its rows, with no barrier.
+micro-kernel reads, and the whole loop runs inside one ``nogil`` function. The cores share the work in one of two
+ways (``NumbaBackend.unit_split`` chooses): the batch split (a shard of rows per core, each core runs the whole
+sequence for its rows, no barrier; every core streams the whole recurrent kernel at every step) or the unit split
+(``recurrence_forward_units``/``recurrence_backward_units``: every core runs every row, each owning a range of
+hidden units and its slice of the kernel, which stays in its own cache; a barrier per time step, ``barrier.wait``).
 
 The micro-kernel (``_product4``) multiplies 4 rows by one panel of 4 vectors (64 columns in float32): 16
 accumulators that stay in registers (``simd``) for the whole reduction, one broadcast and 4 fused multiply-adds
@@ -27,16 +30,16 @@ units per panel:
 The weight gradients stay one large GEMM each after the loop (``lstm.lstm_backward``), which BLAS does well.
 
 Each output element is one chain of fused multiply-adds over k in order, the same for a row whatever its batch or
-block: results do not depend on threads, timing or batch composition (bit-identical from run to run), and differ
-from BLAS's only by rounding. Float64 keeps libm's exact activations (the cell kernels), so gradient checks stay
-exact.
+block, and whichever thread owns its unit: results do not depend on threads, timing, the split or batch composition
+(bit-identical from run to run), and differ from BLAS's only by rounding. Float64 keeps libm's exact activations
+(the cell kernels), so gradient checks stay exact.
 """
 
 import numpy as np
 from numba import njit
 
-from . import simd
-from .numba_kernels import lstm_cell_backward, lstm_cell_forward
+from . import barrier, simd
+from .numba_kernels import lstm_cell_backward, lstm_cell_backward_units, lstm_cell_forward, lstm_cell_forward_units
 
 MICRO_ROWS = 4  # rows per micro-kernel call: 4 rows x 4 vectors = 16 accumulators, half the AVX-512 registers
 ROW_GROUP = 16  # rows that share one pass over each panel of the recurrent kernel in the forward step
@@ -57,15 +60,16 @@ def packed_backward_size_for(rows: int, columns: int, dtype) -> int:
     return -(-rows // width) * columns * width
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def pack_forward(recurrent_kernel, packed):
+@njit(inline="always", error_model="numpy")
+def _pack_forward_panels(recurrent_kernel, packed, first_panel, stop_panel):
     units = recurrent_kernel.shape[0]
     lanes = simd.lanes_of(packed)
     panels = -(-units // lanes)
-    packed[(panels - 1) * units * 4 * lanes:] = 0.0  # the last panel's lanes past H stay 0
+    if first_panel < stop_panel and stop_panel == panels:
+        packed[(panels - 1) * units * 4 * lanes : panels * units * 4 * lanes] = 0.0  # lanes past H stay 0
     for k in range(units):
         row = recurrent_kernel[k]
-        for panel in range(panels):
+        for panel in range(first_panel, stop_panel):
             count = min(lanes, units - panel * lanes)
             base = (panel * units + k) * 4 * lanes
             for gate in range(4):
@@ -74,14 +78,16 @@ def pack_forward(recurrent_kernel, packed):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def pack_backward(recurrent_kernel, packed):
-    """A transpose, in tiles of 16 columns so that the 16 output rows a tile writes stay in L1. Any (rows, columns)
-    matrix packs so (the dense kernel for decoding, transposed)."""
+def pack_forward(recurrent_kernel, packed):
+    _pack_forward_panels(recurrent_kernel, packed, 0, -(-recurrent_kernel.shape[0] // simd.lanes_of(packed)))
+
+
+@njit(inline="always", error_model="numpy")
+def _pack_backward_panels(recurrent_kernel, packed, first_panel, stop_panel):
     units, four_units = recurrent_kernel.shape
     width = 4 * simd.lanes_of(packed)
-    panels = -(-units // width)
-    packed[:] = 0.0
-    for panel in range(panels):
+    packed[first_panel * four_units * width : stop_panel * four_units * width] = 0.0
+    for panel in range(first_panel, stop_panel):
         for j0 in range(0, four_units, 16):
             tile = min(16, four_units - j0)
             for lane in range(min(width, units - panel * width)):
@@ -89,6 +95,13 @@ def pack_backward(recurrent_kernel, packed):
                 base = (panel * four_units + j0) * width + lane
                 for j in range(tile):
                     packed[base + j * width] = row[j0 + j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pack_backward(recurrent_kernel, packed):
+    """A transpose, in tiles of 16 columns so that the 16 output rows a tile writes stay in L1. Any (rows, columns)
+    matrix packs so (the dense kernel for decoding, transposed)."""
+    _pack_backward_panels(recurrent_kernel, packed, 0, -(-recurrent_kernel.shape[0] // (4 * simd.lanes_of(packed))))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -167,6 +180,32 @@ def _store_gates(z, out, start, unit, units, spill):
                 out[start + gate * units + unit + lane] = spill[gate * lanes + lane]
 
 
+@njit(inline="always", error_model="numpy")
+def _recurrent_panels(h_prev_flat, first, end, units, packed, first_panel, stop_panel, z_flat, spill):
+    """The recurrent pre-activations of rows [first, end) for the units of panels [first_panel, stop_panel) into
+    ``z_flat`` (the group's rows of 4H, Keras's layout): for each panel, the micro-kernel over the group's blocks of
+    4 rows, so that the panel is read from memory once per group, then from L1/L2."""
+    four_units = 4 * units
+    lanes = simd.lanes_of(packed)
+    for panel in range(first_panel, stop_panel):
+        base = panel * units * 4 * lanes
+        unit = panel * lanes
+        row = first
+        while row < end:
+            z_row = (row - first) * four_units
+            if row + MICRO_ROWS <= end:
+                z = _product4(h_prev_flat, row * units, units, packed, base)
+                _store_gates(z[0], z_flat, z_row, unit, units, spill)
+                _store_gates(z[1], z_flat, z_row + four_units, unit, units, spill)
+                _store_gates(z[2], z_flat, z_row + 2 * four_units, unit, units, spill)
+                _store_gates(z[3], z_flat, z_row + 3 * four_units, unit, units, spill)
+                row += MICRO_ROWS
+            else:
+                _store_gates(_product1(h_prev_flat, row * units, units, packed, base), z_flat, z_row, unit, units,
+                             spill)
+                row += 1
+
+
 @njit(nogil=True, error_model="numpy")
 def _forward_step(gates, packed, h_prev, c_prev, h, c, z_block, spill):
     """One time step for a batch: ``gates`` (B, 4H) holds the input part on entry and the activated gates on exit;
@@ -180,28 +219,12 @@ def _forward_step(gates, packed, h_prev, c_prev, h, c, z_block, spill):
     steps of 32 rows)."""
     batch, four_units = gates.shape
     units = four_units // 4
-    lanes = simd.lanes_of(packed)
+    panels = -(-units // simd.lanes_of(packed))
     h_prev_flat, z_flat = h_prev.reshape(-1), z_block.reshape(-1)
     first = 0
     while first < batch:
         end = min(first + ROW_GROUP, batch)
-        for panel in range(-(-units // lanes)):
-            base = panel * units * 4 * lanes
-            unit = panel * lanes
-            row = first
-            while row < end:
-                z_row = (row - first) * four_units
-                if row + MICRO_ROWS <= end:
-                    z = _product4(h_prev_flat, row * units, units, packed, base)
-                    _store_gates(z[0], z_flat, z_row, unit, units, spill)
-                    _store_gates(z[1], z_flat, z_row + four_units, unit, units, spill)
-                    _store_gates(z[2], z_flat, z_row + 2 * four_units, unit, units, spill)
-                    _store_gates(z[3], z_flat, z_row + 3 * four_units, unit, units, spill)
-                    row += MICRO_ROWS
-                else:
-                    _store_gates(_product1(h_prev_flat, row * units, units, packed, base), z_flat, z_row, unit,
-                                 units, spill)
-                    row += 1
+        _recurrent_panels(h_prev_flat, first, end, units, packed, 0, panels, z_flat, spill)
         lstm_cell_forward(gates[first:end], z_block[: end - first], c_prev[first:end], c[first:end], h[first:end])
         first = end
 
@@ -230,12 +253,10 @@ def _store_units(z, out, start, count, spill):
 
 
 @njit(inline="always", error_model="numpy")
-def _multiply(a, start, rows, depth, packed, out, width, spill):
-    """out (rows, width) = the ``rows`` rows of ``depth`` numbers from a[start] times the matrix packed by
-    ``pack_backward`` (panels of 4 x LANES output columns), all flat: panel by panel, so that each panel is read
-    from memory once for all rows."""
+def _multiply_panels(a, start, rows, depth, packed, out, width, spill, first_panel, stop_panel):
+    """Columns of panels [first_panel, stop_panel) of ``_multiply``."""
     panel_width = 4 * simd.lanes_of(packed)
-    for panel in range(-(-width // panel_width)):
+    for panel in range(first_panel, stop_panel):
         base = panel * depth * panel_width
         column = panel * panel_width
         count = min(panel_width, width - column)
@@ -255,6 +276,14 @@ def _multiply(a, start, rows, depth, packed, out, width, spill):
                 row += 1
 
 
+@njit(inline="always", error_model="numpy")
+def _multiply(a, start, rows, depth, packed, out, width, spill):
+    """out (rows, width) = the ``rows`` rows of ``depth`` numbers from a[start] times the matrix packed by
+    ``pack_backward`` (panels of 4 x LANES output columns), all flat: panel by panel, so that each panel is read
+    from memory once for all rows."""
+    _multiply_panels(a, start, rows, depth, packed, out, width, spill, 0, -(-width // (4 * simd.lanes_of(packed))))
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def recurrence_backward(gates, cs, packed, d_outputs, dh, dc, dz, spill):
     """``lstm.recurrence_backward`` with the recurrent kernel packed by ``pack_backward`` (``d_outputs`` may be
@@ -268,6 +297,89 @@ def recurrence_backward(gates, cs, packed, d_outputs, dh, dc, dz, spill):
         else:
             lstm_cell_backward(gates[t], cs[t], cs[t + 1], dh, d_outputs[t], dc, dz[t], dc)
         _multiply(dz_flat, t * batch * four_units, batch, four_units, packed, dh_flat, units, spill)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The unit split: the threads share one layer's time loop, each owning a range of panels (hidden units), and meet
+# at a barrier (``barrier.wait``) once per time step. ``threads`` copies of the same function run at once, copy
+# ``k`` with the panel range ``split_panels(panels, threads, k)``; ``sync`` is their shared ``barrier.new_sync()``.
+# Each returns True, or False when the run was aborted (``sync[barrier.ABORT]``).
+
+
+def split_panels(panels: int, threads: int, part: int) -> tuple[int, int]:
+    """Panels [first, stop) of thread ``part`` of ``threads``: contiguous, as even as whole panels allow."""
+    return panels * part // threads, panels * (part + 1) // threads
+
+
+def forward_panels(units: int, dtype) -> int:
+    """Panels of the forward split: LANES units each (16 in float32)."""
+    return -(-units // simd.lanes(dtype))
+
+
+def backward_panels(units: int, dtype) -> int:
+    """Panels of the backward split: 4 x LANES units each (64 in float32), the columns one micro-kernel call of
+    ``dz @ recurrent_kernel^T`` writes."""
+    return -(-units // (4 * simd.lanes(dtype)))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def recurrence_forward_units(gates, recurrent_kernel, packed, hs, cs, z_block, spill, first_panel, stop_panel,
+                             sync, threads):
+    """``recurrence_forward`` for the units of panels [first_panel, stop_panel) of every row, this thread's part
+    of a unit split. It packs its own panels first (they are then in its core's cache), and per time step computes
+    its units' recurrent pre-activations from the whole h_{t-1} and its units' cell, writing its columns of
+    ``gates[t]``, ``hs[t + 1]``, ``cs[t + 1]``; then it waits at the barrier until every thread's part of h_t is
+    written, which step t + 1 reads. Nothing else is shared: ``z_block`` (ROW_GROUP, 4H) and ``spill`` are this
+    thread's own scratch. Each element is computed exactly as in ``recurrence_forward`` (the same micro-kernel
+    chain over k, the same cell operations), so the bits do not depend on the split."""
+    steps, batch, four_units = gates.shape
+    units = four_units // 4
+    lanes = simd.lanes_of(packed)
+    first_unit, stop_unit = first_panel * lanes, min(stop_panel * lanes, units)
+    _pack_forward_panels(recurrent_kernel, packed, first_panel, stop_panel)
+    z_flat = z_block.reshape(-1)
+    for t in range(steps):
+        if first_panel < stop_panel:
+            h_prev_flat = hs[t].reshape(-1)
+            first = 0
+            while first < batch:
+                end = min(first + ROW_GROUP, batch)
+                _recurrent_panels(h_prev_flat, first, end, units, packed, first_panel, stop_panel, z_flat, spill)
+                lstm_cell_forward_units(gates[t, first:end], z_block[: end - first], cs[t, first:end],
+                                        cs[t + 1, first:end], hs[t + 1, first:end], first_unit, stop_unit)
+                first = end
+        if t + 1 < steps and not barrier.wait(sync, threads * (t + 1)):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def recurrence_backward_units(gates, cs, recurrent_kernel, packed, d_outputs, dh, dc, dz, spill, scratch,
+                              first_panel, stop_panel, sync, threads):
+    """``recurrence_backward`` for the units of panels [first_panel, stop_panel) (panels of 4 x LANES units), this
+    thread's part of a unit split. Per time step: the cell backward of its units (its columns of ``dz[t]``, its
+    units of ``dc``), the barrier (``dz[t]`` whole), then its units of ``dh = dz[t] @ recurrent_kernel^T`` (its rows
+    of the kernel, packed by itself). The next step's cell reads only this thread's own units of ``dh`` and ``dc``,
+    so one barrier per step is all. ``scratch`` (3, 4 x LANES x (stop_panel - first_panel)) is its own."""
+    steps, batch, four_units = gates.shape
+    units = four_units // 4
+    width = 4 * simd.lanes_of(packed)
+    first_unit, stop_unit = first_panel * width, min(stop_panel * width, units)
+    _pack_backward_panels(recurrent_kernel, packed, first_panel, stop_panel)
+    dh_flat, dz_flat = dh.reshape(-1), dz.reshape(-1)
+    for t in range(steps - 1, -1, -1):
+        if first_panel < stop_panel:
+            if d_outputs is None:
+                lstm_cell_backward_units(gates[t], cs[t], cs[t + 1], dh, None, dc, dz[t], dc, first_unit, stop_unit,
+                                         scratch)
+            else:
+                lstm_cell_backward_units(gates[t], cs[t], cs[t + 1], dh, d_outputs[t], dc, dz[t], dc, first_unit,
+                                         stop_unit, scratch)
+        if not barrier.wait(sync, threads * (steps - t)):
+            return False
+        _multiply_panels(dz_flat, t * batch * four_units, batch, four_units, packed, dh_flat, units, spill,
+                         first_panel, stop_panel)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------

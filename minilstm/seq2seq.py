@@ -199,7 +199,7 @@ class Seq2Seq:
         writes its part of the gradient into its own buffer, and the parts are summed here."""
         batch, steps = np.shape(decoder_input_ids)
         grad_scale = 1.0 / (batch * steps if positions is None else max(1, positions))
-        n_shards = max(1, min(self.backend.workers, batch // MIN_SHARD_ROWS))
+        n_shards = self.backend.row_shards(batch, self.latent_dim, MIN_SHARD_ROWS)
         bounds = [batch * k // n_shards for k in range(n_shards + 1)]
         shards = [slice(bounds[k], bounds[k + 1]) for k in range(n_shards)]
         if n_shards == 1:

@@ -66,14 +66,34 @@ def test_gpu_profile_without_a_gpu_says_so():
 
 
 def test_recurrent_step_bench_checks_then_times(tmp_path):
-    """bench/recurrent_step.py at a tiny, odd shape: every version is checked against float64 before it is timed."""
+    """bench/recurrent_step.py at tiny, odd shapes: every version is checked against float64 before it is timed; with
+    --threads 2 the row shards (17 rows: two) and the unit split too."""
     out = tmp_path / "step.json"
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "recurrent_step.py"), "--rows", "5", "--units",
-                             "21", "--steps", "3", "--repeats", "2", "--json", str(out)],
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "recurrent_step.py"), "--rows", "5,17", "--units",
+                             "21", "--steps", "3", "--repeats", "2", "--threads", "2", "--json", str(out)],
                             capture_output=True, text=True, env=ENV, timeout=300)
     assert result.returncode == 0, result.stderr
     records = json.loads(out.read_text())
     assert {r["version"] for r in records} == {"forward/per-step BLAS", "forward/compiled", "backward/per-step BLAS",
-                                               "backward/compiled", "sgemm"}
+                                               "backward/compiled", "sgemm", "forward/row shards x2",
+                                               "forward/unit split x2", "backward/row shards x2",
+                                               "backward/unit split x2"}
+    assert {r["shards"] for r in records if r["rows"] == 17 and "row shards" in r["version"]} == {2}
     assert all(r["median_s"] > 0 for r in records)
     assert all(r["relative_error"] < 1e-4 for r in records if r["relative_error"] is not None)
+
+
+def test_barrier_wait_bench_runs():
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "barrier_wait.py"), "--burners", "0", "--steps", "50",
+                             "--rounds", "1", "--repeats", "1"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "| 0 |" in result.stdout
+
+
+def test_split_step_bench_runs(tmp_path):
+    out = tmp_path / "split.json"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "split_step.py"), "--shapes", "3x16",
+                             "--contestants", "rows,units", "--repeats", "1", "--seconds", "0.05", "--json", str(out)],
+                            capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert {r["contestant"] for r in json.loads(out.read_text())} == {"rows", "units"}

@@ -58,6 +58,11 @@ class Backend:
 
     # The replaceable operations. Signatures are fixed; outputs are written into the arrays passed in.
 
+    def matmul(self, a, b, out=None):
+        """``a @ b`` (into ``out``): the large GEMMs outside the time loops (weight gradients, the output layer, a
+        stacked layer's input projections)."""
+        return self.xp.matmul(a, b, out=out)
+
     def lstm_cell_forward(self, gates, z_recurrent, c_prev, c, h):
         lstm.cell_forward(self.xp, gates, z_recurrent, c_prev, c, h)
 
@@ -157,10 +162,11 @@ NumpyBackend = Backend
 # busy-waits for ~0.1 s (2^28 cycles) after every call it takes part in, on one of the very cores that the split's
 # threads then need at every barrier; the model's GEMMs between the time loops (output layer, weight gradients) kept
 # it spinning all step long, and steps with the unit split took 1.4-1.8x as long as with it held (batch 8 / latent
-# 512, batch 1 / latent 256; bench/results/unit-split/). Held, the worker sleeps; the GEMMs of a step of fewer than
-# 16 rows lose little by running on one thread. (Inside row shards BLAS is single-threaded anyway.) OpenBLAS does
-# not promise the same rounding on one thread as on two, so such steps' bits may differ from before (in the runs
-# compared, batch 8 and 12 at latent 256, they did not).
+# 512, batch 1 / latent 256; bench/results/unit-split/). Held, the worker sleeps, and the step's large GEMMs run as
+# one-thread BLAS calls on our own workers, a block of rows each (NumbaBackend.matmul). (Inside row shards BLAS is
+# single-threaded anyway.) OpenBLAS does not promise the same rounding on one thread as on two, so such steps' bits
+# may differ from before (in the runs compared, batch 8 and 12 at latent 256, they did not); the blocks give the
+# one-thread call's bits (tested).
 _blas_hold = None
 
 
@@ -176,12 +182,15 @@ def hold_blas(hold: bool):
         _blas_hold = None
 
 
-# NumbaBackend.unit_split's shapes (split="auto"): the units split over the workers from this many hidden units, and
-# below this many rows in the batch, where the batch split has a single shard (seq2seq.MIN_SHARD_ROWS = 8 rows per
-# shard, 2 cores). Measured (bench/results/unit-split/, training steps in steady state): 9-34% faster at batch 1-12
-# and latent 256 and 512; no gain at latent 128; slower from batch 16 (two row shards) up.
-UNIT_SPLIT_MIN_UNITS = 256
-UNIT_SPLIT_MAX_ROWS = 16
+# NumbaBackend.unit_split's shapes (split="auto"): (from this many hidden units, below this many rows in the batch).
+# Measured (bench/results/unit-split/, training steps in steady state, 2 cores): at latent 256 and 512 the unit split
+# is 13-34% faster than the batch split below 16 rows (where the batch split has a single shard: seq2seq's
+# MIN_SHARD_ROWS = 8 rows per shard); at latent 512 also at 16 rows (6%), since its GEMMs outside the time loops run on
+# every core too (NumbaBackend.matmul); no gain at latent 128, nor from 24 rows (512) or 16 rows (256) up.
+UNIT_SPLIT_SHAPES = ((512, 24), (256, 16))
+# NumbaBackend.matmul splits a product over the workers from this many multiply-adds (~0.1 ms of one core's work;
+# handing a block to a pool thread costs ~50 us).
+PARALLEL_MATMUL_MIN_MACS = 1 << 23
 
 
 def cpu_count() -> int:
@@ -202,10 +211,11 @@ class NumbaBackend(Backend):
     threads and BLAS's never fight over the cores; outside them BLAS keeps its own setting.
 
     Where the batch split leaves the cores too few rows (below 16 it is a single shard: one core does all the work)
-    and the recurrent kernel is large (latent 256 and up), the workers split the hidden units instead
-    (``unit_split``): the batch is one shard, and each LSTM time loop runs on all the workers at once, each owning a
-    slice of the units and of the recurrent kernel (which stays in its core's cache), with a barrier per time step
-    (``numba_recurrence.recurrence_forward_units``); such a step holds BLAS to one thread (``hold_blas``).
+    and the recurrent kernel is large (latent 256 and up; at latent 512 also at 16-23 rows), the workers split the
+    hidden units instead (``unit_split``): the batch is one shard, and each LSTM time loop runs on all the workers
+    at once, each owning a slice of the units and of the recurrent kernel, with a barrier per time step
+    (``numba_recurrence.recurrence_forward_units``); such a step holds BLAS to one thread (``hold_blas``) and runs
+    its large GEMMs as blocks of rows on the workers (``matmul``).
     ``split`` (or ``MINILSTM_SPLIT``) forces one or the other: ``"auto"`` (by shape, as measured:
     ``unit_split``), ``"units"``, ``"rows"``.
     """
@@ -254,11 +264,11 @@ class NumbaBackend(Backend):
 
     def unit_split(self, batch: int, units: int) -> bool:
         """Whether an LSTM time loop over ``batch`` rows of ``units`` units splits its units over the workers
-        (rather than the batch being cut into row shards): with ``split="auto"``, from UNIT_SPLIT_MIN_UNITS units
-        and below UNIT_SPLIT_MAX_ROWS rows."""
+        (rather than the batch being cut into row shards): with ``split="auto"``, at the UNIT_SPLIT_SHAPES."""
         if self._pool is None or self.split == "rows":
             return False
-        return self.split == "units" or units >= UNIT_SPLIT_MIN_UNITS and batch < UNIT_SPLIT_MAX_ROWS
+        return self.split == "units" or any(units >= min_units and batch < max_rows
+                                            for min_units, max_rows in UNIT_SPLIT_SHAPES)
 
     def row_shards(self, batch: int, units: int, min_rows: int) -> int:
         """One shard where the step's time loops split units (and BLAS held to one thread for the step: see
@@ -296,6 +306,35 @@ class NumbaBackend(Backend):
     def _try_unit_split(self, batch, units) -> bool:
         """True (holding the pool) where this call runs the unit split; release with ``_pool_lock.release()``."""
         return self.unit_split(batch, units) and self._pool_lock.acquire(blocking=False)
+
+    def matmul(self, a, b, out=None):
+        """BLAS; in a unit-split step (BLAS held to one thread, the pool free) a large product is cut into blocks of
+        rows of ``a``, one per worker, each a one-thread BLAS call, so the step's GEMMs still use every core without
+        waking OpenBLAS's spinning worker thread (``hold_blas``). Why it matters: held to one core, the weight-
+        gradient GEMMs cost a unit-split step more than its time loops gained at batch 16, latent 512."""
+        rows = a.shape[0]
+        if (_blas_hold is None or self._pool is None or rows < 2 * self.workers
+                or rows * a.shape[1] * b.shape[1] < PARALLEL_MATMUL_MIN_MACS
+                or not self._pool_lock.acquire(blocking=False)):
+            return np.matmul(a, b, out=out)
+        try:
+            if out is None:
+                out = np.empty((rows, b.shape[1]), dtype=np.result_type(a, b))
+            bounds = [rows * k // self.workers for k in range(self.workers + 1)]
+
+            def block(k):
+                np.matmul(a[bounds[k]:bounds[k + 1]], b, out=out[bounds[k]:bounds[k + 1]])
+
+            futures = [self._pool.submit(block, k) for k in range(1, self.workers)]
+            try:
+                block(0)  # on this thread, as the unit split's part 0 (``_run_split``)
+            finally:
+                wait_all(futures)
+            for future in futures:
+                future.result()
+        finally:
+            self._pool_lock.release()
+        return out
 
     def lstm_cell_forward(self, gates, z_recurrent, c_prev, c, h):
         self.kernels.lstm_cell_forward(gates, z_recurrent, c_prev, c, h)

@@ -155,7 +155,7 @@ def lstm_forward(backend, kernel, recurrent_kernel, bias, inputs, h0, c0, worksp
     if is_token_ids(inputs):
         backend.gather_rows_add(kernel, inputs, bias, out=gates)  # the input projections of all steps at once
     else:
-        xp.matmul(inputs.reshape(steps * batch, -1), kernel, out=gates.reshape(steps * batch, 4 * units))
+        backend.matmul(inputs.reshape(steps * batch, -1), kernel, out=gates.reshape(steps * batch, 4 * units))
         gates += bias
     hs = workspace.get("hs", (steps + 1, batch, units), dtype)
     cs = workspace.get("cs", (steps + 1, batch, units), dtype)
@@ -183,15 +183,15 @@ def lstm_backward(backend, cache: LSTMCache, recurrent_kernel, d_outputs, d_h_la
         d_outputs = xp.ascontiguousarray(d_outputs[::-1] if cache.reverse else d_outputs)
     backend.lstm_recurrence_backward(cache.gates, cache.cs, recurrent_kernel, d_outputs, dh, dc, dz, workspace)
     dz_flat = dz.reshape(steps * batch, four_units)
-    xp.matmul(cache.hs[:-1].reshape(steps * batch, units).T, dz_flat, out=grads["recurrent_kernel"])
+    backend.matmul(cache.hs[:-1].reshape(steps * batch, units).T, dz_flat, out=grads["recurrent_kernel"])
     grads["bias"][...] = dz_flat.sum(axis=0)
     if is_token_ids(cache.inputs):
         grads["kernel"][...] = 0
         backend.scatter_add_rows(grads["kernel"], cache.inputs.reshape(-1), dz_flat)
         return dh, dc
     inputs_flat = cache.inputs.reshape(steps * batch, -1)
-    xp.matmul(inputs_flat.T, dz_flat, out=grads["kernel"])
+    backend.matmul(inputs_flat.T, dz_flat, out=grads["kernel"])
     if kernel is None:
         return dh, dc
-    d_inputs = (dz_flat @ kernel.T).reshape(cache.inputs.shape)
+    d_inputs = backend.matmul(dz_flat, kernel.T).reshape(cache.inputs.shape)
     return dh, dc, (d_inputs[::-1] if cache.reverse else d_inputs)

@@ -96,7 +96,7 @@ class Dense:
 
     def forward(self, params, x):
         flat = x.reshape(-1, self.input_size)
-        y = flat @ params[f"{self.name}.kernel"]
+        y = params.backend.matmul(flat, params[f"{self.name}.kernel"])
         y += params[f"{self.name}.bias"]
         return y.reshape(x.shape[:-1] + (self.units,))
 
@@ -104,9 +104,9 @@ class Dense:
         """dW = x^T dy, db = sum(dy) written into ``grads`` (default ``params.grads``); returns dx = dy W^T."""
         grads = params.grads if grads is None else grads
         flat, d_flat = x.reshape(-1, self.input_size), d_y.reshape(-1, self.units)
-        params.backend.xp.matmul(flat.T, d_flat, out=grads[f"{self.name}.kernel"])
+        params.backend.matmul(flat.T, d_flat, out=grads[f"{self.name}.kernel"])
         grads[f"{self.name}.bias"][...] = d_flat.sum(axis=0)
-        return (d_flat @ params[f"{self.name}.kernel"].T).reshape(x.shape)
+        return params.backend.matmul(d_flat, params[f"{self.name}.kernel"].T).reshape(x.shape)
 
 
 class LSTMStackCache:

@@ -351,9 +351,10 @@ def test_row_shards_and_the_split_setting(monkeypatch):
     assert units.unit_split(64, 3) and units.row_shards(64, 3, 8) == 1
     assert not NumbaBackend(1, "units").unit_split(16, 512)  # one worker: nothing to split over
     auto = NumbaBackend(2, "auto")
-    assert [auto.unit_split(b, h) for b, h in ((1, 256), (15, 512), (16, 512), (64, 256), (4, 128))] == \
-        [True, True, False, False, False]
-    for batch, latent in ((16, 512), (64, 256), (4, 64), (256, 512), (8, 256)):
+    assert [auto.unit_split(b, h) for b, h in ((1, 256), (15, 256), (16, 256), (16, 512), (23, 1024), (24, 512),
+                                               (64, 256), (4, 128))] == \
+        [True, True, False, True, True, False, False, False]
+    for batch, latent in ((16, 512), (24, 512), (16, 256), (64, 256), (4, 64), (256, 512), (8, 256)):
         rows_shards = max(1, min(2, batch // 8))
         assert auto.row_shards(batch, latent, 8) == (1 if auto.unit_split(batch, latent) else rows_shards)
     monkeypatch.setenv("MINILSTM_SPLIT", "units")
@@ -378,3 +379,38 @@ def test_model_on_the_unit_split_equals_numpy(rng, dtype):
     assert loss == pytest.approx(ref_loss, rel=tol) and accuracy == ref_accuracy
     for name, grad in model.grads.items():
         assert relative_error(grad, reference.grads[name]) < tol * 10, name
+
+
+def test_matmul_splits_over_the_workers_only_in_a_unit_split_step_and_gives_one_threads_bits(rng):
+    """NumbaBackend.matmul: in a unit-split step (BLAS held to one thread) a large product runs as blocks of rows
+    on the pool, bit for bit what one-thread BLAS gives for the whole; elsewhere (BLAS free, a small product, the
+    pool busy) it is one BLAS call."""
+    backend = NumbaBackend(2, "auto")
+    pool_maps = []  # one entry per product handed to the pool
+    real_submit = backend._pool.submit
+    backend._pool.submit = lambda fn, *args: pool_maps.append(1) or real_submit(fn, *args)
+    shapes = [(512, 1200, 2048), (5, 3000, 1000), (513, 77, 2049), (3, 9000, 1000), (1, 9000, 1000), (64, 64, 64)]
+    try:
+        backend.row_shards(4, 256, 8)  # a unit-split step: holds BLAS
+        for rows, inner, cols in shapes:
+            a = rng.standard_normal((inner, rows)).astype(np.float32).T  # a transposed view, as h^T in dW = h^T dz
+            b = rng.standard_normal((inner, cols)).astype(np.float32)
+            expected = np.matmul(a, b)  # one BLAS thread: held
+            splits = rows >= 2 * backend.workers and rows * inner * cols >= (1 << 23)
+            for out in (None, np.empty((rows, cols), np.float32)):
+                before = len(pool_maps)
+                got = backend.matmul(a, b, out=out)
+                assert got.tobytes() == expected.tobytes() and (out is None or got is out)
+                assert len(pool_maps) - before == splits, (rows, inner, cols)
+        with backend._pool_lock:  # the pool busy (a caller inside a shard): one call
+            before = len(pool_maps)
+            backend.matmul(a, b)
+            assert len(pool_maps) == before
+        backend.row_shards(64, 256, 8)  # a batch-split step: BLAS has its threads, matmul is BLAS's
+        before = len(pool_maps)
+        a = rng.standard_normal((512, 1200)).astype(np.float32)
+        b = rng.standard_normal((1200, 2048)).astype(np.float32)
+        np.testing.assert_allclose(backend.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+        assert len(pool_maps) == before
+    finally:
+        hold_blas(False)

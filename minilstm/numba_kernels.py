@@ -103,6 +103,39 @@ def lstm_cell_forward(gates, z_recurrent, c_prev, c, h):
             h_b[j] = gate[3 * units + j] * act_tanh(c_new)
 
 
+@njit(inline="always", error_model="numpy")
+def _cell_backward_row(g_i, g_f, g_c, g_o, c_prev, c, dh_recurrent, dh_output, dc, d_i, d_f, d_c, d_o, dc_prev, dh,
+                       tanh_c, dc_total):
+    """One row of the cell's backward (math in ``lstm.cell_backward``) over its units, for both the whole-row and
+    the unit-range kernels (so a unit gets the same bits from either); ``dh``, ``tanh_c``, ``dc_total`` are scratch.
+    One pass per output array, each reading few others (see above)."""
+    if dh_output is None:
+        for j in range(dh.size):
+            dh[j] = dh_recurrent[j]
+    else:
+        for j in range(dh.size):
+            dh[j] = dh_recurrent[j] + dh_output[j]
+    for j in range(dh.size):
+        tanh_c[j] = act_tanh(c[j])
+    for j in range(dh.size):
+        t = tanh_c[j]
+        dc_total[j] = dc[j] + dh[j] * g_o[j] * (one(t) - t * t)
+    for j in range(dh.size):
+        i = g_i[j]
+        d_i[j] = dc_total[j] * g_c[j] * i * (one(i) - i)
+    for j in range(dh.size):
+        f = g_f[j]
+        d_f[j] = dc_total[j] * c_prev[j] * f * (one(f) - f)
+    for j in range(dh.size):
+        g = g_c[j]
+        d_c[j] = dc_total[j] * g_i[j] * (one(g) - g * g)
+    for j in range(dh.size):
+        o = g_o[j]
+        d_o[j] = dh[j] * tanh_c[j] * o * (one(o) - o)
+    for j in range(dh.size):
+        dc_prev[j] = dc_total[j] * g_f[j]
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def lstm_cell_backward(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev):
     """dh = dh_recurrent (+ dh_output unless None); dz and dc_prev (may alias dc) as in ``lstm.cell_backward``."""
@@ -115,29 +148,8 @@ def lstm_cell_backward(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_pre
         g_i, g_f, g_c, g_o = gate[:units], gate[units : 2 * units], gate[2 * units : 3 * units], gate[3 * units :]
         d_i, d_f, d_c, d_o = dz_b[:units], dz_b[units : 2 * units], dz_b[2 * units : 3 * units], dz_b[3 * units :]
         c_b, c_prev_b, dc_b, dc_prev_b = c[b], c_prev[b], dc[b], dc_prev[b]
-        dh[:] = dh_recurrent[b]
-        if dh_output is not None:
-            dh_out = dh_output[b]
-            for j in range(units):
-                dh[j] += dh_out[j]
-        for j in range(units):
-            t = act_tanh(c_b[j])
-            tanh_c[j] = t
-            dc_total[j] = dc_b[j] + dh[j] * g_o[j] * (one(t) - t * t)
-        for j in range(units):
-            d = dc_total[j]
-            i = g_i[j]
-            f = g_f[j]
-            g = g_c[j]
-            unit = one(d)
-            d_i[j] = d * g * i * (unit - i)
-            d_f[j] = d * c_prev_b[j] * f * (unit - f)
-            d_c[j] = d * i * (unit - g * g)
-        for j in range(units):
-            o = g_o[j]
-            d_o[j] = dh[j] * tanh_c[j] * o * (one(o) - o)
-        for j in range(units):
-            dc_prev_b[j] = dc_total[j] * g_f[j]
+        _cell_backward_row(g_i, g_f, g_c, g_o, c_prev_b, c_b, dh_recurrent[b], None if dh_output is None else
+                           dh_output[b], dc_b, d_i, d_f, d_c, d_o, dc_prev_b, dh, tanh_c, dc_total)
 
 
 # The same two cells for the hidden units [first, stop) of every row: what one thread computes when the threads of a
@@ -184,29 +196,8 @@ def lstm_cell_backward_units(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, 
         d_c, d_o = dz_b[2 * units + first : 2 * units + stop], dz_b[3 * units + first : 3 * units + stop]
         c_b, c_prev_b, dc_b, dc_prev_b = c[b, first:stop], c_prev[b, first:stop], dc[b, first:stop], \
             dc_prev[b, first:stop]
-        dh[:] = dh_recurrent[b, first:stop]
-        if dh_output is not None:
-            dh_out = dh_output[b, first:stop]
-            for j in range(count):
-                dh[j] += dh_out[j]
-        for j in range(count):
-            t = act_tanh(c_b[j])
-            tanh_c[j] = t
-            dc_total[j] = dc_b[j] + dh[j] * g_o[j] * (one(t) - t * t)
-        for j in range(count):
-            d = dc_total[j]
-            i = g_i[j]
-            f = g_f[j]
-            g = g_c[j]
-            unit = one(d)
-            d_i[j] = d * g * i * (unit - i)
-            d_f[j] = d * c_prev_b[j] * f * (unit - f)
-            d_c[j] = d * i * (unit - g * g)
-        for j in range(count):
-            o = g_o[j]
-            d_o[j] = dh[j] * tanh_c[j] * o * (one(o) - o)
-        for j in range(count):
-            dc_prev_b[j] = dc_total[j] * g_f[j]
+        _cell_backward_row(g_i, g_f, g_c, g_o, c_prev_b, c_b, dh_recurrent[b, first:stop], None if dh_output is None
+                           else dh_output[b, first:stop], dc_b, d_i, d_f, d_c, d_o, dc_prev_b, dh, tanh_c, dc_total)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -141,11 +141,17 @@ def available_names(args) -> list[str]:
 
 
 def time_train_steps(contestants, dataset, train_idx, batch_size, warmup, rounds, steps_per_round, seed=0,
-                     settle=0.0):
+                     settle=0.0, turn_warmup=0.0):
     """Median seconds per training step for each contestant, interleaved round-robin, with ``settle`` seconds of
     sleep before each contestant's turn: BLAS and OpenMP worker threads busy-wait for a while after their last call
     (OpenBLAS's for ~0.1 s), and without the pause the next contestant runs beside the previous one's spinning
-    threads (measured: PyTorch's batch-1 step 9 ms right after minilstm's 1-shard steps, 5 ms with them asleep)."""
+    threads (measured: PyTorch's batch-1 step 9 ms right after minilstm's 1-shard steps, 5 ms with them asleep).
+
+    Each turn then starts with untimed steps for ``turn_warmup`` seconds (at least one step where it is > 0), so
+    that the timed steps run as training runs them, back to back. Why: on this project's virtual machines the
+    first steps after a pause are slow for whoever hands work to sleeping threads many times a step (measured,
+    numba at batch 1 / latent 256: 13.3, 13.9, 13.4, 14.1, then 6.1, 4.6 ms by position in the turn; steady state
+    3.9 ms; PyTorch 6.4-7.4 ms throughout)."""
     rng = np.random.default_rng(seed)
     times = {c.name: [] for c in contestants}
     for c in contestants:
@@ -155,6 +161,12 @@ def time_train_steps(contestants, dataset, train_idx, batch_size, warmup, rounds
     for _ in range(rounds):
         for c in contestants:
             time.sleep(settle)
+            warm_until = time.perf_counter() + turn_warmup
+            while turn_warmup > 0:
+                c.train_step(c.prepare(rng.choice(train_idx, batch_size, replace=False)))
+                c.synchronize()
+                if time.perf_counter() >= warm_until:
+                    break
             for _ in range(steps_per_round):
                 batch = c.prepare(rng.choice(train_idx, batch_size, replace=False))
                 c.synchronize()
@@ -267,6 +279,9 @@ def main(argv=None):
     p.add_argument("--settle", type=float, default=0.2,
                    help="seconds of sleep before each contestant's turn in the step timings, so that the previous "
                    "one's spinning BLAS/OpenMP threads are asleep (0: none, as before this option)")
+    p.add_argument("--turn-warmup", type=float, default=0.1,
+                   help="seconds of untimed steps at the start of each contestant's turn, after the pause, so that "
+                   "timed steps run back to back as in training (0: none, as before this option)")
     p.add_argument("--checkpoint", type=Path, help="decode with these trained weights (default: untrained ones, "
                    "which rarely emit the end character, so every sentence runs to the length limit)")
     args = p.parse_args(argv)
@@ -301,7 +316,8 @@ def main(argv=None):
     blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()
                      if i.get("user_api") == "blas")
     env = {"cpu": cpu_name(), "gpu": gpu, "threads": args.threads, "versions": versions, "dtype": args.dtype,
-           "quick": args.quick, "settle_s": args.settle, "load_before": os.getloadavg()[0],
+           "quick": args.quick, "settle_s": args.settle, "turn_warmup_s": args.turn_warmup,
+           "load_before": os.getloadavg()[0],
            "date": time.strftime("%Y-%m-%d"), "blas": blas,
            **{name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}
     records = []
@@ -319,7 +335,8 @@ def main(argv=None):
         else:
             contestants_main = contestants
         for name, (median, n) in time_train_steps(contestants_main, dataset, train_idx, 64, warmup, rounds,
-                                                  per_round, settle=args.settle).items():
+                                                  per_round, settle=args.settle,
+                                                  turn_warmup=args.turn_warmup).items():
             record("train_step", name, kind[name], 64, 256, median, n)
         flops = training_step_flops(64, 256, dataset.max_encoder_len, dataset.max_decoder_len,
                                     len(dataset.target_vocab))
@@ -366,7 +383,8 @@ def main(argv=None):
             for batch in batches:
                 steps = (1, 2, 2) if args.quick else (2, args.sweep_rounds, 3)
                 for name, (median, n) in time_train_steps(group, dataset, train_idx, batch, *steps,
-                                                          settle=args.settle).items():
+                                                          settle=args.settle,
+                                                          turn_warmup=args.turn_warmup).items():
                     record("sweep_train_step", name, kind.get(name, "cpu"), batch, latent, median, n)
     print(f"# {env['cpu']}, {args.threads} threads" + (f", GPU {gpu}" if gpu else "") + f", {args.dtype}; "
           + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; BLAS {blas}; OPENBLAS_CORETYPE="

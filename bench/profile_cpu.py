@@ -1,5 +1,5 @@
 """Where the numba backend's training step goes on this CPU: the GEMM shapes on its critical path, timed alone with
-single-threaded BLAS, and one training step split into its parts, per shard.
+single-threaded BLAS, and one training step split into the backend's operations, per thread.
 
     python bench/profile_cpu.py
 
@@ -17,8 +17,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minilstm import lstm  # noqa: E402
-from minilstm import seq2seq as s2s  # noqa: E402
+from minilstm.backend import NumbaBackend  # noqa: E402
 from minilstm.data import Dataset, resolve_pairs  # noqa: E402
 from minilstm.optim import RMSprop  # noqa: E402
 from minilstm.seq2seq import Seq2Seq  # noqa: E402
@@ -50,48 +49,68 @@ def gemm_table():
         print(f"| 2048^3 | {us / 1e3:.0f} ms | {2 * 2048**3 / us / 1e3:.1f} |")
 
 
-def step_profile(steps=10):
+def step_profile(batch=64, latent=256, steps=30):
+    """One training step of the numba backend split into the backend's operations, timed per thread (each row
+    shard is a thread), with the GFLOP/s of the GEMM parts. Timers wrap the backend object's methods, so the
+    model's code runs unchanged."""
     dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
-    model = Seq2Seq("numba", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                    dataset.max_decoder_len, 256, "float32").initialize(0)
-    optimizer = RMSprop(model.backend, model.params.flat.size, model.dtype)
+    backend = NumbaBackend()
+    model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                    dataset.max_decoder_len, latent, "float32").initialize(0)
+    optimizer = RMSprop(backend, model.params.flat.size, model.dtype)
     rng = np.random.default_rng(0)
     totals: dict[tuple[str, int], float] = {}
+    flops: dict[str, float] = {}
 
-    def timed(name, fn):
+    def timed(name, fn, count_flops=None):
         def wrapper(*args, **kwargs):
             start = time.perf_counter()
             result = fn(*args, **kwargs)
             key = (name, threading.get_ident())
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
+            if count_flops:
+                flops[name] = flops.get(name, 0.0) + count_flops(*args)
             return result
         return wrapper
 
-    s2s.lstm_forward = timed("LSTM forward (both layers)", lstm.lstm_forward)
-    s2s.lstm_backward = timed("LSTM backward + weight-gradient GEMMs", lstm.lstm_backward)
+    def recurrent_flops(gates, *_):
+        return 2 * gates.shape[0] * gates.shape[1] * gates.shape[2] * gates.shape[2] // 4
+
+    backend.lstm_recurrence_forward = timed("time loop forward (GEMMs + cell)", backend.lstm_recurrence_forward,
+                                            recurrent_flops)
+    backend.lstm_recurrence_backward = timed("time loop backward (GEMMs + cell)", backend.lstm_recurrence_backward,
+                                             recurrent_flops)
+    backend.matmul = timed("weight-gradient and output-layer GEMMs (BLAS)", backend.matmul,
+                           lambda a, b, out=None: 2 * a.shape[0] * a.shape[1] * b.shape[1])
+    for name in ("gather_rows_add", "scatter_add_rows", "softmax_cross_entropy", "rmsprop_update"):
+        setattr(backend, name, timed(name, getattr(backend, name)))
     model._forward_backward_shard = timed("whole shard", model._forward_backward_shard)
 
     def step():
-        idx = rng.choice(8000, 64, replace=False)
+        idx = rng.choice(8000, batch, replace=False)
         model.forward_backward(dataset.encoder_input_ids[idx], dataset.decoder_input_ids[idx],
                                dataset.decoder_target_ids[idx])
         optimizer.step(model.params.flat, model.grads.flat)
 
-    for _ in range(3):
+    for _ in range(5):
         step()
     totals.clear()
+    flops.clear()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
     median_ms = statistics.median(times) * 1e3
-    print(f"\ntraining step, numba backend ({model.backend.describe()}): median {median_ms:.1f} ms")
+    print(f"\ntraining step, batch {batch}, latent {latent}, {backend.describe()}: median {median_ms:.1f} ms "
+          f"(mean ms per step below, by thread)")
     threads = sorted({t for _, t in totals})
-    print("| part (ms per step) | " + " | ".join(f"shard {k}" for k in range(len(threads))) + " |")
-    print("| --- |" + " --- |" * len(threads))
+    print("| part | " + " | ".join(f"thread {k}" for k in range(len(threads))) + " | GFLOP/s per thread |")
+    print("| --- |" + " --- |" * (len(threads) + 1))
     for name in sorted({n for n, _ in totals}):
-        print(f"| {name} | " + " | ".join(f"{totals.get((name, t), 0) / steps * 1e3:.1f}" for t in threads) + " |")
+        seconds = [totals.get((name, t), 0) for t in threads]
+        rate = f"{flops[name] / sum(seconds) / 1e9:.0f}" if name in flops and sum(seconds) else ""
+        print(f"| {name} | " + " | ".join(f"{s / steps * 1e3:.2f}" for s in seconds) + f" | {rate} |")
 
 
 if __name__ == "__main__":

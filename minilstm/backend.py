@@ -188,7 +188,7 @@ def hold_blas(hold: bool):
 # MIN_SHARD_ROWS = 8 rows per shard); at latent 512 also at 16 rows (6%), since its GEMMs outside the time loops run on
 # every core too (NumbaBackend.matmul); no gain at latent 128, nor from 24 rows (512) or 16 rows (256) up.
 UNIT_SPLIT_SHAPES = ((512, 24), (256, 16))
-# NumbaBackend.matmul splits a product over the workers from this many multiply-adds (~0.1 ms of one core's work;
+# NumbaBackend.matmul splits a product over the workers from this many multiply-adds (~0.2 ms of one core's work;
 # handing a block to a pool thread costs ~50 us).
 PARALLEL_MATMUL_MIN_MACS = 1 << 23
 

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from minilstm import lstm
+from minilstm.backend import Backend
 from minilstm.data import Vocab
 from minilstm.seq2seq import Seq2Seq
 
@@ -55,3 +57,45 @@ def relative_error(a, b) -> float:
         return float("inf")
     scale = max(np.linalg.norm(a), np.linalg.norm(b))
     return float(np.linalg.norm(a - b) / scale) if scale > 0 else 0.0
+
+
+# One layer's time loop on random inputs, and its float64 reference (tests of the numba loops and the unit split).
+
+
+def random_layer(rng, steps, batch, units, dtype):
+    """A recurrent kernel, the gates' input parts (T, B, 4H), and hs, cs (T+1, B, H) with a random initial state."""
+    recurrent_kernel = (rng.standard_normal((units, 4 * units)) / np.sqrt(units)).astype(dtype)
+    gates = rng.standard_normal((steps, batch, 4 * units)).astype(dtype)
+    hs = np.zeros((steps + 1, batch, units), dtype)
+    cs = np.zeros((steps + 1, batch, units), dtype)
+    hs[0], cs[0] = rng.standard_normal((2, batch, units))
+    return recurrent_kernel, gates, hs, cs
+
+
+def reference_forward(recurrent_kernel, gates, hs, cs):
+    """The numpy backend's per-step loop in float64 on the same (possibly float32) inputs: gates, hs, cs."""
+    arrays = [a.astype(np.float64) for a in (recurrent_kernel, gates, hs, cs)]
+    lstm.recurrence_forward(Backend(), arrays[1], arrays[0], arrays[2], arrays[3], lstm.Workspace(np))
+    return arrays[1:]
+
+
+def reference_backward(gates, cs, recurrent_kernel, d_outputs, dh0, dc0):
+    """The numpy backend's backward loop in float64: dz, dh, dc."""
+    f64 = [None if a is None else a.astype(np.float64) for a in (gates, cs, recurrent_kernel, d_outputs, dh0, dc0)]
+    dz = np.empty(gates.shape)
+    lstm.recurrence_backward(Backend(), *f64[:4], f64[4], f64[5], dz)
+    return dz, f64[4], f64[5]
+
+
+def run_forward(backend, recurrent_kernel, gates, hs, cs):
+    """``backend``'s forward loop on copies: gates (activated), hs, cs."""
+    gates, hs, cs = gates.copy(), hs.copy(), cs.copy()
+    backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, lstm.Workspace(np))
+    return gates, hs, cs
+
+
+def run_backward(backend, gates, cs, recurrent_kernel, d_outputs, dh0, dc0):
+    """``backend``'s backward loop: dz (NaN where it wrote nothing), dh, dc."""
+    dh, dc, dz = dh0.copy(), dc0.copy(), np.full_like(gates, np.nan)
+    backend.lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, lstm.Workspace(np))
+    return dz, dh, dc

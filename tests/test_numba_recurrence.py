@@ -5,10 +5,17 @@ fused greedy decoding against the step-by-step loop."""
 
 import numpy as np
 import pytest
-from helpers import relative_error, small_model
+from helpers import (
+    random_layer,
+    reference_backward,
+    reference_forward,
+    relative_error,
+    run_backward,
+    run_forward,
+    small_model,
+)
 
-from minilstm import lstm
-from minilstm.backend import Backend, get_backend
+from minilstm.backend import get_backend
 
 pytest.importorskip("numba", reason="the numba backend needs numba")
 
@@ -28,28 +35,6 @@ def numba_backend():
     return get_backend("numba")
 
 
-def random_layer(rng, steps, batch, units, dtype):
-    recurrent_kernel = (rng.standard_normal((units, 4 * units)) / np.sqrt(units)).astype(dtype)
-    gates = rng.standard_normal((steps, batch, 4 * units)).astype(dtype)
-    hs = np.zeros((steps + 1, batch, units), dtype)
-    cs = np.zeros((steps + 1, batch, units), dtype)
-    hs[0], cs[0] = rng.standard_normal((2, batch, units))
-    return recurrent_kernel, gates, hs, cs
-
-
-def reference_forward(recurrent_kernel, gates, hs, cs):
-    """The numpy backend's per-step loop in float64 on the same (possibly float32) inputs."""
-    arrays = [a.astype(np.float64) for a in (recurrent_kernel, gates, hs, cs)]
-    lstm.recurrence_forward(Backend(), arrays[1], arrays[0], arrays[2], arrays[3], lstm.Workspace(np))
-    return arrays
-
-
-def run_forward(backend, recurrent_kernel, gates, hs, cs):
-    gates, hs, cs = gates.copy(), hs.copy(), cs.copy()
-    backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, lstm.Workspace(np))
-    return gates, hs, cs
-
-
 def close(actual, expected, dtype):
     error = relative_error(actual, expected)
     assert error < TOL[dtype], error
@@ -59,7 +44,7 @@ def close(actual, expected, dtype):
 @pytest.mark.parametrize("steps,batch,units", SHAPES)
 def test_forward_equals_reference(numba_backend, rng, dtype, steps, batch, units):
     recurrent_kernel, gates, hs, cs = random_layer(rng, steps, batch, units, dtype)
-    _, gates_ref, hs_ref, cs_ref = reference_forward(recurrent_kernel, gates, hs, cs)
+    gates_ref, hs_ref, cs_ref = reference_forward(recurrent_kernel, gates, hs, cs)
     gates_out, hs_out, cs_out = run_forward(numba_backend, recurrent_kernel, gates, hs, cs)
     for actual, expected in ((gates_out, gates_ref), (hs_out, hs_ref), (cs_out, cs_ref)):
         assert actual.dtype == dtype
@@ -75,12 +60,9 @@ def test_backward_equals_reference(numba_backend, rng, dtype, steps, batch, unit
     d_outputs = rng.standard_normal((steps, batch, units)).astype(dtype) if with_outputs else None
     dh0, dc0 = rng.standard_normal((2, batch, units)).astype(dtype)
 
-    f64 = [None if a is None else a.astype(np.float64) for a in (gates, cs, recurrent_kernel, d_outputs, dh0, dc0)]
-    dz_ref = np.empty(gates.shape)
-    lstm.recurrence_backward(Backend(), *f64[:4], f64[4], f64[5], dz_ref)
-    dh, dc, dz = dh0.copy(), dc0.copy(), np.empty_like(gates)
-    numba_backend.lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, lstm.Workspace(np))
-    for actual, expected in ((dz, dz_ref), (dh, f64[4]), (dc, f64[5])):
+    dz_ref, dh_ref, dc_ref = reference_backward(gates, cs, recurrent_kernel, d_outputs, dh0, dc0)
+    dz, dh, dc = run_backward(numba_backend, gates, cs, recurrent_kernel, d_outputs, dh0, dc0)
+    for actual, expected in ((dz, dz_ref), (dh, dh_ref), (dc, dc_ref)):
         close(actual, expected, dtype)
 
 

@@ -12,9 +12,18 @@ import time
 
 import numpy as np
 import pytest
-from helpers import copy_to_backend, random_batch, relative_error, small_model
+from helpers import (
+    copy_to_backend,
+    random_batch,
+    random_layer,
+    reference_backward,
+    reference_forward,
+    relative_error,
+    run_backward,
+    run_forward,
+    small_model,
+)
 
-from minilstm import lstm
 from minilstm.backend import Backend, get_backend
 
 pytest.importorskip("numba", reason="the numba backend needs numba")
@@ -63,27 +72,6 @@ def one_thread():
     return NumbaBackend(1)
 
 
-def random_layer(rng, steps, batch, units, dtype):
-    recurrent_kernel = (rng.standard_normal((units, 4 * units)) / np.sqrt(units)).astype(dtype)
-    gates = rng.standard_normal((steps, batch, 4 * units)).astype(dtype)
-    hs = np.zeros((steps + 1, batch, units), dtype)
-    cs = np.zeros((steps + 1, batch, units), dtype)
-    hs[0], cs[0] = rng.standard_normal((2, batch, units))
-    return recurrent_kernel, gates, hs, cs
-
-
-def run_forward(backend, recurrent_kernel, gates, hs, cs):
-    gates, hs, cs = gates.copy(), hs.copy(), cs.copy()
-    backend.lstm_recurrence_forward(gates, recurrent_kernel, hs, cs, lstm.Workspace(np))
-    return gates, hs, cs
-
-
-def run_backward(backend, gates, cs, recurrent_kernel, d_outputs, dh0, dc0):
-    dh, dc, dz = dh0.copy(), dc0.copy(), np.full_like(gates, np.nan)
-    backend.lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, lstm.Workspace(np))
-    return dz, dh, dc
-
-
 def close(actual, expected, dtype):
     error = relative_error(actual, expected)
     assert error < TOL[dtype], error
@@ -120,12 +108,11 @@ def in_time(function, *args, seconds=DEADLINE_S):
 @pytest.mark.parametrize("units", UNITS)
 def test_forward_equals_reference_and_one_thread(split_backend, one_thread, rng, dtype, steps, batch, units):
     recurrent_kernel, gates, hs, cs = random_layer(rng, steps, batch, units, dtype)
-    arrays = [a.astype(np.float64) for a in (recurrent_kernel, gates, hs, cs)]
-    lstm.recurrence_forward(Backend(), arrays[1], arrays[0], arrays[2], arrays[3], lstm.Workspace(np))
+    reference = reference_forward(recurrent_kernel, gates, hs, cs)
     before = split_backend.unit_splits
     split = run_forward(split_backend, recurrent_kernel, gates, hs, cs)
     assert split_backend.unit_splits == before + 1
-    for actual, expected in zip(split, arrays[1:], strict=True):
+    for actual, expected in zip(split, reference, strict=True):
         close(actual, expected, dtype)
     same_bits(split, run_forward(one_thread, recurrent_kernel, gates, hs, cs))
 
@@ -141,13 +128,11 @@ def test_backward_equals_reference_and_one_thread(split_backend, one_thread, rng
     gates, hs, cs = run_forward(one_thread, recurrent_kernel, gates, hs, cs)
     d_outputs = rng.standard_normal((steps, batch, units)).astype(dtype) if with_outputs else None
     dh0, dc0 = rng.standard_normal((2, batch, units)).astype(dtype)
-    f64 = [None if a is None else a.astype(np.float64) for a in (gates, cs, recurrent_kernel, d_outputs, dh0, dc0)]
-    dz_ref = np.empty(gates.shape)
-    lstm.recurrence_backward(Backend(), *f64[:4], f64[4], f64[5], dz_ref)
+    reference = reference_backward(gates, cs, recurrent_kernel, d_outputs, dh0, dc0)
     before = split_backend.unit_splits
     split = run_backward(split_backend, gates, cs, recurrent_kernel, d_outputs, dh0, dc0)
     assert split_backend.unit_splits == before + 1
-    for actual, expected in zip(split, (dz_ref, f64[4], f64[5]), strict=True):
+    for actual, expected in zip(split, reference, strict=True):
         close(actual, expected, dtype)
     same_bits(split, run_backward(one_thread, gates, cs, recurrent_kernel, d_outputs, dh0, dc0))
 

@@ -70,9 +70,9 @@ def main(argv=None) -> int:
             run(train)
             wall = time.perf_counter() - started
             evaluate_json = args.out / f"{name}-evaluate-best.json"
+            # No --data: evaluate reads the checkpoint's own data and split and scores its held-out pairs (given
+            # --data it would score every pair of that file, the training pairs too).
             evaluate = [sys.executable, "-m", "minilstm.evaluate", str(run_dir / "best"), "--json", str(evaluate_json)]
-            evaluate += ["--data", str(args.data)] if args.data else []
-            evaluate += ["--num-samples", args.num_samples] if args.data and args.num_samples != "all" else []
             run(evaluate)
             shutil.copy(run_dir / "history.jsonl", args.out / f"{name}-history.jsonl")
             history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 from . import layers
 from .checkpoint import load_checkpoint, resolve_checkpoint
@@ -26,14 +27,9 @@ from .files import write_text_atomic
 
 
 def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions all cost 1)."""
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i]
-        for j, cb in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
+    """Levenshtein distance (insertions, deletions, substitutions all cost 1): rapidfuzz's, in C++ (the pure-Python
+    dynamic programme it replaces took 18 of the 43 s of scoring 5,000 of the whole file's validation pairs)."""
+    return Levenshtein.distance(a, b)
 
 
 def chrf(hypotheses: list[str], references: list[list[str]]) -> float | None:
@@ -42,8 +38,11 @@ def chrf(hypotheses: list[str], references: list[list[str]]) -> float | None:
         import sacrebleu
     except ImportError:
         return None
+    # Reference stream k holds each sentence's k-th reference, or None where it has fewer (sacrebleu skips those).
+    # Not a repeat of its first: sacrebleu extracts n-grams for every reference it is given, and on the whole
+    # file's 33,426 validation sentences (up to dozens of references each) the repeats took over 17 GB.
     width = max(len(r) for r in references)
-    streams = [[refs[k] if k < len(refs) else refs[0] for refs in references] for k in range(width)]
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
     return float(sacrebleu.corpus_chrf(hypotheses, streams).score)
 
 
@@ -71,9 +70,14 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
     else:
         plan = [np.arange(start, min(start + batch_size, len(data))) for start in range(0, len(data), batch_size)]
     masked_targets = data.masked_target_ids()
+    target_steps = data.target_steps()
     for idx in plan:
+        # A --mask-padding model reads no padding: its encoder runs to the batch's English length, its decoder to the
+        # batch's longest French sentence (the real characters' logits are the same: the decoder is causal).
         enc = data.encoder_input_ids[idx, : lengths[idx[0]] if model.mask_padding else None]
-        dec_in, dec_out, real_out = data.decoder_input_ids[idx], data.decoder_target_ids[idx], masked_targets[idx]
+        steps = int(target_steps[idx].max()) if model.mask_padding else None
+        dec_in, dec_out = data.decoder_input_ids[idx, :steps], data.decoder_target_ids[idx, :steps]
+        real_out = masked_targets[idx, :steps]
         logits = model.teacher_forced_logits(enc, dec_in)  # (B, T, V)
         flat_logits = logits.reshape(-1, logits.shape[2]).astype(np.float64)
         loss_sum += float(layers.softmax_cross_entropy(np, flat_logits, dec_out.reshape(-1), 0.0)[0])
@@ -82,7 +86,7 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
         hits += correct.sum()
         real_hits += (correct & (real_out >= 0)).sum()
     positions = len(data) * model.max_decoder_len
-    real_positions = int(data.target_steps().sum())
+    real_positions = int(target_steps.sum())
     references: dict[str, list[str]] = {}
     for english, french in all_pairs:
         references.setdefault(english, []).append(french)

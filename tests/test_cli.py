@@ -241,12 +241,26 @@ def test_patience_stops_early(tmp_path):
     assert len(history) - 1 - best == 1  # stopped exactly one epoch after the best
 
 
-def test_chrf_with_several_references():
+def test_chrf_with_several_references(monkeypatch):
     pytest.importorskip("sacrebleu", reason="chrF needs sacrebleu (pip install '.[eval]')")
     from minilstm.evaluate import chrf
 
     assert chrf(["Va !", "Cours !"], [["Allez !", "Va !"], ["Cours !"]]) == pytest.approx(100.0)
     assert chrf(["xyz", "abc"], [["Va !"], ["Cours !"]]) < 5
+
+    # A sentence with fewer references than another is scored on its own ones only, and is not handed copies of
+    # them to fill the other reference streams (sacrebleu extracts n-grams of every reference it is given: copies
+    # took over 17 GB on the whole file's validation set).
+    import sacrebleu
+
+    seen = []
+    real_corpus_chrf = sacrebleu.corpus_chrf
+    monkeypatch.setattr(sacrebleu, "corpus_chrf", lambda hyps, streams: seen.append(streams) or
+                        real_corpus_chrf(hyps, streams))
+    score = chrf(["Va !", "Cours !"], [["Allez !", "Va !", "Filez !"], ["Courez !"]])
+    assert seen == [[["Allez !", "Courez !"], ["Va !", None], ["Filez !", None]]]
+    assert score == pytest.approx(chrf(["Va !", "Cours !"], [["Va !"], ["Courez !"]]))
+    assert 0 < score < 100
 
 
 def test_translate_beam_and_temperature_flags(trained):

@@ -278,29 +278,38 @@ class NumbaBackend(Backend):
             return 1
         return super().row_shards(batch, units, min_rows)
 
+    def _each_worker(self, part, on_error=None) -> list:
+        """``[part(k) for k in range(workers)]`` run at once: k = 0 on this thread, the others on the pool. Where a
+        part fails to start or raises, ``on_error()`` runs first (to release parts waiting for it), then every started
+        part is waited for, and the error is raised."""
+        futures = []
+        try:
+            futures = [self._pool.submit(part, k) for k in range(1, self.workers)]
+            results = [part(0)]
+        except BaseException:
+            if on_error is not None:
+                on_error()
+            wait_all(futures)
+            raise
+        return results + [future.result() for future in futures]
+
     def _run_split(self, run_part):
-        """``run_part(k, sync)`` for k = 0 .. workers - 1 at once: k = 0 on this thread, the others on the pool,
-        sharing ``sync`` (``barrier.new_sync()``). Each returns True unless aborted; a part that fails to start or
-        raises sets ``sync[ABORT]``, so the others leave their barriers instead of waiting forever."""
+        """``run_part(k, sync)`` for k = 0 .. workers - 1 at once (``_each_worker``), sharing ``sync``
+        (``barrier.new_sync()``). Each returns True unless aborted; a part that fails to start or raises sets
+        ``sync[ABORT]``, so the others leave their barriers instead of waiting forever."""
         sync = self._barrier.new_sync()
+
+        def abort():
+            sync[self._barrier.ABORT] = 1
 
         def guarded(k):
             try:
                 return run_part(k, sync)
             except BaseException:
-                sync[self._barrier.ABORT] = 1
+                abort()
                 raise
 
-        futures = []
-        try:
-            futures = [self._pool.submit(guarded, k) for k in range(1, self.workers)]
-            completed = [guarded(0)]
-        except BaseException:
-            sync[self._barrier.ABORT] = 1
-            wait_all(futures)
-            raise
-        completed += [future.result() for future in futures]
-        if not all(completed):
+        if not all(self._each_worker(guarded, on_error=abort)):
             raise RuntimeError("a unit-split time loop was aborted")
 
     def _try_unit_split(self, batch, units) -> bool:
@@ -322,16 +331,9 @@ class NumbaBackend(Backend):
                 out = np.empty((rows, b.shape[1]), dtype=np.result_type(a, b))
             bounds = [rows * k // self.workers for k in range(self.workers + 1)]
 
-            def block(k):
-                np.matmul(a[bounds[k]:bounds[k + 1]], b, out=out[bounds[k]:bounds[k + 1]])
-
-            futures = [self._pool.submit(block, k) for k in range(1, self.workers)]
-            try:
-                block(0)  # on this thread, as the unit split's part 0 (``_run_split``)
-            finally:
-                wait_all(futures)
-            for future in futures:
-                future.result()
+            # Block 0 on this thread (``_each_worker``): with every block on the pool and this thread waiting, the
+            # time loops after it ran slower (bench/results/unit-split/README.md, section 6).
+            self._each_worker(lambda k: np.matmul(a[bounds[k]:bounds[k + 1]], b, out=out[bounds[k]:bounds[k + 1]]))
         finally:
             self._pool_lock.release()
         return out

@@ -304,10 +304,11 @@ class Seq2Seq:
                 prev, h, c = prev[keep], h[:, keep], c[:, keep]
         return _cut_at_end(tokens.tolist(), end_id)
 
-    def beam_decode_ids(self, encoder_input_ids, beam_width: int) -> list[list[int]]:
+    def beam_decode_ids(self, encoder_input_ids, beam_width: int, n_best: bool = False) -> list:
         """Beam search: keep the ``beam_width`` best partial translations (by summed log-probability) of every
         sentence, all sentences and beams in one batch. A beam that emits END is finished and carried on unchanged.
-        With ``beam_width=1`` this is exactly the greedy decoder."""
+        With ``beam_width=1`` this is exactly the greedy decoder. With ``n_best`` each sentence gets the list of its
+        beams' ids, best first (ties in file order, so the first is the one returned without ``n_best``)."""
         xp, k = self.backend.xp, beam_width
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         h, c = self.encode(encoder_input_ids)
@@ -341,6 +342,10 @@ class Seq2Seq:
             prev = self.backend.asarray(token.reshape(-1))
             if finished[np.isfinite(scores)].all():
                 break
+        if n_best:
+            return [_cut_at_end([sentence[b].tolist() for b in np.argsort(-row_scores, kind="stable")
+                                 if np.isfinite(row_scores[b])], end_id)
+                    for sentence, row_scores in zip(tokens, scores, strict=True)]
         return _cut_at_end([sentence[int(np.argmax(row_scores))].tolist()
                             for sentence, row_scores in zip(tokens, scores, strict=True)], end_id)
 
@@ -367,9 +372,10 @@ class Seq2Seq:
         return _cut_at_end(tokens.tolist(), end_id)
 
     def translate(self, texts: list[str], batch_size: int = 512, beam_width: int = 1,
-                  temperature: float | None = None, seed: int = 0) -> list[str]:
+                  temperature: float | None = None, seed: int = 0, n_best: bool = False) -> list:
         """Translations of ``texts``, many at a time: greedy (the default, exactly the example's algorithm), beam
-        search (``beam_width > 1``) or sampling (``temperature``). Inputs are padded with spaces to
+        search (``beam_width > 1``; with ``n_best``, each text's list of beam translations, best first, the first
+        being the translation without ``n_best``) or sampling (``temperature``). Inputs are padded with spaces to
         ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to
         its own length, and is batched only with inputs of that same padded length, so every sentence gets exactly
         the string it would get decoded alone."""
@@ -388,13 +394,17 @@ class Seq2Seq:
             ids = encode_inputs([texts[k] for k in members], self.input_vocab, length)
             if temperature is not None:
                 return self.sample_decode_ids(ids, temperature, np.random.default_rng(chunk_seed))
+            if n_best:
+                return self.beam_decode_ids(ids, beam_width, n_best=True)
             if beam_width > 1:
                 return self.beam_decode_ids(ids, beam_width)
             return self.greedy_decode_ids(ids)
 
+        if n_best and temperature is not None:
+            raise ValueError("n_best needs beam search, not sampling")
         results = [""] * len(texts)
         decoded_chunks = self.backend.parallel_map(decode, list(zip(chunks, seeds, strict=True)))
         for (_, members), decoded in zip(chunks, decoded_chunks, strict=True):
             for k, ids in zip(members, decoded, strict=True):
-                results[k] = self.target_vocab.decode(ids)
+                results[k] = [self.target_vocab.decode(x) for x in ids] if n_best else self.target_vocab.decode(ids)
         return results

@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,6 +122,8 @@ BAD_REQUESTS = [  # (request, status, error)
     ({"json": {**GOOD, "q": {"text": "Go."}}}, 400, "Invalid request: q must be a string or a list of strings"),
     ({"json": {**GOOD, "source": ["en"]}}, 400, "Invalid request: source parameter must be a string"),
     ({"json": {**GOOD, "alternatives": "many"}}, 400, "Invalid request: alternatives parameter is not a number"),
+    ({"json": {**GOOD, "alternatives": 1.5}}, 400, "Invalid request: alternatives parameter is not a number"),
+    ({"json": {**GOOD, "api_key": 1}}, 400, "Invalid request: api_key parameter must be a string"),
     ({"content": b'{"q": "Go.", "source": "en", "target": "fr"', "headers": JSON}, 400, "Invalid JSON format"),
     ({"content": b'["Go."]', "headers": JSON}, 400, "Invalid JSON format"),
     ({"content": b"[" * 200_000, "headers": JSON}, 400, "Invalid JSON format"),  # nesting deeper than Python's
@@ -265,3 +268,18 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, checkpoint):
         assert run_main(main, [str(checkpoint), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1
+
+
+def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(server):
+    """A schema-driven fuzzer (schemathesis, every check: server errors, responses against the schema, invalid
+    requests accepted, valid ones refused, undeclared methods) against the app's own OpenAPI schema."""
+    import shutil
+    import subprocess
+    import sys
+
+    st = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    if st is None:
+        pytest.skip("schemathesis is not installed (pip install schemathesis)")
+    run = subprocess.run([st, "run", server.url + "/openapi.json", "--checks", "all", "--max-examples", "60",
+                          "--seed", "1", "--no-color"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

@@ -1,7 +1,7 @@
 """``python -m minilstm.models.build``: train the shipped model and copy its best checkpoint into the package.
 
 Trains the Keras example's model (one LSTM layer each side, 256 units) on the built-in 10,000 pairs with
-``--mask-padding --patience 5 --epochs 20 --seed 0`` into ``--out`` (default ``runs/en-fr-default``; ~15 minutes on
+``--mask-padding --patience 5 --epochs 12 --seed 0`` into ``--out`` (default ``runs/en-fr-default``; ~15 minutes on
 2 shared cores), then writes that run's ``best/`` weights, without the optimizer state, to
 ``minilstm/models/en-fr-default/`` (~2.9 MB). The config keeps the training record, so ``python -m minilstm.evaluate
 minilstm/models/en-fr-default`` scores it on the run's 2,000 held-out pairs. Stopped (Ctrl-C), the same command goes
@@ -18,7 +18,7 @@ from ..cli import run_main
 from . import DEFAULT_MODEL
 
 TRAIN_ARGS = ["--mask-padding", "--patience", "5", "--seed", "0"]
-EPOCHS = "20"
+EPOCHS = "12"
 
 
 def main(argv=None) -> int:

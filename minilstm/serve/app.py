@@ -8,7 +8,7 @@ its status codes and wording. The sentences go to the ``Batcher``; nothing here 
 import asyncio
 import hmac
 import json
-import math
+import re
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ LANGUAGES = [{"code": "en", "name": "English", "targets": ["fr"]}, {"code": "fr"
 SOURCES, TARGETS = ("en", "auto"), ("fr",)
 # Control characters refused in a text (NUL and the like); tab, newline and carriage return are text.
 ALLOWED_CONTROLS = "\t\n\r"
+INTEGER = "-?[0-9]+"  # the alternatives parameter as a string
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -235,14 +236,21 @@ def parse_translate(params: dict, settings: Settings, form: bool) -> TranslateRe
     text_format = _string_param(params, "format", required=False) or "text"
     if text_format != "text":
         raise ApiError(400, f"{text_format} format is not supported")
-    alternatives = params.get("alternatives", 0)
+    _string_param(params, "api_key", required=False)
+    return TranslateRequest(texts, batch, _alternatives(params.get("alternatives", 0)), source == "auto")
+
+
+def _alternatives(value) -> int:
+    """How many alternatives were asked for: an integer, or its digits as a string (a form); below 0 counts as 0
+    (as in LibreTranslate)."""
     try:
-        if isinstance(alternatives, bool) or (isinstance(alternatives, float) and not math.isfinite(alternatives)):
-            raise ValueError
-        alternatives = max(0, int(alternatives))
-    except (TypeError, ValueError, OverflowError):
-        raise ApiError(400, "Invalid request: alternatives parameter is not a number") from None
-    return TranslateRequest(texts, batch, alternatives, source == "auto")
+        if isinstance(value, str) and re.fullmatch(INTEGER, value):
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return max(0, value)
+    except ValueError:  # more digits than Python converts
+        pass
+    raise ApiError(400, "Invalid request: alternatives parameter is not a number")
 
 
 # -- the app ---------------------------------------------------------------------------------------------------
@@ -342,8 +350,8 @@ def create_app(translator, batcher, settings: Settings, metrics: Metrics, descri
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
-    async def not_found(request: Request, exc) -> Response:
-        return error_response(exc.status_code, exc.detail)
+    async def http_error(request: Request, exc) -> Response:  # 404, 405 (with its Allow header)
+        return error_response(exc.status_code, exc.detail, exc.headers)
 
     async def server_error(request: Request, exc) -> Response:
         return error_response(500, f"Cannot translate text: {type(exc).__name__}: {exc}")
@@ -368,13 +376,17 @@ def create_app(translator, batcher, settings: Settings, metrics: Metrics, descri
     from starlette.exceptions import HTTPException
 
     return Starlette(routes=routes, middleware=middleware,
-                     exception_handlers={HTTPException: not_found, Exception: server_error})
+                     exception_handlers={HTTPException: http_error, Exception: server_error})
 
 
 def openapi_schema(settings: Settings) -> dict:
     """The OpenAPI 3 description of the API (what /openapi.json serves)."""
     error = {"$ref": "#/components/schemas/Error"}
-    text_or_list = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    text_or_list = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    # What a text may be: at most char_limit characters, no control characters but tab, newline, return.
+    text = {"type": "string", "maxLength": settings.char_limit,
+            "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"}
+    texts = {"anyOf": [text, {"type": "array", "items": text, "maxItems": settings.batch_limit}]}
 
     def errors(*codes):
         return {str(code): {"description": "Error", "content": {"application/json": {"schema": error}}}
@@ -384,29 +396,31 @@ def openapi_schema(settings: Settings) -> dict:
         "type": "object",
         "required": ["q", "source", "target"],
         "properties": {
-            "q": {**text_or_list, "description": f"Text(s) to translate (at most {settings.char_limit} characters "
-                  f"each, {settings.batch_limit} texts)"},
+            "q": {**texts, "description": f"Text(s) to translate (at most {settings.char_limit} characters each, "
+                  f"{settings.batch_limit} texts)"},
             "source": {"type": "string", "enum": list(SOURCES), "description": "Source language code"},
             "target": {"type": "string", "enum": list(TARGETS), "description": "Target language code"},
             "format": {"type": "string", "enum": ["text"], "default": "text"},
-            "alternatives": {"type": "integer", "minimum": 0, "default": 0,
+            "alternatives": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": f"^{INTEGER}$"}],
+                             "default": 0,
                              "description": f"Alternative translations (n-best of the beam search, at most "
-                                            f"{settings.beam_width - 1} here)"},
+                                            f"{settings.beam_width - 1} here; below 0 counts as 0)"},
             "api_key": {"type": "string"},
         },
     }
-    form_schema = {**request_schema, "properties": {**request_schema["properties"], "q": {"type": "string"}}}
+    form_schema = {**request_schema, "properties": {**request_schema["properties"], "q": text,
+                                                    "alternatives": {"type": "string", "pattern": f"^{INTEGER}$"}}}
     string_list = {"type": "array", "items": {"type": "string"}}
     translate_response = {
         "type": "object",
         "required": ["translatedText"],
         "properties": {
             "translatedText": text_or_list,
-            "alternatives": {"oneOf": [string_list, {"type": "array", "items": string_list}]},
-            "detectedLanguage": {"oneOf": [{"$ref": "#/components/schemas/Detected"},
+            "alternatives": {"anyOf": [string_list, {"type": "array", "items": string_list}]},
+            "detectedLanguage": {"anyOf": [{"$ref": "#/components/schemas/Detected"},
                                            {"type": "array", "items": {"$ref": "#/components/schemas/Detected"}}]},
             "droppedCharacters": {"description": "Characters the model never saw, left out of the translation",
-                                  "oneOf": [string_list, {"type": "array", "items": string_list}]},
+                                  "anyOf": [string_list, {"type": "array", "items": string_list}]},
         },
     }
     return {

@@ -45,10 +45,12 @@ def random_texts(vocab_chars, count: int, seed: int = 0) -> list[str]:
 
 
 class Server:
-    """``python -m minilstm.serve CHECKPOINT --port 0 FLAGS...`` in a subprocess; ``url`` once it says ready."""
+    """``python -m minilstm.serve CHECKPOINT --port 0 FLAGS...`` in a subprocess (no CHECKPOINT for None: the shipped
+    model); ``url`` once it says ready."""
 
     def __init__(self, checkpoint, *flags, env=None):
-        cmd = [sys.executable, "-m", "minilstm.serve", str(checkpoint), "--port", "0", *map(str, flags)]
+        cmd = [sys.executable, "-m", "minilstm.serve", *([] if checkpoint is None else [str(checkpoint)]), "--port",
+               "0", *map(str, flags)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, **(env or {})})
         self.lines = []

@@ -283,3 +283,19 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(ser
     run = subprocess.run([st, "run", server.url + "/openapi.json", "--checks", "all", "--max-examples", "60",
                           "--seed", "1", "--no-color"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+
+
+def test_keep_alive_requests_are_not_held_by_nagle(server):
+    """Answers on a kept-alive connection come at once: the listening socket is TCP (proto IPPROTO_TCP), so asyncio
+    sets TCP_NODELAY on each connection (without it, headers and body went out ~40 ms apart: Nagle + delayed ACK)."""
+    from minilstm.serve import _listen
+
+    with _listen("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+    with httpx.Client(base_url=server.url) as client:
+        times = []
+        for _ in range(11):
+            started = time.perf_counter()
+            assert client.get("/health").status_code == 200
+            times.append(time.perf_counter() - started)
+    assert sorted(times)[5] < 0.025, times

@@ -69,8 +69,10 @@ def _listen(host: str, port: int) -> socket.socket:
     """A listening socket, bound before the model loads: a port in use is said at once, and port 0 gets a free
     port the ready line names."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, proto = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][:3]
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets; without it a response's headers
+        # and body go out as two segments held ~40 ms apart on keep-alive connections (Nagle + delayed ACK)
+        sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as e:
@@ -103,8 +105,9 @@ def main(argv=None) -> int:
     batcher = Batcher(translator.decode, args.max_batch, args.max_delay_ms / 1000, args.max_queue, metrics)
     batcher.start(warmup=translator.warmup)
     settings = Settings(args.beam_width, args.char_limit, args.batch_limit, args.api_key)
-    description = f"{path} ({model.backend.describe()})"
-    app = create_app(translator, batcher, settings, metrics, description=str(path))
+    name = f"the shipped model {path.name}" if args.checkpoint is None else str(path)
+    description = f"{name} ({model.backend.describe()})"
+    app = create_app(translator, batcher, settings, metrics, description=name)
     logging.basicConfig(format="%(levelname)s: %(message)s")
 
     class Server(uvicorn.Server):

@@ -237,7 +237,8 @@ def parse_translate(params: dict, settings: Settings, form: bool) -> TranslateRe
     if text_format != "text":
         raise ApiError(400, f"{text_format} format is not supported")
     _string_param(params, "api_key", required=False)
-    return TranslateRequest(texts, batch, _alternatives(params.get("alternatives", 0)), source == "auto")
+    alternatives = params.get("alternatives")
+    return TranslateRequest(texts, batch, 0 if alternatives is None else _alternatives(alternatives), source == "auto")
 
 
 def _alternatives(value) -> int:
@@ -400,16 +401,20 @@ def openapi_schema(settings: Settings) -> dict:
                   f"{settings.batch_limit} texts)"},
             "source": {"type": "string", "enum": list(SOURCES), "description": "Source language code"},
             "target": {"type": "string", "enum": list(TARGETS), "description": "Target language code"},
-            "format": {"type": "string", "enum": ["text"], "default": "text"},
+            # The optional parameters may also be null (absent).
+            "format": {"type": "string", "enum": ["text", None], "default": "text", "nullable": True},
             "alternatives": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": f"^{INTEGER}$"}],
-                             "default": 0,
+                             "default": 0, "nullable": True,
                              "description": f"Alternative translations (n-best of the beam search, at most "
                                             f"{settings.beam_width - 1} here; below 0 counts as 0)"},
-            "api_key": {"type": "string"},
+            "api_key": {"type": "string", "nullable": True},
         },
     }
+    # A form has strings only (no lists, no null).
     form_schema = {**request_schema, "properties": {**request_schema["properties"], "q": text,
-                                                    "alternatives": {"type": "string", "pattern": f"^{INTEGER}$"}}}
+                                                    "format": {"type": "string", "enum": ["text"]},
+                                                    "alternatives": {"type": "string", "pattern": f"^{INTEGER}$"},
+                                                    "api_key": {"type": "string"}}}
     string_list = {"type": "array", "items": {"type": "string"}}
     translate_response = {
         "type": "object",

@@ -270,7 +270,7 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, checkpoint):
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1
 
 
-def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(server):
+def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(server, tmp_path):
     """A schema-driven fuzzer (schemathesis, every check: server errors, responses against the schema, invalid
     requests accepted, valid ones refused, undeclared methods) against the app's own OpenAPI schema."""
     import shutil
@@ -281,7 +281,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(ser
     if st is None:
         pytest.skip("schemathesis is not installed (pip install schemathesis)")
     run = subprocess.run([st, "run", server.url + "/openapi.json", "--checks", "all", "--max-examples", "60",
-                          "--seed", "1", "--no-color"], capture_output=True, text=True, timeout=600)
+                          "--seed", "1", "--no-color"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
 
 
@@ -299,3 +299,32 @@ def test_keep_alive_requests_are_not_held_by_nagle(server):
             assert client.get("/health").status_code == 200
             times.append(time.perf_counter() - started)
     assert sorted(times)[5] < 0.025, times
+
+
+def test_one_bad_text_fails_its_request_alone_and_requests_span_batches():
+    """The batcher on its own, with a decode function that fails on one text: that request gets the error, every
+    other request its answers, though they shared batches with it; a request larger than a batch is answered whole."""
+    from minilstm.serve.batcher import Batcher
+
+    batches = []
+
+    def decode(texts):
+        batches.append(list(texts))
+        if "bad" in texts:
+            raise ValueError("cannot decode 'bad'")
+        return [text.upper() for text in texts]
+
+    batcher = Batcher(decode, max_batch=4, max_delay=0.05, max_queue=100)
+    batcher.start()
+
+    async def scenario():
+        jobs = [batcher.submit(texts) for texts in (["a", "b"], ["c", "bad", "d"], ["e"], list("fghijklmn"))]
+        return await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)
+
+    try:
+        first, failed, third, large = asyncio.run(scenario())
+    finally:
+        batcher.stop(timeout=10)
+    assert (first, third, large) == (["A", "B"], ["E"], list("FGHIJKLMN"))
+    assert isinstance(failed, ValueError)
+    assert max(map(len, batches)) <= 4 and ["bad"] in batches  # the failing batch was decoded one text at a time

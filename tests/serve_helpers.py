@@ -58,8 +58,11 @@ class Server:
         while True:
             line = self._readline(deadline)
             if line is None:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                errors = self.proc.stderr.read()
                 self.stop()
-                raise RuntimeError(f"the server did not get ready: {self.lines} {self.proc.stderr.read()}")
+                raise RuntimeError(f"the server did not get ready: {self.lines} {errors}")
             if line.startswith("ready:"):
                 self.url = "http://" + line.split("http://")[1].split()[0]
                 return

@@ -230,7 +230,9 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(checkpoin
     texts = random_texts(model.input_vocab.chars, 60, seed=6)
     expected = model.translate(texts)
     # A long delay and a large batch: the requests wait in the queue until the server is told to stop.
-    srv = Server(checkpoint, "--backend", BACKEND, "--max-delay-ms", 30_000, "--max-batch", 1000)
+    # --max-queue: exactly these requests fit; one more sentence gets 429.
+    srv = Server(checkpoint, "--backend", BACKEND, "--max-delay-ms", 30_000, "--max-batch", 1000, "--max-queue",
+                 len(texts), "--batch-limit", 2)
 
     async def scenario():
         task = asyncio.ensure_future(_concurrently(srv.url, [{"q": t, "source": "en", "target": "fr"}
@@ -240,6 +242,9 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(checkpoin
             while gauge((await client.get("/metrics")).text, "minilstm_queue_depth") < len(texts):
                 assert time.monotonic() < deadline, "the requests never reached the queue"
                 await asyncio.sleep(0.05)
+            full = await client.post("/translate", json={"q": ["Go.", ""], "source": "en", "target": "fr"})
+            assert (full.status_code, full.json(), full.headers["retry-after"]) == (
+                429, {"error": f"Slowdown: the queue is full ({len(texts)} sentences waiting); retry later"}, "1")
         stopped_at = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
         responses = await task
@@ -268,6 +273,9 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, checkpoint):
         assert run_main(main, [str(checkpoint), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1
+    assert run_main(main, [str(checkpoint), "--max-queue", "10"]) == 2
+    assert capsys.readouterr().err == ("error: --max-queue (10) is below --batch-limit (64): a request of that many "
+                                       "texts could never be queued\n")
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(server, tmp_path):
@@ -328,3 +336,16 @@ def test_one_bad_text_fails_its_request_alone_and_requests_span_batches():
     assert (first, third, large) == (["A", "B"], ["E"], list("FGHIJKLMN"))
     assert isinstance(failed, ValueError)
     assert max(map(len, batches)) <= 4 and ["bad"] in batches  # the failing batch was decoded one text at a time
+
+
+@pytest.mark.parametrize("beam_width", [1, 2, 4])
+def test_n_best_begins_with_the_beam_searchs_answer(checkpoint, beam_width):
+    """``translate(n_best=True)``: each text's beams, best first; the first is what ``translate`` answers, the rest
+    are different strings, at most beam_width in all."""
+    model = load_checkpoint(checkpoint, backend="numpy").model
+    texts = random_texts(model.input_vocab.chars, 30, seed=7)
+    n_best = model.translate(texts, beam_width=beam_width, n_best=True)
+    assert [beams[0] for beams in n_best] == model.translate(texts, beam_width=beam_width)
+    assert all(1 <= len(beams) <= beam_width and len(set(beams)) == len(beams) for beams in n_best)
+    if beam_width > 1:
+        assert any(len(beams) == beam_width for beams in n_best)

@@ -82,6 +82,9 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.max_queue < args.batch_limit:
+        raise MinilstmError(f"--max-queue ({args.max_queue}) is below --batch-limit ({args.batch_limit}): a request "
+                            "of that many texts could never be queued")
     uvicorn = _import_server()
     from .app import Metrics, Settings, create_app
     from .batcher import Batcher

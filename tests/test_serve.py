@@ -217,13 +217,16 @@ def test_a_client_that_goes_away_does_not_stall_the_queue(server, model):
     body = json.dumps({"q": random_texts(model.input_vocab.chars, 64, seed=5), "source": "en",
                        "target": "fr"}).encode()
     host, port = server.url.removeprefix("http://").split(":")
-    for _ in range(5):
-        with socket.create_connection((host, int(port))) as s:
-            s.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    head = b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    for sent in (len(body), len(body) // 2):  # gone after sending the whole request, or half its body
+        for _ in range(3):
+            with socket.create_connection((host, int(port))) as s:
+                s.sendall(head % len(body) + body[:sent])
+                time.sleep(0.05)
     start = time.monotonic()
     assert_alive(server.url, model)
     assert time.monotonic() - start < 10
+    assert 'status="500"' not in httpx.get(server.url + "/metrics").text
 
 
 def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(checkpoint, model):

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -274,6 +274,8 @@ def create_app(translator, batcher, settings: Settings, metrics: Metrics, descri
                 return await _translate(request)
             except ApiError as e:
                 return error_response(e.status, e.message, e.headers)
+            except ClientDisconnect:  # gone while sending its body: nobody to answer
+                return Response(status_code=499)
 
     async def _translate(request: Request) -> Response:
         body = await read_body(request, settings.body_limit)
@@ -298,7 +300,7 @@ def create_app(translator, batcher, settings: Settings, metrics: Metrics, descri
                 raise ApiError(503, "The server is shutting down") from None
             decoded = await _answer_or_disconnect(request, job)
             if decoded is None:
-                return Response(status_code=499)  # nobody is listening; uvicorn drops it
+                return Response(status_code=499)  # nobody is listening (nginx's "client closed request")
             for (k, _), answer in zip(to_decode, decoded, strict=True):
                 answers[k] = answer
         translations = [translation for translation, _ in answers]

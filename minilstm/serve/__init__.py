@@ -132,6 +132,9 @@ def main(argv=None) -> int:
     try:
         server.run(sockets=[sock])
     finally:
-        batcher.stop()
+        batcher.stop(timeout=0 if server.force_exit else None)  # a second Ctrl-C: leave at once
+    if server.force_exit:
+        print("stopped at once (a second Ctrl-C): requests still in progress, if any, got no answer", flush=True)
+        return 130
     print("stopped: every accepted request was answered", flush=True)
     return 0

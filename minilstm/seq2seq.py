@@ -308,7 +308,7 @@ class Seq2Seq:
         """Beam search: keep the ``beam_width`` best partial translations (by summed log-probability) of every
         sentence, all sentences and beams in one batch. A beam that emits END is finished and carried on unchanged.
         With ``beam_width=1`` this is exactly the greedy decoder. With ``n_best`` each sentence gets the list of its
-        beams' ids, best first (ties in file order, so the first is the one returned without ``n_best``)."""
+        beams' ids, best first (ties to the lower beam, so the first is the one returned without ``n_best``)."""
         xp, k = self.backend.xp, beam_width
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         h, c = self.encode(encoder_input_ids)

@@ -536,6 +536,7 @@ class Batch:
     arrays: tuple | None
     positions: int
     row_offset: int = 0  # the index of this rank's first row in the global batch (dropout masks follow rows)
+    source_lengths: object = None  # (rows,) real English characters per row, on the device (None: all real)
 
 
 class Batches:
@@ -557,6 +558,7 @@ class Batches:
         self.device_ids = tuple(backend.asarray(a) for a in (dataset.encoder_input_ids, dataset.decoder_input_ids,
                                                              targets))
         self.input_lengths = dataset.input_lengths()
+        self.device_input_lengths = backend.asarray(self.input_lengths)
         self.target_steps = dataset.target_steps()
         self.max_decoder_len = dataset.max_decoder_len
 
@@ -582,7 +584,8 @@ class Batches:
         enc, dec_in, targets = self.device_ids
         if not self.mask_padding:
             arrays = (enc[rows], dec_in[rows], targets[rows])
-            return Batch(arrays if share_rows else None, len(idx) * self.max_decoder_len, row_offset)
+            return Batch(arrays if share_rows else None, len(idx) * self.max_decoder_len, row_offset,
+                         self.device_input_lengths[rows])
         steps = self.target_steps[idx]
         enc_len, dec_len = int(self.input_lengths[idx[0]]), int(steps.max())
         arrays = (enc[rows, :enc_len], dec_in[rows, :dec_len], targets[rows, :dec_len])

@@ -78,7 +78,7 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
         steps = int(target_steps[idx].max()) if model.mask_padding else None
         dec_in, dec_out = data.decoder_input_ids[idx, :steps], data.decoder_target_ids[idx, :steps]
         real_out = masked_targets[idx, :steps]
-        logits = model.teacher_forced_logits(enc, dec_in)  # (B, T, V)
+        logits = model.teacher_forced_logits(enc, dec_in, lengths[idx])  # (B, T, V)
         flat_logits = logits.reshape(-1, logits.shape[2]).astype(np.float64)
         loss_sum += float(layers.softmax_cross_entropy(np, flat_logits, dec_out.reshape(-1), 0.0)[0])
         real_loss_sum += float(layers.softmax_cross_entropy(np, flat_logits, real_out.reshape(-1), 0.0)[0])

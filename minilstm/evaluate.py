@@ -21,7 +21,7 @@ from rapidfuzz.distance import Levenshtein
 from . import layers
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .cli import positive_float, positive_int, run_main
-from .data import END, START, Dataset, bucketed_batches, read_pairs, resolve_pairs, split_validation
+from .data import END, START, Dataset, bucketed_batches, read_pairs, resolve_pairs, validation_rows
 from .errors import MinilstmError
 from .files import write_text_atomic
 
@@ -147,9 +147,12 @@ def main(argv=None) -> int:
         where = f"the checkpoint's validation data {training['validation_data']} ({len(pairs):,} pairs)"
     elif training is not None:
         all_pairs = resolve_pairs(training["data"], training["num_samples"])
-        _, val_idx = split_validation(len(all_pairs), training["validation_split"])
+        # A checkpoint from before --validation-split-mode was trained with its default, Keras's last pairs.
+        mode = training.get("validation_split_mode", "last")
+        _, val_idx = validation_rows(all_pairs, training["validation_split"], mode, training.get("seed", 0))
         pairs = [all_pairs[k] for k in val_idx]
-        where = f"the checkpoint's {len(pairs):,} validation pairs"
+        where = f"the checkpoint's {len(pairs):,} validation pairs" + (" (held out at random)" if mode == "random"
+                                                                      else "")
     else:
         raise MinilstmError(f"{args.checkpoint} does not say what it was trained on; pass --data PATH")
     if args.backend is None and training is not None and training.get("backend") not in (None, "numpy"):

@@ -150,12 +150,12 @@ def parse_args(argv, prepare_out=True):
     parser = build_parser()
     args = parser.parse_args(argv)
     given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
-    if args.validation_data is not None and "validation_split_mode" in given:
-        raise MinilstmError("--validation-split-mode chooses pairs of --data to hold out; with --validation-data "
-                            "nothing is: leave one of them out")
     if args.dropout > 0 and args.encoder_layers == 1 and args.decoder_layers == 1:
         raise MinilstmError("--dropout acts between stacked LSTM layers: use it with --encoder-layers or "
                             "--decoder-layers of 2 or more")
+    if args.validation_data is not None and "validation_split_mode" in given:
+        raise MinilstmError("--validation-split-mode chooses pairs of --data to hold out; with --validation-data "
+                            "nothing is: leave one of them out")
     if args.resume is None:
         _check_optimizer_flags(args.optimizer, given)
         if args.learning_rate is None:

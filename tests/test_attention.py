@@ -389,3 +389,124 @@ def test_checkpoint_round_trip_keeps_the_attention(tmp_path, cpu_backend):
     assert set(loaded.get_weights()) == set(model.get_weights())
     texts = ["Hi.", "Who is he?"]
     assert loaded.translate(texts) == model.translate(texts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Export
+
+
+@pytest.mark.parametrize("score", SCORES)
+def test_torch_export_names_rebuild_the_model_in_pytorch(tmp_path, score):
+    """The .safetensors export, read back by name only as its documentation says (nn.LSTM encoder, nn.LSTMCell
+    decoder with input feeding, OpenNMT-py's GlobalAttention names), gives our logits; Keras export refuses the
+    model with one line."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from minilstm.convert import main as convert_main
+    from minilstm.errors import MinilstmError
+
+    model = trained_vocab_model(NUMPY, score, True)
+    checkpoint = save_checkpoint(tmp_path / "ckpt", model)
+    dest = tmp_path / "model.safetensors"
+    assert convert_main([str(checkpoint), str(dest)]) == 0
+    with safe_open(dest, framework="pt") as f:
+        meta = f.metadata()
+    assert meta["attention"] == f'"{score}"' and meta["input_feed"] == "true"
+    s = {k: v.double() for k, v in load_file(dest).items()}
+    units, n_in, n_out = model.latent_dim, len(model.input_vocab), len(model.target_vocab)
+    encoder = torch.nn.LSTM(n_in, units, batch_first=True, dtype=torch.float64)
+    encoder.load_state_dict({k.split(".", 1)[1]: v for k, v in s.items() if k.startswith("encoder.")})
+    cell = torch.nn.LSTMCell(n_out + units, units, dtype=torch.float64)
+    cell.load_state_dict({k.split(".", 1)[1].replace("_l0", ""): v for k, v in s.items() if k.startswith("decoder.")})
+    texts = ["Hi.", "Who is he?", "a"]
+    enc = encode_inputs(texts, model.input_vocab, model.max_encoder_len)
+    dec_in = np.random.default_rng(0).integers(0, n_out, size=(len(texts), 6))
+    lengths = np.array([len(t) for t in texts])
+    with torch.no_grad():
+        memory, (h, c) = encoder(torch.nn.functional.one_hot(torch.from_numpy(enc).long(), n_in).double())
+        h, c = h[0], c[0]
+        valid = torch.arange(memory.shape[1])[None, :] < torch.from_numpy(lengths)[:, None]
+        feed, logits = torch.zeros_like(h), []
+        for t in range(dec_in.shape[1]):
+            y = torch.nn.functional.one_hot(torch.from_numpy(dec_in[:, t]).long(), n_out).double()
+            h, c = cell(torch.cat([y, feed], dim=1), (h, c))
+            if score == "concat":
+                query = h @ s["attention.linear_query.weight"].T + s["attention.linear_query.bias"]
+                hidden = torch.tanh(query[:, None] + memory @ s["attention.linear_context.weight"].T)
+                scores = hidden @ s["attention.v.weight"][0]
+            else:
+                query = h if score == "dot" else h @ s["attention.linear_in.weight"].T
+                scores = torch.einsum("bh,bsh->bs", query, memory)
+            weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=1)
+            context = torch.einsum("bs,bsh->bh", weights, memory)
+            feed = torch.tanh(torch.cat([context, h], dim=1) @ s["attention.linear_out.weight"].T)
+            logits.append(feed @ s["dense.weight"].T + s["dense.bias"])
+    expected = torch.stack(logits, dim=1).numpy()
+    assert relative_error(model.teacher_forced_logits(enc, dec_in, lengths), expected) < 1e-12
+    with pytest.raises(MinilstmError, match=r"not the Keras example's model \(.*attention=" + score):
+        convert_main([str(checkpoint), str(tmp_path / "model.keras")])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The commands: resume, data parallel, translate's picture, errors
+
+
+def test_attention_run_resumes_bit_identical(tmp_path):
+    """1 epoch + --resume (killed inside the second epoch, resumed again) == 2 epochs at once, to the byte, with
+    general attention, input feeding and --mask-padding."""
+    from test_resume import resume_in_pieces, weights
+
+    run = ["--num-samples", "600", "--batch-size", "32", "--latent-dim", "16", "--num-decodes", "0", "--seed", "3",
+           "--progress", "never", "--mask-padding", "--attention", "general"]
+    out = resume_in_pieces(tmp_path, run)
+    assert weights(out / "final") == weights(tmp_path / "whole" / "final")
+    assert load_checkpoint(out / "final").model.attention == "general"
+
+
+def test_attention_on_two_ranks_equals_two_shards(tmp_path):
+    """A 2+2-layer model with a bidirectional encoder, dropout and concat attention with input feeding trains to
+    the same bytes on 2 MPI ranks as on 2 thread shards (each rank attends over its rows' own source lengths)."""
+    from test_distributed import DATA_PARALLEL_LINE, RUN, assert_same_bytes, train, train_mpi
+
+    run = [*RUN, "--epochs", "1", "--encoder-layers", "2", "--decoder-layers", "2", "--bidirectional-encoder",
+           "--dropout", "0.3", "--attention", "concat"]
+    rc, _, stderr = train(*run, "--out", tmp_path / "one", threads=2)
+    assert rc == 0, stderr
+    rc, stdout, stderr = train_mpi(2, *run, "--out", tmp_path / "two")
+    assert rc == 0, stderr
+    assert DATA_PARALLEL_LINE in stdout
+    assert_same_bytes(tmp_path / "two" / "final", tmp_path / "one" / "final")
+
+
+def test_translate_draws_the_attention_map_and_refuses_what_it_cannot(tmp_path, capsys):
+    from minilstm.translate import main as translate_main
+
+    model = trained_vocab_model(NUMPY, "general", True)
+    checkpoint = save_checkpoint(tmp_path / "ckpt", model)
+    png = tmp_path / "map.png"
+    assert translate_main([str(checkpoint), "Hi.", "Who is he?", "--attention-map", str(png), "--backend",
+                           "numpy"]) == 0
+    assert capsys.readouterr().out.splitlines() == model.translate(["Hi.", "Who is he?"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    from minilstm.errors import MinilstmError
+
+    with pytest.raises(MinilstmError, match="greedy decoding's weights"):
+        translate_main([str(checkpoint), "Hi.", "--attention-map", str(png), "--beam-width", "2"])
+    with pytest.raises(MinilstmError, match="not a directory"):
+        translate_main([str(checkpoint), "Hi.", "--attention-map", str(tmp_path / "no" / "map.png")])
+    plain = Seq2Seq(NUMPY, model.input_vocab, model.target_vocab, 12, 14, 8).initialize(0)
+    plain_checkpoint = save_checkpoint(tmp_path / "plain", plain)
+    with pytest.raises(MinilstmError, match="has no attention"):
+        translate_main([str(plain_checkpoint), "Hi.", "--attention-map", str(png)])
+
+
+def test_no_input_feed_without_attention_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "minilstm.train", "--no-input-feed", "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "--no-input-feed is for models with --attention" in lines[0]
+    assert not (tmp_path / "r").exists()

@@ -510,3 +510,64 @@ def test_no_input_feed_without_attention_is_one_line(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "--no-input-feed is for models with --attention" in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The CUDA kernels (kernels/lstm.cu: masked_softmax, masked_softmax_backward), on a GPU or the CPU emulator
+
+
+@pytest.fixture(params=["cuda", "emulator"])
+def device(request):
+    from test_cupy_backend import Device
+
+    return Device(request.param)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(np.float32, 1e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("batch,steps,sources", [(1, 1, 1), (3, 5, 7), (2, 3, 300)])
+def test_masked_softmax_kernels_equal_the_float64_reference(device, rng, dtype, tolerance, batch, steps, sources):
+    """Weights and d scores against numpy in float64 on fresh inputs, lengths mixing 1, the full row and between
+    (300 positions: more than one block's threads); padded positions exactly 0."""
+    from minilstm import layers
+
+    backend, xp = device.backend(), device.xp
+    scores = 3 * rng.standard_normal((batch, steps, sources))
+    lengths = rng.integers(1, sources + 1, size=batch)
+    lengths[0] = sources
+    lengths[-1] = 1 if batch > 1 else lengths[-1]
+    d_weights = rng.standard_normal(scores.shape)
+    expected = layers.masked_softmax(np, scores, lengths)
+    weights = xp.asnumpy(backend.masked_softmax(xp.asarray(scores, dtype), xp.asarray(lengths)))
+    assert relative_error(weights, expected) < tolerance
+    padded = np.arange(sources)[None, None, :] >= lengths[:, None, None]
+    assert (weights[np.broadcast_to(padded, weights.shape)] == 0).all()
+    expected_d = layers.masked_softmax_backward(np, expected, d_weights)
+    d_scores = xp.asnumpy(backend.masked_softmax_backward(xp.asarray(expected, dtype), xp.asarray(d_weights, dtype)))
+    assert relative_error(d_scores, expected_d) < 10 * tolerance
+
+
+@pytest.mark.parametrize("score", SCORES)
+@pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
+def test_cupy_backend_with_attention_equals_numpy(device, rng, score, input_feed):
+    """The whole model (2+2 layers, bidirectional encoder, dropout) on the GPU backend: numpy's loss and gradients
+    in float64, and its translations."""
+    from helpers import copy_to_backend
+
+    reference = attention_model(NUMPY, score, input_feed, units=4, layers=2, bidirectional=True, dropout=0.3)
+    model = copy_to_backend(reference, device.backend())
+    enc, dec_in, dec_out, lengths = random_attention_batch(rng, reference, 3)
+    loss_ref, _ = reference.forward_backward(enc, dec_in, dec_out, source_lengths=lengths, dropout_seed=2)
+    import cuda_emulator
+
+    launches = dict(cuda_emulator.calls)
+    loss, _ = model.forward_backward(*(device.xp.asarray(a) for a in (enc, dec_in, dec_out)),
+                                     source_lengths=device.xp.asarray(lengths), dropout_seed=2)
+    if device.kind == "emulator":  # the kernels ran, once per decoder step with input feeding
+        for kernel in ("masked_softmax_f64", "masked_softmax_backward_f64"):
+            ran = cuda_emulator.calls[kernel] - launches.get(kernel, 0)
+            assert ran == (reference.max_decoder_len if input_feed else 1), kernel
+    assert abs(float(loss) - float(loss_ref)) <= 1e-12 * abs(float(loss_ref))
+    for name, grad in reference.grads.items():
+        assert relative_error(device.xp.asnumpy(model.grads[name]), grad) < 1e-12, name
+    texts = ["ab", "dcba", "a"]
+    assert model.translate(texts) == reference.translate(texts)

@@ -103,6 +103,14 @@ class Backend:
         """Inverted-dropout multipliers of a (T, B, F) tensor, a function of (key, position) only (``layers``)."""
         return layers.dropout_mask(self.xp, shape, rate, key, row_offset, dtype)
 
+    def masked_softmax(self, scores, lengths):
+        """Attention weights (B, T, S) from scores, over each sentence's first ``lengths[b]`` positions
+        (``layers.masked_softmax``)."""
+        return layers.masked_softmax(self.xp, scores, lengths)
+
+    def masked_softmax_backward(self, weights, d_weights):
+        return layers.masked_softmax_backward(self.xp, weights, d_weights)
+
     # The optimizers (math in ``optim``): one fused step each over the flat buffers, in place. ``grad_scale`` is the
     # clipping factor from ``clip_scale``, rounded to the gradient's dtype and applied to each element as it is read
     # (the gradient buffer is never written), or None: no clipping, the gradient as it is.

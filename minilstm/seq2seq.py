@@ -26,6 +26,7 @@ Backward of the whole model (the LSTM part is in ``lstm`` and ``nn``):
 
 import numpy as np
 
+from .attention import SCORES, AttentionDecoder
 from .backend import get_backend
 from .data import END, START, Vocab, encode_inputs
 from .nn import LSTM, Dense, Parameters, dropout_key
@@ -48,7 +49,8 @@ class Seq2Seq:
 
     def __init__(self, backend, input_vocab: Vocab, target_vocab: Vocab, max_encoder_len: int, max_decoder_len: int,
                  latent_dim: int = 256, dtype: str = "float32", mask_padding: bool = False, encoder_layers: int = 1,
-                 decoder_layers: int = 1, bidirectional_encoder: bool = False, dropout: float = 0.0):
+                 decoder_layers: int = 1, bidirectional_encoder: bool = False, dropout: float = 0.0,
+                 attention: str = "none", input_feed: bool = True):
         self.backend = get_backend(backend)
         if str(np.dtype(dtype)) not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
@@ -61,10 +63,23 @@ class Seq2Seq:
         self.mask_padding = bool(mask_padding)
         self.encoder = LSTM(latent_dim, vocab_size=len(input_vocab), num_layers=encoder_layers,
                             bidirectional=bidirectional_encoder, dropout=dropout, name="encoder")
-        self.decoder = LSTM(self.encoder.output_size, vocab_size=len(target_vocab), num_layers=decoder_layers,
-                            dropout=dropout, name="decoder")
+        if attention not in ("none", *SCORES):
+            raise ValueError(f"attention must be 'none' or one of {SCORES}, not {attention!r}")
+        self.attention = None if attention == "none" else attention
+        self.input_feed = bool(input_feed) and self.attention is not None
+        if self.attention is None:
+            self.attention_decoder = None
+            self.decoder = LSTM(self.encoder.output_size, vocab_size=len(target_vocab), num_layers=decoder_layers,
+                                dropout=dropout, name="decoder")
+            decoder_layers_ = [self.decoder]
+        else:  # the decoder's LSTM stack plus the attention's weights (minilstm/attention.py)
+            self.attention_decoder = AttentionDecoder(
+                self.encoder.output_size, vocab_size=len(target_vocab), memory_size=self.encoder.output_size,
+                score=self.attention, input_feed=self.input_feed, num_layers=decoder_layers, dropout=dropout)
+            self.decoder = self.attention_decoder.lstm
+            decoder_layers_ = [self.attention_decoder]
         self.dense = Dense(self.decoder.units, len(target_vocab), name="dense")
-        self.params = Parameters(self.backend, [self.encoder, self.decoder, self.dense], self.dtype)
+        self.params = Parameters(self.backend, [self.encoder, *decoder_layers_, self.dense], self.dtype)
         self.grads = self.params.grads
         self._shard_grads = []  # one gradient buffer per parallel shard (see forward_backward)
         self._workspaces = {}  # shard -> {layer name: lstm.Workspace}: big arrays reused from batch to batch
@@ -91,11 +106,12 @@ class Seq2Seq:
     def architecture(self) -> dict:
         """The options beyond the Keras example's model (all at their defaults: the example's model)."""
         return {"encoder_layers": self.encoder.num_layers, "decoder_layers": self.decoder.num_layers,
-                "bidirectional_encoder": self.encoder.bidirectional, "dropout": self.encoder.dropout}
+                "bidirectional_encoder": self.encoder.bidirectional, "dropout": self.encoder.dropout,
+                "attention": self.attention or "none", "input_feed": self.input_feed}
 
     def is_example_architecture(self) -> bool:
         return self.architecture() == {"encoder_layers": 1, "decoder_layers": 1, "bidirectional_encoder": False,
-                                       "dropout": 0.0}
+                                       "dropout": 0.0, "attention": "none", "input_feed": False}
 
     def config(self) -> dict:
         return {
@@ -117,7 +133,8 @@ class Seq2Seq:
                    int(config["max_encoder_len"]), int(config["max_decoder_len"]), int(config["latent_dim"]),
                    config["dtype"], bool(config.get("mask_padding", False)),
                    int(config.get("encoder_layers", 1)), int(config.get("decoder_layers", 1)),
-                   bool(config.get("bidirectional_encoder", False)), float(config.get("dropout", 0.0)))
+                   bool(config.get("bidirectional_encoder", False)), float(config.get("dropout", 0.0)),
+                   str(config.get("attention", "none")), bool(config.get("input_feed", True)))
 
     # -- training ------------------------------------------------------------------------------------------------
 
@@ -163,37 +180,44 @@ class Seq2Seq:
             return initial_state
         return tuple(state[None] for state in initial_state)
 
-    def _forward(self, encoder_ids, decoder_ids, initial_state, shard=0, dropout_seed=None, row_offset=0):
+    def _forward(self, encoder_ids, decoder_ids, initial_state, shard=0, dropout_seed=None, row_offset=0,
+                 source_lengths=None):
         """Time-major ids in; both stacks' caches, the decoder outputs (T*B, H) and the logits (T*B, V) out.
-        ``dropout_seed`` (training with dropout) seeds the masks of rows ``row_offset..`` of the batch."""
+        ``dropout_seed`` (training with dropout) seeds the masks of rows ``row_offset..`` of the batch.
+        ``source_lengths`` (B,): the real English characters of each row, which attention looks at (None: all)."""
         p, workspaces = self.params, self._workspaces_of(shard)
         training = dropout_seed is not None
-        _, encoder_state, enc = self.encoder.forward(
+        memory, encoder_state, enc = self.encoder.forward(
             p, encoder_ids, self._encoder_initial_state(initial_state), training=training,
             seed=None if not training else dropout_key(dropout_seed, 1), row_offset=row_offset,
-            workspaces=workspaces, return_outputs=False)
-        outputs, _, dec = self.decoder.forward(
-            p, decoder_ids, self._decoder_initial_state(encoder_state), training=training,
+            workspaces=workspaces, return_outputs=self.attention is not None)
+        decoder = self.decoder if self.attention is None else self.attention_decoder
+        extra = () if self.attention is None else (memory, source_lengths)
+        outputs, _, dec = decoder.forward(
+            p, decoder_ids, self._decoder_initial_state(encoder_state), *extra, training=training,
             seed=None if not training else dropout_key(dropout_seed, 2), row_offset=row_offset,
             workspaces=workspaces)
         outputs = outputs.reshape(-1, self.decoder_units)
         logits = self.dense.forward(p, outputs)
         return enc, dec, outputs, logits
 
-    def teacher_forced_logits(self, encoder_input_ids, decoder_input_ids):
+    def teacher_forced_logits(self, encoder_input_ids, decoder_input_ids, source_lengths=None):
         """Logits (B, T, V) of the decoder fed the true previous characters, as a host array."""
         dec_ids = self._time_major(decoder_input_ids)
-        logits = self._forward(self._time_major(encoder_input_ids), dec_ids, None)[3]
+        logits = self._forward(self._time_major(encoder_input_ids), dec_ids, None,
+                               source_lengths=self._lengths(source_lengths))[3]
         steps, batch = dec_ids.shape
         return self.backend.to_numpy(logits).reshape(steps, batch, -1).transpose(1, 0, 2)
 
     def forward_backward(self, encoder_input_ids, decoder_input_ids, decoder_target_ids, compute_grads=True,
-                         initial_state=None, positions=None, dropout_seed=None, row_offset=0):
+                         initial_state=None, positions=None, dropout_seed=None, row_offset=0, source_lengths=None):
         """Loss sum and argmax hits over the counted decoder positions (0-d arrays, not synchronised), and, with
         ``compute_grads``, the gradient of the *mean* loss in ``self.grads``. ``positions`` is how many targets
         count: all B*T (the default), or, where targets hold IGNORE, the caller's count of the others (the caller
         knows it from the sentence lengths; counting here would make a GPU wait). ``dropout_seed`` turns dropout on
         (training; e.g. derived from the run's seed and step) for rows ``row_offset..`` of the global batch.
+        ``source_lengths`` (B,): each row's real English characters, the positions attention may look at (None:
+        every position, as in a ``mask_padding`` batch of one English length; models without attention ignore it).
 
         Where the backend has several workers the batch is split into row shards run in parallel; each shard
         writes its part of the gradient into its own buffer, and the parts are summed here."""
@@ -202,10 +226,11 @@ class Seq2Seq:
         n_shards = self.backend.row_shards(batch, self.latent_dim, MIN_SHARD_ROWS)
         bounds = [batch * k // n_shards for k in range(n_shards + 1)]
         shards = [slice(bounds[k], bounds[k + 1]) for k in range(n_shards)]
+        source_lengths = self._lengths(source_lengths)
         if n_shards == 1:
             loss_sum, n_correct, d_state = self._forward_backward_shard(
                 0, encoder_input_ids, decoder_input_ids, decoder_target_ids, initial_state, grad_scale,
-                self.grads if compute_grads else None, dropout_seed, row_offset)
+                self.grads if compute_grads else None, dropout_seed, row_offset, source_lengths)
             self.d_initial_state = d_state
             return loss_sum, n_correct
         while compute_grads and len(self._shard_grads) < n_shards:
@@ -217,7 +242,8 @@ class Seq2Seq:
             return self._forward_backward_shard(k, encoder_input_ids[rows], decoder_input_ids[rows],
                                                 decoder_target_ids[rows], state, grad_scale,
                                                 self._shard_grads[k] if compute_grads else None, dropout_seed,
-                                                row_offset + rows.start)
+                                                row_offset + rows.start,
+                                                None if source_lengths is None else source_lengths[rows])
 
         results = self.backend.parallel_map(run_shard, range(n_shards))
         loss_sum = sum(r[0] for r in results)
@@ -231,7 +257,8 @@ class Seq2Seq:
         return loss_sum, n_correct
 
     def _forward_backward_shard(self, shard, encoder_input_ids, decoder_input_ids, decoder_target_ids,
-                                initial_state, grad_scale, grads, dropout_seed=None, row_offset=0):
+                                initial_state, grad_scale, grads, dropout_seed=None, row_offset=0,
+                                source_lengths=None):
         """One shard: loss sum, hits, and (when ``grads`` is given) its gradient part written into ``grads``,
         plus the gradient w.r.t. the encoder's initial state (shaped as ``initial_state`` was)."""
         p = self.params
@@ -239,22 +266,34 @@ class Seq2Seq:
         target_ids = self._time_major(decoder_target_ids).reshape(-1)
         steps, batch = dec_ids.shape
         enc, dec, outputs, logits = self._forward(self._time_major(encoder_input_ids), dec_ids, initial_state, shard,
-                                                  dropout_seed if grads is not None else None, row_offset)
+                                                  dropout_seed if grads is not None else None, row_offset,
+                                                  source_lengths)
         loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, grad_scale)
         if grads is None:
             return loss_sum, n_correct, None
         d_outputs = self.dense.backward(p, outputs, d_logits, grads).reshape(steps, batch, self.decoder_units)
         workspaces = self._workspaces_of(shard)
-        _, d_decoder_state = self.decoder.backward(p, dec, d_outputs, None, grads, workspaces)
-        _, d_state = self.encoder.backward(p, enc, None, self._encoder_final_state_grads(d_decoder_state), grads,
-                                           workspaces)
+        if self.attention is None:
+            d_memory = None  # the encoder's outputs are not used
+            _, d_decoder_state = self.decoder.backward(p, dec, d_outputs, None, grads, workspaces)
+        else:
+            d_memory, d_decoder_state = self.attention_decoder.backward(p, dec, d_outputs, None, grads, workspaces)
+        _, d_state = self.encoder.backward(p, enc, d_memory, self._encoder_final_state_grads(d_decoder_state),
+                                           grads, workspaces)
         if initial_state is not None and initial_state[0].ndim == 2:
             d_state = (d_state[0][0], d_state[1][0])
         return loss_sum, n_correct, d_state
 
-    def loss_and_grads(self, encoder_input_ids, decoder_input_ids, decoder_target_ids):
+    def _lengths(self, source_lengths):
+        """Source lengths on the device as int64 (B,), or None; only attention reads them."""
+        if source_lengths is None or self.attention is None:
+            return None
+        return self.backend.asarray(source_lengths, dtype=np.int64)
+
+    def loss_and_grads(self, encoder_input_ids, decoder_input_ids, decoder_target_ids, source_lengths=None):
         """Mean loss and accuracy of the batch as Python floats; every gradient in ``self.grads``."""
-        loss_sum, n_correct = self.forward_backward(encoder_input_ids, decoder_input_ids, decoder_target_ids)
+        loss_sum, n_correct = self.forward_backward(encoder_input_ids, decoder_input_ids, decoder_target_ids,
+                                                    source_lengths=source_lengths)
         positions = np.size(decoder_target_ids)
         return float(loss_sum) / positions, float(n_correct) / positions
 
@@ -266,6 +305,34 @@ class Seq2Seq:
         _, state, _ = self.encoder.forward(self.params, ids, return_outputs=False)
         return self._decoder_initial_state(state)
 
+    def start_decoding(self, encoder_input_ids, source_lengths=None):
+        """The decoder's state before its first step: (h, c) as ``encode`` gives them, or, with attention, an
+        ``attention.DecoderState`` (those, the input feed, the encoder outputs to attend over). ``source_lengths``
+        (B,): each row's real characters (None: every position)."""
+        if self.attention is None:
+            return self.encode(encoder_input_ids)
+        ids = self._time_major(encoder_input_ids)
+        memory, state, _ = self.encoder.forward(self.params, ids)
+        return self.attention_decoder.start(self.params, self._decoder_initial_state(state), memory,
+                                            self._lengths(source_lengths))
+
+    def step(self, prev_ids, state):
+        """One decoder step from ``start_decoding``'s (or the previous step's) state: (logits (B, V), the next
+        state, the attention weights (B, S) or None)."""
+        if self.attention is None:
+            logits, h, c = self.decode_step(prev_ids, *state)
+            return logits, (h, c), None
+        outputs, state, weights = self.attention_decoder.step(self.params, prev_ids, state)
+        p = self.params
+        return self.backend.dense(outputs, p["dense.kernel"], p["dense.bias"]), state, weights
+
+    @staticmethod
+    def select_rows(state, rows):
+        """The decoder state of rows ``rows`` (an index array on the device): rows still going, or beams."""
+        if isinstance(state, tuple):
+            return state[0][:, rows], state[1][:, rows]
+        return state.select(rows)
+
     def decode_step(self, prev_ids, h, c):
         """One decoder step for the previous characters ``prev_ids`` (B,) from states (layers, B, units): returns
         (logits, h, c). The backend's time loop over one step and its ``dense``: the operations its
@@ -275,25 +342,34 @@ class Seq2Seq:
         outputs, (h, c), _ = self.decoder.forward(p, prev_ids.reshape(1, -1), (h, c))
         return self.backend.dense(outputs[0], p["dense.kernel"], p["dense.bias"]), h, c
 
-    def greedy_decode_ids(self, encoder_input_ids) -> list[list[int]]:
+    def greedy_decode_ids(self, encoder_input_ids, source_lengths=None, attention_maps=None) -> list[list[int]]:
         """The example's greedy loop for a whole batch at once: feed START, take the argmax, feed it back; each
-        sentence stops at its own END or once it is longer than ``max_decoder_len`` (END is not returned)."""
+        sentence stops at its own END or once it is longer than ``max_decoder_len`` (END is not returned).
+        ``attention_maps`` (a list, attention models only) receives one (generated steps, S) array per sentence."""
         xp, p = self.backend.xp, self.params
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
-        h, c = self.encode(encoder_input_ids)
-        batch = h.shape[1]
+        state = self.start_decoding(encoder_input_ids, source_lengths)
+        batch = np.shape(encoder_input_ids)[0]
         tokens = np.full((batch, self.max_decoder_len + 1), end_id, dtype=np.int64)
-        if self.backend.greedy_decode is not None and self.decoder.num_layers == 1:  # the whole loop in one call
+        if self.backend.greedy_decode is not None and self.decoder.num_layers == 1 and self.attention is None:
+            h, c = state  # the whole loop in one call
             self.backend.greedy_decode(p["decoder.kernel"], p["decoder.bias"], p["decoder.recurrent_kernel"],
                                        p["dense.kernel"], p["dense.bias"], h[0], c[0], start_id, end_id, tokens)
             return _cut_at_end(tokens.tolist(), end_id)
+        maps = None
+        if attention_maps is not None and self.attention is not None:
+            maps = np.zeros((batch, self.max_decoder_len + 1, np.shape(encoder_input_ids)[1]))
         active = np.arange(batch)  # rows still decoding; finished ones are dropped, so late steps are cheap
         prev = xp.full(batch, start_id, dtype=np.int64)
+        steps_run = np.zeros(batch, dtype=np.int64)
         for step in range(self.max_decoder_len + 1):
-            logits, h, c = self.decode_step(prev, h, c)
+            logits, state, weights = self.step(prev, state)
             prev = logits.argmax(axis=1)
             sampled = self.backend.to_numpy(prev)
             tokens[active, step] = sampled
+            steps_run[active] = step + 1
+            if maps is not None:
+                maps[active, step] = self.backend.to_numpy(weights)
             going = sampled != end_id
             if not going.all():
                 if not going.any():
@@ -301,19 +377,21 @@ class Seq2Seq:
                 keep = np.flatnonzero(going)
                 active = active[keep]
                 keep = self.backend.asarray(keep)
-                prev, h, c = prev[keep], h[:, keep], c[:, keep]
+                prev, state = prev[keep], self.select_rows(state, keep)
+        if maps is not None:
+            attention_maps.extend(maps[k, : steps_run[k]] for k in range(batch))
         return _cut_at_end(tokens.tolist(), end_id)
 
-    def beam_decode_ids(self, encoder_input_ids, beam_width: int, n_best: bool = False) -> list:
+    def beam_decode_ids(self, encoder_input_ids, beam_width: int, source_lengths=None, n_best: bool = False) -> list:
         """Beam search: keep the ``beam_width`` best partial translations (by summed log-probability) of every
         sentence, all sentences and beams in one batch. A beam that emits END is finished and carried on unchanged.
         With ``beam_width=1`` this is exactly the greedy decoder. With ``n_best`` each sentence gets the list of its
         beams' ids, best first (ties to the lower beam, so the first is the one returned without ``n_best``)."""
         xp, k = self.backend.xp, beam_width
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
-        h, c = self.encode(encoder_input_ids)
-        n, vocab = h.shape[1], len(self.target_vocab)
-        h, c = xp.repeat(h, k, axis=1), xp.repeat(c, k, axis=1)
+        state = self.start_decoding(encoder_input_ids, source_lengths)
+        n, vocab = np.shape(encoder_input_ids)[0], len(self.target_vocab)
+        state = self.select_rows(state, self.backend.asarray(np.repeat(np.arange(n), k)))
         scores = np.full((n, k), -np.inf)
         scores[:, 0] = 0.0  # one live beam per sentence at the start
         tokens = np.full((n, k, self.max_decoder_len + 1), end_id, dtype=np.int64)
@@ -321,7 +399,7 @@ class Seq2Seq:
         prev = xp.full(n * k, start_id, dtype=np.int64)
         rows = np.arange(n)[:, None]
         for step in range(self.max_decoder_len + 1):
-            logits, h, c = self.decode_step(prev, h, c)
+            logits, state, _ = self.step(prev, state)
             logits = self.backend.to_numpy(logits).astype(np.float64)
             log_probs = logits - logits.max(axis=1, keepdims=True)
             log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
@@ -338,7 +416,7 @@ class Seq2Seq:
             tokens[:, :, step] = np.where(was_finished, tokens[:, :, step], token)
             finished = was_finished | (token == end_id)
             flat_parent = self.backend.asarray((rows * k + parent).reshape(-1))
-            h, c = h[:, flat_parent], c[:, flat_parent]
+            state = self.select_rows(state, flat_parent)
             prev = self.backend.asarray(token.reshape(-1))
             if finished[np.isfinite(scores)].all():
                 break
@@ -349,16 +427,17 @@ class Seq2Seq:
         return _cut_at_end([sentence[int(np.argmax(row_scores))].tolist()
                             for sentence, row_scores in zip(tokens, scores, strict=True)], end_id)
 
-    def sample_decode_ids(self, encoder_input_ids, temperature: float, rng: np.random.Generator) -> list[list[int]]:
+    def sample_decode_ids(self, encoder_input_ids, temperature: float, rng: np.random.Generator,
+                          source_lengths=None) -> list[list[int]]:
         """Like greedy decoding, but each character is drawn from softmax(logits / temperature)."""
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
-        h, c = self.encode(encoder_input_ids)
-        batch = h.shape[1]
+        state = self.start_decoding(encoder_input_ids, source_lengths)
+        batch = np.shape(encoder_input_ids)[0]
         tokens = np.full((batch, self.max_decoder_len + 1), end_id, dtype=np.int64)
         done = np.zeros(batch, dtype=bool)
         prev = self.backend.xp.full(batch, start_id, dtype=np.int64)
         for step in range(self.max_decoder_len + 1):
-            logits, h, c = self.decode_step(prev, h, c)
+            logits, state, _ = self.step(prev, state)
             z = self.backend.to_numpy(logits).astype(np.float64) / temperature
             p = np.exp(z - z.max(axis=1, keepdims=True))
             p /= p.sum(axis=1, keepdims=True)
@@ -372,13 +451,16 @@ class Seq2Seq:
         return _cut_at_end(tokens.tolist(), end_id)
 
     def translate(self, texts: list[str], batch_size: int = 512, beam_width: int = 1,
-                  temperature: float | None = None, seed: int = 0, n_best: bool = False) -> list:
+                  temperature: float | None = None, seed: int = 0, attention_maps: list | None = None,
+                  n_best: bool = False) -> list:
         """Translations of ``texts``, many at a time: greedy (the default, exactly the example's algorithm), beam
         search (``beam_width > 1``; with ``n_best``, each text's list of beam translations, best first, the first
         being the translation without ``n_best``) or sampling (``temperature``). Inputs are padded with spaces to
         ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to
         its own length, and is batched only with inputs of that same padded length, so every sentence gets exactly
-        the string it would get decoded alone."""
+        the string it would get decoded alone. An attention model attends over each sentence's own characters only.
+        ``attention_maps`` (a list; greedy decoding of an attention model) receives, per text, its attention weights
+        (generated characters, the text's characters) as a host array."""
         min_len = 0 if self.mask_padding else self.max_encoder_len
         by_length: dict[int, list[int]] = {}
         for k, text in enumerate(texts):
@@ -392,19 +474,27 @@ class Seq2Seq:
         def decode(item):
             (length, members), chunk_seed = item
             ids = encode_inputs([texts[k] for k in members], self.input_vocab, length)
+            lengths = [len(texts[k]) for k in members]
             if temperature is not None:
-                return self.sample_decode_ids(ids, temperature, np.random.default_rng(chunk_seed))
+                return self.sample_decode_ids(ids, temperature, np.random.default_rng(chunk_seed), lengths), None
             if n_best:
-                return self.beam_decode_ids(ids, beam_width, n_best=True)
+                return self.beam_decode_ids(ids, beam_width, lengths, n_best=True), None
             if beam_width > 1:
-                return self.beam_decode_ids(ids, beam_width)
-            return self.greedy_decode_ids(ids)
+                return self.beam_decode_ids(ids, beam_width, lengths), None
+            maps = [] if want_maps else None
+            return self.greedy_decode_ids(ids, lengths, maps), maps
 
         if n_best and temperature is not None:
             raise ValueError("n_best needs beam search, not sampling")
+        want_maps = attention_maps is not None and self.attention is not None
         results = [""] * len(texts)
+        maps_by_text = [None] * len(texts)
         decoded_chunks = self.backend.parallel_map(decode, list(zip(chunks, seeds, strict=True)))
-        for (_, members), decoded in zip(chunks, decoded_chunks, strict=True):
-            for k, ids in zip(members, decoded, strict=True):
+        for (_, members), (decoded, maps) in zip(chunks, decoded_chunks, strict=True):
+            for j, (k, ids) in enumerate(zip(members, decoded, strict=True)):
                 results[k] = [self.target_vocab.decode(x) for x in ids] if n_best else self.target_vocab.decode(ids)
+                if maps is not None:
+                    maps_by_text[k] = maps[j][:, : len(texts[k])]
+        if want_maps:
+            attention_maps.extend(maps_by_text)
         return results

@@ -27,6 +27,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import distributed
+from .attention import SCORES
 from .backend import available_backends, default_backend_name, get_backend
 from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
 from .cli import (
@@ -39,7 +40,7 @@ from .cli import (
     run_main,
     unit_fraction,
 )
-from .data import Batch, Batches, Dataset, read_pairs, resolve_pairs, split_validation
+from .data import VALIDATION_SPLIT_MODES, Batch, Batches, Dataset, read_pairs, resolve_pairs, validation_rows
 from .distributed import SINGLE_PROCESS
 from .errors import MinilstmError
 from .files import prepare_output_dir, write_text_atomic
@@ -90,6 +91,11 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                         "(2 x --latent-dim units)")
     p.add_argument("--dropout", type=unit_fraction, default=default(0.0),
                    help="inverted dropout between stacked LSTM layers (training only)")
+    p.add_argument("--attention", choices=("none", *SCORES), default=default("none"),
+                   help="Luong attention of the decoder over the encoder's outputs, by its score: dot, general "
+                        "(h . W hbar) or concat (Bahdanau's v . tanh(W h + U hbar)); none: the Keras example's model")
+    p.add_argument("--no-input-feed", dest="input_feed", action="store_false", default=default(True),
+                   help="with --attention: do not feed each step's attentional output into the next step's input")
     p.add_argument("--learning-rate", type=positive_float, default=None,
                    help="left out: Keras's default for the --optimizer, 0.001 (rmsprop, adam) or 0.01 (sgd)")
     p.add_argument("--rho", type=positive_float, default=default(0.9), help="RMSprop decay")
@@ -104,7 +110,10 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--beta-1", type=unit_fraction, default=default(0.9), help="Adam's first-moment decay")
     p.add_argument("--beta-2", type=unit_fraction, default=default(0.999), help="Adam's second-moment decay")
     p.add_argument("--validation-split", type=_validation_split, default=default(0.2),
-                   help="the last fraction of the pairs, in file order, is held out")
+                   help="the fraction of the pairs held out for validation (see --validation-split-mode)")
+    p.add_argument("--validation-split-mode", choices=VALIDATION_SPLIT_MODES, default=default("last"),
+                   help="last: the file's last pairs, as Keras does (fra.txt is sorted by length: the longest "
+                        "sentences); random: English sentences drawn with --seed, all pairs of each held out")
     p.add_argument("--validation-data", type=Path, default=None, metavar="PATH",
                    help="validate on this file's pairs instead of a --validation-split; training leaves out every "
                         "pair whose English sentence is in it")
@@ -147,9 +156,14 @@ def parse_args(argv, prepare_out=True):
     parser = build_parser()
     args = parser.parse_args(argv)
     given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
+    if not args.input_feed and args.attention == "none":
+        raise MinilstmError("--no-input-feed is for models with --attention (dot, general or concat)")
     if args.dropout > 0 and args.encoder_layers == 1 and args.decoder_layers == 1:
         raise MinilstmError("--dropout acts between stacked LSTM layers: use it with --encoder-layers or "
                             "--decoder-layers of 2 or more")
+    if args.validation_data is not None and "validation_split_mode" in given:
+        raise MinilstmError("--validation-split-mode chooses pairs of --data to hold out; with --validation-data "
+                            "nothing is: leave one of them out")
     if args.resume is None:
         _check_optimizer_flags(args.optimizer, given)
         if args.learning_rate is None:
@@ -276,13 +290,19 @@ def peak_memory_mib() -> float | None:
 
 
 def training_data(args) -> tuple[Dataset, np.ndarray, np.ndarray]:
-    """The dataset and its training and validation rows: the last ``--validation-split`` of the pairs, as Keras
-    does, or the pairs of ``--validation-data``, with every training pair of the same English sentences left out
-    (the file has several translations per sentence). Vocabularies and lengths cover both parts, as in Keras."""
+    """The dataset and its training and validation rows: ``--validation-split`` of the pairs, the last ones as Keras
+    does or, with ``--validation-split-mode random``, those of English sentences drawn with ``--seed``; or the pairs
+    of ``--validation-data``, with every training pair of the same English sentences left out (the file has several
+    translations per sentence). Vocabularies and lengths cover both parts, as in Keras."""
     pairs = resolve_pairs(args.data, args.num_samples)
     if args.validation_data is None:
         dataset = Dataset.from_pairs(pairs)
-        return (dataset, *split_validation(len(dataset), args.validation_split))
+        train_idx, val_idx = validation_rows(pairs, args.validation_split, args.validation_split_mode, args.seed)
+        if args.validation_split_mode == "random":
+            sentences = len({pairs[k][0] for k in val_idx})
+            print(f"Holding out the {len(val_idx):,} pairs of {sentences:,} English sentences drawn at random "
+                  f"(--seed {args.seed}); no English sentence is in both parts", flush=True)
+        return dataset, train_idx, val_idx
     val_pairs = read_pairs(args.validation_data)
     held_out = {english for english, _ in val_pairs}
     train_pairs = [pair for pair in pairs if pair[0] not in held_out]
@@ -318,7 +338,8 @@ def rank_part(model: Seq2Seq, batch: Batch, compute_grads: bool = True, dropout_
             model.grads.flat[...] = 0
         return 0.0, 0.0
     return model.forward_backward(*batch.arrays, compute_grads=compute_grads, positions=batch.positions,
-                                  dropout_seed=dropout_seed, row_offset=batch.row_offset)
+                                  dropout_seed=dropout_seed, row_offset=batch.row_offset,
+                                  source_lengths=batch.source_lengths)
 
 
 def evaluate(model: Seq2Seq, batches: Batches, plan: list[np.ndarray], comm=SINGLE_PROCESS):
@@ -446,7 +467,8 @@ class Training:
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
                              dataset.max_decoder_len, args.latent_dim, args.dtype, args.mask_padding,
-                             args.encoder_layers, args.decoder_layers, args.bidirectional_encoder, args.dropout)
+                             args.encoder_layers, args.decoder_layers, args.bidirectional_encoder, args.dropout,
+                             args.attention, args.input_feed)
         own = {"rmsprop": {"rho": args.rho, "epsilon": args.epsilon, "epsilon_inside_sqrt": args.epsilon_inside_sqrt},
                "adam": {"beta_1": args.beta_1, "beta_2": args.beta_2, "epsilon": args.epsilon},
                "sgd": {"momentum": args.momentum}}[args.optimizer]
@@ -465,9 +487,11 @@ class Training:
               f"{args.out}", flush=True)
         if not self.model.is_example_architecture():
             enc, dec = self.model.encoder, self.model.decoder
+            attention = "no attention" if args.attention == "none" else \
+                f"{args.attention} attention {'with' if args.input_feed else 'without'} input feeding"
             print(f"Model: {enc.num_layers}-layer {'bidirectional ' if enc.bidirectional else ''}encoder, "
-                  f"{dec.num_layers}-layer decoder of {dec.units} units, dropout {enc.dropout} between layers",
-                  flush=True)
+                  f"{dec.num_layers}-layer decoder of {dec.units} units, dropout {enc.dropout} between layers, "
+                  f"{attention}", flush=True)
         if args.mask_padding:
             print("--mask-padding: loss and accuracy count real characters only (not comparable with the Keras-style "
                   "numbers of a run without it)", flush=True)

@@ -18,13 +18,15 @@ TINY = Path(__file__).parent / "data" / "tiny.txt"
 READY_TIMEOUT = 240
 
 
-def save_tiny_model(path: Path) -> Path:
+def save_tiny_model(path: Path, attention: str = "none", dtype: str = "float32") -> Path:
     """A model over tests/data/tiny.txt's vocabularies with large random weights (no training: seconds), whose
     greedy decodes differ from input to input (~130 different answers for 200 random inputs), so that a server
-    that mixed up answers would be caught."""
+    that mixed up answers would be caught. ``attention``: the model's attention score, or none. (Such a chaotic
+    model with attention, in float32, decodes a sentence in a batch not always as alone: its matrix products round
+    differently by batch size, and that flips near-tied characters; float64 has no such flips.)"""
     dataset = Dataset.from_pairs(read_pairs(TINY))
     model = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                    dataset.max_decoder_len, latent_dim=16).initialize(5)
+                    dataset.max_decoder_len, latent_dim=16, dtype=dtype, attention=attention).initialize(5)
     rng = np.random.default_rng(5)
     weights = {k: 2 * (v + rng.standard_normal(v.shape)) for k, v in model.get_weights().items()}
     weights["dense.bias"][model.target_vocab.index[END]] += 4.0

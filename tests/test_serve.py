@@ -124,6 +124,8 @@ BAD_REQUESTS = [  # (request, status, error)
     ({"json": {**GOOD, "alternatives": "many"}}, 400, "Invalid request: alternatives parameter is not a number"),
     ({"json": {**GOOD, "alternatives": 1.5}}, 400, "Invalid request: alternatives parameter is not a number"),
     ({"json": {**GOOD, "api_key": 1}}, 400, "Invalid request: api_key parameter must be a string"),
+    ({"json": {**GOOD, "attention": "yes"}}, 400, "Invalid request: attention parameter must be true or false"),
+    ({"json": {**GOOD, "attention": 1}}, 400, "Invalid request: attention parameter must be true or false"),
     ({"content": b'{"q": "Go.", "source": "en", "target": "fr"', "headers": JSON}, 400, "Invalid JSON format"),
     ({"content": b'["Go."]', "headers": JSON}, 400, "Invalid JSON format"),
     ({"content": b"[" * 200_000, "headers": JSON}, 400, "Invalid JSON format"),  # nesting deeper than Python's
@@ -352,3 +354,39 @@ def test_n_best_begins_with_the_beam_searchs_answer(checkpoint, beam_width):
     assert all(1 <= len(beams) <= beam_width and len(set(beams)) == len(beams) for beams in n_best)
     if beam_width > 1:
         assert any(len(beams) == beam_width for beams in n_best)
+
+
+def test_attention_maps_of_an_attention_model(tmp_path):
+    """A model with attention, greedy: ``attention: true`` returns each text's weights (a row per output character
+    and the end, a column per input character the model read), those ``Seq2Seq.translate`` gives, to 4 decimals."""
+    import numpy as np
+
+    checkpoint = save_tiny_model(tmp_path / "attention", attention="general", dtype="float64")
+    model = load_checkpoint(checkpoint, backend=BACKEND).model
+    texts = random_texts(model.input_vocab.chars, 6, seed=8)
+    maps = []
+    expected = model.translate(texts, attention_maps=maps)
+    srv = Server(checkpoint, "--backend", BACKEND)
+    try:
+        assert httpx.get(srv.url + "/frontend/settings").json()["attention"] is True
+        r = translate(srv.url, json={"q": texts + ["Go.\u4e2d", ""], "source": "en", "target": "fr",
+                                     "attention": True})
+        answer = r.json()
+        assert answer["translatedText"][:6] == expected
+        for weights, reference in zip(answer["attention"][:6], maps, strict=True):
+            np.testing.assert_allclose(weights, reference, atol=5.1e-5)
+        unknown = answer["attention"][6]  # "Go." was read: three columns
+        assert np.shape(unknown)[1] == 3 and np.allclose(np.sum(unknown, axis=1), 1, atol=1e-3)
+        assert answer["attention"][7] == [] and answer["droppedCharacters"][6] == ["\u4e2d"]
+        r = translate(srv.url, data={"q": texts[0], "source": "en", "target": "fr", "attention": "true"})
+        assert r.json()["translatedText"] == expected[0] and len(r.json()["attention"]) == len(maps[0])
+        r = translate(srv.url, json={"q": texts[0], "source": "en", "target": "fr"})
+        assert r.json() == {"translatedText": expected[0]}  # not asked for
+    finally:
+        assert srv.stop() == 0
+
+
+def test_no_attention_field_for_a_model_without_attention(server, model):
+    r = translate(server.url, json={**GOOD, "attention": True})
+    assert r.json() == {"translatedText": model.translate(["Go."])[0]}
+    assert httpx.get(server.url + "/frontend/settings").json()["attention"] is False

@@ -34,6 +34,7 @@ SHIPPED = Path(__file__).parent.parent / "minilstm" / "models" / "en-fr-default"
 
 
 @pytest.mark.parametrize("model,beam_width,sentence", [("tiny", 1, "I see."), ("tiny", 3, "Be nice."),
+                                                       ("tiny-attention", 1, "Thanks!"),
                                                        ("shipped", 3, "Who are you?")])
 def test_the_page_translates_as_you_type(tmp_path, model, beam_width, sentence):
     if model == "shipped":
@@ -41,7 +42,9 @@ def test_the_page_translates_as_you_type(tmp_path, model, beam_width, sentence):
             pytest.skip(f"no shipped model at {SHIPPED}")
         checkpoint = SHIPPED
     else:
-        checkpoint = save_tiny_model(tmp_path / "tiny")
+        attention = model == "tiny-attention"
+        checkpoint = save_tiny_model(tmp_path / "tiny", attention="general" if attention else "none",
+                                     dtype="float64" if attention else "float32")
     expected = minilstm_translate(checkpoint, "--beam-width", str(beam_width), sentence)[0]
     server = Server(None if model == "shipped" else checkpoint, "--beam-width", beam_width)
     screenshot = Path(os.environ.get("MINILSTM_SCREENSHOTS", tmp_path)) / f"page-{model}-beam{beam_width}.png"
@@ -59,6 +62,13 @@ def test_the_page_translates_as_you_type(tmp_path, model, beam_width, sentence):
                 assert page.locator("#alternatives-box").is_visible() == (beam_width > 1)
                 if beam_width > 1:
                     assert 1 <= len(alternatives) <= beam_width - 1 and expected not in alternatives
+                # The attention table: a header row of the English characters, then a row per French one and the end.
+                assert page.locator("#attention-box").is_visible() == (model == "tiny-attention")
+                if model == "tiny-attention":
+                    rows = page.locator("#attention tr")
+                    assert rows.count() == 1 + len(expected) + 1
+                    assert rows.nth(0).locator("th").count() == 1 + len(sentence)
+                    assert rows.nth(1).locator("td").count() == len(sentence)
                 page.screenshot(path=str(screenshot))
             finally:
                 browser.close()

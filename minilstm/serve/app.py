@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .batcher import Closed, QueueFull
+from .translator import Answer
 
 STATIC = Path(__file__).parent / "static"
 LANGUAGES = [{"code": "en", "name": "English", "targets": ["fr"]}, {"code": "fr", "name": "French", "targets": []}]
@@ -31,6 +32,7 @@ SOURCES, TARGETS = ("en", "auto"), ("fr",)
 # Control characters refused in a text (NUL and the like); tab, newline and carriage return are text.
 ALLOWED_CONTROLS = "\t\n\r"
 INTEGER = "-?[0-9]+"  # the alternatives parameter as a string
+FLAGS = ("true", "false", "1", "0")  # the attention parameter as a string
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -185,6 +187,7 @@ class TranslateRequest:
     batch: bool  # q was a list
     alternatives: int
     auto: bool  # source was "auto"
+    attention: bool  # the attention maps were asked for
 
 
 def _string_param(params: dict, name: str, required: bool) -> str | None:
@@ -238,7 +241,12 @@ def parse_translate(params: dict, settings: Settings, form: bool) -> TranslateRe
         raise ApiError(400, f"{text_format} format is not supported")
     _string_param(params, "api_key", required=False)
     alternatives = params.get("alternatives")
-    return TranslateRequest(texts, batch, 0 if alternatives is None else _alternatives(alternatives), source == "auto")
+    alternatives = 0 if alternatives is None else _alternatives(alternatives)
+    attention = params.get("attention")
+    if not (attention is None or isinstance(attention, bool) or (isinstance(attention, str) and attention in FLAGS)):
+        raise ApiError(400, "Invalid request: attention parameter must be true or false")
+    wants_attention = attention is True or attention in ("true", "1")
+    return TranslateRequest(texts, batch, alternatives, source == "auto", wants_attention)
 
 
 def _alternatives(value) -> int:
@@ -259,7 +267,7 @@ def _alternatives(value) -> int:
 
 def create_app(translator, batcher, settings: Settings, metrics: Metrics, description: str = "") -> Starlette:
     """``translator.split(text) -> (known text, dropped characters)``; ``batcher`` decodes the known texts into
-    ``(translation, alternatives)`` pairs."""
+    ``translator.Answer``s."""
 
     def check_key(params: dict):
         if settings.api_key is None:
@@ -282,7 +290,7 @@ def create_app(translator, batcher, settings: Settings, metrics: Metrics, descri
         params = await read_params(request, body)
         check_key(params)
         req = parse_translate(params, settings, form=not is_json(request))
-        answers: list = [("", [])] * len(req.texts)
+        answers: list = [Answer("", [], [] if translator.has_attention else None)] * len(req.texts)
         dropped = []
         to_decode = []  # (position, known text)
         for k, text in enumerate(req.texts):
@@ -303,11 +311,14 @@ def create_app(translator, batcher, settings: Settings, metrics: Metrics, descri
                 return Response(status_code=499)  # nobody is listening (nginx's "client closed request")
             for (k, _), answer in zip(to_decode, decoded, strict=True):
                 answers[k] = answer
-        translations = [translation for translation, _ in answers]
+        translations = [answer.translation for answer in answers]
         result = {"translatedText": translations if req.batch else translations[0]}
         if req.alternatives > 0:
-            alternatives = [alts[: req.alternatives] for _, alts in answers]
+            alternatives = [answer.alternatives[: req.alternatives] for answer in answers]
             result["alternatives"] = alternatives if req.batch else alternatives[0]
+        if req.attention and translator.has_attention:
+            maps = [answer.attention for answer in answers]
+            result["attention"] = maps if req.batch else maps[0]
         if req.auto:
             detected = {"confidence": 100.0, "language": "en"}
             result["detectedLanguage"] = [detected] * len(req.texts) if req.batch else detected
@@ -342,6 +353,7 @@ def create_app(translator, batcher, settings: Settings, metrics: Metrics, descri
     async def frontend_settings(request: Request) -> Response:
         return json_response({"charLimit": settings.char_limit, "batchLimit": settings.batch_limit,
                               "beamWidth": settings.beam_width, "keyRequired": settings.api_key is not None,
+                              "attention": translator.has_attention,
                               "model": description})
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -410,14 +422,19 @@ def openapi_schema(settings: Settings) -> dict:
                              "description": f"Alternative translations (n-best of the beam search, at most "
                                             f"{settings.beam_width - 1} here; below 0 counts as 0)"},
             "api_key": {"type": "string", "nullable": True},
+            "attention": {"anyOf": [{"type": "boolean"}, {"type": "string", "enum": list(FLAGS)}], "nullable": True,
+                          "description": "also return the attention weights (models with attention, greedy "
+                                         "decoding)"},
         },
     }
     # A form has strings only (no lists, no null).
     form_schema = {**request_schema, "properties": {**request_schema["properties"], "q": text,
                                                     "format": {"type": "string", "enum": ["text"]},
                                                     "alternatives": {"type": "string", "pattern": f"^{INTEGER}$"},
-                                                    "api_key": {"type": "string"}}}
+                                                    "api_key": {"type": "string"},
+                                                    "attention": {"type": "string", "enum": list(FLAGS)}}}
     string_list = {"type": "array", "items": {"type": "string"}}
+    matrix = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
     translate_response = {
         "type": "object",
         "required": ["translatedText"],
@@ -426,6 +443,8 @@ def openapi_schema(settings: Settings) -> dict:
             "alternatives": {"anyOf": [string_list, {"type": "array", "items": string_list}]},
             "detectedLanguage": {"anyOf": [{"$ref": "#/components/schemas/Detected"},
                                            {"type": "array", "items": {"$ref": "#/components/schemas/Detected"}}]},
+            "attention": {"description": "Attention weights: a row per output character (and the end), a column per "
+                                         "input character", "anyOf": [matrix, {"type": "array", "items": matrix}]},
             "droppedCharacters": {"description": "Characters the model never saw, left out of the translation",
                                   "anyOf": [string_list, {"type": "array", "items": string_list}]},
         },

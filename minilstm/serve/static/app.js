@@ -15,7 +15,36 @@ async function loadSettings() {
   source.maxLength = settings.charLimit;
   $("key-row").hidden = !settings.keyRequired;
   $("model").textContent = settings.model ? "Model: " + settings.model +
-    (settings.beamWidth > 1 ? ", beam search width " + settings.beamWidth : ", greedy decoding") : "";
+    (settings.beamWidth > 1 ? ", beam search width " + settings.beamWidth : ", greedy decoding") +
+    (settings.attention ? ", attention" : "") : "";
+}
+
+// The attention weights as a table: a row per French character (and the end marker), a column per English one.
+function showAttention(source, translation, weights) {
+  const table = $("attention");
+  $("attention-box").hidden = !weights || weights.length === 0;
+  if ($("attention-box").hidden) return;
+  const label = (c) => (c === " " ? "\u2423" : c);
+  const head = document.createElement("tr");
+  head.append(document.createElement("th"), ...[...source].map((c) => {
+    const th = document.createElement("th");
+    th.textContent = label(c);
+    return th;
+  }));
+  const outputs = [...translation, "\u23CE"];  // the end marker closes the last row
+  const rows = weights.map((row, i) => {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.textContent = label(outputs[i] || "");
+    tr.append(th, ...row.map((w) => {
+      const td = document.createElement("td");
+      td.style.background = `rgba(31, 78, 160, ${w.toFixed(3)})`;
+      td.title = w.toFixed(3);
+      return td;
+    }));
+    return tr;
+  });
+  table.replaceChildren(head, ...rows);
 }
 
 function show(text, result) {
@@ -24,6 +53,8 @@ function show(text, result) {
   const dropped = result.droppedCharacters || [];
   $("dropped").hidden = dropped.length === 0;
   $("dropped").textContent = "Left out (the model never saw them): " + dropped.map((c) => JSON.stringify(c)).join(" ");
+  // the model read the text without the characters it never saw
+  showAttention([...text].filter((c) => !dropped.includes(c)).join(""), result.translatedText, result.attention);
   const alternatives = result.alternatives || [];
   $("alternatives-box").hidden = alternatives.length === 0;
   $("alternatives").replaceChildren(...alternatives.map((a) => {
@@ -45,6 +76,7 @@ async function translate() {
   pending = new AbortController();
   const body = { q: text, source: "en", target: "fr", format: "text", alternatives: settings.beamWidth - 1 };
   if (settings.keyRequired) body.api_key = $("api-key").value;
+  if (settings.attention) body.attention = true;
   statusLine.className = "meta";
   statusLine.textContent = "translating…";
   const started = performance.now();

@@ -416,7 +416,7 @@ def openapi_schema(settings: Settings) -> dict:
             "source": {"type": "string", "enum": list(SOURCES), "description": "Source language code"},
             "target": {"type": "string", "enum": list(TARGETS), "description": "Target language code"},
             # The optional parameters may also be null (absent).
-            "format": {"type": "string", "enum": ["text", None], "default": "text", "nullable": True},
+            "format": {"type": "string", "enum": ["text", "", None], "default": "text", "nullable": True},  # "": text
             "alternatives": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": f"^{INTEGER}$"}],
                              "default": 0, "nullable": True,
                              "description": f"Alternative translations (n-best of the beam search, at most "
@@ -429,7 +429,7 @@ def openapi_schema(settings: Settings) -> dict:
     }
     # A form has strings only (no lists, no null).
     form_schema = {**request_schema, "properties": {**request_schema["properties"], "q": text,
-                                                    "format": {"type": "string", "enum": ["text"]},
+                                                    "format": {"type": "string", "enum": ["text", ""]},
                                                     "alternatives": {"type": "string", "pattern": f"^{INTEGER}$"},
                                                     "api_key": {"type": "string"},
                                                     "attention": {"type": "string", "enum": list(FLAGS)}}}

@@ -173,10 +173,10 @@ def test_beam_search_answers_and_alternatives_equal_translate(beam_server, model
     assert httpx.get(beam_server.url + "/frontend/settings").json()["beamWidth"] == 3
 
 
-@pytest.mark.parametrize("key", [None, "wrong", 7])
+@pytest.mark.parametrize("key", [None, "wrong", 7, "\ud800"])
 def test_api_key(beam_server, key):
     body = {**GOOD} if key is None else {**GOOD, "api_key": key}
-    r = translate(beam_server.url, json=body)
+    r = translate(beam_server.url, content=json.dumps(body), headers=JSON)  # ASCII JSON: a lone surrogate escaped
     assert (r.status_code, r.json()) == (403, {"error": "Invalid API key"})
 
 

@@ -273,7 +273,8 @@ def create_app(translator, batcher, settings: Settings, metrics: Metrics, descri
         if settings.api_key is None:
             return
         key = params.get("api_key")
-        if not isinstance(key, str) or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
+        if not isinstance(key, str) or not hmac.compare_digest(key.encode(errors="surrogatepass"),
+                                                               settings.api_key.encode(errors="surrogatepass")):
             raise ApiError(403, "Invalid API key")
 
     async def translate(request: Request) -> Response:

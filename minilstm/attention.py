@@ -153,7 +153,7 @@ class Attention:
         xp = params.backend.xp
         hidden = None
         if self.score == "concat":
-            q = xp.matmul(queries, self._w(params, "query_kernel")) + self._w(params, "query_bias")  # (B, T, A)
+            q = _project(params.backend, queries, self._w(params, "query_kernel")) + self._w(params, "query_bias")
             hidden = xp.tanh(q[:, :, None, :] + memory.keys[:, None, :, :])  # (B, T, S, A)
             scores = xp.matmul(hidden, self._w(params, "score_vector"))
         else:
@@ -161,7 +161,7 @@ class Attention:
         weights = params.backend.masked_softmax(xp.ascontiguousarray(scores), memory.lengths)
         context = xp.matmul(weights, memory.memory)  # (B, T, M)
         joined = xp.concatenate([context, queries], axis=2)
-        outputs = xp.tanh(xp.matmul(joined, self._w(params, "output_kernel")))
+        outputs = xp.tanh(_project(params.backend, joined, self._w(params, "output_kernel")))
         return outputs, AttentionCache(queries, weights, context, outputs, hidden)
 
     # -- backward ------------------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class Attention:
         d_pre = d_outputs * (1.0 - cache.outputs * cache.outputs)
         joined = xp.concatenate([cache.context, cache.queries], axis=2)
         acc.weights["output_kernel"] += _sum_outer(joined, d_pre)
-        d_joined = xp.matmul(d_pre, self._w(params, "output_kernel").T)
+        d_joined = _project(params.backend, d_pre, self._w(params, "output_kernel").T)
         d_context, d_queries = d_joined[:, :, :mem_size], d_joined[:, :, mem_size:].copy()
         d_weights = xp.matmul(d_context, memory.memory.transpose(0, 2, 1))  # (B, T, S)
         acc.d_memory += xp.matmul(cache.weights.transpose(0, 2, 1), d_context)
@@ -187,7 +187,7 @@ class Attention:
             acc.d_keys += d_hidden.sum(axis=1)
             acc.weights["query_kernel"] += _sum_outer(cache.queries, d_q)
             acc.weights["query_bias"] += d_q.reshape(-1, units).sum(axis=0)
-            d_queries += xp.matmul(d_q, self._w(params, "query_kernel").T)
+            d_queries += _project(params.backend, d_q, self._w(params, "query_kernel").T)
             return d_queries
         d_queries += xp.matmul(d_scores, memory.keys)
         d_keys = xp.matmul(d_scores.transpose(0, 2, 1), cache.queries)  # (B, S, H)
@@ -208,6 +208,17 @@ class Attention:
             acc.d_memory += params.backend.matmul(acc.d_keys.reshape(batch * steps, -1),
                                                   self._w(params, key).T).reshape(acc.d_memory.shape)
         return acc.d_memory
+
+
+def _project(backend, x, weight):
+    """``x @ weight`` over the last axis of ``x`` (..., m) as one 2-D GEMM. (NumPy's matmul of a 3-D array by a
+    2-D one does not call BLAS: 666 vs 32 ms for (64, 40, 512) @ (512, 256).)"""
+    flat = backend.matmul(_contiguous(x).reshape(-1, x.shape[-1]), weight)
+    return flat.reshape(x.shape[:-1] + (weight.shape[1],))
+
+
+def _contiguous(x):
+    return x if x.flags.c_contiguous else x.copy()
 
 
 def _sum_outer(x, dy):

@@ -90,6 +90,14 @@ class Backend:
     # None: Seq2Seq runs the loop in Python, one decode_step at a time.
     greedy_decode = None
 
+    # A backend may run the input-feeding attention decoder's time loop (``AttentionDecoder._input_feed_forward``
+    # and ``_input_feed_backward``, one LSTM layer) as one call each way: attention_feed_forward(...) and
+    # attention_feed_backward(...), arguments as in ``NumbaBackend``, for the score types named here. None: the
+    # reference loop, a few operations per time step.
+    attention_feed_forward = None
+    attention_feed_backward = None
+    attention_feed_scores = ()
+
     def gather_rows_add(self, table, ids, bias, out=None):
         return layers.gather_rows_add(self.xp, table, ids, bias, out)
 
@@ -225,12 +233,13 @@ class NumbaBackend(Backend):
 
     def __init__(self, workers: int | None = None, split: str | None = None):
         try:
-            from . import barrier, numba_kernels, numba_recurrence
+            from . import barrier, numba_attention, numba_kernels, numba_recurrence
         except ImportError as e:
             raise MinilstmError(f"the numba backend needs numba ({e}); pip install numba, or use --backend numpy") \
                 from None
         self.kernels = numba_kernels
         self.time_loops = numba_recurrence
+        self.attention_loops = numba_attention
         self._barrier = barrier
         self.workers = max(1, workers if workers is not None else int(os.environ.get("MINILSTM_THREADS", 0))
                            or cpu_count())
@@ -427,6 +436,40 @@ class NumbaBackend(Backend):
                                     loops.packed_backward_size_for(dense_kernel.shape[1], units, h.dtype))
         loops.greedy_decode(kernel, bias, packed_recurrent, packed_dense, dense_bias, np.ascontiguousarray(h),
                             np.ascontiguousarray(c), start_id, end_id, tokens)
+
+    attention_feed_scores = ("dot", "general")
+
+    def attention_feed_forward(self, gates, feed_kernel, recurrent_kernel, output_kernel, memory, keys, valid, hs, cs,
+                               feeds, queries, weights, context, outputs):
+        """The input-feeding decoder's forward time loop, one layer (``numba_attention.attention_feed_forward``,
+        whose doc names the arrays); ``feed_kernel`` is the kernel's last H rows. Runs on the calling thread: a row
+        shard's thread when Seq2Seq splits the batch (a unit split step runs it on one core)."""
+        attn, loops, dtype = self.attention_loops, self.time_loops, gates.dtype
+        units = recurrent_kernel.shape[0]
+        packed_gates = np.empty(attn.packed_gates_size(2 * units, units, dtype), dtype=dtype)
+        attn.pack_gates(np.concatenate([feed_kernel, recurrent_kernel]), packed_gates)
+        packed_output = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel.T),
+                                     loops.packed_backward_size_for(units, output_kernel.shape[0], dtype))
+        attn.attention_feed_forward(gates, packed_gates, packed_output, np.ascontiguousarray(memory),
+                                    np.ascontiguousarray(keys.transpose(0, 2, 1)), np.ascontiguousarray(valid), hs,
+                                    cs, feeds, queries, weights, context, outputs, attn.GROUP)
+
+    def attention_feed_backward(self, gates, cs, feed_kernel, recurrent_kernel, output_kernel, memory, keys, valid,
+                                queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys):
+        """The backward time loop (``numba_attention.attention_feed_backward``); ``d_keys`` None for dot (its keys
+        are the memory, so their gradient goes into ``d_memory``)."""
+        attn, loops, dtype = self.attention_loops, self.time_loops, gates.dtype
+        units = recurrent_kernel.shape[0]
+        packed_step = self._packed(loops.pack_backward, np.concatenate([feed_kernel, recurrent_kernel]),
+                                   loops.packed_backward_size_for(2 * units, 4 * units, dtype))
+        packed_output_t = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel),
+                                       loops.packed_backward_size_for(output_kernel.shape[0], units, dtype))
+        memory = np.ascontiguousarray(memory)
+        attn.attention_feed_backward(gates, cs, packed_step, packed_output_t, memory,
+                                     np.ascontiguousarray(memory.transpose(0, 2, 1)), np.ascontiguousarray(keys),
+                                     np.ascontiguousarray(valid), queries, weights, outputs,
+                                     np.ascontiguousarray(d_outputs), dh, dc, dz, d_pre, d_memory,
+                                     d_memory if d_keys is None else d_keys, attn.GROUP)
 
     def gather_rows_add(self, table, ids, bias, out=None):
         if out is None:

@@ -1,0 +1,246 @@
+"""The input-feeding attention decoder's whole time loop (one LSTM layer) as one compiled call forward and one
+backward: no Python and no BLAS call per time step (the reference is ``AttentionDecoder._input_feed_forward`` and
+``_input_feed_backward``; the math is in ``attention``'s module doc, not repeated here).
+
+Why: with input feeding, step t + 1's input needs step t's attention output, so the reference loops in Python over
+the steps, three BLAS calls and a handful of numpy calls each, every BLAS call repacking its weights. Here the
+weights are packed once per call for our register-tiled micro-kernel (``numba_recurrence``) and every step runs
+inside one ``nogil`` function.
+
+Rows are independent in the whole loop (a row's fed vector is its own), so the loop runs one group of rows at a
+time through all the time steps: the group's memory and keys (16 positions x H at a time) stay in cache from step
+to step while the packed weights stream past. Per step and group:
+
+- forward: ``[htilde_{t-1}, h_{t-1}] @ [kernel[V:]; recurrent_kernel]`` as one packed GEMM of depth 2H (one chain of
+  multiply-adds per gate element instead of two products summed), the fused cell (``numba_kernels``), then per row
+  the scores, masked softmax (padding gets exactly 0: it is skipped) and context, then ``[c, h] @ output_kernel``
+  (the micro-kernel) and tanh;
+- backward: per row d pre, ``d pre @ output_kernel^T`` (micro-kernel), the attention's backward into d memory and
+  d keys, the cell backward, then ``dz @ [kernel[V:]; recurrent_kernel]^T`` (micro-kernel) gives d feed and dh at
+  once. d pre and dz are stored per step, so the weight gradients stay one large BLAS GEMM each after the loop.
+
+Scores and the context are short loops over the S source positions with the positions innermost (keys and memory
+also passed transposed, (H, S) and (M, S) per row), so that LLVM vectorises them without reordering any sum.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from . import simd
+from .numba_kernels import _cell_backward_row, act_tanh, lstm_cell_forward, one
+from .numba_recurrence import MICRO_ROWS, ROW_GROUP, _multiply, _product1, _product4, _store_gates
+
+GROUP = ROW_GROUP  # rows that go through the time steps together
+
+
+def packed_gates_size(depth: int, units: int, dtype) -> int:
+    lanes = simd.lanes(dtype)
+    return -(-units // lanes) * depth * 4 * lanes
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pack_gates(kernel, packed):
+    """``numba_recurrence.pack_forward``'s layout for a (depth, 4H) kernel of any depth:
+    packed[panel, k, gate, lane] = kernel[k, gate * H + panel * LANES + lane] (0 past H)."""
+    depth, four_units = kernel.shape
+    units = four_units // 4
+    lanes = simd.lanes_of(packed)
+    panels = -(-units // lanes)
+    packed[:] = 0.0
+    for k in range(depth):
+        row = kernel[k]
+        for panel in range(panels):
+            count = min(lanes, units - panel * lanes)
+            base = (panel * depth + k) * 4 * lanes
+            for gate in range(4):
+                source = gate * units + panel * lanes
+                packed[base + gate * lanes : base + gate * lanes + count] = row[source : source + count]
+
+
+@njit(inline="always", error_model="numpy")
+def _gate_panels(x_flat, rows, depth, units, packed, z_flat, spill):
+    """z (rows, 4H) = x (rows, depth) @ the kernel packed by ``pack_gates``: ``numba_recurrence._recurrent_panels``
+    with a depth of its own."""
+    four_units = 4 * units
+    lanes = simd.lanes_of(packed)
+    for panel in range(-(-units // lanes)):
+        base = panel * depth * 4 * lanes
+        unit = panel * lanes
+        row = 0
+        while row < rows:
+            z_row = row * four_units
+            if row + MICRO_ROWS <= rows:
+                z = _product4(x_flat, row * depth, depth, packed, base)
+                _store_gates(z[0], z_flat, z_row, unit, units, spill)
+                _store_gates(z[1], z_flat, z_row + four_units, unit, units, spill)
+                _store_gates(z[2], z_flat, z_row + 2 * four_units, unit, units, spill)
+                _store_gates(z[3], z_flat, z_row + 3 * four_units, unit, units, spill)
+                row += MICRO_ROWS
+            else:
+                _store_gates(_product1(x_flat, row * depth, depth, packed, base), z_flat, z_row, unit, units, spill)
+                row += 1
+
+
+@njit(inline="always", error_model="numpy")
+def _attend(h, keys_t, memory, valid, scores, weights, context):
+    """One row's scores h . keys_s (keys_t (H, S)), masked softmax into ``weights`` (S,), context into ``context``
+    (M,). Padding positions are skipped: weight exactly 0, and whatever they hold never enters a sum."""
+    positions = scores.shape[0]
+    zero = one(h[0]) - one(h[0])
+    for s in range(positions):
+        scores[s] = zero
+    for k in range(h.shape[0]):
+        hk, row = h[k], keys_t[k]
+        for s in range(positions):
+            scores[s] += hk * row[s]
+    top = scores[0]
+    found = False
+    for s in range(positions):
+        if valid[s] and (not found or scores[s] > top):
+            top, found = scores[s], True
+    total = zero
+    for s in range(positions):
+        if valid[s]:
+            e = math.exp(scores[s] - top)
+            weights[s] = e
+            total += e
+        else:
+            weights[s] = zero
+    for s in range(positions):
+        weights[s] = weights[s] / total
+    for m in range(context.shape[0]):
+        context[m] = zero
+    for s in range(positions):
+        if valid[s]:
+            a, row = weights[s], memory[s]
+            for m in range(context.shape[0]):
+                context[m] += a * row[m]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def attention_feed_forward(gates, packed_gates, packed_output, memory, keys_t, valid, hs, cs, feeds, queries,
+                           weights, context, outputs, group):
+    """The forward loop. ``gates`` (T, B, 4H) holds the token part of the pre-activations (gather + bias) on entry
+    and the activated gates on exit; ``packed_gates``: ``pack_gates([kernel[V:]; recurrent_kernel])``;
+    ``packed_output``: ``pack_backward(output_kernel.T)``; ``memory`` (B, S, M), ``keys_t`` (B, H, S) the keys
+    transposed, ``valid`` (B, S); ``hs``, ``cs``, ``feeds`` (T + 1, B, H) hold step 0 on entry. Writes the rest of
+    them and the attention cache ``queries``, ``outputs`` (B, T, H), ``weights`` (B, T, S), ``context`` (B, T, M),
+    all in the reference's layouts. ``group``: rows per group. All arrays C-contiguous."""
+    steps, batch, four_units = gates.shape
+    units = four_units // 4
+    mem_size = memory.shape[2]
+    dtype = gates.dtype
+    x = np.empty((group, 2 * units), dtype=dtype)
+    z = np.empty((group, four_units), dtype=dtype)
+    joined = np.empty((group, mem_size + units), dtype=dtype)
+    pre = np.empty((group, units), dtype=dtype)
+    scores = np.empty(memory.shape[1], dtype=dtype)
+    spill = np.empty(4 * simd.lanes_of(gates), dtype=dtype)
+    x_flat, z_flat, joined_flat, pre_flat = x.reshape(-1), z.reshape(-1), joined.reshape(-1), pre.reshape(-1)
+    for first in range(0, batch, group):
+        end = min(first + group, batch)
+        rows = end - first
+        for t in range(steps):
+            for r in range(rows):
+                x[r, :units] = feeds[t, first + r]
+                x[r, units:] = hs[t, first + r]
+            _gate_panels(x_flat, rows, 2 * units, units, packed_gates, z_flat, spill)
+            lstm_cell_forward(gates[t, first:end], z[:rows], cs[t, first:end], cs[t + 1, first:end],
+                              hs[t + 1, first:end])
+            for r in range(rows):
+                b = first + r
+                h = hs[t + 1, b]
+                _attend(h, keys_t[b], memory[b], valid[b], scores, weights[b, t], context[b, t])
+                queries[b, t] = h
+                joined[r, :mem_size] = context[b, t]
+                joined[r, mem_size:] = h
+            _multiply(joined_flat, 0, rows, mem_size + units, packed_output, pre_flat, units, spill)
+            for r in range(rows):
+                b = first + r
+                for k in range(units):
+                    value = act_tanh(pre[r, k])
+                    outputs[b, t, k] = value
+                    feeds[t + 1, b, k] = value
+
+
+@njit(inline="always", error_model="numpy")
+def _attend_backward(d_context, d_query, h, a, valid, memory, memory_t, keys, d_memory, d_keys, d_a):
+    """One row's attention backward for one step: adds into ``d_query`` (H,), ``d_memory`` (S, M), ``d_keys``
+    (S, K) (the same array as ``d_memory`` for dot); ``d_a`` (S,) is scratch."""
+    positions = a.shape[0]
+    zero = one(h[0]) - one(h[0])
+    for s in range(positions):
+        d_a[s] = zero
+    for m in range(d_context.shape[0]):
+        dcm, row = d_context[m], memory_t[m]
+        for s in range(positions):
+            d_a[s] += dcm * row[s]
+    total = zero
+    for s in range(positions):
+        if valid[s]:
+            total += a[s] * d_a[s]
+            a_s, d_row = a[s], d_memory[s]
+            for m in range(d_context.shape[0]):
+                d_row[m] += a_s * d_context[m]
+    for s in range(positions):
+        if valid[s]:
+            d_score = a[s] * (d_a[s] - total)
+            key, d_key = keys[s], d_keys[s]
+            for k in range(h.shape[0]):
+                d_query[k] += d_score * key[k]
+            for k in range(h.shape[0]):
+                d_key[k] += d_score * h[k]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, memory_t, keys, valid, queries,
+                            weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys, group):
+    """The backward loop. ``packed_step``: ``pack_backward([kernel[V:]; recurrent_kernel])``, ``packed_output_t``:
+    ``pack_backward(output_kernel)``; ``memory`` (B, S, M) and ``memory_t`` (B, M, S), ``keys`` (B, S, K); the
+    forward's ``gates``, ``cs`` and attention cache; ``d_outputs`` (T, B, H) = d htilde. ``dh``, ``dc`` (B, H) hold
+    d of the final state on entry and of the initial state on exit. Writes ``dz`` (T, B, 4H) and ``d_pre``
+    (B, T, H) (d of tanh's argument, for the output kernel's gradient) and adds into ``d_memory`` (B, S, M) and
+    ``d_keys`` (B, S, K) (pass ``d_memory`` for dot)."""
+    steps, batch, four_units = gates.shape
+    units = four_units // 4
+    mem_size = memory.shape[2]
+    dtype = gates.dtype
+    d_feed = np.zeros((group, units), dtype=dtype)
+    d_pre_block = np.empty((group, units), dtype=dtype)
+    d_joined = np.empty((group, mem_size + units), dtype=dtype)
+    d_step = np.empty((group, 2 * units), dtype=dtype)
+    d_a = np.empty(memory.shape[1], dtype=dtype)
+    cell = np.empty((3, units), dtype=dtype)
+    spill = np.empty(4 * simd.lanes_of(gates), dtype=dtype)
+    d_pre_flat, d_joined_flat, d_step_flat = d_pre_block.reshape(-1), d_joined.reshape(-1), d_step.reshape(-1)
+    dz_flat = dz.reshape(-1)
+    for first in range(0, batch, group):
+        end = min(first + group, batch)
+        rows = end - first
+        d_feed[:] = 0.0
+        for t in range(steps - 1, -1, -1):
+            for r in range(rows):
+                b = first + r
+                for k in range(units):
+                    o = outputs[b, t, k]
+                    value = (d_outputs[t, b, k] + d_feed[r, k]) * (one(o) - o * o)
+                    d_pre[b, t, k] = value
+                    d_pre_block[r, k] = value
+            _multiply(d_pre_flat, 0, rows, units, packed_output_t, d_joined_flat, mem_size + units, spill)
+            for r in range(rows):
+                b = first + r
+                d_query = d_joined[r, mem_size:]
+                _attend_backward(d_joined[r, :mem_size], d_query, queries[b, t], weights[b, t], valid[b], memory[b],
+                                 memory_t[b], keys[b], d_memory[b], d_keys[b], d_a)
+                gate, dz_b = gates[t, b], dz[t, b]
+                _cell_backward_row(gate[:units], gate[units : 2 * units], gate[2 * units : 3 * units],
+                                   gate[3 * units :], cs[t, b], cs[t + 1, b], dh[b], d_query, dc[b],
+                                   dz_b[:units], dz_b[units : 2 * units], dz_b[2 * units : 3 * units],
+                                   dz_b[3 * units :], dc[b], cell[0], cell[1], cell[2])
+            _multiply(dz_flat, (t * batch + first) * four_units, rows, four_units, packed_step, d_step_flat,
+                      2 * units, spill)
+            for r in range(rows):
+                d_feed[r] = d_step[r, :units]
+                dh[first + r] = d_step[r, units:]

@@ -199,6 +199,9 @@ UNIT_SPLIT_SHAPES = ((512, 24), (256, 16))
 # NumbaBackend.matmul splits a product over the workers from this many multiply-adds (~0.2 ms of one core's work;
 # handing a block to a pool thread costs ~50 us).
 PARALLEL_MATMUL_MIN_MACS = 1 << 23
+# NumbaBackend's compiled attention loops split a batch that is not already a row shard over the workers from this
+# many rows per worker (seq2seq's MIN_SHARD_ROWS: a shard of 8 rows pays).
+ATTENTION_MIN_ROWS = 8
 
 
 def cpu_count() -> int:
@@ -439,20 +442,34 @@ class NumbaBackend(Backend):
 
     attention_feed_scores = ("dot", "general")
 
+    def _attention_rows(self, batch, run):
+        """``run(first, stop)`` over row ranges covering the batch: one range per worker at once where this call
+        holds the pool (not inside a row shard: decoding, a step of one shard) and each gets ATTENTION_MIN_ROWS
+        rows; else one range on this thread."""
+        parts = min(self.workers, batch // ATTENTION_MIN_ROWS)
+        if parts < 2 or not self._pool_lock.acquire(blocking=False):
+            run(0, batch)
+            return
+        try:
+            bounds = [batch * k // parts for k in range(parts + 1)]
+            self._each_worker(lambda k: run(bounds[k], bounds[k + 1]) if k < parts else None)
+        finally:
+            self._pool_lock.release()
+
     def attention_feed_forward(self, gates, feed_kernel, recurrent_kernel, output_kernel, memory, keys, valid, hs, cs,
                                feeds, queries, weights, context, outputs):
         """The input-feeding decoder's forward time loop, one layer (``numba_attention.attention_feed_forward``,
-        whose doc names the arrays); ``feed_kernel`` is the kernel's last H rows. Runs on the calling thread: a row
-        shard's thread when Seq2Seq splits the batch (a unit split step runs it on one core)."""
+        whose doc names the arrays); ``feed_kernel`` is the kernel's last H rows."""
         attn, loops, dtype = self.attention_loops, self.time_loops, gates.dtype
         units = recurrent_kernel.shape[0]
         packed_gates = np.empty(attn.packed_gates_size(2 * units, units, dtype), dtype=dtype)
         attn.pack_gates(np.concatenate([feed_kernel, recurrent_kernel]), packed_gates)
         packed_output = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel.T),
                                      loops.packed_backward_size_for(units, output_kernel.shape[0], dtype))
-        attn.attention_feed_forward(gates, packed_gates, packed_output, np.ascontiguousarray(memory),
-                                    np.ascontiguousarray(keys.transpose(0, 2, 1)), np.ascontiguousarray(valid), hs,
-                                    cs, feeds, queries, weights, context, outputs, attn.GROUP)
+        memory, keys, valid = (np.ascontiguousarray(a) for a in (memory, keys, valid))
+        self._attention_rows(gates.shape[1], lambda first, stop: attn.attention_feed_forward(
+            gates, packed_gates, packed_output, memory, keys, valid, hs, cs, feeds, queries, weights, context,
+            outputs, attn.GROUP, first, stop))
 
     def attention_feed_backward(self, gates, cs, feed_kernel, recurrent_kernel, output_kernel, memory, keys, valid,
                                 queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys):
@@ -464,12 +481,11 @@ class NumbaBackend(Backend):
                                    loops.packed_backward_size_for(2 * units, 4 * units, dtype))
         packed_output_t = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel),
                                        loops.packed_backward_size_for(output_kernel.shape[0], units, dtype))
-        memory = np.ascontiguousarray(memory)
-        attn.attention_feed_backward(gates, cs, packed_step, packed_output_t, memory,
-                                     np.ascontiguousarray(memory.transpose(0, 2, 1)), np.ascontiguousarray(keys),
-                                     np.ascontiguousarray(valid), queries, weights, outputs,
-                                     np.ascontiguousarray(d_outputs), dh, dc, dz, d_pre, d_memory,
-                                     d_memory if d_keys is None else d_keys, attn.GROUP)
+        memory, keys, valid, d_outputs = (np.ascontiguousarray(a) for a in (memory, keys, valid, d_outputs))
+        d_keys = d_memory if d_keys is None else d_keys
+        self._attention_rows(gates.shape[1], lambda first, stop: attn.attention_feed_backward(
+            gates, cs, packed_step, packed_output_t, memory, keys, valid, queries, weights, outputs, d_outputs, dh,
+            dc, dz, d_pre, d_memory, d_keys, attn.GROUP, first, stop))
 
     def gather_rows_add(self, table, ids, bias, out=None):
         if out is None:

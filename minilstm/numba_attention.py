@@ -19,8 +19,10 @@ to step while the packed weights stream past. Per step and group:
   d keys, the cell backward, then ``dz @ [kernel[V:]; recurrent_kernel]^T`` (micro-kernel) gives d feed and dh at
   once. d pre and dz are stored per step, so the weight gradients stay one large BLAS GEMM each after the loop.
 
-Scores and the context are short loops over the S source positions with the positions innermost (keys and memory
-also passed transposed, (H, S) and (M, S) per row), so that LLVM vectorises them without reordering any sum.
+Scores and the context are short loops over the S source positions with the positions innermost (the group's keys
+and memory transposed once, (H, S) and (M, S) per row), so that LLVM vectorises them without reordering any sum.
+The calls take a range of rows: the backend runs ranges on several threads where it is not inside a row shard
+(decoding, a step of one shard); rows are independent, so the bits do not depend on the ranges.
 """
 
 import math
@@ -119,19 +121,30 @@ def _attend(h, keys_t, memory, valid, scores, weights, context):
                 context[m] += a * row[m]
 
 
+@njit(inline="always", error_model="numpy")
+def _transpose_rows(source, first, rows, out):
+    """out[r] = source[first + r].T for the group's rows: (S, K) -> (K, S)."""
+    for r in range(rows):
+        for s in range(source.shape[1]):
+            for k in range(source.shape[2]):
+                out[r, k, s] = source[first + r, s, k]
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def attention_feed_forward(gates, packed_gates, packed_output, memory, keys_t, valid, hs, cs, feeds, queries,
-                           weights, context, outputs, group):
-    """The forward loop. ``gates`` (T, B, 4H) holds the token part of the pre-activations (gather + bias) on entry
-    and the activated gates on exit; ``packed_gates``: ``pack_gates([kernel[V:]; recurrent_kernel])``;
-    ``packed_output``: ``pack_backward(output_kernel.T)``; ``memory`` (B, S, M), ``keys_t`` (B, H, S) the keys
-    transposed, ``valid`` (B, S); ``hs``, ``cs``, ``feeds`` (T + 1, B, H) hold step 0 on entry. Writes the rest of
-    them and the attention cache ``queries``, ``outputs`` (B, T, H), ``weights`` (B, T, S), ``context`` (B, T, M),
-    all in the reference's layouts. ``group``: rows per group. All arrays C-contiguous."""
-    steps, batch, four_units = gates.shape
+def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, valid, hs, cs, feeds, queries,
+                           weights, context, outputs, group, row_start, row_stop):
+    """The forward loop for rows [row_start, row_stop). ``gates`` (T, B, 4H) holds the token part of the
+    pre-activations (gather + bias) on entry and the activated gates on exit; ``packed_gates``:
+    ``pack_gates([kernel[V:]; recurrent_kernel])``; ``packed_output``: ``pack_backward(output_kernel.T)``;
+    ``memory`` (B, S, M), ``keys`` (B, S, H), ``valid`` (B, S); ``hs``, ``cs``, ``feeds`` (T + 1, B, H) hold step 0
+    on entry. Writes the rest of them and the attention cache ``queries``, ``outputs`` (B, T, H), ``weights``
+    (B, T, S), ``context`` (B, T, M), all in the reference's layouts. ``group``: rows per group. All arrays
+    C-contiguous."""
+    steps, _, four_units = gates.shape
     units = four_units // 4
     mem_size = memory.shape[2]
     dtype = gates.dtype
+    keys_t = np.empty((group, units, keys.shape[1]), dtype=dtype)
     x = np.empty((group, 2 * units), dtype=dtype)
     z = np.empty((group, four_units), dtype=dtype)
     joined = np.empty((group, mem_size + units), dtype=dtype)
@@ -139,9 +152,10 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys_t, v
     scores = np.empty(memory.shape[1], dtype=dtype)
     spill = np.empty(4 * simd.lanes_of(gates), dtype=dtype)
     x_flat, z_flat, joined_flat, pre_flat = x.reshape(-1), z.reshape(-1), joined.reshape(-1), pre.reshape(-1)
-    for first in range(0, batch, group):
-        end = min(first + group, batch)
+    for first in range(row_start, row_stop, group):
+        end = min(first + group, row_stop)
         rows = end - first
+        _transpose_rows(keys, first, rows, keys_t)
         for t in range(steps):
             for r in range(rows):
                 x[r, :units] = feeds[t, first + r]
@@ -152,7 +166,7 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys_t, v
             for r in range(rows):
                 b = first + r
                 h = hs[t + 1, b]
-                _attend(h, keys_t[b], memory[b], valid[b], scores, weights[b, t], context[b, t])
+                _attend(h, keys_t[r], memory[b], valid[b], scores, weights[b, t], context[b, t])
                 queries[b, t] = h
                 joined[r, :mem_size] = context[b, t]
                 joined[r, mem_size:] = h
@@ -195,18 +209,19 @@ def _attend_backward(d_context, d_query, h, a, valid, memory, memory_t, keys, d_
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, memory_t, keys, valid, queries,
-                            weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys, group):
-    """The backward loop. ``packed_step``: ``pack_backward([kernel[V:]; recurrent_kernel])``, ``packed_output_t``:
-    ``pack_backward(output_kernel)``; ``memory`` (B, S, M) and ``memory_t`` (B, M, S), ``keys`` (B, S, K); the
-    forward's ``gates``, ``cs`` and attention cache; ``d_outputs`` (T, B, H) = d htilde. ``dh``, ``dc`` (B, H) hold
-    d of the final state on entry and of the initial state on exit. Writes ``dz`` (T, B, 4H) and ``d_pre``
-    (B, T, H) (d of tanh's argument, for the output kernel's gradient) and adds into ``d_memory`` (B, S, M) and
-    ``d_keys`` (B, S, K) (pass ``d_memory`` for dot)."""
+def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, keys, valid, queries, weights, outputs,
+                            d_outputs, dh, dc, dz, d_pre, d_memory, d_keys, group, row_start, row_stop):
+    """The backward loop for rows [row_start, row_stop). ``packed_step``: ``pack_backward([kernel[V:];
+    recurrent_kernel])``, ``packed_output_t``: ``pack_backward(output_kernel)``; ``memory`` (B, S, M), ``keys``
+    (B, S, H); the forward's ``gates``, ``cs`` and attention cache; ``d_outputs`` (T, B, H) = d htilde. ``dh``,
+    ``dc`` (B, H) hold d of the final state on entry and of the initial state on exit. Writes ``dz`` (T, B, 4H) and
+    ``d_pre`` (B, T, H) (d of tanh's argument, for the output kernel's gradient) and adds into ``d_memory``
+    (B, S, M) and ``d_keys`` (B, S, H) (pass ``d_memory`` for dot)."""
     steps, batch, four_units = gates.shape
     units = four_units // 4
     mem_size = memory.shape[2]
     dtype = gates.dtype
+    memory_t = np.empty((group, mem_size, memory.shape[1]), dtype=dtype)
     d_feed = np.zeros((group, units), dtype=dtype)
     d_pre_block = np.empty((group, units), dtype=dtype)
     d_joined = np.empty((group, mem_size + units), dtype=dtype)
@@ -216,9 +231,10 @@ def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, mem
     spill = np.empty(4 * simd.lanes_of(gates), dtype=dtype)
     d_pre_flat, d_joined_flat, d_step_flat = d_pre_block.reshape(-1), d_joined.reshape(-1), d_step.reshape(-1)
     dz_flat = dz.reshape(-1)
-    for first in range(0, batch, group):
-        end = min(first + group, batch)
+    for first in range(row_start, row_stop, group):
+        end = min(first + group, row_stop)
         rows = end - first
+        _transpose_rows(memory, first, rows, memory_t)
         d_feed[:] = 0.0
         for t in range(steps - 1, -1, -1):
             for r in range(rows):
@@ -233,7 +249,7 @@ def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, mem
                 b = first + r
                 d_query = d_joined[r, mem_size:]
                 _attend_backward(d_joined[r, :mem_size], d_query, queries[b, t], weights[b, t], valid[b], memory[b],
-                                 memory_t[b], keys[b], d_memory[b], d_keys[b], d_a)
+                                 memory_t[r], keys[b], d_memory[b], d_keys[b], d_a)
                 gate, dz_b = gates[t, b], dz[t, b]
                 _cell_backward_row(gate[:units], gate[units : 2 * units], gate[2 * units : 3 * units],
                                    gate[3 * units :], cs[t, b], cs[t + 1, b], dh[b], d_query, dc[b],

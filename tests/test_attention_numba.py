@@ -176,3 +176,20 @@ def test_seq2seq_thread_shards(monkeypatch, rng, dtype):
     for name, expected in models[0].grads.items():
         error = relative_error(models[1].grads[name], expected)
         assert error < TOL[dtype], (name, error)
+
+
+@pytest.mark.parametrize("score", ["dot", "general"])
+def test_rows_split_over_workers_give_the_same_bits(monkeypatch, rng, score):
+    """Outside a row shard (decoding, a step of one shard) a call splits its rows over the workers; rows are
+    independent, so every result is the one thread's, bit for bit."""
+    decoder, weights, inputs = problem(rng, 4, 29, 20, 6, None, score)
+    one = run(NumbaBackend(workers=1), np.float32, decoder, weights, inputs)
+    backend = NumbaBackend(workers=3)
+    parts = []
+    each_worker = backend._each_worker
+    monkeypatch.setattr(backend, "_each_worker", lambda part: parts.append(each_worker(part)))
+    split = run(backend, np.float32, decoder, weights, inputs)
+    assert len(parts) == 2  # forward and backward, each on the 3 workers
+    for name in one:
+        if not name.startswith("grad "):  # the weight gradients are BLAS GEMMs, which may block differently
+            assert np.array_equal(one[name], split[name]), name

@@ -297,10 +297,9 @@ class AttentionDecoder:
         return self._input_feed_forward(params, ids, initial_state, attn_memory, training, seed, row_offset)
 
     def _compiled(self, backend) -> bool:
-        """Whether ``backend`` runs the input-feeding loop as one call each way (numba: one layer, dot or general);
-        else the reference loops below run."""
-        return (backend.attention_feed_forward is not None and self.num_layers == 1
-                and self.attention.score in backend.attention_feed_scores)
+        """Whether ``backend`` runs the input-feeding loop as one call each way (numba: dot or general); else the
+        reference loops below run."""
+        return backend.attention_feed_forward is not None and self.attention.score in backend.attention_feed_scores
 
     def _masks(self, params, shape, training, seed, row_offset):
         lstm = self.lstm
@@ -339,10 +338,12 @@ class AttentionDecoder:
         backend.gather_rows_add(kernel0, ids, bias0, out=gates[0])  # the token part of every step at once
         feed_kernel = kernel0[self.vocab_size :]
         if self._compiled(backend):  # the loop below as one call, filling the same arrays
-            backend.attention_feed_forward(gates[0], feed_kernel, weights[0][1],
+            for layer in range(1, layers_):
+                gates[layer][...] = weights[layer][2]  # the bias; the input part is added in the loop
+            backend.attention_feed_forward(gates, [feed_kernel] + [w[0] for w in weights[1:]], [w[1] for w in weights],
                                            self.attention._w(params, "output_kernel"), memory.memory, memory.keys,
-                                           memory.valid, hs[0], cs[0], feeds, cache.queries, cache.weights,
-                                           cache.context, cache.outputs)
+                                           memory.valid, hs, cs, feeds, layer_inputs, masks, cache.queries,
+                                           cache.weights, cache.context, cache.outputs)
         else:
             recurrent = xp.empty((batch, 4 * units), dtype=dtype)
             for t in range(steps):
@@ -402,12 +403,12 @@ class AttentionDecoder:
         if self._compiled(backend):  # the loop below as one call; the output kernel's gradient after it
             mem_size = self.attention.memory_size
             d_pre = xp.empty((batch, steps, units), dtype=dtype)
-            backend.attention_feed_backward(cache.gates[0], cache.cs[0], kernel0[self.vocab_size :],
-                                            params[f"{cells[0]}.recurrent_kernel"],
+            backend.attention_feed_backward(cache.gates, cache.cs, cache.masks, [kernel0[self.vocab_size :]]
+                                            + [params[f"{cell}.kernel"] for cell in cells[1:]],
+                                            [params[f"{cell}.recurrent_kernel"] for cell in cells],
                                             self.attention._w(params, "output_kernel"), cache.memory.memory,
                                             cache.memory.keys, cache.memory.valid, attn.queries, attn.weights,
-                                            attn.outputs, d_outputs, dh[0], dc[0], dz[0], d_pre, acc.d_memory,
-                                            acc.d_keys)
+                                            attn.outputs, d_outputs, dh, dc, dz, d_pre, acc.d_memory, acc.d_keys)
             d_pre = d_pre.reshape(batch * steps, units)
             d_output_kernel = acc.weights["output_kernel"]
             backend.matmul(attn.context.reshape(-1, mem_size).T, d_pre, out=d_output_kernel[:mem_size])

@@ -91,7 +91,7 @@ class Backend:
     greedy_decode = None
 
     # A backend may run the input-feeding attention decoder's time loop (``AttentionDecoder._input_feed_forward``
-    # and ``_input_feed_backward``, one LSTM layer) as one call each way: attention_feed_forward(...) and
+    # and ``_input_feed_backward``) as one call each way: attention_feed_forward(...) and
     # attention_feed_backward(...), arguments as in ``NumbaBackend``, for the score types named here. None: the
     # reference loop, a few operations per time step.
     attention_feed_forward = None
@@ -456,36 +456,49 @@ class NumbaBackend(Backend):
         finally:
             self._pool_lock.release()
 
-    def attention_feed_forward(self, gates, feed_kernel, recurrent_kernel, output_kernel, memory, keys, valid, hs, cs,
-                               feeds, queries, weights, context, outputs):
-        """The input-feeding decoder's forward time loop, one layer (``numba_attention.attention_feed_forward``,
-        whose doc names the arrays); ``feed_kernel`` is the kernel's last H rows."""
-        attn, loops, dtype = self.attention_loops, self.time_loops, gates.dtype
-        units = recurrent_kernel.shape[0]
-        packed_gates = np.empty(attn.packed_gates_size(2 * units, units, dtype), dtype=dtype)
-        attn.pack_gates(np.concatenate([feed_kernel, recurrent_kernel]), packed_gates)
+    @staticmethod
+    def _layer_arrays(arrays, dtype):
+        """The reference's per-layer list as a tuple for the compiled loops, None (layer 0's input, no dropout) as an
+        array with no elements."""
+        empty = np.empty((0, 0, 0), dtype=dtype)
+        return tuple(empty if a is None else a for a in arrays)
+
+    def attention_feed_forward(self, gates, input_kernels, recurrent_kernels, output_kernel, memory, keys, valid, hs,
+                               cs, feeds, layer_inputs, masks, queries, weights, context, outputs):
+        """The input-feeding decoder's forward time loop (``numba_attention.attention_feed_forward``, whose doc
+        names the arrays); per-layer arguments are lists, ``input_kernels[0]`` the last H rows of layer 0's kernel."""
+        attn, loops, dtype = self.attention_loops, self.time_loops, feeds.dtype
+        units = recurrent_kernels[0].shape[0]
+        packed_gates = np.empty((len(gates), attn.packed_gates_size(2 * units, units, dtype)), dtype=dtype)
+        for layer, pair in enumerate(zip(input_kernels, recurrent_kernels, strict=True)):
+            attn.pack_gates(np.concatenate(pair), packed_gates[layer])
         packed_output = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel.T),
                                      loops.packed_backward_size_for(units, output_kernel.shape[0], dtype))
         memory, keys, valid = (np.ascontiguousarray(a) for a in (memory, keys, valid))
-        self._attention_rows(gates.shape[1], lambda first, stop: attn.attention_feed_forward(
-            gates, packed_gates, packed_output, memory, keys, valid, hs, cs, feeds, queries, weights, context,
-            outputs, attn.GROUP, first, stop))
+        gates, packed_gates, hs, cs = tuple(gates), tuple(packed_gates), tuple(hs), tuple(cs)
+        layer_inputs, masks = self._layer_arrays(layer_inputs, dtype), self._layer_arrays(masks, dtype)
+        self._attention_rows(feeds.shape[1], lambda first, stop: attn.attention_feed_forward(
+            gates, packed_gates, packed_output, memory, keys, valid, hs, cs, feeds, layer_inputs, masks, queries,
+            weights, context, outputs, attn.GROUP, first, stop))
 
-    def attention_feed_backward(self, gates, cs, feed_kernel, recurrent_kernel, output_kernel, memory, keys, valid,
-                                queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys):
-        """The backward time loop (``numba_attention.attention_feed_backward``); ``d_keys`` None for dot (its keys
-        are the memory, so their gradient goes into ``d_memory``)."""
-        attn, loops, dtype = self.attention_loops, self.time_loops, gates.dtype
-        units = recurrent_kernel.shape[0]
-        packed_step = self._packed(loops.pack_backward, np.concatenate([feed_kernel, recurrent_kernel]),
-                                   loops.packed_backward_size_for(2 * units, 4 * units, dtype))
+    def attention_feed_backward(self, gates, cs, masks, input_kernels, recurrent_kernels, output_kernel, memory, keys,
+                                valid, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys):
+        """The backward time loop (``numba_attention.attention_feed_backward``), per-layer arguments as lists;
+        ``d_keys`` None for dot (its keys are the memory, so their gradient goes into ``d_memory``)."""
+        attn, loops, dtype = self.attention_loops, self.time_loops, d_pre.dtype
+        units = recurrent_kernels[0].shape[0]
+        packed_step = np.empty((len(gates), loops.packed_backward_size_for(2 * units, 4 * units, dtype)), dtype=dtype)
+        for layer, pair in enumerate(zip(input_kernels, recurrent_kernels, strict=True)):
+            loops.pack_backward(np.concatenate(pair), packed_step[layer])
         packed_output_t = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel),
                                        loops.packed_backward_size_for(output_kernel.shape[0], units, dtype))
         memory, keys, valid, d_outputs = (np.ascontiguousarray(a) for a in (memory, keys, valid, d_outputs))
         d_keys = d_memory if d_keys is None else d_keys
-        self._attention_rows(gates.shape[1], lambda first, stop: attn.attention_feed_backward(
-            gates, cs, packed_step, packed_output_t, memory, keys, valid, queries, weights, outputs, d_outputs, dh,
-            dc, dz, d_pre, d_memory, d_keys, attn.GROUP, first, stop))
+        gates, cs, masks, packed_step, dh, dc, dz = (tuple(gates), tuple(cs), self._layer_arrays(masks, dtype),
+                                                     tuple(packed_step), tuple(dh), tuple(dc), tuple(dz))
+        self._attention_rows(d_pre.shape[0], lambda first, stop: attn.attention_feed_backward(
+            gates, cs, packed_step, packed_output_t, memory, keys, valid, queries, weights, outputs, masks, d_outputs,
+            dh, dc, dz, d_pre, d_memory, d_keys, attn.GROUP, first, stop))
 
     def gather_rows_add(self, table, ids, bias, out=None):
         if out is None:

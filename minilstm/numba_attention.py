@@ -1,6 +1,7 @@
-"""The input-feeding attention decoder's whole time loop (one LSTM layer) as one compiled call forward and one
-backward: no Python and no BLAS call per time step (the reference is ``AttentionDecoder._input_feed_forward`` and
-``_input_feed_backward``; the math is in ``attention``'s module doc, not repeated here).
+"""The input-feeding attention decoder's whole time loop (every layer of its LSTM stack) as one compiled call
+forward and one backward: no Python and no BLAS call per time step (the reference is
+``AttentionDecoder._input_feed_forward`` and ``_input_feed_backward``; the math is in ``attention``'s module doc,
+not repeated here).
 
 Why: with input feeding, step t + 1's input needs step t's attention output, so the reference loops in Python over
 the steps, three BLAS calls and a handful of numpy calls each, every BLAS call repacking its weights. Here the
@@ -11,13 +12,15 @@ Rows are independent in the whole loop (a row's fed vector is its own), so the l
 time through all the time steps: the group's memory and keys (16 positions x H at a time) stay in cache from step
 to step while the packed weights stream past. Per step and group:
 
-- forward: ``[htilde_{t-1}, h_{t-1}] @ [kernel[V:]; recurrent_kernel]`` as one packed GEMM of depth 2H (one chain of
-  multiply-adds per gate element instead of two products summed), the fused cell (``numba_kernels``), then per row
-  the scores, masked softmax (padding gets exactly 0: it is skipped) and context, then ``[c, h] @ output_kernel``
-  (the micro-kernel) and tanh;
+- forward: per layer, ``[input_t, h_{t-1}] @ [input kernel; recurrent_kernel]`` as one packed GEMM of depth 2H (one
+  chain of multiply-adds per gate element instead of two products summed; the input is htilde_{t-1} with the
+  kernel's last H rows for layer 0, the layer below's h_t for the others) and the fused cell (``numba_kernels``);
+  then per row the scores, masked softmax (padding gets exactly 0: it is skipped) and context, then
+  ``[c, h] @ output_kernel`` (the micro-kernel) and tanh;
 - backward: per row d pre, ``d pre @ output_kernel^T`` (micro-kernel), the attention's backward into d memory and
-  d keys, the cell backward, then ``dz @ [kernel[V:]; recurrent_kernel]^T`` (micro-kernel) gives d feed and dh at
-  once. d pre and dz are stored per step, so the weight gradients stay one large BLAS GEMM each after the loop.
+  d keys; then per layer from the top the cell backward and ``dz @ [input kernel; recurrent_kernel]^T``
+  (micro-kernel), which gives d input (d feed, or d h of the layer below) and dh at once. d pre and dz are stored
+  per step, so the weight gradients stay one large BLAS GEMM each after the loop.
 
 Scores and the context are short loops over the S source positions with the positions innermost (the group's keys
 and memory transposed once, (H, S) and (M, S) per row), so that LLVM vectorises them without reordering any sum.
@@ -131,41 +134,60 @@ def _transpose_rows(source, first, rows, out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, valid, hs, cs, feeds, queries,
-                           weights, context, outputs, group, row_start, row_stop):
-    """The forward loop for rows [row_start, row_stop). ``gates`` (T, B, 4H) holds the token part of the
-    pre-activations (gather + bias) on entry and the activated gates on exit; ``packed_gates``:
-    ``pack_gates([kernel[V:]; recurrent_kernel])``; ``packed_output``: ``pack_backward(output_kernel.T)``;
-    ``memory`` (B, S, M), ``keys`` (B, S, H), ``valid`` (B, S); ``hs``, ``cs``, ``feeds`` (T + 1, B, H) hold step 0
-    on entry. Writes the rest of them and the attention cache ``queries``, ``outputs`` (B, T, H), ``weights``
-    (B, T, S), ``context`` (B, T, M), all in the reference's layouts. ``group``: rows per group. All arrays
-    C-contiguous."""
-    steps, _, four_units = gates.shape
+def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, valid, hs, cs, feeds, layer_inputs,
+                           masks, queries, weights, context, outputs, group, row_start, row_stop):
+    """The forward loop for rows [row_start, row_stop). Per layer l, tuples of one array per layer (the
+    reference's lists): ``gates`` (T, B, 4H) hold the input part of the pre-activations on entry (layer 0: gather +
+    bias; above: the bias) and the activated gates on exit; ``packed_gates``: ``pack_gates([input kernel;
+    recurrent_kernel])``, the input kernel of layer 0 being its kernel's last H rows (the fed htilde), above it the
+    layer's kernel; ``hs``, ``cs`` (T + 1, B, H) hold step 0 on entry; ``layer_inputs`` (T, B, H) get the input of
+    each layer above 0 (dropout applied), ``masks`` (T, B, H) its dropout multipliers (entry 0 of both unused;
+    masks with no steps: no dropout). ``packed_output``: ``pack_backward(output_kernel.T)``; ``memory`` (B, S, M),
+    ``keys`` (B, S, H), ``valid`` (B, S); ``feeds`` (T + 1, B, H) holds step 0 on entry. Writes the rest of the
+    states and the attention cache ``queries``, ``outputs`` (B, T, H), ``weights`` (B, T, S), ``context``
+    (B, T, M), all in the reference's layouts. ``group``: rows per group. All arrays C-contiguous."""
+    layers = len(gates)
+    steps, _, four_units = gates[0].shape
     units = four_units // 4
     mem_size = memory.shape[2]
-    dtype = gates.dtype
+    dropping = masks[layers - 1].shape[0] > 0
+    dtype = feeds.dtype
     keys_t = np.empty((group, units, keys.shape[1]), dtype=dtype)
     x = np.empty((group, 2 * units), dtype=dtype)
     z = np.empty((group, four_units), dtype=dtype)
     joined = np.empty((group, mem_size + units), dtype=dtype)
     pre = np.empty((group, units), dtype=dtype)
     scores = np.empty(memory.shape[1], dtype=dtype)
-    spill = np.empty(4 * simd.lanes_of(gates), dtype=dtype)
+    spill = np.empty(4 * simd.lanes_of(feeds), dtype=dtype)
     x_flat, z_flat, joined_flat, pre_flat = x.reshape(-1), z.reshape(-1), joined.reshape(-1), pre.reshape(-1)
+    top = hs[layers - 1]
     for first in range(row_start, row_stop, group):
         end = min(first + group, row_stop)
         rows = end - first
         _transpose_rows(keys, first, rows, keys_t)
         for t in range(steps):
-            for r in range(rows):
-                x[r, :units] = feeds[t, first + r]
-                x[r, units:] = hs[t, first + r]
-            _gate_panels(x_flat, rows, 2 * units, units, packed_gates, z_flat, spill)
-            lstm_cell_forward(gates[t, first:end], z[:rows], cs[t, first:end], cs[t + 1, first:end],
-                              hs[t + 1, first:end])
+            for layer in range(layers):
+                h_layer, c_layer = hs[layer], cs[layer]
+                for r in range(rows):
+                    b = first + r
+                    if layer == 0:
+                        x[r, :units] = feeds[t, b]
+                    else:
+                        below, x_row = hs[layer - 1][t + 1, b], x[r, :units]
+                        if dropping:
+                            mask = masks[layer][t, b]
+                            for k in range(units):
+                                x_row[k] = below[k] * mask[k]
+                        else:
+                            x_row[:] = below
+                        layer_inputs[layer][t, b] = x_row
+                    x[r, units:] = h_layer[t, b]
+                _gate_panels(x_flat, rows, 2 * units, units, packed_gates[layer], z_flat, spill)
+                lstm_cell_forward(gates[layer][t, first:end], z[:rows], c_layer[t, first:end],
+                                  c_layer[t + 1, first:end], h_layer[t + 1, first:end])
             for r in range(rows):
                 b = first + r
-                h = hs[t + 1, b]
+                h = top[t + 1, b]
                 _attend(h, keys_t[r], memory[b], valid[b], scores, weights[b, t], context[b, t])
                 queries[b, t] = h
                 joined[r, :mem_size] = context[b, t]
@@ -210,27 +232,30 @@ def _attend_backward(d_context, d_query, h, a, valid, memory, memory_t, keys, d_
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, keys, valid, queries, weights, outputs,
-                            d_outputs, dh, dc, dz, d_pre, d_memory, d_keys, group, row_start, row_stop):
-    """The backward loop for rows [row_start, row_stop). ``packed_step``: ``pack_backward([kernel[V:];
-    recurrent_kernel])``, ``packed_output_t``: ``pack_backward(output_kernel)``; ``memory`` (B, S, M), ``keys``
-    (B, S, H); the forward's ``gates``, ``cs`` and attention cache; ``d_outputs`` (T, B, H) = d htilde. ``dh``,
-    ``dc`` (B, H) hold d of the final state on entry and of the initial state on exit. Writes ``dz`` (T, B, 4H) and
-    ``d_pre`` (B, T, H) (d of tanh's argument, for the output kernel's gradient) and adds into ``d_memory``
-    (B, S, M) and ``d_keys`` (B, S, H) (pass ``d_memory`` for dot)."""
-    steps, batch, four_units = gates.shape
+                            masks, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys, group, row_start, row_stop):
+    """The backward loop for rows [row_start, row_stop). Tuples of one array per layer: the forward's ``gates``,
+    ``cs`` and ``masks``; ``packed_step``: ``pack_backward([input kernel; recurrent_kernel])``; ``dh``, ``dc``
+    (B, H) hold d of the final state on entry and of the initial state on exit; ``dz`` (T, B, 4H) are written.
+    ``packed_output_t``: ``pack_backward(output_kernel)``; ``memory`` (B, S, M), ``keys`` (B, S, H), the forward's
+    attention cache; ``d_outputs`` (T, B, H) = d htilde. Writes ``d_pre`` (B, T, H) (d of tanh's argument, for the
+    output kernel's gradient) and adds into ``d_memory`` (B, S, M) and ``d_keys`` (B, S, H) (pass ``d_memory`` for
+    dot)."""
+    layers = len(gates)
+    steps, batch, four_units = gates[0].shape
     units = four_units // 4
     mem_size = memory.shape[2]
-    dtype = gates.dtype
+    dropping = masks[layers - 1].shape[0] > 0
+    dtype = d_pre.dtype
     memory_t = np.empty((group, mem_size, memory.shape[1]), dtype=dtype)
     d_feed = np.zeros((group, units), dtype=dtype)
+    d_above = np.empty((group, units), dtype=dtype)
     d_pre_block = np.empty((group, units), dtype=dtype)
     d_joined = np.empty((group, mem_size + units), dtype=dtype)
     d_step = np.empty((group, 2 * units), dtype=dtype)
     d_a = np.empty(memory.shape[1], dtype=dtype)
     cell = np.empty((3, units), dtype=dtype)
-    spill = np.empty(4 * simd.lanes_of(gates), dtype=dtype)
+    spill = np.empty(4 * simd.lanes_of(d_pre), dtype=dtype)
     d_pre_flat, d_joined_flat, d_step_flat = d_pre_block.reshape(-1), d_joined.reshape(-1), d_step.reshape(-1)
-    dz_flat = dz.reshape(-1)
     for first in range(row_start, row_stop, group):
         end = min(first + group, row_stop)
         rows = end - first
@@ -250,13 +275,27 @@ def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, key
                 d_query = d_joined[r, mem_size:]
                 _attend_backward(d_joined[r, :mem_size], d_query, queries[b, t], weights[b, t], valid[b], memory[b],
                                  memory_t[r], keys[b], d_memory[b], d_keys[b], d_a)
-                gate, dz_b = gates[t, b], dz[t, b]
-                _cell_backward_row(gate[:units], gate[units : 2 * units], gate[2 * units : 3 * units],
-                                   gate[3 * units :], cs[t, b], cs[t + 1, b], dh[b], d_query, dc[b],
-                                   dz_b[:units], dz_b[units : 2 * units], dz_b[2 * units : 3 * units],
-                                   dz_b[3 * units :], dc[b], cell[0], cell[1], cell[2])
-            _multiply(dz_flat, (t * batch + first) * four_units, rows, four_units, packed_step, d_step_flat,
-                      2 * units, spill)
-            for r in range(rows):
-                d_feed[r] = d_step[r, :units]
-                dh[first + r] = d_step[r, units:]
+                d_above[r] = d_query
+            for layer in range(layers - 1, -1, -1):
+                c_layer, dh_layer, dc_layer = cs[layer], dh[layer], dc[layer]
+                for r in range(rows):
+                    b = first + r
+                    gate, dz_b = gates[layer][t, b], dz[layer][t, b]
+                    _cell_backward_row(gate[:units], gate[units : 2 * units], gate[2 * units : 3 * units],
+                                       gate[3 * units :], c_layer[t, b], c_layer[t + 1, b], dh_layer[b], d_above[r],
+                                       dc_layer[b], dz_b[:units], dz_b[units : 2 * units],
+                                       dz_b[2 * units : 3 * units], dz_b[3 * units :], dc_layer[b], cell[0], cell[1],
+                                       cell[2])
+                _multiply(dz[layer].reshape(-1), (t * batch + first) * four_units, rows, four_units,
+                          packed_step[layer], d_step_flat, 2 * units, spill)
+                for r in range(rows):
+                    b = first + r
+                    dh_layer[b] = d_step[r, units:]
+                    if layer == 0:
+                        d_feed[r] = d_step[r, :units]
+                    elif dropping:
+                        mask = masks[layer][t, b]
+                        for k in range(units):
+                            d_above[r, k] = d_step[r, k] * mask[k]
+                    else:
+                        d_above[r] = d_step[r, :units]

@@ -36,10 +36,11 @@ def numba_backend():
     return get_backend("numba")
 
 
-def problem(rng, steps, batch, units, positions, mem_size, score, num_layers=1):
+def problem(rng, steps, batch, units, positions, mem_size, score, num_layers=1, dropout=0.0):
     """A decoder, weights (Keras's initialisers, every one perturbed on the scale of its fan-in) and inputs, with
     each sentence's own source length (the first row's all S)."""
-    decoder = AttentionDecoder(units, vocab_size=VOCAB, memory_size=mem_size, score=score, num_layers=num_layers)
+    decoder = AttentionDecoder(units, vocab_size=VOCAB, memory_size=mem_size, score=score, num_layers=num_layers,
+                               dropout=dropout)
     initial = Parameters("numpy", [decoder], "float64", seed=int(rng.integers(1 << 30))).get_weights()
     weights = {k: v + 0.3 * rng.standard_normal(v.shape) / np.sqrt(v.shape[0] if v.ndim == 2 else 1)
                for k, v in initial.items()}
@@ -54,8 +55,9 @@ def problem(rng, steps, batch, units, positions, mem_size, score, num_layers=1):
     return decoder, weights, inputs
 
 
-def run(backend, dtype, decoder, weights, inputs):
-    """Forward and backward on ``backend``: every array compared, by name."""
+def run(backend, dtype, decoder, weights, inputs, seed=None):
+    """Forward and backward on ``backend`` (training with dropout when ``seed`` is given): every array compared, by
+    name."""
     params = Parameters(backend, [decoder], dtype)
     params.set_weights(weights)
 
@@ -63,11 +65,14 @@ def run(backend, dtype, decoder, weights, inputs):
         return np.asarray(a, dtype=dtype)
 
     outputs, (h_n, c_n), cache = decoder.forward(params, inputs["ids"], tuple(map(cast, inputs["state"])),
-                                                 cast(inputs["memory"]), inputs["lengths"])
+                                                 cast(inputs["memory"]), inputs["lengths"],
+                                                 training=seed is not None, seed=seed)
     attention = cache.attention
-    out = {"outputs": outputs, "h_n": h_n, "c_n": c_n, "gates": cache.gates[0], "hs": cache.hs[0],
-           "cs": cache.cs[0], "feeds": cache.feeds, "queries": attention.queries, "weights": attention.weights,
+    out = {"outputs": outputs, "h_n": h_n, "c_n": c_n, "gates": np.stack(cache.gates), "hs": np.stack(cache.hs),
+           "cs": np.stack(cache.cs), "feeds": cache.feeds, "queries": attention.queries, "weights": attention.weights,
            "context": attention.context, "attention_outputs": attention.outputs}
+    if decoder.num_layers > 1:
+        out["layer_inputs"] = np.stack(cache.layer_inputs[1:])
     out = {k: v.copy() for k, v in out.items()}
     d_memory, (d_h0, d_c0) = decoder.backward(params, cache, cast(inputs["d_outputs"]),
                                               tuple(map(cast, inputs["d_state"])))
@@ -133,8 +138,27 @@ def test_padding_changes_nothing(numba_backend, rng):
     assert not dirty["d_memory"][padding].any()
 
 
-@pytest.mark.parametrize("score,num_layers", [("concat", 1), ("general", 2)])
-def test_unsupported_configurations_take_the_reference(numba_backend, monkeypatch, rng, score, num_layers):
+# (layers, dropout, score, steps, batch, units, source positions): stacked decoders, with dropout between layers.
+STACKED = [(2, 0.0, "general", 3, 5, 7, 4), (2, 0.3, "dot", 4, 19, 16, 3), (3, 0.5, "general", 3, 3, 33, 5),
+           (3, 0.0, "dot", 2, 1, 3, 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layers,dropout,score,steps,batch,units,positions", STACKED)
+def test_stacked_layers_equal_reference(numba_backend, monkeypatch, rng, dtype, layers, dropout, score, steps, batch,
+                                        units, positions):
+    decoder, weights, inputs = problem(rng, steps, batch, units, positions, None, score, layers, dropout)
+    seed = int(rng.integers(1 << 30)) if dropout else None
+    expected = run(get_backend("numpy"), np.float64, decoder, weights, inputs, seed)
+    counter = CountCalls(monkeypatch, numba_backend)
+    actual = run(numba_backend, dtype, decoder, weights, inputs, seed)
+    assert counter.calls["attention_feed_forward"] == counter.calls["attention_feed_backward"] == 1
+    assert counter.calls["lstm_cell_forward"] == counter.calls["lstm_cell_backward"] == 0
+    assert_close(actual, expected, dtype)
+
+
+def test_concat_takes_the_reference(numba_backend, monkeypatch, rng):
+    score, num_layers = "concat", 1
     decoder, weights, inputs = problem(rng, 3, 4, 5, 3, None, score, num_layers)
     expected = run(get_backend("numpy"), np.float64, decoder, weights, inputs)
     counter = CountCalls(monkeypatch, numba_backend)

@@ -403,9 +403,9 @@ class AttentionDecoder:
         if self._compiled(backend):  # the loop below as one call; the output kernel's gradient after it
             mem_size = self.attention.memory_size
             d_pre = xp.empty((batch, steps, units), dtype=dtype)
-            backend.attention_feed_backward(cache.gates, cache.cs, cache.masks, [kernel0[self.vocab_size :]]
-                                            + [params[f"{cell}.kernel"] for cell in cells[1:]],
-                                            [params[f"{cell}.recurrent_kernel"] for cell in cells],
+            input_kernels = [kernel0[self.vocab_size :]] + [params[f"{cell}.kernel"] for cell in cells[1:]]
+            recurrent_kernels = [params[f"{cell}.recurrent_kernel"] for cell in cells]
+            backend.attention_feed_backward(cache.gates, cache.cs, cache.masks, input_kernels, recurrent_kernels,
                                             self.attention._w(params, "output_kernel"), cache.memory.memory,
                                             cache.memory.keys, cache.memory.valid, attn.queries, attn.weights,
                                             attn.outputs, d_outputs, dh, dc, dz, d_pre, acc.d_memory, acc.d_keys)

@@ -297,7 +297,7 @@ class AttentionDecoder:
         return self._input_feed_forward(params, ids, initial_state, attn_memory, training, seed, row_offset)
 
     def _compiled(self, backend) -> bool:
-        """Whether ``backend`` runs the input-feeding loop as one call each way (numba: dot or general); else the
+        """Whether ``backend`` runs the input-feeding loop as one call each way (numba: every score); else the
         reference loops below run."""
         return backend.attention_feed_forward is not None and self.attention.score in backend.attention_feed_scores
 
@@ -340,10 +340,12 @@ class AttentionDecoder:
         if self._compiled(backend):  # the loop below as one call, filling the same arrays
             for layer in range(1, layers_):
                 gates[layer][...] = weights[layer][2]  # the bias; the input part is added in the loop
+            concat = None if cache.hidden is None else (*(self.attention._w(params, key) for key in (
+                "query_kernel", "query_bias", "score_vector")), cache.hidden)
             backend.attention_feed_forward(gates, [feed_kernel] + [w[0] for w in weights[1:]], [w[1] for w in weights],
                                            self.attention._w(params, "output_kernel"), memory.memory, memory.keys,
                                            memory.valid, hs, cs, feeds, layer_inputs, masks, cache.queries,
-                                           cache.weights, cache.context, cache.outputs)
+                                           cache.weights, cache.context, cache.outputs, concat)
         else:
             recurrent = xp.empty((batch, 4 * units), dtype=dtype)
             for t in range(steps):
@@ -400,19 +402,32 @@ class AttentionDecoder:
         kernel0 = params[f"{cells[0]}.kernel"]
         feed_kernel_t = kernel0[self.vocab_size :].T
         attn = cache.attention
-        if self._compiled(backend):  # the loop below as one call; the output kernel's gradient after it
+        if self._compiled(backend):  # the loop below as one call; the attention's weight gradients after it
             mem_size = self.attention.memory_size
             d_pre = xp.empty((batch, steps, units), dtype=dtype)
             input_kernels = [kernel0[self.vocab_size :]] + [params[f"{cell}.kernel"] for cell in cells[1:]]
             recurrent_kernels = [params[f"{cell}.recurrent_kernel"] for cell in cells]
+            concat = None
+            if attn.hidden is not None:  # d scores (B, T, S) and d q (B, T, A) come out of the loop
+                d_scores = xp.empty(attn.weights.shape, dtype=dtype)
+                d_q = xp.empty((batch, steps, units), dtype=dtype)
+                concat = (self.attention._w(params, "query_kernel"), self.attention._w(params, "score_vector"),
+                          attn.hidden, d_scores, d_q)
             backend.attention_feed_backward(cache.gates, cache.cs, cache.masks, input_kernels, recurrent_kernels,
                                             self.attention._w(params, "output_kernel"), cache.memory.memory,
                                             cache.memory.keys, cache.memory.valid, attn.queries, attn.weights,
-                                            attn.outputs, d_outputs, dh, dc, dz, d_pre, acc.d_memory, acc.d_keys)
+                                            attn.outputs, d_outputs, dh, dc, dz, d_pre, acc.d_memory, acc.d_keys,
+                                            concat)
             d_pre = d_pre.reshape(batch * steps, units)
             d_output_kernel = acc.weights["output_kernel"]
             backend.matmul(attn.context.reshape(-1, mem_size).T, d_pre, out=d_output_kernel[:mem_size])
             backend.matmul(attn.queries.reshape(-1, units).T, d_pre, out=d_output_kernel[mem_size:])
+            if concat is not None:
+                d_q = d_q.reshape(batch * steps, units)
+                acc.weights["score_vector"][...] = backend.matmul(d_scores.reshape(1, -1),
+                                                                  attn.hidden.reshape(-1, units))[0]
+                backend.matmul(attn.queries.reshape(-1, units).T, d_q, out=acc.weights["query_kernel"])
+                acc.weights["query_bias"][...] = d_q.sum(axis=0)
         else:
             d_feed = xp.zeros((batch, units), dtype=dtype)
             for t in reversed(range(steps)):

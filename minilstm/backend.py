@@ -440,7 +440,7 @@ class NumbaBackend(Backend):
         loops.greedy_decode(kernel, bias, packed_recurrent, packed_dense, dense_bias, np.ascontiguousarray(h),
                             np.ascontiguousarray(c), start_id, end_id, tokens)
 
-    attention_feed_scores = ("dot", "general")
+    attention_feed_scores = ("dot", "general", "concat")
 
     def _attention_rows(self, batch, run):
         """``run(first, stop)`` over row ranges covering the batch: one range per worker at once where this call
@@ -464,10 +464,19 @@ class NumbaBackend(Backend):
         return tuple(empty if a is None else a for a in arrays)
 
     def attention_feed_forward(self, gates, input_kernels, recurrent_kernels, output_kernel, memory, keys, valid, hs,
-                               cs, feeds, layer_inputs, masks, queries, weights, context, outputs):
+                               cs, feeds, layer_inputs, masks, queries, weights, context, outputs, concat=None):
         """The input-feeding decoder's forward time loop (``numba_attention.attention_feed_forward``, whose doc
-        names the arrays); per-layer arguments are lists, ``input_kernels[0]`` the last H rows of layer 0's kernel."""
+        names the arrays); per-layer arguments are lists, ``input_kernels[0]`` the last H rows of layer 0's kernel;
+        ``concat``: (query_kernel, query_bias, score_vector, hidden) for the concat score."""
         attn, loops, dtype = self.attention_loops, self.time_loops, feeds.dtype
+        empty = np.empty(0, dtype=dtype)
+        if concat is None:
+            concat = (empty, empty, empty, np.empty((0, 0, 0, 0), dtype=dtype))
+        else:
+            query_kernel, query_bias, score_vector, hidden = concat
+            concat = (self._packed(loops.pack_backward, np.ascontiguousarray(query_kernel.T),
+                                   loops.packed_backward_size_for(query_kernel.shape[1], query_kernel.shape[0], dtype)),
+                      np.ascontiguousarray(query_bias), np.ascontiguousarray(score_vector), hidden)
         units = recurrent_kernels[0].shape[0]
         packed_gates = np.empty((len(gates), attn.packed_gates_size(2 * units, units, dtype)), dtype=dtype)
         for layer, pair in enumerate(zip(input_kernels, recurrent_kernels, strict=True)):
@@ -479,13 +488,24 @@ class NumbaBackend(Backend):
         layer_inputs, masks = self._layer_arrays(layer_inputs, dtype), self._layer_arrays(masks, dtype)
         self._attention_rows(feeds.shape[1], lambda first, stop: attn.attention_feed_forward(
             gates, packed_gates, packed_output, memory, keys, valid, hs, cs, feeds, layer_inputs, masks, queries,
-            weights, context, outputs, attn.GROUP, first, stop))
+            weights, context, outputs, concat, attn.GROUP, first, stop))
 
     def attention_feed_backward(self, gates, cs, masks, input_kernels, recurrent_kernels, output_kernel, memory, keys,
-                                valid, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys):
+                                valid, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys,
+                                concat=None):
         """The backward time loop (``numba_attention.attention_feed_backward``), per-layer arguments as lists;
-        ``d_keys`` None for dot (its keys are the memory, so their gradient goes into ``d_memory``)."""
+        ``d_keys`` None for dot (its keys are the memory, so their gradient goes into ``d_memory``); ``concat``:
+        (query_kernel, score_vector, hidden, d_scores, d_q) for the concat score."""
         attn, loops, dtype = self.attention_loops, self.time_loops, d_pre.dtype
+        empty = np.empty(0, dtype=dtype)
+        if concat is None:
+            empty3 = np.empty((0, 0, 0), dtype=dtype)
+            concat = (empty, empty, np.empty((0, 0, 0, 0), dtype=dtype), empty3, empty3)
+        else:
+            query_kernel, score_vector, hidden, d_scores, d_q = concat
+            concat = (self._packed(loops.pack_backward, np.ascontiguousarray(query_kernel),
+                                   loops.packed_backward_size_for(query_kernel.shape[0], query_kernel.shape[1], dtype)),
+                      np.ascontiguousarray(score_vector), hidden, d_scores, d_q)
         units = recurrent_kernels[0].shape[0]
         packed_step = np.empty((len(gates), loops.packed_backward_size_for(2 * units, 4 * units, dtype)), dtype=dtype)
         for layer, pair in enumerate(zip(input_kernels, recurrent_kernels, strict=True)):
@@ -498,7 +518,7 @@ class NumbaBackend(Backend):
                                                      tuple(packed_step), tuple(dh), tuple(dc), tuple(dz))
         self._attention_rows(d_pre.shape[0], lambda first, stop: attn.attention_feed_backward(
             gates, cs, packed_step, packed_output_t, memory, keys, valid, queries, weights, outputs, masks, d_outputs,
-            dh, dc, dz, d_pre, d_memory, d_keys, attn.GROUP, first, stop))
+            dh, dc, dz, d_pre, d_memory, d_keys, concat, attn.GROUP, first, stop))
 
     def gather_rows_add(self, table, ids, bias, out=None):
         if out is None:

@@ -89,17 +89,38 @@ def _gate_panels(x_flat, rows, depth, units, packed, z_flat, spill):
 
 
 @njit(inline="always", error_model="numpy")
-def _attend(h, keys_t, memory, valid, scores, weights, context):
-    """One row's scores h . keys_s (keys_t (H, S)), masked softmax into ``weights`` (S,), context into ``context``
-    (M,). Padding positions are skipped: weight exactly 0, and whatever they hold never enters a sum."""
-    positions = scores.shape[0]
+def _dot_scores(h, keys_t, scores):
+    """One row's scores h . keys_s (dot, general), keys_t (H, S), every position."""
     zero = one(h[0]) - one(h[0])
-    for s in range(positions):
+    for s in range(scores.shape[0]):
         scores[s] = zero
     for k in range(h.shape[0]):
         hk, row = h[k], keys_t[k]
-        for s in range(positions):
+        for s in range(scores.shape[0]):
             scores[s] += hk * row[s]
+
+
+@njit(inline="always", error_model="numpy")
+def _concat_scores(q, keys, vector, hidden, scores):
+    """One row's scores v . u_s, u_s = tanh(q + keys_s) into ``hidden`` (S, A) (concat; q holds the query's
+    projection and bias), every position as the reference's cache holds them."""
+    zero = one(q[0]) - one(q[0])
+    for s in range(scores.shape[0]):
+        u, key = hidden[s], keys[s]
+        for a in range(q.shape[0]):
+            u[a] = act_tanh(q[a] + key[a])
+        total = zero
+        for a in range(q.shape[0]):
+            total += vector[a] * u[a]
+        scores[s] = total
+
+
+@njit(inline="always", error_model="numpy")
+def _softmax_context(scores, valid, memory, weights, context):
+    """One row's masked softmax of ``scores`` into ``weights`` (S,) and context into ``context`` (M,). Padding
+    positions are skipped: weight exactly 0, and whatever they hold never enters a sum."""
+    positions = scores.shape[0]
+    zero = one(scores[0]) - one(scores[0])
     top = scores[0]
     found = False
     for s in range(positions):
@@ -135,7 +156,7 @@ def _transpose_rows(source, first, rows, out):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, valid, hs, cs, feeds, layer_inputs,
-                           masks, queries, weights, context, outputs, group, row_start, row_stop):
+                           masks, queries, weights, context, outputs, concat, group, row_start, row_stop):
     """The forward loop for rows [row_start, row_stop). Per layer l, tuples of one array per layer (the
     reference's lists): ``gates`` (T, B, 4H) hold the input part of the pre-activations on entry (layer 0: gather +
     bias; above: the bias) and the activated gates on exit; ``packed_gates``: ``pack_gates([input kernel;
@@ -145,7 +166,11 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, val
     masks with no steps: no dropout). ``packed_output``: ``pack_backward(output_kernel.T)``; ``memory`` (B, S, M),
     ``keys`` (B, S, H), ``valid`` (B, S); ``feeds`` (T + 1, B, H) holds step 0 on entry. Writes the rest of the
     states and the attention cache ``queries``, ``outputs`` (B, T, H), ``weights`` (B, T, S), ``context``
-    (B, T, M), all in the reference's layouts. ``group``: rows per group. All arrays C-contiguous."""
+    (B, T, M), all in the reference's layouts. ``concat``: (``pack_backward(query_kernel.T)``, query_bias,
+    score_vector, the cache's hidden (B, T, S, A)) for the concat score, arrays with no elements for the others.
+    ``group``: rows per group. All arrays C-contiguous."""
+    packed_query, query_bias, score_vector, hidden = concat
+    is_concat = score_vector.shape[0] > 0
     layers = len(gates)
     steps, _, four_units = gates[0].shape
     units = four_units // 4
@@ -157,6 +182,7 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, val
     z = np.empty((group, four_units), dtype=dtype)
     joined = np.empty((group, mem_size + units), dtype=dtype)
     pre = np.empty((group, units), dtype=dtype)
+    q = np.empty((group, score_vector.shape[0]), dtype=dtype)
     scores = np.empty(memory.shape[1], dtype=dtype)
     spill = np.empty(4 * simd.lanes_of(feeds), dtype=dtype)
     x_flat, z_flat, joined_flat, pre_flat = x.reshape(-1), z.reshape(-1), joined.reshape(-1), pre.reshape(-1)
@@ -164,7 +190,8 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, val
     for first in range(row_start, row_stop, group):
         end = min(first + group, row_stop)
         rows = end - first
-        _transpose_rows(keys, first, rows, keys_t)
+        if not is_concat:
+            _transpose_rows(keys, first, rows, keys_t)
         for t in range(steps):
             for layer in range(layers):
                 h_layer, c_layer = hs[layer], cs[layer]
@@ -185,10 +212,20 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, val
                 _gate_panels(x_flat, rows, 2 * units, units, packed_gates[layer], z_flat, spill)
                 lstm_cell_forward(gates[layer][t, first:end], z[:rows], c_layer[t, first:end],
                                   c_layer[t + 1, first:end], h_layer[t + 1, first:end])
+            if is_concat:  # the queries' projection, h @ query_kernel, for the group
+                _multiply(top[t + 1].reshape(-1), first * units, rows, units, packed_query, q.reshape(-1),
+                          q.shape[1], spill)
             for r in range(rows):
                 b = first + r
                 h = top[t + 1, b]
-                _attend(h, keys_t[r], memory[b], valid[b], scores, weights[b, t], context[b, t])
+                if is_concat:
+                    q_row = q[r]
+                    for a in range(q_row.shape[0]):
+                        q_row[a] += query_bias[a]
+                    _concat_scores(q_row, keys[b], score_vector, hidden[b, t], scores)
+                else:
+                    _dot_scores(h, keys_t[r], scores)
+                _softmax_context(scores, valid[b], memory[b], weights[b, t], context[b, t])
                 queries[b, t] = h
                 joined[r, :mem_size] = context[b, t]
                 joined[r, mem_size:] = h
@@ -202,25 +239,30 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, val
 
 
 @njit(inline="always", error_model="numpy")
-def _attend_backward(d_context, d_query, h, a, valid, memory, memory_t, keys, d_memory, d_keys, d_a):
-    """One row's attention backward for one step: adds into ``d_query`` (H,), ``d_memory`` (S, M), ``d_keys``
-    (S, K) (the same array as ``d_memory`` for dot); ``d_a`` (S,) is scratch."""
-    positions = a.shape[0]
-    zero = one(h[0]) - one(h[0])
-    for s in range(positions):
+def _context_backward(d_context, a, valid, memory_t, d_memory, d_a):
+    """One row's d a_s = d context . hbar_s into ``d_a`` (S,), adds a_s d context into ``d_memory`` (S, M); returns
+    sum_s a_s d a_s (the softmax's backward needs it)."""
+    zero = one(d_context[0]) - one(d_context[0])
+    for s in range(a.shape[0]):
         d_a[s] = zero
     for m in range(d_context.shape[0]):
         dcm, row = d_context[m], memory_t[m]
-        for s in range(positions):
+        for s in range(a.shape[0]):
             d_a[s] += dcm * row[s]
     total = zero
-    for s in range(positions):
+    for s in range(a.shape[0]):
         if valid[s]:
             total += a[s] * d_a[s]
             a_s, d_row = a[s], d_memory[s]
             for m in range(d_context.shape[0]):
                 d_row[m] += a_s * d_context[m]
-    for s in range(positions):
+    return total
+
+
+@njit(inline="always", error_model="numpy")
+def _dot_backward(d_a, total, h, a, valid, keys, d_query, d_keys):
+    """dot, general: adds sum_s d score_s keys_s into ``d_query`` (H,), d score_s h into ``d_keys`` (S, H)."""
+    for s in range(a.shape[0]):
         if valid[s]:
             d_score = a[s] * (d_a[s] - total)
             key, d_key = keys[s], d_keys[s]
@@ -230,16 +272,39 @@ def _attend_backward(d_context, d_query, h, a, valid, memory, memory_t, keys, d_
                 d_key[k] += d_score * h[k]
 
 
+@njit(inline="always", error_model="numpy")
+def _concat_backward(d_a, total, a, valid, vector, hidden, d_scores, d_q, d_keys):
+    """concat: d score into ``d_scores`` (S,) (0 on padding), d q = sum_s d u_s into ``d_q`` (A,), adds d u_s into
+    ``d_keys`` (S, A)."""
+    zero = one(total) - one(total)
+    for s in range(a.shape[0]):
+        d_scores[s] = a[s] * (d_a[s] - total) if valid[s] else zero
+    for k in range(d_q.shape[0]):
+        d_q[k] = zero
+    for s in range(a.shape[0]):
+        if valid[s]:
+            d_score, u, d_key = d_scores[s], hidden[s], d_keys[s]
+            for k in range(d_q.shape[0]):
+                d_u = d_score * vector[k] * (one(total) - u[k] * u[k])
+                d_q[k] += d_u
+                d_key[k] += d_u
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, keys, valid, queries, weights, outputs,
-                            masks, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys, group, row_start, row_stop):
+                            masks, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys, concat, group, row_start,
+                            row_stop):
     """The backward loop for rows [row_start, row_stop). Tuples of one array per layer: the forward's ``gates``,
     ``cs`` and ``masks``; ``packed_step``: ``pack_backward([input kernel; recurrent_kernel])``; ``dh``, ``dc``
     (B, H) hold d of the final state on entry and of the initial state on exit; ``dz`` (T, B, 4H) are written.
     ``packed_output_t``: ``pack_backward(output_kernel)``; ``memory`` (B, S, M), ``keys`` (B, S, H), the forward's
     attention cache; ``d_outputs`` (T, B, H) = d htilde. Writes ``d_pre`` (B, T, H) (d of tanh's argument, for the
     output kernel's gradient) and adds into ``d_memory`` (B, S, M) and ``d_keys`` (B, S, H) (pass ``d_memory`` for
-    dot)."""
+    dot). ``concat``: (``pack_backward(query_kernel)``, score_vector, the cache's hidden, and the outputs d scores
+    (B, T, S) and d q (B, T, A), which the concat weights' gradients are made of after the loop) for the concat
+    score, arrays with no elements for the others."""
+    packed_query_t, score_vector, hidden, d_scores, d_q = concat
+    is_concat = score_vector.shape[0] > 0
     layers = len(gates)
     steps, batch, four_units = gates[0].shape
     units = four_units // 4
@@ -252,6 +317,7 @@ def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, key
     d_pre_block = np.empty((group, units), dtype=dtype)
     d_joined = np.empty((group, mem_size + units), dtype=dtype)
     d_step = np.empty((group, 2 * units), dtype=dtype)
+    d_q_block = np.empty((group, score_vector.shape[0]), dtype=dtype)
     d_a = np.empty(memory.shape[1], dtype=dtype)
     cell = np.empty((3, units), dtype=dtype)
     spill = np.empty(4 * simd.lanes_of(d_pre), dtype=dtype)
@@ -273,9 +339,21 @@ def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, key
             for r in range(rows):
                 b = first + r
                 d_query = d_joined[r, mem_size:]
-                _attend_backward(d_joined[r, :mem_size], d_query, queries[b, t], weights[b, t], valid[b], memory[b],
-                                 memory_t[r], keys[b], d_memory[b], d_keys[b], d_a)
+                total = _context_backward(d_joined[r, :mem_size], weights[b, t], valid[b], memory_t[r], d_memory[b],
+                                          d_a)
+                if is_concat:
+                    _concat_backward(d_a, total, weights[b, t], valid[b], score_vector, hidden[b, t], d_scores[b, t],
+                                     d_q_block[r], d_keys[b])
+                    d_q[b, t] = d_q_block[r]
+                else:
+                    _dot_backward(d_a, total, queries[b, t], weights[b, t], valid[b], keys[b], d_query, d_keys[b])
                 d_above[r] = d_query
+            if is_concat:  # d h += d q @ query_kernel^T for the group (d pre's block is free again)
+                _multiply(d_q_block.reshape(-1), 0, rows, d_q_block.shape[1], packed_query_t, d_pre_flat, units,
+                          spill)
+                for r in range(rows):
+                    for k in range(units):
+                        d_above[r, k] += d_pre_block[r, k]
             for layer in range(layers - 1, -1, -1):
                 c_layer, dh_layer, dc_layer = cs[layer], dh[layer], dc[layer]
                 for r in range(rows):

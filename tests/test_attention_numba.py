@@ -1,8 +1,9 @@
 """The numba backend's compiled input-feeding attention loops (``numba_attention``) against the numpy reference
 loops of ``AttentionDecoder`` in float64, on fresh random inputs at odd shapes (batch 1, one source position,
-hidden 3, 257 units, a memory wider than the decoder, mixed source lengths): forward outputs, final states, every
-cache array backward reads, and every gradient; that the compiled path is the one taken (and the reference where it
-does not apply); and a Seq2Seq whose batch is split into thread shards."""
+hidden 3, 257 units, a memory wider than the decoder, mixed source lengths), every score, stacked layers with and
+without dropout: forward outputs, final states, every cache array backward reads, and every gradient; that the
+compiled path is the one taken (and the reference where it is switched off); and a Seq2Seq whose batch is split
+into thread shards."""
 
 import numpy as np
 import pytest
@@ -27,7 +28,8 @@ VOCAB = 6
 # one (21 rows); all 16 positions of the example; odd sizes everywhere.
 SHAPES = [(1, 1, 3, 1, None, "dot"), (4, 3, 5, 1, None, "general"), (3, 1, 3, 4, 7, "general"),
           (3, 7, 257, 5, None, "general"), (5, 21, 16, 4, None, "dot"), (2, 5, 64, 16, None, "general"),
-          (6, 18, 33, 9, 20, "general"), (4, 2, 17, 3, None, "dot")]
+          (6, 18, 33, 9, 20, "general"), (4, 2, 17, 3, None, "dot"), (1, 1, 3, 1, None, "concat"),
+          (3, 7, 257, 5, None, "concat"), (5, 21, 16, 4, 9, "concat"), (2, 5, 64, 16, None, "concat")]
 CACHE = ("outputs", "h_n", "c_n", "gates", "hs", "cs", "feeds", "queries", "weights", "context", "attention_outputs")
 
 
@@ -71,6 +73,8 @@ def run(backend, dtype, decoder, weights, inputs, seed=None):
     out = {"outputs": outputs, "h_n": h_n, "c_n": c_n, "gates": np.stack(cache.gates), "hs": np.stack(cache.hs),
            "cs": np.stack(cache.cs), "feeds": cache.feeds, "queries": attention.queries, "weights": attention.weights,
            "context": attention.context, "attention_outputs": attention.outputs}
+    if attention.hidden is not None:
+        out["hidden"] = attention.hidden
     if decoder.num_layers > 1:
         out["layer_inputs"] = np.stack(cache.layer_inputs[1:])
     out = {k: v.copy() for k, v in out.items()}
@@ -140,7 +144,7 @@ def test_padding_changes_nothing(numba_backend, rng):
 
 # (layers, dropout, score, steps, batch, units, source positions): stacked decoders, with dropout between layers.
 STACKED = [(2, 0.0, "general", 3, 5, 7, 4), (2, 0.3, "dot", 4, 19, 16, 3), (3, 0.5, "general", 3, 3, 33, 5),
-           (3, 0.0, "dot", 2, 1, 3, 1)]
+           (3, 0.0, "dot", 2, 1, 3, 1), (2, 0.4, "concat", 3, 6, 9, 4)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -157,12 +161,16 @@ def test_stacked_layers_equal_reference(numba_backend, monkeypatch, rng, dtype, 
     assert_close(actual, expected, dtype)
 
 
-def test_concat_takes_the_reference(numba_backend, monkeypatch, rng):
-    score, num_layers = "concat", 1
+@pytest.mark.parametrize("score,num_layers", [("concat", 1), ("general", 2)])
+def test_without_compiled_scores_the_reference_runs(monkeypatch, rng, score, num_layers):
+    """A backend that names no compiled score (as bench/attention_step.py's reference contestant) runs the reference
+    loop, one cell per step and layer, with the same results."""
     decoder, weights, inputs = problem(rng, 3, 4, 5, 3, None, score, num_layers)
     expected = run(get_backend("numpy"), np.float64, decoder, weights, inputs)
-    counter = CountCalls(monkeypatch, numba_backend)
-    actual = run(numba_backend, np.float64, decoder, weights, inputs)
+    backend = NumbaBackend(workers=1)
+    backend.attention_feed_scores = ()
+    counter = CountCalls(monkeypatch, backend)
+    actual = run(backend, np.float64, decoder, weights, inputs)
     assert counter.calls["attention_feed_forward"] == counter.calls["attention_feed_backward"] == 0
     assert counter.calls["lstm_cell_forward"] == 3 * num_layers
     assert_close(actual, expected, np.float64)

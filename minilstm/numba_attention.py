@@ -15,12 +15,13 @@ to step while the packed weights stream past. Per step and group:
 - forward: per layer, ``[input_t, h_{t-1}] @ [input kernel; recurrent_kernel]`` as one packed GEMM of depth 2H (one
   chain of multiply-adds per gate element instead of two products summed; the input is htilde_{t-1} with the
   kernel's last H rows for layer 0, the layer below's h_t for the others) and the fused cell (``numba_kernels``);
-  then per row the scores, masked softmax (padding gets exactly 0: it is skipped) and context, then
-  ``[c, h] @ output_kernel`` (the micro-kernel) and tanh;
+  then per row the scores (concat: after ``h @ query_kernel`` for the group with the micro-kernel), masked softmax
+  (padding gets exactly 0: it is skipped) and context, then ``[c, h] @ output_kernel`` (the micro-kernel) and tanh;
 - backward: per row d pre, ``d pre @ output_kernel^T`` (micro-kernel), the attention's backward into d memory and
-  d keys; then per layer from the top the cell backward and ``dz @ [input kernel; recurrent_kernel]^T``
-  (micro-kernel), which gives d input (d feed, or d h of the layer below) and dh at once. d pre and dz are stored
-  per step, so the weight gradients stay one large BLAS GEMM each after the loop.
+  d keys (concat: and ``d q @ query_kernel^T`` for the group); then per layer from the top the cell backward and
+  ``dz @ [input kernel; recurrent_kernel]^T`` (micro-kernel), which gives d input (d feed, or d h of the layer
+  below) and dh at once. d pre and dz (concat: d scores and d q too) are stored per step, so the weight gradients
+  stay one large BLAS GEMM each after the loop.
 
 Scores and the context are short loops over the S source positions with the positions innermost (the group's keys
 and memory transposed once, (H, S) and (M, S) per row), so that LLVM vectorises them without reordering any sum.

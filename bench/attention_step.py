@@ -8,6 +8,12 @@ Both contestants hold the same weights and see the same real batches (the first 
 latent 256, 16 + 59 steps), alternating step by step so that drifting load hits both alike; each gets 3 untimed
 steps first (the compile, on first use, is not timed). Prints the median seconds per step of each, their ratio, and
 the machine's load average before and after (other jobs on the machine change the numbers; nothing is written).
+
+    python bench/attention_step.py --decoder-only --rows 32
+
+times the decoder alone instead (``AttentionDecoder.forward`` and ``backward``, the latter with its weight-gradient
+GEMMs) on one thread with BLAS held to one thread, as one row shard of a training step runs it: where the step's
+time goes between the time loop and the rest.
 """
 
 import argparse
@@ -39,6 +45,44 @@ def contestants(dataset, args):
     return out
 
 
+def decoder_only(args):
+    """Median forward and backward seconds of the attention decoder alone, reference vs compiled, interleaved."""
+    from threadpoolctl import threadpool_limits
+
+    from minilstm.attention import AttentionDecoder
+    from minilstm.nn import Parameters
+
+    steps, positions, vocab, rows, units = 59, 16, 93, args.rows, args.latent_dim
+    decoder = AttentionDecoder(units, vocab_size=vocab, score=args.attention)
+    params = {}
+    for name in ("reference", "compiled"):
+        backend = NumbaBackend(workers=1)
+        if name == "reference":
+            backend.attention_feed_scores = ()
+        params[name] = Parameters(backend, [decoder], args.dtype, seed=0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, vocab, (steps, rows))
+    state = tuple(rng.standard_normal((2, 1, rows, units)).astype(args.dtype))
+    memory = rng.standard_normal((positions, rows, units)).astype(args.dtype)
+    lengths = rng.integers(positions // 2, positions + 1, rows)
+    d_outputs = rng.standard_normal((steps, rows, units)).astype(args.dtype)
+    times = {(name, part): [] for name in params for part in ("forward", "backward")}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for step in range(2 + args.steps):
+            for name, p in params.items():
+                start = time.perf_counter()
+                _, _, cache = decoder.forward(p, ids, state, memory, lengths)
+                middle = time.perf_counter()
+                decoder.backward(p, cache, d_outputs)
+                if step >= 2:
+                    times[name, "forward"].append(middle - start)
+                    times[name, "backward"].append(time.perf_counter() - middle)
+    print(f"attention decoder alone: {args.attention}, input feeding, {rows} rows, latent {units}, {steps} steps, "
+          f"{positions} source positions, {args.dtype}, one thread; median (min) of {args.steps}")
+    for (name, part), t in times.items():
+        print(f"  {name:9s} {part:8s} {1000 * statistics.median(t):8.1f} ms  ({1000 * min(t):.1f})")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--attention", default="general", choices=("dot", "general", "concat"))
@@ -48,8 +92,14 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32")
     p.add_argument("--steps", type=int, default=20, help="timed steps per contestant")
     p.add_argument("--only", choices=("reference", "compiled"), help="time one contestant alone")
+    p.add_argument("--decoder-only", action="store_true", help="time the attention decoder alone (module doc)")
+    p.add_argument("--rows", type=int, default=32, help="rows for --decoder-only (a row shard's)")
     args = p.parse_args(argv)
     load_before = os.getloadavg()
+    if args.decoder_only:
+        decoder_only(args)
+        print(f"  load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+        return
     dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
     train_idx, _ = split_validation(len(dataset))
     lengths = dataset.input_lengths()

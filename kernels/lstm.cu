@@ -1,8 +1,8 @@
 // minilstm's CUDA kernels for the CuPy backend (minilstm/cupy_backend.py). Each has a float32 and a float64
 // instantiation (suffix _f32 / _f64) and is checked against the NumPy float64 reference in tests/test_cupy_backend.py.
 // The math is the one written out in minilstm/lstm.py and minilstm/layers.py; gate order i, f, c~, o (Keras).
-// Launch shapes: one thread per element for the pointwise kernels; one block per row for softmax cross-entropy;
-// a grid fixed by the size, then one block, for the gradient's global norm.
+// Launch shapes: one thread per element for the pointwise kernels; one block per row for softmax cross-entropy and
+// the attention weights; a grid fixed by the size, then one block, for the gradient's global norm.
 
 #define MINILSTM_DEVICE __device__ __forceinline__
 
@@ -222,6 +222,54 @@ MINILSTM_DEVICE double block_sum(double value) {
     return shared[0];
 }
 
+// The largest of every thread's value over the block, the same in every thread (as block_sum; call __syncthreads()
+// before the next use of the shared array).
+MINILSTM_DEVICE double block_max(double value) {
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    double* shared = reinterpret_cast<double*>(shared_bytes);
+    const int t = threadIdx.x;
+    shared[t] = value;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (t < stride) shared[t] = fmax(shared[t], shared[t + stride]);
+        __syncthreads();
+    }
+    return shared[0];
+}
+
+// The attention weights (math in minilstm/layers.py, masked_softmax): scores (rows of `sources`, row r of sentence
+// r / steps) become, in place, a softmax over the row's first lengths[r / steps] positions (at least 1), and exactly
+// 0 on the others. One block per row; dynamic shared memory blockDim.x doubles (blockDim.x a power of two).
+template <typename T>
+MINILSTM_DEVICE void masked_softmax(T* scores, const long long* lengths, int steps, int sources) {
+    T* z = scores + (long long)blockIdx.x * sources;
+    const int length = (int)lengths[blockIdx.x / steps];
+    const int t = threadIdx.x;
+    double top = (double)z[0];  // position 0 is always real
+    for (int s = t; s < length; s += blockDim.x) top = fmax(top, (double)z[s]);
+    const T row_max = (T)block_max(top);  // exact: the largest of T values
+    __syncthreads();
+    double sum = 0.0;
+    for (int s = t; s < length; s += blockDim.x) {
+        const T e = exp_(z[s] - row_max);
+        z[s] = e;
+        sum += (double)e;
+    }
+    const double total = block_sum(sum);
+    for (int s = t; s < sources; s += blockDim.x) z[s] = s < length ? (T)((double)z[s] / total) : T(0);
+}
+
+// Its backward: d_scores = a * (d_a - sum_s a_s d_a_s) per row (0 where a = 0: the padding). Launch as above.
+template <typename T>
+MINILSTM_DEVICE void masked_softmax_backward(const T* weights, const T* d_weights, T* d_scores, int sources) {
+    const long long row = (long long)blockIdx.x * sources;
+    double dot = 0.0;
+    for (int s = threadIdx.x; s < sources; s += blockDim.x) dot += (double)weights[row + s] * (double)d_weights[row + s];
+    const double total = block_sum(dot);
+    for (int s = threadIdx.x; s < sources; s += blockDim.x)
+        d_scores[row + s] = (T)((double)weights[row + s] * ((double)d_weights[row + s] - total));
+}
+
 // The gradient's global norm, deterministically (no atomics: runs repeat bit for bit), in two launches. First
 // partials[b] = the sum of x[e]^2, in double, over block b's elements (grid-stride; the grid depends on n alone).
 // Dynamic shared memory: blockDim.x doubles.
@@ -295,6 +343,14 @@ extern "C" __global__ void global_norm_scale(const double* partials, int count, 
     }                                                                                                              \
     extern "C" __global__ void sum_squares_partial_##SUFFIX(const T* x, long long n, double* partials) {          \
         sum_squares_partial<T>(x, n, partials);                                                                    \
+    }                                                                                                              \
+    extern "C" __global__ void masked_softmax_##SUFFIX(T* scores, const long long* lengths, int steps,             \
+                                                       int sources) {                                             \
+        masked_softmax<T>(scores, lengths, steps, sources);                                                        \
+    }                                                                                                              \
+    extern "C" __global__ void masked_softmax_backward_##SUFFIX(const T* weights, const T* d_weights, T* d_scores, \
+                                                                int sources) {                                    \
+        masked_softmax_backward<T>(weights, d_weights, d_scores, sources);                                         \
     }
 
 MINILSTM_INSTANTIATE(float, f32)

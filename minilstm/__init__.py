@@ -1,9 +1,11 @@
 """minilstm: a from-scratch LSTM engine and the Keras character-level seq2seq example, hand-written.
 
-The layer API: ``LSTM``, ``Dense`` and ``Parameters`` (minilstm.nn), the optimizers (minilstm.optim), the array
+The layer API: ``LSTM``, ``Dense`` and ``Parameters`` (minilstm.nn), ``Attention`` and ``AttentionDecoder``
+(minilstm.attention), the optimizers (minilstm.optim), the array
 backends (``get_backend``) and the loss (``softmax_cross_entropy``); the seq2seq model is ``minilstm.seq2seq``.
 """
 
+from .attention import Attention, AttentionDecoder
 from .backend import get_backend
 from .errors import MinilstmError
 from .nn import LSTM, Dense, Parameters
@@ -17,5 +19,5 @@ def softmax_cross_entropy(backend, logits, target_ids, grad_scale):
 
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "SGD", "Adam", "Dense", "MinilstmError", "Parameters", "RMSprop", "get_backend", "make_optimizer",
-           "softmax_cross_entropy", "__version__"]
+__all__ = ["LSTM", "SGD", "Adam", "Attention", "AttentionDecoder", "Dense", "MinilstmError", "Parameters", "RMSprop",
+           "get_backend", "make_optimizer", "softmax_cross_entropy", "__version__"]

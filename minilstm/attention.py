@@ -58,15 +58,15 @@ SCORES = ("dot", "general", "concat")
 
 @dataclass
 class AttentionMemory:
-    """What every step attends over: the memory (B, S, M), its keys (B, S, K), and which positions are real."""
+    """What every step attends over: the memory (B, S, M), its keys (B, S, K), and how many positions are real."""
 
     memory: object
     keys: object
-    valid: object  # (B, S) bool
+    lengths: object  # (B,) int64: positions 0 .. lengths[b] - 1 of sentence b are real
 
     def select(self, rows):
         """The sentences ``rows`` (an index array), e.g. the ones still decoding, or each repeated per beam."""
-        return AttentionMemory(self.memory[rows], self.keys[rows], self.valid[rows])
+        return AttentionMemory(self.memory[rows], self.keys[rows], self.lengths[rows])
 
 
 @dataclass
@@ -144,12 +144,9 @@ class Attention:
         else:
             kernel = self._w(params, "score_kernel" if self.score == "general" else "key_kernel")
             keys = params.backend.matmul(flat, kernel).reshape(batch, steps, -1)
-        positions = xp.arange(steps).reshape(1, steps)
         if lengths is None:
-            valid = xp.ones((batch, steps), dtype=bool)
-        else:
-            valid = positions < xp.asarray(lengths).reshape(batch, 1)
-        return AttentionMemory(memory, keys, valid)
+            lengths = xp.full(batch, steps, dtype=np.int64)
+        return AttentionMemory(memory, keys, xp.ascontiguousarray(xp.asarray(lengths), dtype=np.int64))
 
     def forward(self, params, memory: AttentionMemory, queries):
         """``htilde`` (B, T, H) for decoder states ``queries`` (B, T, H), and the cache for ``backward``."""
@@ -161,9 +158,7 @@ class Attention:
             scores = xp.matmul(hidden, self._w(params, "score_vector"))
         else:
             scores = xp.matmul(queries, memory.keys.transpose(0, 2, 1))  # (B, T, S)
-        scores = xp.where(memory.valid[:, None, :], scores, -xp.inf)
-        weights = xp.exp(scores - scores.max(axis=2, keepdims=True))
-        weights /= weights.sum(axis=2, keepdims=True)
+        weights = params.backend.masked_softmax(xp.ascontiguousarray(scores), memory.lengths)
         context = xp.matmul(weights, memory.memory)  # (B, T, M)
         joined = xp.concatenate([context, queries], axis=2)
         outputs = xp.tanh(xp.matmul(joined, self._w(params, "output_kernel")))
@@ -183,7 +178,7 @@ class Attention:
         d_context, d_queries = d_joined[:, :, :mem_size], d_joined[:, :, mem_size:].copy()
         d_weights = xp.matmul(d_context, memory.memory.transpose(0, 2, 1))  # (B, T, S)
         acc.d_memory += xp.matmul(cache.weights.transpose(0, 2, 1), d_context)
-        d_scores = cache.weights * (d_weights - (cache.weights * d_weights).sum(axis=2, keepdims=True))
+        d_scores = params.backend.masked_softmax_backward(cache.weights, xp.ascontiguousarray(d_weights))
         if self.score == "concat":
             vector = self._w(params, "score_vector")
             acc.weights["score_vector"] += (d_scores[..., None] * cache.hidden).sum(axis=(0, 1, 2))
@@ -344,7 +339,7 @@ class AttentionDecoder:
                 "query_kernel", "query_bias", "score_vector")), cache.hidden)
             backend.attention_feed_forward(gates, [feed_kernel] + [w[0] for w in weights[1:]], [w[1] for w in weights],
                                            self.attention._w(params, "output_kernel"), memory.memory, memory.keys,
-                                           memory.valid, hs, cs, feeds, layer_inputs, masks, cache.queries,
+                                           memory.lengths, hs, cs, feeds, layer_inputs, masks, cache.queries,
                                            cache.weights, cache.context, cache.outputs, concat)
         else:
             recurrent = xp.empty((batch, 4 * units), dtype=dtype)
@@ -415,7 +410,7 @@ class AttentionDecoder:
                           attn.hidden, d_scores, d_q)
             backend.attention_feed_backward(cache.gates, cache.cs, cache.masks, input_kernels, recurrent_kernels,
                                             self.attention._w(params, "output_kernel"), cache.memory.memory,
-                                            cache.memory.keys, cache.memory.valid, attn.queries, attn.weights,
+                                            cache.memory.keys, cache.memory.lengths, attn.queries, attn.weights,
                                             attn.outputs, d_outputs, dh, dc, dz, d_pre, acc.d_memory, acc.d_keys,
                                             concat)
             d_pre = d_pre.reshape(batch * steps, units)

@@ -111,6 +111,14 @@ class Backend:
         """Inverted-dropout multipliers of a (T, B, F) tensor, a function of (key, position) only (``layers``)."""
         return layers.dropout_mask(self.xp, shape, rate, key, row_offset, dtype)
 
+    def masked_softmax(self, scores, lengths):
+        """Attention weights (B, T, S) from scores, over each sentence's first ``lengths[b]`` positions
+        (``layers.masked_softmax``)."""
+        return layers.masked_softmax(self.xp, scores, lengths)
+
+    def masked_softmax_backward(self, weights, d_weights):
+        return layers.masked_softmax_backward(self.xp, weights, d_weights)
+
     # The optimizers (math in ``optim``): one fused step each over the flat buffers, in place. ``grad_scale`` is the
     # clipping factor from ``clip_scale``, rounded to the gradient's dtype and applied to each element as it is read
     # (the gradient buffer is never written), or None: no clipping, the gradient as it is.
@@ -463,7 +471,7 @@ class NumbaBackend(Backend):
         empty = np.empty((0, 0, 0), dtype=dtype)
         return tuple(empty if a is None else a for a in arrays)
 
-    def attention_feed_forward(self, gates, input_kernels, recurrent_kernels, output_kernel, memory, keys, valid, hs,
+    def attention_feed_forward(self, gates, input_kernels, recurrent_kernels, output_kernel, memory, keys, lengths, hs,
                                cs, feeds, layer_inputs, masks, queries, weights, context, outputs, concat=None):
         """The input-feeding decoder's forward time loop (``numba_attention.attention_feed_forward``, whose doc
         names the arrays); per-layer arguments are lists, ``input_kernels[0]`` the last H rows of layer 0's kernel;
@@ -483,15 +491,15 @@ class NumbaBackend(Backend):
             attn.pack_gates(np.concatenate(pair), packed_gates[layer])
         packed_output = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel.T),
                                      loops.packed_backward_size_for(units, output_kernel.shape[0], dtype))
-        memory, keys, valid = (np.ascontiguousarray(a) for a in (memory, keys, valid))
+        memory, keys, lengths = (np.ascontiguousarray(a) for a in (memory, keys, lengths))
         gates, packed_gates, hs, cs = tuple(gates), tuple(packed_gates), tuple(hs), tuple(cs)
         layer_inputs, masks = self._layer_arrays(layer_inputs, dtype), self._layer_arrays(masks, dtype)
         self._attention_rows(feeds.shape[1], lambda first, stop: attn.attention_feed_forward(
-            gates, packed_gates, packed_output, memory, keys, valid, hs, cs, feeds, layer_inputs, masks, queries,
+            gates, packed_gates, packed_output, memory, keys, lengths, hs, cs, feeds, layer_inputs, masks, queries,
             weights, context, outputs, concat, attn.GROUP, first, stop))
 
     def attention_feed_backward(self, gates, cs, masks, input_kernels, recurrent_kernels, output_kernel, memory, keys,
-                                valid, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys,
+                                lengths, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys,
                                 concat=None):
         """The backward time loop (``numba_attention.attention_feed_backward``), per-layer arguments as lists;
         ``d_keys`` None for dot (its keys are the memory, so their gradient goes into ``d_memory``); ``concat``:
@@ -512,12 +520,12 @@ class NumbaBackend(Backend):
             loops.pack_backward(np.concatenate(pair), packed_step[layer])
         packed_output_t = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel),
                                        loops.packed_backward_size_for(output_kernel.shape[0], units, dtype))
-        memory, keys, valid, d_outputs = (np.ascontiguousarray(a) for a in (memory, keys, valid, d_outputs))
+        memory, keys, lengths, d_outputs = (np.ascontiguousarray(a) for a in (memory, keys, lengths, d_outputs))
         d_keys = d_memory if d_keys is None else d_keys
         gates, cs, masks, packed_step, dh, dc, dz = (tuple(gates), tuple(cs), self._layer_arrays(masks, dtype),
                                                      tuple(packed_step), tuple(dh), tuple(dc), tuple(dz))
         self._attention_rows(d_pre.shape[0], lambda first, stop: attn.attention_feed_backward(
-            gates, cs, packed_step, packed_output_t, memory, keys, valid, queries, weights, outputs, masks, d_outputs,
+            gates, cs, packed_step, packed_output_t, memory, keys, lengths, queries, weights, outputs, masks, d_outputs,
             dh, dc, dz, d_pre, d_memory, d_keys, concat, attn.GROUP, first, stop))
 
     def gather_rows_add(self, table, ids, bias, out=None):

@@ -69,6 +69,7 @@ COMMANDS = {
     "evaluate": "loss, accuracy, exact match and more on validation pairs",
     "convert": "to and from Keras models (.keras, .h5) and PyTorch state dicts (.safetensors)",
     "download": "fetch the full English-French file",
+    "serve": "a LibreTranslate-compatible translation server with dynamic batching, and its page",
 }
 
 

@@ -6,7 +6,16 @@
 - SRC a checkpoint (or a run directory: its best/), DEST ending in ``.keras`` (or ``.h5``): a Keras model of the
   example's architecture with our weights, for ``keras.saving.load_model``.
 - SRC a checkpoint, DEST ending in ``.safetensors``: a PyTorch state dict for two ``nn.LSTM`` and an ``nn.Linear``,
-  with the hyper-parameters and vocabularies in its metadata.
+  with the hyper-parameters and vocabularies in its metadata; stacked and bidirectional models use ``nn.LSTM``'s
+  names (``weight_ih_l1_reverse``), and attention models add OpenNMT-py's ``GlobalAttention`` names (below).
+
+Attention in the state dict (OpenNMT-py's names, ``nn.Linear`` weights as (out, in)): ``attention.linear_out.weight``
+= output_kernel^T (htilde = tanh(linear_out([c, h])), no bias, for every score); general:
+``attention.linear_in.weight`` = score_kernel (score = linear_in(h) . hbar); concat (OpenNMT's "mlp"):
+``attention.linear_query.weight`` = query_kernel^T, ``attention.linear_query.bias`` = query_bias,
+``attention.linear_context.weight`` = key_kernel^T, ``attention.v.weight`` = score_vector as (1, A). With input
+feeding the decoder's layer-0 input is [onehot(y_{t-1}), htilde_{t-1}] (``weight_ih_l0`` has V + H columns), so it runs
+one step at a time: one ``nn.LSTMCell`` per layer with ``weight_ih``/``weight_hh``/``bias_ih`` = the layer's.
 
 Our weights are already in Keras's layout and names (kernel (V, 4H), recurrent_kernel (H, 4H), bias (4H), gates i,
 f, c, o), so Keras conversion copies tensors. PyTorch's ``nn.LSTM`` has the same gate order (i, f, g, o), keeps
@@ -212,15 +221,28 @@ def checkpoint_to_keras(model: Seq2Seq, dest: Path):
             tmp.unlink(missing_ok=True)
 
 
+# Our attention weights -> (OpenNMT-py's name, transposed?) (module doc).
+TORCH_ATTENTION_NAMES = {"output_kernel": ("linear_out.weight", True), "score_kernel": ("linear_in.weight", False),
+                         "query_kernel": ("linear_query.weight", True), "query_bias": ("linear_query.bias", False),
+                         "key_kernel": ("linear_context.weight", True), "score_vector": ("v.weight", False)}
+
+
 def torch_state_dict(model: Seq2Seq) -> dict[str, np.ndarray]:
-    """``encoder.*``/``decoder.*`` for ``nn.LSTM(V, H, batch_first=True)``, ``dense.*`` for ``nn.Linear(H, V)``."""
+    """``encoder.*``/``decoder.*`` for ``nn.LSTM(V, H, num_layers, bidirectional, batch_first=True)``, ``dense.*``
+    for ``nn.Linear(H, V)``, and ``attention.*`` (module doc) for a model with attention."""
     w = model.get_weights()
     state = {}
-    for name in ("encoder", "decoder"):
-        state[f"{name}.weight_ih_l0"] = w[f"{name}.kernel"].T
-        state[f"{name}.weight_hh_l0"] = w[f"{name}.recurrent_kernel"].T
-        state[f"{name}.bias_ih_l0"] = w[f"{name}.bias"]
-        state[f"{name}.bias_hh_l0"] = np.zeros_like(w[f"{name}.bias"])
+    for lstm in (model.encoder, model.decoder):
+        for layer, direction, cell in lstm.cells():
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            state[f"{lstm.name}.weight_ih{suffix}"] = w[f"{cell}.kernel"].T
+            state[f"{lstm.name}.weight_hh{suffix}"] = w[f"{cell}.recurrent_kernel"].T
+            state[f"{lstm.name}.bias_ih{suffix}"] = w[f"{cell}.bias"]
+            state[f"{lstm.name}.bias_hh{suffix}"] = np.zeros_like(w[f"{cell}.bias"])
+    for key, value in w.items():
+        if key.startswith("attention."):
+            name, transpose = TORCH_ATTENTION_NAMES[key.split(".", 1)[1]]
+            state[f"attention.{name}"] = value.T if transpose else (value[None] if name == "v.weight" else value)
     state["dense.weight"] = w["dense.kernel"].T
     state["dense.bias"] = w["dense.bias"]
     return {name: np.ascontiguousarray(value) for name, value in state.items()}
@@ -243,6 +265,7 @@ def torch_metadata(model: Seq2Seq) -> dict[str, str]:
         "mask_padding": json.dumps(model.mask_padding),
         "input_vocab": json.dumps(model.input_vocab.to_json(), ensure_ascii=False),
         "target_vocab": json.dumps(model.target_vocab.to_json(), ensure_ascii=False),
+        **{key: json.dumps(value) for key, value in model.architecture().items()},
     }
 
 
@@ -290,14 +313,15 @@ def main(argv=None) -> int:
         raise MinilstmError(f"from a checkpoint DEST ends in .keras (a Keras model) or .safetensors (a PyTorch "
                             f"state dict), not {dest.name!r}")
     model = load_checkpoint(path).model
-    if not model.is_example_architecture():
-        options = ", ".join(f"{k}={v}" for k, v in model.architecture().items())
-        raise MinilstmError(f"{path} is not the Keras example's model ({options}); convert exports that one only "
-                            "(translate and evaluate read this checkpoint as it is)")
     if suffix == TORCH_SUFFIX:
         checkpoint_to_torch(model, dest)
-        print(f"Wrote {dest}: a PyTorch state dict for encoder/decoder nn.LSTM and dense nn.Linear (hyper-parameters "
-              "and vocabularies in its metadata)")
+        print(f"Wrote {dest}: a PyTorch state dict for encoder/decoder nn.LSTM and dense nn.Linear"
+              f"{' and attention' if model.attention else ''} (hyper-parameters and vocabularies in its metadata)")
+        return 0
+    if not model.is_example_architecture():
+        options = ", ".join(f"{k}={v}" for k, v in model.architecture().items() if k != "input_feed")
+        raise MinilstmError(f"{path} is not the Keras example's model ({options}); the Keras export writes that one "
+                            "only (the PyTorch export, to a .safetensors file, takes every model)")
     else:
         checkpoint_to_keras(model, dest)
         print(f"Wrote {dest}: the Keras example's model with the weights of {path}")

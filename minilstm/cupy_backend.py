@@ -187,6 +187,38 @@ class CupyBackend(Backend):
             shared_mem=shared)
         return row_loss.sum(), row_hit.sum(), d_logits
 
+    # --- attention ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row_threads(width: int) -> int:
+        """A power of two from 32 to 256 threads for a block per row of ``width`` elements."""
+        threads = 32
+        while threads < min(width, 256):
+            threads *= 2
+        return threads
+
+    def masked_softmax(self, scores, lengths):
+        cp = self.xp
+        batch, steps, sources = scores.shape
+        weights = cp.array(scores, order="C")  # the kernel works in place, on a copy
+        lengths = cp.ascontiguousarray(lengths, dtype=cp.int64)
+        threads = self._row_threads(sources)
+        self._kernel("masked_softmax", weights.dtype)(
+            (batch * steps,), (threads,), (weights, lengths, np.int32(steps), np.int32(sources)),
+            shared_mem=threads * 8)
+        return weights
+
+    def masked_softmax_backward(self, weights, d_weights):
+        cp = self.xp
+        weights, d_weights = cp.ascontiguousarray(weights), cp.ascontiguousarray(d_weights)
+        d_scores = cp.empty_like(weights)
+        sources = weights.shape[-1]
+        threads = self._row_threads(sources)
+        self._kernel("masked_softmax_backward", weights.dtype)(
+            (weights.size // sources,), (threads,), (weights, d_weights, d_scores, np.int32(sources)),
+            shared_mem=threads * 8)
+        return d_scores
+
     # --- the optimizers -------------------------------------------------------------------------------------------
 
     def _norm_and_scale(self, array, clip_norm: float):

@@ -468,6 +468,65 @@ def split_validation(n: int, validation_split: float = 0.2) -> tuple[np.ndarray,
     return np.arange(split_at), np.arange(split_at, n)
 
 
+VALIDATION_SPLIT_MODES = ("last", "random")
+"""``--validation-split-mode``: ``last`` (Keras's: the file's last pairs) or ``random``
+(:func:`split_validation_random`)."""
+
+SPLIT_SPAWN_KEY = (int.from_bytes(b"split", "big"),)
+"""The random split's own stream of ``--seed``: ``SeedSequence(seed, spawn_key=SPLIT_SPAWN_KEY)``. train.py spawns
+the initial weights' and the shuffling's streams as children 0 and 1 of ``SeedSequence(seed)``; this key is far from
+any child number, so drawing the split takes nothing from them and a ``last`` run's bits stay what they were."""
+
+
+def split_validation_random(english: Sequence[str], validation_split: float = 0.2,
+                            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation indices holding out about ``validation_split`` of the pairs, drawn at random by English
+    sentence: every pair of a held-out English sentence validates, so no sentence is on both sides.
+
+    Why: ``fra.txt`` is sorted by length, so Keras's split (:func:`split_validation`) validates on the longest
+    sentences only, and the file has several translations of most sentences, so a split by pair would score the
+    model on sentences it was trained on. The distinct sentences (``english[i]`` is pair i's) are shuffled by a
+    generator of their own (:data:`SPLIT_SPAWN_KEY`) and taken in that order up to the prefix whose pair count is
+    closest to ``validation_split`` of the pairs (at least one sentence). Both index arrays are in file order; the
+    same ``english``, fraction and seed give the same split.
+    """
+    n = len(english)
+    if not 0.0 <= validation_split < 1.0:
+        raise MinilstmError(f"--validation-split must be in [0, 1), got {validation_split}")
+    seed = operator.index(seed)
+    if seed < 0:
+        raise MinilstmError(f"--seed must be a non-negative integer for --validation-split-mode random, got {seed}")
+    if validation_split == 0:
+        return np.arange(n), np.arange(0)
+    ids: dict[str, int] = {}
+    group = np.fromiter((ids.setdefault(e, len(ids)) for e in english), dtype=np.int64, count=n)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=SPLIT_SPAWN_KEY))
+    order = rng.permutation(len(ids))
+    counts = np.cumsum(np.bincount(group, minlength=len(ids))[order])
+    take = int(np.abs(counts - validation_split * n).argmin()) + 1
+    if take >= len(ids):
+        raise MinilstmError(
+            f"validation split {validation_split} of {n} samples ({len(ids)} English sentences) leaves no training"
+            " samples; use more samples"
+        )
+    held = np.zeros(len(ids), dtype=bool)
+    held[order[:take]] = True
+    held_rows = held[group]
+    return np.flatnonzero(~held_rows), np.flatnonzero(held_rows)
+
+
+def validation_rows(pairs: Sequence[tuple[str, str]], validation_split: float, mode: str = "last",
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation indices of ``pairs`` for ``--validation-split-mode`` ``mode``: the one place train.py
+    (to train) and evaluate.py (to score a checkpoint's own validation pairs) make the split, so both agree."""
+    if mode == "last":
+        return split_validation(len(pairs), validation_split)
+    if mode == "random":
+        return split_validation_random([english for english, _ in pairs], validation_split, seed)
+    raise MinilstmError(f"unknown validation split mode {mode!r}: expected {' or '.join(VALIDATION_SPLIT_MODES)}"
+                        " (corrupt checkpoint?)")
+
+
 def _epoch_order(indices, batch_size, rng: np.random.Generator | None) -> tuple[int, np.ndarray]:
     """The checked batch size, and ``indices`` permuted by ``rng`` (one fresh permutation per call) unless None."""
     batch_size = operator.index(batch_size)

@@ -1,12 +1,12 @@
 """``python -m minilstm.evaluate CHECKPOINT_OR_RUN_DIR``: honest metrics for a trained model.
 
-On the checkpoint's own validation pairs (the last ``--validation-split`` of the data it was trained on), or on
-``--data PATH`` (all its pairs): the Keras-style loss and accuracy (padding included, so they match training's
-numbers; not for a model trained with ``--mask-padding``, which never learnt to predict padding), the loss and
-accuracy over real characters only (padding excluded, what ``--mask-padding`` training logs), greedy decoding's
-exact-match rate against *any* reference translation of the same English sentence (the file holds several per
-sentence), the character error rate against the closest reference, and chrF (when sacrebleu is installed:
-``pip install sacrebleu``).
+On the checkpoint's own validation pairs (the ``--validation-split`` of the data it was trained on, chosen by its
+``--validation-split-mode``), or on ``--data PATH`` (all its pairs): the Keras-style loss and accuracy (padding
+included, so they match training's numbers; not for a model trained with ``--mask-padding``, which never learnt to
+predict padding), the loss and accuracy over real characters only (padding excluded, what ``--mask-padding`` training
+logs), greedy decoding's exact-match rate against *any* reference translation of the same English sentence (the file
+holds several per sentence), the character error rate against the closest reference, and chrF (when sacrebleu is
+installed: ``pip install sacrebleu``); the last three overall and per length of the English sentence in words.
 """
 
 import argparse
@@ -21,7 +21,7 @@ from rapidfuzz.distance import Levenshtein
 from . import layers
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .cli import positive_float, positive_int, run_main
-from .data import END, START, Dataset, bucketed_batches, read_pairs, resolve_pairs, split_validation
+from .data import END, START, Dataset, bucketed_batches, read_pairs, resolve_pairs, validation_rows
 from .errors import MinilstmError
 from .files import write_text_atomic
 
@@ -46,10 +46,34 @@ def chrf(hypotheses: list[str], references: list[list[str]]) -> float | None:
     return float(sacrebleu.corpus_chrf(hypotheses, streams).score)
 
 
+LENGTH_BUCKETS = (("1-3", 3), ("4-6", 6), ("7-10", 10), ("11+", None))
+"""English sentence lengths, in words (``len(english.split())``), that evaluate scores apart: each label and its
+longest length (None: no limit). A model that squeezes the sentence into one state does well on short sentences and
+falls off past a few words; one overall number hides that (and fra.txt's last pairs, Keras's split, are all long)."""
+
+
+def length_bucket(english: str) -> str:
+    """The :data:`LENGTH_BUCKETS` label of an English sentence."""
+    words = len(english.split())
+    return next(label for label, longest in LENGTH_BUCKETS if longest is None or words <= longest)
+
+
+def translation_scores(rows, decoded, references, exact, errors, reference_chars) -> dict:
+    """Exact match, character error rate and chrF of the sentences ``rows`` (indices into the per-sentence lists),
+    each a corpus number over those sentences as the overall one is over all; ``pairs`` 0 and None for no rows."""
+    if not rows:
+        return {"pairs": 0, "exact_match": None, "character_error_rate": None, "chrf": None}
+    return {"pairs": len(rows), "exact_match": sum(exact[k] for k in rows) / len(rows),
+            "character_error_rate": sum(errors[k] for k in rows) / max(1, sum(reference_chars[k] for k in rows)),
+            "chrf": chrf([decoded[k] for k in rows], [references[k] for k in rows])}
+
+
 def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temperature=None,
                    seed=0) -> tuple[dict, list[dict]]:
     """Metrics of ``model`` on ``pairs``; references for each English sentence come from ``all_pairs``. The
-    decoded translations are greedy unless ``beam_width`` > 1 or a sampling ``temperature`` is given."""
+    decoded translations are greedy unless ``beam_width`` > 1 or a sampling ``temperature`` is given. Exact match,
+    character error rate and chrF come overall and, under ``length_buckets``, per :data:`LENGTH_BUCKETS` bucket of
+    the English sentence's length."""
     usable, skipped = [], 0
     for english, french in pairs:
         target = START + french + END
@@ -93,31 +117,46 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
     started = time.perf_counter()
     decoded = model.translate([e for e, _ in usable], beam_width=beam_width, temperature=temperature, seed=seed)
     decode_seconds = time.perf_counter() - started
-    exact = errors = reference_chars = 0
-    examples = []
-    refs_per_sentence = []
-    for (english, french), hypothesis in zip(usable, decoded, strict=True):
+    exact, errors, reference_chars, refs_per_sentence, examples = [], [], [], [], []
+    buckets: dict[str, list[int]] = {label: [] for label, _ in LENGTH_BUCKETS}
+    for k, ((english, french), hypothesis) in enumerate(zip(usable, decoded, strict=True)):
         refs = references.get(english, [french])
         refs_per_sentence.append(refs)
-        exact += hypothesis in refs
+        exact.append(hypothesis in refs)
         best = min(refs, key=lambda r: edit_distance(hypothesis, r) / max(1, len(r)))
-        errors += edit_distance(hypothesis, best)
-        reference_chars += len(best)
-        examples.append({"input": english, "output": hypothesis, "references": refs, "exact": hypothesis in refs})
+        errors.append(edit_distance(hypothesis, best))
+        reference_chars.append(len(best))
+        buckets[length_bucket(english)].append(k)
+        examples.append({"input": english, "output": hypothesis, "references": refs, "exact": exact[-1]})
+    per_sentence = (decoded, refs_per_sentence, exact, errors, reference_chars)
+    overall = translation_scores(range(len(usable)), *per_sentence)
     metrics = {
         "pairs": len(usable), "skipped_pairs": skipped,
         # Keras-style numbers score predictions of padding, which a --mask-padding model was never trained on.
         "loss": None if model.mask_padding else float(loss_sum / positions),
         "accuracy": None if model.mask_padding else float(hits / positions),
         "loss_real_characters": real_loss_sum / real_positions,
-        "accuracy_real_characters": float(real_hits / real_positions), "exact_match": exact / len(usable),
-        "character_error_rate": errors / max(1, reference_chars), "chrf": chrf(decoded, refs_per_sentence),
+        "accuracy_real_characters": float(real_hits / real_positions), "exact_match": overall["exact_match"],
+        "character_error_rate": overall["character_error_rate"], "chrf": overall["chrf"],
+        "length_buckets": {label: translation_scores(rows, *per_sentence) for label, rows in buckets.items()},
         "decoding": "greedy" if temperature is None and beam_width == 1 else
                     f"sampling, temperature {temperature}, seed {seed}" if temperature is not None else
                     f"beam search, width {beam_width}",
         "decode_seconds": decode_seconds,
     }
     return metrics, examples
+
+
+def length_table(metrics: dict) -> str:
+    """The per-length lines of the report: pairs, chrF, CER and exact match of each bucket, then of all pairs."""
+    def cell(value, spec):
+        return f"{'n/a' if value is None else format(value, spec):>8}"
+
+    lines = [f"  {'English words':<14}{'pairs':>8}{'chrF':>8}{'CER':>8}{'exact':>8}"]
+    for label, scores in [*metrics["length_buckets"].items(), ("all", metrics)]:
+        lines.append(f"  {label:<14}{scores['pairs']:>8,}{cell(scores['chrf'], '.2f')}"
+                     f"{cell(scores['character_error_rate'], '.4f')}{cell(scores['exact_match'], '.4f')}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -147,9 +186,12 @@ def main(argv=None) -> int:
         where = f"the checkpoint's validation data {training['validation_data']} ({len(pairs):,} pairs)"
     elif training is not None:
         all_pairs = resolve_pairs(training["data"], training["num_samples"])
-        _, val_idx = split_validation(len(all_pairs), training["validation_split"])
+        # A checkpoint from before --validation-split-mode was trained with its default, Keras's last pairs.
+        mode = training.get("validation_split_mode", "last")
+        _, val_idx = validation_rows(all_pairs, training["validation_split"], mode, training.get("seed", 0))
         pairs = [all_pairs[k] for k in val_idx]
-        where = f"the checkpoint's {len(pairs):,} validation pairs"
+        where = f"the checkpoint's {len(pairs):,} validation pairs" + (" (held out at random)" if mode == "random"
+                                                                      else "")
     else:
         raise MinilstmError(f"{args.checkpoint} does not say what it was trained on; pass --data PATH")
     if args.backend is None and training is not None and training.get("backend") not in (None, "numpy"):
@@ -176,6 +218,7 @@ def main(argv=None) -> int:
             ("chrF", "n/a (pip install sacrebleu)" if metrics["chrf"] is None else f"{metrics['chrf']:.2f}")]
     for name, value in rows:
         print(f"  {name:<44} {value}")
+    print(length_table(metrics))
     for example in examples[: max(0, args.examples)]:
         mark = "=" if example["exact"] else "~"
         print(f"  {example['input']!r} -> {example['output']!r} {mark} {example['references'][0]!r}")

@@ -89,6 +89,27 @@ def softmax_cross_entropy(xp, logits, target_ids, grad_scale):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The attention weights: a softmax over each row's first ``lengths[b]`` positions, exactly 0 on the others.
+#
+#   a_s = exp(z_s - max) / sum_{s' < len} exp(z_s' - max)  for s < len,   a_s = 0 for s >= len
+#   dL/dz_s = a_s * (dL/da_s - sum_s' a_s' dL/da_s')        (0 where a_s = 0)
+
+
+def masked_softmax(xp, scores, lengths):
+    """``scores`` (B, T, S) -> weights (B, T, S): each row of sentence b over its first ``lengths[b]`` positions."""
+    valid = xp.arange(scores.shape[2]).reshape(1, 1, -1) < lengths.reshape(-1, 1, 1)
+    scores = xp.where(valid, scores, -xp.inf)
+    weights = xp.exp(scores - scores.max(axis=2, keepdims=True))
+    weights /= weights.sum(axis=2, keepdims=True)
+    return weights
+
+
+def masked_softmax_backward(xp, weights, d_weights):
+    """dL/d scores from the weights and dL/d weights, both (B, T, S)."""
+    return weights * (d_weights - (weights * d_weights).sum(axis=2, keepdims=True))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Counter-based dropout masks: splitmix64's finaliser (Steele, Lea & Flood 2014) over a counter built from the
 # position, keyed by the seed. Every element's draw depends on its coordinates only, like Philox in cuRAND.
 

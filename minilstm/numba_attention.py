@@ -117,19 +117,19 @@ def _concat_scores(q, keys, vector, hidden, scores):
 
 
 @njit(inline="always", error_model="numpy")
-def _softmax_context(scores, valid, memory, weights, context):
-    """One row's masked softmax of ``scores`` into ``weights`` (S,) and context into ``context`` (M,). Padding
-    positions are skipped: weight exactly 0, and whatever they hold never enters a sum."""
+def _softmax_context(scores, length, memory, weights, context):
+    """One row's softmax of ``scores`` over its first ``length`` positions into ``weights`` (S,) and context into
+    ``context`` (M,). Padding positions are skipped: weight exactly 0, and whatever they hold never enters a sum."""
     positions = scores.shape[0]
     zero = one(scores[0]) - one(scores[0])
     top = scores[0]
     found = False
     for s in range(positions):
-        if valid[s] and (not found or scores[s] > top):
+        if s < length and (not found or scores[s] > top):
             top, found = scores[s], True
     total = zero
     for s in range(positions):
-        if valid[s]:
+        if s < length:
             e = math.exp(scores[s] - top)
             weights[s] = e
             total += e
@@ -140,7 +140,7 @@ def _softmax_context(scores, valid, memory, weights, context):
     for m in range(context.shape[0]):
         context[m] = zero
     for s in range(positions):
-        if valid[s]:
+        if s < length:
             a, row = weights[s], memory[s]
             for m in range(context.shape[0]):
                 context[m] += a * row[m]
@@ -156,7 +156,7 @@ def _transpose_rows(source, first, rows, out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, valid, hs, cs, feeds, layer_inputs,
+def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, lengths, hs, cs, feeds, layer_inputs,
                            masks, queries, weights, context, outputs, concat, group, row_start, row_stop):
     """The forward loop for rows [row_start, row_stop). Per layer l, tuples of one array per layer (the
     reference's lists): ``gates`` (T, B, 4H) hold the input part of the pre-activations on entry (layer 0: gather +
@@ -165,11 +165,12 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, val
     layer's kernel; ``hs``, ``cs`` (T + 1, B, H) hold step 0 on entry; ``layer_inputs`` (T, B, H) get the input of
     each layer above 0 (dropout applied), ``masks`` (T, B, H) its dropout multipliers (entry 0 of both unused;
     masks with no steps: no dropout). ``packed_output``: ``pack_backward(output_kernel.T)``; ``memory`` (B, S, M),
-    ``keys`` (B, S, H), ``valid`` (B, S); ``feeds`` (T + 1, B, H) holds step 0 on entry. Writes the rest of the
-    states and the attention cache ``queries``, ``outputs`` (B, T, H), ``weights`` (B, T, S), ``context``
-    (B, T, M), all in the reference's layouts. ``concat``: (``pack_backward(query_kernel.T)``, query_bias,
-    score_vector, the cache's hidden (B, T, S, A)) for the concat score, arrays with no elements for the others.
-    ``group``: rows per group. All arrays C-contiguous."""
+    ``keys`` (B, S, H), ``lengths`` (B,) (row b attends over its first lengths[b] positions); ``feeds``
+    (T + 1, B, H) holds step 0 on entry. Writes the rest of the states and the attention cache ``queries``,
+    ``outputs`` (B, T, H), ``weights`` (B, T, S), ``context`` (B, T, M), all in the reference's layouts.
+    ``concat``: (``pack_backward(query_kernel.T)``, query_bias, score_vector, the cache's hidden (B, T, S, A)) for
+    the concat score, arrays with no elements for the others. ``group``: rows per group. All arrays
+    C-contiguous."""
     packed_query, query_bias, score_vector, hidden = concat
     is_concat = score_vector.shape[0] > 0
     layers = len(gates)
@@ -226,7 +227,7 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, val
                     _concat_scores(q_row, keys[b], score_vector, hidden[b, t], scores)
                 else:
                     _dot_scores(h, keys_t[r], scores)
-                _softmax_context(scores, valid[b], memory[b], weights[b, t], context[b, t])
+                _softmax_context(scores, lengths[b], memory[b], weights[b, t], context[b, t])
                 queries[b, t] = h
                 joined[r, :mem_size] = context[b, t]
                 joined[r, mem_size:] = h
@@ -240,7 +241,7 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, val
 
 
 @njit(inline="always", error_model="numpy")
-def _context_backward(d_context, a, valid, memory_t, d_memory, d_a):
+def _context_backward(d_context, a, length, memory_t, d_memory, d_a):
     """One row's d a_s = d context . hbar_s into ``d_a`` (S,), adds a_s d context into ``d_memory`` (S, M); returns
     sum_s a_s d a_s (the softmax's backward needs it)."""
     zero = one(d_context[0]) - one(d_context[0])
@@ -252,7 +253,7 @@ def _context_backward(d_context, a, valid, memory_t, d_memory, d_a):
             d_a[s] += dcm * row[s]
     total = zero
     for s in range(a.shape[0]):
-        if valid[s]:
+        if s < length:
             total += a[s] * d_a[s]
             a_s, d_row = a[s], d_memory[s]
             for m in range(d_context.shape[0]):
@@ -261,10 +262,10 @@ def _context_backward(d_context, a, valid, memory_t, d_memory, d_a):
 
 
 @njit(inline="always", error_model="numpy")
-def _dot_backward(d_a, total, h, a, valid, keys, d_query, d_keys):
+def _dot_backward(d_a, total, h, a, length, keys, d_query, d_keys):
     """dot, general: adds sum_s d score_s keys_s into ``d_query`` (H,), d score_s h into ``d_keys`` (S, H)."""
     for s in range(a.shape[0]):
-        if valid[s]:
+        if s < length:
             d_score = a[s] * (d_a[s] - total)
             key, d_key = keys[s], d_keys[s]
             for k in range(h.shape[0]):
@@ -274,16 +275,16 @@ def _dot_backward(d_a, total, h, a, valid, keys, d_query, d_keys):
 
 
 @njit(inline="always", error_model="numpy")
-def _concat_backward(d_a, total, a, valid, vector, hidden, d_scores, d_q, d_keys):
+def _concat_backward(d_a, total, a, length, vector, hidden, d_scores, d_q, d_keys):
     """concat: d score into ``d_scores`` (S,) (0 on padding), d q = sum_s d u_s into ``d_q`` (A,), adds d u_s into
     ``d_keys`` (S, A)."""
     zero = one(total) - one(total)
     for s in range(a.shape[0]):
-        d_scores[s] = a[s] * (d_a[s] - total) if valid[s] else zero
+        d_scores[s] = a[s] * (d_a[s] - total) if s < length else zero
     for k in range(d_q.shape[0]):
         d_q[k] = zero
     for s in range(a.shape[0]):
-        if valid[s]:
+        if s < length:
             d_score, u, d_key = d_scores[s], hidden[s], d_keys[s]
             for k in range(d_q.shape[0]):
                 d_u = d_score * vector[k] * (one(total) - u[k] * u[k])
@@ -292,18 +293,18 @@ def _concat_backward(d_a, total, a, valid, vector, hidden, d_scores, d_q, d_keys
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, keys, valid, queries, weights, outputs,
+def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, keys, lengths, queries, weights, outputs,
                             masks, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys, concat, group, row_start,
                             row_stop):
     """The backward loop for rows [row_start, row_stop). Tuples of one array per layer: the forward's ``gates``,
     ``cs`` and ``masks``; ``packed_step``: ``pack_backward([input kernel; recurrent_kernel])``; ``dh``, ``dc``
     (B, H) hold d of the final state on entry and of the initial state on exit; ``dz`` (T, B, 4H) are written.
-    ``packed_output_t``: ``pack_backward(output_kernel)``; ``memory`` (B, S, M), ``keys`` (B, S, H), the forward's
-    attention cache; ``d_outputs`` (T, B, H) = d htilde. Writes ``d_pre`` (B, T, H) (d of tanh's argument, for the
-    output kernel's gradient) and adds into ``d_memory`` (B, S, M) and ``d_keys`` (B, S, H) (pass ``d_memory`` for
-    dot). ``concat``: (``pack_backward(query_kernel)``, score_vector, the cache's hidden, and the outputs d scores
-    (B, T, S) and d q (B, T, A), which the concat weights' gradients are made of after the loop) for the concat
-    score, arrays with no elements for the others."""
+    ``packed_output_t``: ``pack_backward(output_kernel)``; ``memory`` (B, S, M), ``keys`` (B, S, H), ``lengths``
+    (B,), the forward's attention cache; ``d_outputs`` (T, B, H) = d htilde. Writes ``d_pre`` (B, T, H) (d of
+    tanh's argument, for the output kernel's gradient) and adds into ``d_memory`` (B, S, M) and ``d_keys``
+    (B, S, H) (pass ``d_memory`` for dot). ``concat``: (``pack_backward(query_kernel)``, score_vector, the cache's
+    hidden, and the outputs d scores (B, T, S) and d q (B, T, A), which the concat weights' gradients are made of
+    after the loop) for the concat score, arrays with no elements for the others."""
     packed_query_t, score_vector, hidden, d_scores, d_q = concat
     is_concat = score_vector.shape[0] > 0
     layers = len(gates)
@@ -340,14 +341,14 @@ def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, key
             for r in range(rows):
                 b = first + r
                 d_query = d_joined[r, mem_size:]
-                total = _context_backward(d_joined[r, :mem_size], weights[b, t], valid[b], memory_t[r], d_memory[b],
+                total = _context_backward(d_joined[r, :mem_size], weights[b, t], lengths[b], memory_t[r], d_memory[b],
                                           d_a)
                 if is_concat:
-                    _concat_backward(d_a, total, weights[b, t], valid[b], score_vector, hidden[b, t], d_scores[b, t],
+                    _concat_backward(d_a, total, weights[b, t], lengths[b], score_vector, hidden[b, t], d_scores[b, t],
                                      d_q_block[r], d_keys[b])
                     d_q[b, t] = d_q_block[r]
                 else:
-                    _dot_backward(d_a, total, queries[b, t], weights[b, t], valid[b], keys[b], d_query, d_keys[b])
+                    _dot_backward(d_a, total, queries[b, t], weights[b, t], lengths[b], keys[b], d_query, d_keys[b])
                 d_above[r] = d_query
             if is_concat:  # d h += d q @ query_kernel^T for the group (d pre's block is free again)
                 _multiply(d_q_block.reshape(-1), 0, rows, d_q_block.shape[1], packed_query_t, d_pre_flat, units,

@@ -382,10 +382,11 @@ class Seq2Seq:
             attention_maps.extend(maps[k, : steps_run[k]] for k in range(batch))
         return _cut_at_end(tokens.tolist(), end_id)
 
-    def beam_decode_ids(self, encoder_input_ids, beam_width: int, source_lengths=None) -> list[list[int]]:
+    def beam_decode_ids(self, encoder_input_ids, beam_width: int, source_lengths=None, n_best: bool = False) -> list:
         """Beam search: keep the ``beam_width`` best partial translations (by summed log-probability) of every
         sentence, all sentences and beams in one batch. A beam that emits END is finished and carried on unchanged.
-        With ``beam_width=1`` this is exactly the greedy decoder."""
+        With ``beam_width=1`` this is exactly the greedy decoder. With ``n_best`` each sentence gets the list of its
+        beams' ids, best first (ties to the lower beam, so the first is the one returned without ``n_best``)."""
         xp, k = self.backend.xp, beam_width
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         state = self.start_decoding(encoder_input_ids, source_lengths)
@@ -419,6 +420,10 @@ class Seq2Seq:
             prev = self.backend.asarray(token.reshape(-1))
             if finished[np.isfinite(scores)].all():
                 break
+        if n_best:
+            return [_cut_at_end([sentence[b].tolist() for b in np.argsort(-row_scores, kind="stable")
+                                 if np.isfinite(row_scores[b])], end_id)
+                    for sentence, row_scores in zip(tokens, scores, strict=True)]
         return _cut_at_end([sentence[int(np.argmax(row_scores))].tolist()
                             for sentence, row_scores in zip(tokens, scores, strict=True)], end_id)
 
@@ -446,9 +451,11 @@ class Seq2Seq:
         return _cut_at_end(tokens.tolist(), end_id)
 
     def translate(self, texts: list[str], batch_size: int = 512, beam_width: int = 1,
-                  temperature: float | None = None, seed: int = 0, attention_maps: list | None = None) -> list[str]:
+                  temperature: float | None = None, seed: int = 0, attention_maps: list | None = None,
+                  n_best: bool = False) -> list:
         """Translations of ``texts``, many at a time: greedy (the default, exactly the example's algorithm), beam
-        search (``beam_width > 1``) or sampling (``temperature``). Inputs are padded with spaces to
+        search (``beam_width > 1``; with ``n_best``, each text's list of beam translations, best first, the first
+        being the translation without ``n_best``) or sampling (``temperature``). Inputs are padded with spaces to
         ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to
         its own length, and is batched only with inputs of that same padded length, so every sentence gets exactly
         the string it would get decoded alone. An attention model attends over each sentence's own characters only.
@@ -470,18 +477,22 @@ class Seq2Seq:
             lengths = [len(texts[k]) for k in members]
             if temperature is not None:
                 return self.sample_decode_ids(ids, temperature, np.random.default_rng(chunk_seed), lengths), None
+            if n_best:
+                return self.beam_decode_ids(ids, beam_width, lengths, n_best=True), None
             if beam_width > 1:
                 return self.beam_decode_ids(ids, beam_width, lengths), None
             maps = [] if want_maps else None
             return self.greedy_decode_ids(ids, lengths, maps), maps
 
+        if n_best and temperature is not None:
+            raise ValueError("n_best needs beam search, not sampling")
         want_maps = attention_maps is not None and self.attention is not None
         results = [""] * len(texts)
         maps_by_text = [None] * len(texts)
         decoded_chunks = self.backend.parallel_map(decode, list(zip(chunks, seeds, strict=True)))
         for (_, members), (decoded, maps) in zip(chunks, decoded_chunks, strict=True):
             for j, (k, ids) in enumerate(zip(members, decoded, strict=True)):
-                results[k] = self.target_vocab.decode(ids)
+                results[k] = [self.target_vocab.decode(x) for x in ids] if n_best else self.target_vocab.decode(ids)
                 if maps is not None:
                     maps_by_text[k] = maps[j][:, : len(texts[k])]
         if want_maps:

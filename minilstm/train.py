@@ -40,7 +40,7 @@ from .cli import (
     run_main,
     unit_fraction,
 )
-from .data import Batch, Batches, Dataset, read_pairs, resolve_pairs, split_validation
+from .data import VALIDATION_SPLIT_MODES, Batch, Batches, Dataset, read_pairs, resolve_pairs, validation_rows
 from .distributed import SINGLE_PROCESS
 from .errors import MinilstmError
 from .files import prepare_output_dir, write_text_atomic
@@ -110,7 +110,10 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--beta-1", type=unit_fraction, default=default(0.9), help="Adam's first-moment decay")
     p.add_argument("--beta-2", type=unit_fraction, default=default(0.999), help="Adam's second-moment decay")
     p.add_argument("--validation-split", type=_validation_split, default=default(0.2),
-                   help="the last fraction of the pairs, in file order, is held out")
+                   help="the fraction of the pairs held out for validation (see --validation-split-mode)")
+    p.add_argument("--validation-split-mode", choices=VALIDATION_SPLIT_MODES, default=default("last"),
+                   help="last: the file's last pairs, as Keras does (fra.txt is sorted by length: the longest "
+                        "sentences); random: English sentences drawn with --seed, all pairs of each held out")
     p.add_argument("--validation-data", type=Path, default=None, metavar="PATH",
                    help="validate on this file's pairs instead of a --validation-split; training leaves out every "
                         "pair whose English sentence is in it")
@@ -158,6 +161,9 @@ def parse_args(argv, prepare_out=True):
     if args.dropout > 0 and args.encoder_layers == 1 and args.decoder_layers == 1:
         raise MinilstmError("--dropout acts between stacked LSTM layers: use it with --encoder-layers or "
                             "--decoder-layers of 2 or more")
+    if args.validation_data is not None and "validation_split_mode" in given:
+        raise MinilstmError("--validation-split-mode chooses pairs of --data to hold out; with --validation-data "
+                            "nothing is: leave one of them out")
     if args.resume is None:
         _check_optimizer_flags(args.optimizer, given)
         if args.learning_rate is None:
@@ -284,13 +290,19 @@ def peak_memory_mib() -> float | None:
 
 
 def training_data(args) -> tuple[Dataset, np.ndarray, np.ndarray]:
-    """The dataset and its training and validation rows: the last ``--validation-split`` of the pairs, as Keras
-    does, or the pairs of ``--validation-data``, with every training pair of the same English sentences left out
-    (the file has several translations per sentence). Vocabularies and lengths cover both parts, as in Keras."""
+    """The dataset and its training and validation rows: ``--validation-split`` of the pairs, the last ones as Keras
+    does or, with ``--validation-split-mode random``, those of English sentences drawn with ``--seed``; or the pairs
+    of ``--validation-data``, with every training pair of the same English sentences left out (the file has several
+    translations per sentence). Vocabularies and lengths cover both parts, as in Keras."""
     pairs = resolve_pairs(args.data, args.num_samples)
     if args.validation_data is None:
         dataset = Dataset.from_pairs(pairs)
-        return (dataset, *split_validation(len(dataset), args.validation_split))
+        train_idx, val_idx = validation_rows(pairs, args.validation_split, args.validation_split_mode, args.seed)
+        if args.validation_split_mode == "random":
+            sentences = len({pairs[k][0] for k in val_idx})
+            print(f"Holding out the {len(val_idx):,} pairs of {sentences:,} English sentences drawn at random "
+                  f"(--seed {args.seed}); no English sentence is in both parts", flush=True)
+        return dataset, train_idx, val_idx
     val_pairs = read_pairs(args.validation_data)
     held_out = {english for english, _ in val_pairs}
     train_pairs = [pair for pair in pairs if pair[0] not in held_out]

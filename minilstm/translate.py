@@ -1,9 +1,12 @@
 """``python -m minilstm.translate CHECKPOINT_OR_RUN_DIR "Go." "Hello!"``: batched greedy translation, one per line.
 
-With no sentence on the command line, reads one sentence per line from stdin.
+With no sentence on the command line, reads one sentence per line from stdin. ``--attention-map out.png`` (a model
+trained with ``--attention``) also draws, for each sentence, its attention weights: source characters across,
+generated characters down, as the PyTorch and TensorFlow tutorials show theirs.
 """
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -11,6 +14,7 @@ from .backend import available_backends, default_backend_name
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .cli import positive_float, positive_int, run_main
 from .errors import MinilstmError
+from .files import write_bytes_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +32,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds --temperature sampling")
     p.add_argument("--skip-unknown", action="store_true",
                    help="drop characters the model never saw instead of stopping with an error")
+    p.add_argument("--attention-map", type=Path, default=None, metavar="PNG",
+                   help="draw each sentence's attention weights (greedy decoding, models with --attention) into "
+                        "this PNG file")
     return p
+
+
+def attention_map_png(sentences: list[str], translations: list[str], maps: list) -> bytes:
+    """One heatmap per sentence, stacked: rows the generated characters (END last where the sentence ended),
+    columns the English characters, the weight of each as its shade."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MinilstmError("--attention-map needs matplotlib: pip install matplotlib") from None
+    heights = [max(2.0, 0.22 * weights.shape[0] + 1.0) for weights in maps]
+    width = max(4.0, 0.3 * max(len(s) for s in sentences) + 2.0)
+    fig, axes = plt.subplots(len(maps), 1, figsize=(width, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, sentence, translation, weights in zip(axes[:, 0], sentences, translations, maps, strict=True):
+        rows = list(translation) + ["<end>"] * (weights.shape[0] - len(translation))
+        ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(sentence)), [repr(ch)[1:-1] if ch != " " else "␣" for ch in sentence])
+        ax.set_yticks(range(len(rows)), [ch if ch != " " else "␣" for ch in rows], fontsize=7)
+        ax.tick_params(axis="x", labeltop=True, labelbottom=False)
+        ax.set_title(f"{sentence} -> {translation}", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def read_sentences(args) -> list[str]:
@@ -59,9 +94,24 @@ def main(argv=None) -> int:
                 raise MinilstmError(f"sentence {number} has no character the model knows")
     if args.temperature is not None and args.beam_width > 1:
         raise MinilstmError("--temperature and --beam-width exclude each other: sample, or search, not both")
-    for translation in model.translate(sentences, batch_size=args.batch_size, beam_width=args.beam_width,
-                                       temperature=args.temperature, seed=args.seed):
+    maps = None
+    if args.attention_map is not None:
+        if model.attention is None:
+            raise MinilstmError(f"{path} has no attention (it was trained without --attention): nothing to draw")
+        if args.temperature is not None or args.beam_width > 1:
+            raise MinilstmError("--attention-map draws greedy decoding's weights: leave out --beam-width and "
+                                "--temperature")
+        if not args.attention_map.parent.is_dir():
+            raise MinilstmError(f"cannot write {args.attention_map}: {args.attention_map.parent} is not a directory")
+        maps = []
+    translations = model.translate(sentences, batch_size=args.batch_size, beam_width=args.beam_width,
+                                   temperature=args.temperature, seed=args.seed, attention_maps=maps)
+    if maps is not None:
+        write_bytes_atomic(args.attention_map, attention_map_png(sentences, translations, maps), "the attention map")
+    for translation in translations:
         print(translation)
+    if maps is not None:
+        print(f"Wrote {args.attention_map}", file=sys.stderr)
     return 0
 
 

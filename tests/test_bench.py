@@ -97,3 +97,17 @@ def test_split_step_bench_runs(tmp_path):
                             capture_output=True, text=True, env=ENV, timeout=600)
     assert result.returncode == 0, result.stderr
     assert {r["contestant"] for r in json.loads(out.read_text())} == {"rows", "units"}
+
+
+def test_attention_bench_quick(tmp_path):
+    """bench/attention.py's five training-step contestants, its FLOP floor and the decoding case, on a tiny setting
+    (its times mean nothing)."""
+    out = tmp_path / "attention.json"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "attention.py"), "--quick", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert set(record["steps"]) == {"minilstm-feed", "minilstm-no-feed", "minilstm-plain", "torch-feed",
+                                    "torch-no-feed"}
+    assert all(v["median_ms"] > 0 for v in record["steps"].values())
+    assert record["flop_floor"]["gflop_per_step"] > 0 and len(record["decode_validation"]) == 2

@@ -4,10 +4,12 @@ giving one clear line on stderr, exit code 2 and no traceback."""
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,7 +216,22 @@ def test_evaluate(trained, tmp_path):
     # Keras-style numbers are the ones training logged for the same checkpoint.
     logged = json.loads((out / "best" / "config.json").read_text())["metrics"]
     assert abs(metrics["loss"] - logged["val_loss"]) < 1e-4 and abs(metrics["accuracy"] - logged["val_accuracy"]) < 1e-6
-    assert len(json.loads(report.read_text())["translations"]) == 64
+    translations = json.loads(report.read_text())["translations"]
+    assert len(translations) == 64
+    # Per length of the English sentence: a table on stdout, the same numbers in the report.
+    buckets = metrics["length_buckets"]
+    assert list(buckets) == ["1-3", "4-6", "7-10", "11+"]
+    words = [len(t["input"].split()) for t in translations]
+    assert [b["pairs"] for b in buckets.values()] == [sum(w <= 3 for w in words), sum(4 <= w <= 6 for w in words),
+                                                      sum(7 <= w <= 10 for w in words), sum(w >= 11 for w in words)]
+    table = result.stdout[result.stdout.index("English words"):].splitlines()[:6]
+    assert [line.split()[0] for line in table] == ["English", "1-3", "4-6", "7-10", "11+", "all"]
+    for line, scores in zip(table[1:], [*buckets.values(), metrics], strict=True):
+        cells = line.split()[1:]
+        assert int(cells[0].replace(",", "")) == scores["pairs"]
+        for cell, name, digits in zip(cells[1:], ("chrf", "character_error_rate", "exact_match"), (2, 4, 4),
+                                      strict=True):
+            assert cell == ("n/a" if scores[name] is None else f"{scores[name]:.{digits}f}"), (line, name)
     on_file = run("evaluate", out / "best", "--data", TINY)
     assert on_file.returncode == 0, on_file.stderr
     assert_user_error(run("evaluate", tmp_path / "nowhere"), "checkpoint not found")
@@ -329,3 +346,97 @@ def test_evaluate_decoding_options(trained, tmp_path):
     sampled = run("evaluate", out / "best", "--temperature", 0.7, "--seed", 1)
     assert sampled.returncode == 0 and "sampling, temperature 0.7, seed 1" in sampled.stdout, sampled.stderr
     assert_user_error(run("evaluate", out / "best", "--temperature", 0.7, "--beam-width", 2), "exclude each other")
+
+
+def first_pairs(n):
+    from minilstm.data import load_default_pairs
+
+    return load_default_pairs(n)
+
+
+def test_random_validation_split_end_to_end(trained, tmp_path):
+    """--validation-split-mode random: training holds out the split's pairs, the checkpoint stores the mode, evaluate
+    scores exactly those pairs, and 1 epoch + --resume == 2 epochs at once, to the byte."""
+    from minilstm.checkpoint import load_checkpoint
+    from minilstm.data import split_validation_random
+
+    flags = ["--num-samples", 320, "--batch-size", 32, "--latent-dim", 8, "--learning-rate", 0.01, "--num-decodes", 0,
+             "--backend", "numpy", "--seed", 2, "--validation-split-mode", "random"]
+    out = tmp_path / "random"
+    first = run("train", *flags, "--epochs", 1, "--out", out)
+    assert first.returncode == 0, first.stderr
+    pairs = first_pairs(320)
+    train_idx, val_idx = split_validation_random([e for e, _ in pairs], 0.2, seed=2)
+    assert f"Training on {len(train_idx)} pairs, validating on {len(val_idx)};" in first.stdout
+    assert f"Holding out the {len(val_idx)} pairs of" in first.stdout
+    assert load_checkpoint(out / "latest").config["training"]["args"]["validation_split_mode"] == "random"
+
+    stdout, metrics, logged = evaluate_best(out, tmp_path)
+    assert f"the checkpoint's {len(val_idx)} validation pairs (held out at random)" in stdout
+    held_out = json.loads((tmp_path / "eval.json").read_text())["translations"]
+    assert [t["input"] for t in held_out] == [pairs[k][0] for k in val_idx]
+    assert abs(metrics["loss"] - logged["val_loss"]) < 1e-4
+
+    assert_user_error(run("train", "--resume", out, "--validation-split-mode", "last"), "--validation-split-mode last",
+                      "contradicts")
+    resumed = run("train", "--resume", out, "--epochs", 2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"validating on {len(val_idx)};" in resumed.stdout
+    whole = run("train", *flags, "--epochs", 2, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    assert (out / "history.jsonl").read_text().count("\n") == 2
+    assert (out / "final" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "final" /
+                                                                  "model.safetensors").read_bytes()
+
+    # A run from before the flag (no validation_split_mode in its args) was a Keras split: it resumes and is
+    # evaluated as one.
+    from minilstm.train import parse_args
+
+    old = tmp_path / "old"
+    shutil.copytree(trained[0], old)
+    for name in ("best", "latest"):
+        config = json.loads((old / name / "config.json").read_text())
+        del config["training"]["args"]["validation_split_mode"]
+        (old / name / "config.json").write_text(json.dumps(config))
+    assert parse_args(["--resume", str(old)], prepare_out=False)[0].validation_split_mode == "last"
+    evaluated = run("evaluate", old, "--examples", 0)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "the checkpoint's 64 validation pairs\n" in evaluated.stdout
+
+
+def test_random_split_leaves_the_weights_and_shuffling_streams_alone(tmp_path):
+    """The split draws from a stream of its own: a run with --validation-split-mode random starts from the same
+    weights and the same shuffling generator as the default run of the same --seed, and the default run still holds
+    out the Keras split (the last pairs), so its bits are those it had before the flag existed."""
+    from minilstm.data import split_validation
+    from minilstm.distributed import SINGLE_PROCESS
+    from minilstm.train import Training, parse_args
+
+    def start(*flags):
+        args, _ = parse_args(["--num-samples", "320", "--latent-dim", "4", "--backend", "numpy", "--seed", "5",
+                              "--out", str(tmp_path / "-".join(flags or ("default",))), *flags])
+        return Training(args, None, SINGLE_PROCESS)
+
+    default, random = start(), start("--validation-split-mode", "random")
+    assert default.args.validation_split_mode == "last"
+    keras_train, keras_val = split_validation(320, 0.2)
+    assert np.array_equal(default.train_idx, keras_train) and np.array_equal(default.val_idx, keras_val)
+    assert not np.array_equal(random.val_idx, keras_val)
+    weights = default.model.get_weights()
+    assert all(np.array_equal(weights[k], v) for k, v in random.model.get_weights().items())
+    assert default.shuffle_rng.bit_generator.state == random.shuffle_rng.bit_generator.state
+
+
+def test_validation_split_mode_bad_inputs(tmp_path, capsys):
+    from minilstm.train import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--validation-split-mode", "middle", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "argument --validation-split-mode: invalid choice: 'middle'" in err[-1], err
+    assert_user_error(run("train", "--data", TINY, "--validation-data", TINY, "--validation-split-mode", "random",
+                          "--out", tmp_path / "out"), "--validation-split-mode", "--validation-data")
+    assert_user_error(run("train", "--data", TINY, "--validation-split-mode", "random", "--seed", -1,
+                          "--out", tmp_path / "out"), "--seed must be a non-negative integer")
+    assert not (tmp_path / "out" / "latest").exists()

@@ -45,7 +45,7 @@ def test_kernel_compiles(tmp_path, source, arch):
     entries = (tmp_path / "out.ptx").read_text()
     kernels = {"lstm.cu": ("lstm_cell_forward", "lstm_cell_backward", "gather_rows_add", "scatter_add_sorted",
                            "softmax_cross_entropy", "rmsprop_update", "adam_update", "sgd_update",
-                           "sum_squares_partial"),
+                           "sum_squares_partial", "masked_softmax", "masked_softmax_backward"),
                "lstm_persistent.cu": ("lstm_forward_persistent", "lstm_backward_persistent")}[source.name]
     for kernel in kernels:
         for suffix in ("f32", "f64"):  # every kernel the backend looks up is there, in both precisions

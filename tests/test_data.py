@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import io
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -29,6 +30,8 @@ from minilstm.data import (
     read_pairs,
     resolve_pairs,
     split_validation,
+    split_validation_random,
+    validation_rows,
 )
 from minilstm.errors import MinilstmError
 
@@ -377,6 +380,88 @@ def test_split_validation():
     for n, split in [(10, 1.0), (10, -0.1), (1, 0.5), (1, 0.2), (10, 1e-17)]:
         with pytest.raises(MinilstmError):
             split_validation(n, split)
+
+
+def grouped_sentences(rng, sentences=400, most=6) -> list[str]:
+    """English sides with 1 to ``most`` pairs per sentence, the copies scattered over the file (as in fra.txt)."""
+    english = [f"sentence {k}" for k in range(sentences) for _ in range(rng.integers(1, most + 1))]
+    return [english[k] for k in rng.permutation(len(english))]
+
+
+def assert_grouped_split(english, train, val, fraction, most):
+    """Every row on exactly one side, each side in file order, no sentence on both, ``fraction`` within one
+    sentence's pairs (the split takes whole sentences)."""
+    assert np.array_equal(np.sort(np.concatenate([train, val])), np.arange(len(english)))
+    assert (np.diff(train) > 0).all() and (np.diff(val) > 0).all()
+    assert not {english[k] for k in train} & {english[k] for k in val}
+    assert abs(len(val) - fraction * len(english)) <= most / 2
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.05, 0.5])
+def test_split_validation_random_is_grouped_seeded_and_close_to_the_fraction(rng, fraction):
+    english = grouped_sentences(rng)
+    train, val = split_validation_random(english, fraction, seed=3)
+    assert_grouped_split(english, train, val, fraction, most=6)
+    again = split_validation_random(english, fraction, seed=3)
+    assert np.array_equal(again[0], train) and np.array_equal(again[1], val)
+    other = split_validation_random(english, fraction, seed=4)[1]
+    assert not np.array_equal(other, val)
+    # Through the dispatcher train and evaluate use, with the pairs' French sides ignored; `last` is Keras's split.
+    pairs = [(e, f"fr {k}") for k, e in enumerate(english)]
+    assert np.array_equal(validation_rows(pairs, fraction, "random", 3)[1], val)
+    assert all(np.array_equal(a, b) for a, b in zip(validation_rows(pairs, fraction, "last", 3),
+                                                      split_validation(len(pairs), fraction), strict=True))
+
+
+def test_split_validation_random_draws_from_its_own_stream(rng):
+    """The split uses a generator of its own: numpy's global state, and the weights' and shuffling's streams of the
+    same --seed (children 0 and 1 of SeedSequence(seed), as train.py spawns them), draw the same numbers after it.
+    (tests/test_cli.py checks the same on a whole training run's initial weights and shuffling.)"""
+    english = grouped_sentences(rng)
+    seed_sequence = np.random.SeedSequence(0)
+
+    def draws():
+        children = seed_sequence.spawn(2)
+        return [np.random.default_rng(child).random(4).tolist() for child in children], np.random.random()
+
+    np.random.seed(5)
+    before = draws()
+    seed_sequence = np.random.SeedSequence(0)
+    np.random.seed(5)
+    split_validation_random(english, 0.2, seed=0)
+    assert draws() == before
+
+
+def test_split_validation_random_edges_and_errors():
+    train, val = split_validation_random(["a", "b", "a"], 0.0)
+    assert train.tolist() == [0, 1, 2] and val.tolist() == []
+    # At least one sentence is held out, whatever the fraction; all of its pairs go.
+    train, val = split_validation_random(["a", "b", "a", "c"], 0.01, seed=1)
+    assert len(val) >= 1 and len({"abac"[k] for k in val}) == 1
+    for english, fraction, seed, fragment in [
+        (["a", "a", "a"], 0.2, 0, "leaves no training samples"),  # one sentence: cannot be on one side only
+        (["a", "b"], 1.0, 0, "--validation-split must be in [0, 1)"),
+        (["a", "b"], -0.1, 0, "--validation-split must be in [0, 1)"),
+        (["a", "b"], 0.5, -1, "--seed must be a non-negative integer"),
+    ]:
+        with pytest.raises(MinilstmError, match=re.escape(fragment)) as error:
+            split_validation_random(english, fraction, seed)
+        assert "\n" not in str(error.value)
+    with pytest.raises(MinilstmError, match="unknown validation split mode 'middle'") as error:
+        validation_rows([("a", "x"), ("b", "y")], 0.5, "middle")
+    assert "\n" not in str(error.value)
+
+
+def test_split_validation_random_on_the_whole_file():
+    """fra.txt's 167,130 pairs: grouped, a fifth of them, and not just the file's last (longest) sentences."""
+    pairs = read_pairs(shared_fra())
+    english = [e for e, _ in pairs]
+    train, val = split_validation_random(english, 0.2, seed=0)
+    most = max(np.unique(english, return_counts=True)[1])
+    assert_grouped_split(english, train, val, 0.2, most)
+    words = np.array([len(english[k].split()) for k in val])
+    assert (words <= 3).sum() > 100 and (words >= 11).sum() > 100
+    assert val[0] < len(pairs) // 10
 
 
 def test_iterate_batches():

@@ -146,14 +146,27 @@ def test_dropout_without_stacked_layers_is_a_user_error(tmp_path):
     assert proc.returncode == 2 and "[0, 1)" in stderr
 
 
-def test_convert_exports_the_example_model_only(tmp_path):
+def test_convert_keras_refuses_other_models_and_torch_names_their_layers(tmp_path):
+    """Keras export writes the example's model only (one line, nothing left behind); the PyTorch state dict of a
+    2+1-layer model with a bidirectional encoder loads, strictly, into nn.LSTM(num_layers=2, bidirectional=True)."""
     from minilstm.convert import main as convert
     from minilstm.errors import MinilstmError
 
-    save_checkpoint(tmp_path / "ck", options_model("numpy", (2, 1, True, 0.0)))
+    model = options_model("numpy", (2, 1, True, 0.0))
+    save_checkpoint(tmp_path / "ck", model)
     with pytest.raises(MinilstmError, match="not the Keras example's model.*encoder_layers=2"):
-        convert([str(tmp_path / "ck"), str(tmp_path / "model.safetensors")])
-    assert not (tmp_path / "model.safetensors").exists()
+        convert([str(tmp_path / "ck"), str(tmp_path / "model.keras")])
+    assert not (tmp_path / "model.keras").exists()
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    assert convert([str(tmp_path / "ck"), str(tmp_path / "model.safetensors")]) == 0
+    state = load_file(tmp_path / "model.safetensors")
+    encoder = torch.nn.LSTM(len(model.input_vocab), model.latent_dim, num_layers=2, bidirectional=True,
+                            dtype=torch.float64)
+    encoder.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("encoder.")})
+    assert torch.equal(encoder.weight_ih_l1_reverse,
+                       torch.from_numpy(model.get_weights()["encoder_l1_reverse.kernel"].T.copy()))
 
 
 @pytest.fixture(params=["cuda", "emulator"])

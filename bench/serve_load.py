@@ -1,0 +1,189 @@
+"""Load on ``minilstm serve``: closed-loop clients on loopback, throughput and latency per concurrency level.
+
+    python bench/serve_load.py --out bench/results/serve            # the issue's run: 1, 4, 16, 64 clients, 10 s each
+    python bench/serve_load.py --smoke                              # 2 s in all: checks the script works
+
+Each mode starts its own server (``python -m minilstm.serve CHECKPOINT --port 0 ...``, the shipped model by default)
+and runs, for every concurrency level, that many clients for ``--seconds``: each sends one held-out English
+sentence per request (the checkpoint's validation pairs), waits for the answer, sends the next. Modes: ``batched``
+(the defaults: ``--max-batch 64 --max-delay-ms 5``), ``max-batch-1`` (one sentence at a time, what OpenNMT-py's
+server does) and ``lists32`` (batched, clients sending lists of 32 sentences). Reported per level: sentences/s,
+requests/s, p50/p95/p99 request latency, and the batch sizes the server decoded (from its /metrics); plus the
+latency of a direct ``Seq2Seq.translate`` call on one sentence, the floor a request pays over loopback. Traffic
+goes to 127.0.0.1 only; every run is bounded by ``--seconds`` per level. The clients run in this process and share
+the machine's cores with the server: on a 2-core machine they take a share of the CPU the server would have.
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from minilstm.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from minilstm.data import resolve_pairs, split_validation  # noqa: E402
+from minilstm.models import DEFAULT_MODEL  # noqa: E402
+
+MODES = {"batched": ([], 1), "max-batch-1": (["--max-batch", "1"], 1), "lists32": ([], 32)}
+
+
+def held_out_sentences(checkpoint) -> list[str]:
+    training = load_checkpoint(checkpoint).config.get("training", {}).get("args")
+    if training is None:
+        raise SystemExit(f"{checkpoint} has no training record: cannot find its held-out pairs")
+    pairs = resolve_pairs(training["data"], training["num_samples"])
+    _, val_idx = split_validation(len(pairs), training["validation_split"])
+    return [pairs[k][0] for k in val_idx]
+
+
+def start_server(checkpoint, flags) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "minilstm.serve", str(checkpoint), "--port", "0", *flags],
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("ready:"):
+        proc.kill()
+        raise SystemExit(f"the server did not start: {line!r}")
+    return proc, "http://" + line.split("http://")[1].split()[0]
+
+
+def batch_sizes(url) -> dict[str, float]:
+    """Cumulative counts of the server's batch-size histogram, by bucket bound."""
+    out = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("minilstm_batch_size_bucket{"):
+            out[line.split('le="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def closed_loop(url, sentences, clients: int, per_request: int, seconds: float) -> dict:
+    latencies, done_sentences = [], 0
+    stop_at = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(k, http):
+        nonlocal done_sentences
+        n = k
+        while time.perf_counter() < stop_at:
+            batch = [sentences[(n + j) % len(sentences)] for j in range(per_request)]
+            n += clients * per_request
+            body = {"q": batch if per_request > 1 else batch[0], "source": "en", "target": "fr"}
+            started = time.perf_counter()
+            r = await http.post("/translate", json=body)
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - started)
+            done_sentences += per_request
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(k, http) for k in range(clients)))
+        elapsed = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {"clients": clients, "requests": len(latencies), "sentences": done_sentences, "seconds": elapsed,
+            "sentences_per_s": done_sentences / elapsed, "requests_per_s": len(latencies) / elapsed,
+            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99))}
+
+
+def direct_latency(checkpoint, sentences, backend, seconds) -> float:
+    """Median ms of ``Seq2Seq.translate([one sentence])`` in this process (after a warm-up call)."""
+    model = load_checkpoint(checkpoint, backend=backend).model
+    model.translate(sentences[:2])
+    times, stop_at, k = [], time.perf_counter() + seconds, 0
+    while time.perf_counter() < stop_at or len(times) < 5:
+        started = time.perf_counter()
+        model.translate([sentences[k % len(sentences)]])
+        times.append(time.perf_counter() - started)
+        k += 1
+    return statistics.median(times) * 1000
+
+
+def table(results) -> str:
+    lines = ["| mode | clients | sentences/s | requests/s | p50 ms | p95 ms | p99 ms | batches (size: count) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for mode, levels in results["modes"].items():
+        for r in levels:
+            sizes = ", ".join(f"<={le}: {n:g}" for le, n in r["batch_sizes"].items() if n)
+            lines.append(f"| {mode} | {r['clients']} | {r['sentences_per_s']:.1f} | {r['requests_per_s']:.1f} | "
+                         f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {sizes} |")
+    direct = f"Direct `Seq2Seq.translate` of one sentence: {results['direct_ms']:.2f} ms (median)"
+    return "\n".join(lines) + f"\n\n{direct}\n"
+
+
+def plot(results, path: Path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, levels in results["modes"].items():
+        ax.plot([r["p99_ms"] for r in levels], [r["sentences_per_s"] for r in levels], "o-", label=mode)
+        for r in levels:
+            ax.annotate(str(r["clients"]), (r["p99_ms"], r["sentences_per_s"]), fontsize=7)
+    ax.set_xlabel("p99 latency (ms)")
+    ax.set_ylabel("sentences / s")
+    ax.set_xscale("log")
+    ax.legend()
+    ax.set_title("minilstm serve, closed-loop clients (labels: clients)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint", nargs="?", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--levels", default="1,4,16,64", help="concurrency levels")
+    p.add_argument("--seconds", type=float, default=10.0, help="per level and mode")
+    p.add_argument("--modes", default=",".join(MODES), help=f"of {', '.join(MODES)}")
+    p.add_argument("--backend", default="numba")
+    p.add_argument("--out", type=Path, help="write load.json, load.md and load.png here")
+    p.add_argument("--smoke", action="store_true", help="a 2-second check that everything runs (levels 1,4; "
+                   "0.25 s each); numbers meaningless")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.levels, args.seconds = "1,4", 0.25
+    checkpoint, _ = resolve_checkpoint(args.checkpoint)
+    sentences = held_out_sentences(checkpoint)
+    levels = [int(x) for x in args.levels.split(",")]
+    results = {"checkpoint": str(checkpoint), "seconds_per_level": args.seconds, "modes": {},
+               "direct_ms": direct_latency(checkpoint, sentences, args.backend, min(args.seconds, 2.0))}
+    for mode in args.modes.split(","):
+        flags, per_request = MODES[mode]
+        proc, url = start_server(checkpoint, ["--backend", args.backend, *flags])
+        try:
+            results["modes"][mode] = []
+            for clients in levels:
+                before = batch_sizes(url)
+                r = asyncio.run(closed_loop(url, sentences, clients, per_request, args.seconds))
+                after = batch_sizes(url)
+                # per-bucket counts (not cumulative) of the batches of this level
+                cumulative = {le: after[le] - before.get(le, 0) for le in after}
+                bounds = list(cumulative)
+                r["batch_sizes"] = {le: cumulative[le] - (cumulative[bounds[i - 1]] if i else 0)
+                                    for i, le in enumerate(bounds)}
+                results["modes"][mode].append(r)
+                print(f"{mode:12} {clients:3} clients: {r['sentences_per_s']:8.1f} sentences/s, p50 "
+                      f"{r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    print(table(results))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "load.json").write_text(json.dumps(results, indent=1) + "\n")
+        (args.out / "load.md").write_text(table(results))
+        plot(results, args.out / "load.png")
+
+
+if __name__ == "__main__":
+    main()

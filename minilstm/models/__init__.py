@@ -1,0 +1,7 @@
+"""Models shipped inside the package: ``DEFAULT_MODEL`` is what ``minilstm serve`` serves with no argument.
+
+``python -m minilstm.models.build`` makes it again from the built-in data (see that module)."""
+
+from pathlib import Path
+
+DEFAULT_MODEL = Path(__file__).parent / "en-fr-default"

@@ -1,0 +1,140 @@
+"""``minilstm serve [CHECKPOINT_OR_RUN_DIR]``: a LibreTranslate-compatible translation server with dynamic batching.
+
+Serves ``POST /translate``, ``GET /languages``, ``/health``, ``/metrics``, ``/openapi.json`` and a page at ``/``
+(uvicorn and Starlette: ``pip install "minilstm[serve]"``). Without a checkpoint it serves the small model shipped in
+the package. SIGTERM or Ctrl-C: stop accepting, answer every request already accepted, exit 0.
+"""
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from ..backend import available_backends, default_backend_name
+from ..checkpoint import load_checkpoint, resolve_checkpoint
+from ..cli import non_negative_float, positive_int
+from ..errors import MinilstmError
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 0..65535, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m minilstm.serve", description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint", type=Path, nargs="?", help="a checkpoint directory, or a training run's --out (then "
+                   "its best/); default: the model shipped with minilstm")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=port_number, default=5000, help="port (0: any free port; the ready line says "
+                   "which)")
+    p.add_argument("--backend", default=default_backend_name(),
+                   help=f"array backend: {', '.join(available_backends())}")
+    p.add_argument("--max-batch", type=positive_int, default=64, help="most sentences decoded at once")
+    p.add_argument("--max-delay-ms", type=non_negative_float, default=5.0,
+                   help="how long the oldest waiting sentence may wait for others to join its batch")
+    p.add_argument("--beam-width", type=positive_int, default=1,
+                   help="beam search with this many beams (1: greedy); beams beyond the best are the n-best "
+                   "alternatives a request may ask for")
+    p.add_argument("--char-limit", type=positive_int, default=1000, help="most characters in one text")
+    p.add_argument("--batch-limit", type=positive_int, default=64, help="most texts in one request")
+    p.add_argument("--max-queue", type=positive_int, default=1024,
+                   help="most sentences waiting to be decoded; a request beyond it gets 429")
+    p.add_argument("--api-key", default=None, help="require this api_key in every /translate request (403 "
+                   "without it)")
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (info: one line per request)")
+    return p
+
+
+def _import_server():
+    try:
+        import prometheus_client  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        raise MinilstmError(f"minilstm serve needs the serve extra ({e.name} is not installed): "
+                            'pip install "minilstm[serve]"') from None
+    return uvicorn
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before the model loads: a port in use is said at once, and port 0 gets a free
+    port the ready line names."""
+    try:
+        family, kind, proto = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][:3]
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets; without it a response's headers
+        # and body go out as two segments held ~40 ms apart on keep-alive connections (Nagle + delayed ACK)
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:
+        raise MinilstmError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_queue < args.batch_limit:
+        raise MinilstmError(f"--max-queue ({args.max_queue}) is below --batch-limit ({args.batch_limit}): a request "
+                            "of that many texts could never be queued")
+    uvicorn = _import_server()
+    from .app import Metrics, Settings, create_app
+    from .batcher import Batcher
+    from .translator import Translator
+
+    if args.checkpoint is None:
+        from ..models import DEFAULT_MODEL
+
+        path, note = DEFAULT_MODEL, None
+        if not (path / "config.json").is_file():
+            raise MinilstmError(f"no model was shipped with this install ({path} is missing); pass a checkpoint or "
+                                "a training run: minilstm serve runs/seq2seq")
+    else:
+        path, note = resolve_checkpoint(args.checkpoint)
+    if note:
+        print(note, file=sys.stderr)
+    sock = _listen(args.host, args.port)
+    model = load_checkpoint(path, backend=args.backend).model
+    translator = Translator(model, args.beam_width)
+    metrics = Metrics()
+    batcher = Batcher(translator.decode, args.max_batch, args.max_delay_ms / 1000, args.max_queue, metrics)
+    batcher.start(warmup=translator.warmup)
+    settings = Settings(args.beam_width, args.char_limit, args.batch_limit, args.api_key)
+    name = f"the shipped model {path.name}" if args.checkpoint is None else str(path)
+    description = f"{name} ({model.backend.describe()})"
+    app = create_app(translator, batcher, settings, metrics, description=name)
+    logging.basicConfig(format="%(levelname)s: %(message)s")
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            batcher.flush()  # decode what is queued now: no more sentences are coming
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, log_level=args.log_level, lifespan="off", access_log=args.log_level in (
+        "info", "debug")))
+    # uvicorn re-raises a signal it caught once it has stopped; with these handlers in place that is a no-op, and
+    # a graceful stop exits 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    sock.listen(2048)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"ready: serving {description} on http://{shown}:{port} (max batch {args.max_batch}, max delay "
+          f"{args.max_delay_ms:g} ms, beam width {args.beam_width})", flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        batcher.stop(timeout=0 if server.force_exit else None)  # a second Ctrl-C: leave at once
+    if server.force_exit:
+        print("stopped at once (a second Ctrl-C): requests still in progress, if any, got no answer", flush=True)
+        return 130
+    print("stopped: every accepted request was answered", flush=True)
+    return 0

@@ -302,6 +302,11 @@ class AttentionDecoder:
                     AttentionDecoderCache(attn_memory, attn_cache, lstm=lstm_cache))
         return self._input_feed_forward(params, ids, initial_state, attn_memory, training, seed, row_offset)
 
+    def _compiled(self, backend) -> bool:
+        """Whether ``backend`` runs the input-feeding loop as one call each way (numba: every score); else the
+        reference loops below run."""
+        return backend.attention_feed_forward is not None and self.attention.score in backend.attention_feed_scores
+
     def _masks(self, params, shape, training, seed, row_offset):
         lstm = self.lstm
         if not (training and lstm.dropout > 0 and lstm.num_layers > 1):
@@ -338,25 +343,35 @@ class AttentionDecoder:
         kernel0, _, bias0 = weights[0]
         backend.gather_rows_add(kernel0, ids, bias0, out=gates[0])  # the token part of every step at once
         feed_kernel = kernel0[self.vocab_size :]
-        recurrent = xp.empty((batch, 4 * units), dtype=dtype)
-        for t in range(steps):
-            for layer in range(layers_):
-                kernel, recurrent_kernel, bias = weights[layer]
-                if layer == 0:
-                    gates[0][t] += backend.matmul(feeds[t], feed_kernel)
-                else:
-                    x = hs[layer - 1][t + 1] if masks[layer] is None else hs[layer - 1][t + 1] * masks[layer][t]
-                    layer_inputs[layer][t] = x
-                    backend.matmul(x, kernel, out=gates[layer][t])
-                    gates[layer][t] += bias
-                backend.matmul(hs[layer][t], recurrent_kernel, out=recurrent)
-                backend.lstm_cell_forward(gates[layer][t], recurrent, cs[layer][t], cs[layer][t + 1],
-                                          hs[layer][t + 1])
-            outputs, step = self.attention.forward(params, memory, hs[-1][t + 1][:, None, :])
-            for name in ("queries", "weights", "context", "outputs", "hidden"):
-                if getattr(step, name) is not None:
-                    getattr(cache, name)[:, t] = getattr(step, name)[:, 0]
-            feeds[t + 1] = outputs[:, 0]
+        if self._compiled(backend):  # the loop below as one call, filling the same arrays
+            for layer in range(1, layers_):
+                gates[layer][...] = weights[layer][2]  # the bias; the input part is added in the loop
+            concat = None if cache.hidden is None else (*(self.attention._w(params, key) for key in (
+                "query_kernel", "query_bias", "score_vector")), cache.hidden)
+            backend.attention_feed_forward(gates, [feed_kernel] + [w[0] for w in weights[1:]], [w[1] for w in weights],
+                                           self.attention._w(params, "output_kernel"), memory.memory, memory.keys,
+                                           memory.lengths, hs, cs, feeds, layer_inputs, masks, cache.queries,
+                                           cache.weights, cache.context, cache.outputs, concat)
+        else:
+            recurrent = xp.empty((batch, 4 * units), dtype=dtype)
+            for t in range(steps):
+                for layer in range(layers_):
+                    kernel, recurrent_kernel, bias = weights[layer]
+                    if layer == 0:
+                        gates[0][t] += backend.matmul(feeds[t], feed_kernel)
+                    else:
+                        x = hs[layer - 1][t + 1] if masks[layer] is None else hs[layer - 1][t + 1] * masks[layer][t]
+                        layer_inputs[layer][t] = x
+                        backend.matmul(x, kernel, out=gates[layer][t])
+                        gates[layer][t] += bias
+                    backend.matmul(hs[layer][t], recurrent_kernel, out=recurrent)
+                    backend.lstm_cell_forward(gates[layer][t], recurrent, cs[layer][t], cs[layer][t + 1],
+                                              hs[layer][t + 1])
+                outputs, step = self.attention.forward(params, memory, hs[-1][t + 1][:, None, :])
+                for name in ("queries", "weights", "context", "outputs", "hidden"):
+                    if getattr(step, name) is not None:
+                        getattr(cache, name)[:, t] = getattr(step, name)[:, 0]
+                feeds[t + 1] = outputs[:, 0]
         h_n = xp.stack([hs[layer][-1] for layer in range(layers_)])
         c_n = xp.stack([cs[layer][-1] for layer in range(layers_)])
         return feeds[1:], (h_n, c_n), AttentionDecoderCache(memory, cache, ids=ids, gates=gates, hs=hs, cs=cs,
@@ -392,24 +407,51 @@ class AttentionDecoder:
         cells = [cell for _, _, cell in self.lstm.cells()]
         kernel0 = params[f"{cells[0]}.kernel"]
         feed_kernel_t = kernel0[self.vocab_size :].T
-        d_feed = xp.zeros((batch, units), dtype=dtype)
         attn = cache.attention
-        for t in reversed(range(steps)):
-            step = AttentionCache(*(None if a is None else a[:, t : t + 1] for a in (
-                attn.queries, attn.weights, attn.context, attn.outputs, attn.hidden)))
-            d_above = self.attention.backward(params, cache.memory, step, (d_outputs[t] + d_feed)[:, None, :],
-                                              acc)[:, 0]
-            for layer in reversed(range(layers_)):
-                cell = cells[layer]
-                backend.lstm_cell_backward(cache.gates[layer][t], cache.cs[layer][t], cache.cs[layer][t + 1],
-                                           dh[layer], d_above, dc[layer], dz[layer][t], dc[layer])
-                dh[layer] = backend.matmul(dz[layer][t], params[f"{cell}.recurrent_kernel"].T)
-                if layer:
-                    d_above = backend.matmul(dz[layer][t], params[f"{cell}.kernel"].T)
-                    if cache.masks[layer] is not None:
-                        d_above *= cache.masks[layer][t]
-                else:
-                    d_feed = backend.matmul(dz[0][t], feed_kernel_t)
+        if self._compiled(backend):  # the loop below as one call; the attention's weight gradients after it
+            mem_size = self.attention.memory_size
+            d_pre = xp.empty((batch, steps, units), dtype=dtype)
+            input_kernels = [kernel0[self.vocab_size :]] + [params[f"{cell}.kernel"] for cell in cells[1:]]
+            recurrent_kernels = [params[f"{cell}.recurrent_kernel"] for cell in cells]
+            concat = None
+            if attn.hidden is not None:  # d scores (B, T, S) and d q (B, T, A) come out of the loop
+                d_scores = xp.empty(attn.weights.shape, dtype=dtype)
+                d_q = xp.empty((batch, steps, units), dtype=dtype)
+                concat = (self.attention._w(params, "query_kernel"), self.attention._w(params, "score_vector"),
+                          attn.hidden, d_scores, d_q)
+            backend.attention_feed_backward(cache.gates, cache.cs, cache.masks, input_kernels, recurrent_kernels,
+                                            self.attention._w(params, "output_kernel"), cache.memory.memory,
+                                            cache.memory.keys, cache.memory.lengths, attn.queries, attn.weights,
+                                            attn.outputs, d_outputs, dh, dc, dz, d_pre, acc.d_memory, acc.d_keys,
+                                            concat)
+            d_pre = d_pre.reshape(batch * steps, units)
+            d_output_kernel = acc.weights["output_kernel"]
+            backend.matmul(attn.context.reshape(-1, mem_size).T, d_pre, out=d_output_kernel[:mem_size])
+            backend.matmul(attn.queries.reshape(-1, units).T, d_pre, out=d_output_kernel[mem_size:])
+            if concat is not None:
+                d_q = d_q.reshape(batch * steps, units)
+                acc.weights["score_vector"][...] = backend.matmul(d_scores.reshape(1, -1),
+                                                                  attn.hidden.reshape(-1, units))[0]
+                backend.matmul(attn.queries.reshape(-1, units).T, d_q, out=acc.weights["query_kernel"])
+                acc.weights["query_bias"][...] = d_q.sum(axis=0)
+        else:
+            d_feed = xp.zeros((batch, units), dtype=dtype)
+            for t in reversed(range(steps)):
+                step = AttentionCache(*(None if a is None else a[:, t : t + 1] for a in (
+                    attn.queries, attn.weights, attn.context, attn.outputs, attn.hidden)))
+                d_above = self.attention.backward(params, cache.memory, step, (d_outputs[t] + d_feed)[:, None, :],
+                                                  acc)[:, 0]
+                for layer in reversed(range(layers_)):
+                    cell = cells[layer]
+                    backend.lstm_cell_backward(cache.gates[layer][t], cache.cs[layer][t], cache.cs[layer][t + 1],
+                                               dh[layer], d_above, dc[layer], dz[layer][t], dc[layer])
+                    dh[layer] = backend.matmul(dz[layer][t], params[f"{cell}.recurrent_kernel"].T)
+                    if layer:
+                        d_above = backend.matmul(dz[layer][t], params[f"{cell}.kernel"].T)
+                        if cache.masks[layer] is not None:
+                            d_above *= cache.masks[layer][t]
+                    else:
+                        d_feed = backend.matmul(dz[0][t], feed_kernel_t)
         for layer, cell in enumerate(cells):
             g = grads.group(cell)
             dz_flat = dz[layer].reshape(steps * batch, 4 * units)

@@ -90,6 +90,14 @@ class Backend:
     # None: Seq2Seq runs the loop in Python, one decode_step at a time.
     greedy_decode = None
 
+    # A backend may run the input-feeding attention decoder's time loop (``AttentionDecoder._input_feed_forward``
+    # and ``_input_feed_backward``) as one call each way: attention_feed_forward(...) and
+    # attention_feed_backward(...), arguments as in ``NumbaBackend``, for the score types named here. None: the
+    # reference loop, a few operations per time step.
+    attention_feed_forward = None
+    attention_feed_backward = None
+    attention_feed_scores = ()
+
     def gather_rows_add(self, table, ids, bias, out=None):
         return layers.gather_rows_add(self.xp, table, ids, bias, out)
 
@@ -199,6 +207,9 @@ UNIT_SPLIT_SHAPES = ((512, 24), (256, 16))
 # NumbaBackend.matmul splits a product over the workers from this many multiply-adds (~0.2 ms of one core's work;
 # handing a block to a pool thread costs ~50 us).
 PARALLEL_MATMUL_MIN_MACS = 1 << 23
+# NumbaBackend's compiled attention loops split a batch that is not already a row shard over the workers from this
+# many rows per worker (seq2seq's MIN_SHARD_ROWS: a shard of 8 rows pays).
+ATTENTION_MIN_ROWS = 8
 
 
 def cpu_count() -> int:
@@ -233,12 +244,13 @@ class NumbaBackend(Backend):
 
     def __init__(self, workers: int | None = None, split: str | None = None):
         try:
-            from . import barrier, numba_kernels, numba_recurrence
+            from . import barrier, numba_attention, numba_kernels, numba_recurrence
         except ImportError as e:
             raise MinilstmError(f"the numba backend needs numba ({e}); pip install numba, or use --backend numpy") \
                 from None
         self.kernels = numba_kernels
         self.time_loops = numba_recurrence
+        self.attention_loops = numba_attention
         self._barrier = barrier
         self.workers = max(1, workers if workers is not None else int(os.environ.get("MINILSTM_THREADS", 0))
                            or cpu_count())
@@ -435,6 +447,86 @@ class NumbaBackend(Backend):
                                     loops.packed_backward_size_for(dense_kernel.shape[1], units, h.dtype))
         loops.greedy_decode(kernel, bias, packed_recurrent, packed_dense, dense_bias, np.ascontiguousarray(h),
                             np.ascontiguousarray(c), start_id, end_id, tokens)
+
+    attention_feed_scores = ("dot", "general", "concat")
+
+    def _attention_rows(self, batch, run):
+        """``run(first, stop)`` over row ranges covering the batch: one range per worker at once where this call
+        holds the pool (not inside a row shard: decoding, a step of one shard) and each gets ATTENTION_MIN_ROWS
+        rows; else one range on this thread."""
+        parts = min(self.workers, batch // ATTENTION_MIN_ROWS)
+        if parts < 2 or not self._pool_lock.acquire(blocking=False):
+            run(0, batch)
+            return
+        try:
+            bounds = [batch * k // parts for k in range(parts + 1)]
+            self._each_worker(lambda k: run(bounds[k], bounds[k + 1]) if k < parts else None)
+        finally:
+            self._pool_lock.release()
+
+    @staticmethod
+    def _layer_arrays(arrays, dtype):
+        """The reference's per-layer list as a tuple for the compiled loops, None (layer 0's input, no dropout) as an
+        array with no elements."""
+        empty = np.empty((0, 0, 0), dtype=dtype)
+        return tuple(empty if a is None else a for a in arrays)
+
+    def attention_feed_forward(self, gates, input_kernels, recurrent_kernels, output_kernel, memory, keys, lengths, hs,
+                               cs, feeds, layer_inputs, masks, queries, weights, context, outputs, concat=None):
+        """The input-feeding decoder's forward time loop (``numba_attention.attention_feed_forward``, whose doc
+        names the arrays); per-layer arguments are lists, ``input_kernels[0]`` the last H rows of layer 0's kernel;
+        ``concat``: (query_kernel, query_bias, score_vector, hidden) for the concat score."""
+        attn, loops, dtype = self.attention_loops, self.time_loops, feeds.dtype
+        empty = np.empty(0, dtype=dtype)
+        if concat is None:
+            concat = (empty, empty, empty, np.empty((0, 0, 0, 0), dtype=dtype))
+        else:
+            query_kernel, query_bias, score_vector, hidden = concat
+            concat = (self._packed(loops.pack_backward, np.ascontiguousarray(query_kernel.T),
+                                   loops.packed_backward_size_for(query_kernel.shape[1], query_kernel.shape[0], dtype)),
+                      np.ascontiguousarray(query_bias), np.ascontiguousarray(score_vector), hidden)
+        units = recurrent_kernels[0].shape[0]
+        packed_gates = np.empty((len(gates), attn.packed_gates_size(2 * units, units, dtype)), dtype=dtype)
+        for layer, pair in enumerate(zip(input_kernels, recurrent_kernels, strict=True)):
+            attn.pack_gates(np.concatenate(pair), packed_gates[layer])
+        packed_output = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel.T),
+                                     loops.packed_backward_size_for(units, output_kernel.shape[0], dtype))
+        memory, keys, lengths = (np.ascontiguousarray(a) for a in (memory, keys, lengths))
+        gates, packed_gates, hs, cs = tuple(gates), tuple(packed_gates), tuple(hs), tuple(cs)
+        layer_inputs, masks = self._layer_arrays(layer_inputs, dtype), self._layer_arrays(masks, dtype)
+        self._attention_rows(feeds.shape[1], lambda first, stop: attn.attention_feed_forward(
+            gates, packed_gates, packed_output, memory, keys, lengths, hs, cs, feeds, layer_inputs, masks, queries,
+            weights, context, outputs, concat, attn.GROUP, first, stop))
+
+    def attention_feed_backward(self, gates, cs, masks, input_kernels, recurrent_kernels, output_kernel, memory, keys,
+                                lengths, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys,
+                                concat=None):
+        """The backward time loop (``numba_attention.attention_feed_backward``), per-layer arguments as lists;
+        ``d_keys`` None for dot (its keys are the memory, so their gradient goes into ``d_memory``); ``concat``:
+        (query_kernel, score_vector, hidden, d_scores, d_q) for the concat score."""
+        attn, loops, dtype = self.attention_loops, self.time_loops, d_pre.dtype
+        empty = np.empty(0, dtype=dtype)
+        if concat is None:
+            empty3 = np.empty((0, 0, 0), dtype=dtype)
+            concat = (empty, empty, np.empty((0, 0, 0, 0), dtype=dtype), empty3, empty3)
+        else:
+            query_kernel, score_vector, hidden, d_scores, d_q = concat
+            concat = (self._packed(loops.pack_backward, np.ascontiguousarray(query_kernel),
+                                   loops.packed_backward_size_for(query_kernel.shape[0], query_kernel.shape[1], dtype)),
+                      np.ascontiguousarray(score_vector), hidden, d_scores, d_q)
+        units = recurrent_kernels[0].shape[0]
+        packed_step = np.empty((len(gates), loops.packed_backward_size_for(2 * units, 4 * units, dtype)), dtype=dtype)
+        for layer, pair in enumerate(zip(input_kernels, recurrent_kernels, strict=True)):
+            loops.pack_backward(np.concatenate(pair), packed_step[layer])
+        packed_output_t = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel),
+                                       loops.packed_backward_size_for(output_kernel.shape[0], units, dtype))
+        memory, keys, lengths, d_outputs = (np.ascontiguousarray(a) for a in (memory, keys, lengths, d_outputs))
+        d_keys = d_memory if d_keys is None else d_keys
+        gates, cs, masks, packed_step, dh, dc, dz = (tuple(gates), tuple(cs), self._layer_arrays(masks, dtype),
+                                                     tuple(packed_step), tuple(dh), tuple(dc), tuple(dz))
+        self._attention_rows(d_pre.shape[0], lambda first, stop: attn.attention_feed_backward(
+            gates, cs, packed_step, packed_output_t, memory, keys, lengths, queries, weights, outputs, masks, d_outputs,
+            dh, dc, dz, d_pre, d_memory, d_keys, concat, attn.GROUP, first, stop))
 
     def gather_rows_add(self, table, ids, bias, out=None):
         if out is None:

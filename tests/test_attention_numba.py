@@ -1,0 +1,227 @@
+"""The numba backend's compiled input-feeding attention loops (``numba_attention``) against the numpy reference
+loops of ``AttentionDecoder`` in float64, on fresh random inputs at odd shapes (batch 1, one source position,
+hidden 3, 257 units, a memory wider than the decoder, mixed source lengths), every score, stacked layers with and
+without dropout: forward outputs, final states, every cache array backward reads, and every gradient; that the
+compiled path is the one taken (and the reference where it is switched off); and a Seq2Seq whose batch is split
+into thread shards."""
+
+import numpy as np
+import pytest
+from helpers import random_batch, relative_error
+
+from minilstm.attention import AttentionDecoder
+from minilstm.backend import get_backend
+from minilstm.data import Vocab
+from minilstm.nn import Parameters
+from minilstm.seq2seq import Seq2Seq
+
+pytest.importorskip("numba", reason="the numba backend needs numba")
+
+from minilstm.backend import NumbaBackend  # noqa: E402
+
+# float32: the rational tanh (~3e-7) and float32 rounding, accumulated over the steps; float64: rounding only.
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+VOCAB = 6
+# (steps, batch, units, source positions, memory size (None: units), score): batch 1 with one source position and
+# hidden 3; one position; a memory wider than the decoder; 257 units (partial panels); a row group and a partial
+# one (21 rows); all 16 positions of the example; odd sizes everywhere.
+SHAPES = [(1, 1, 3, 1, None, "dot"), (4, 3, 5, 1, None, "general"), (3, 1, 3, 4, 7, "general"),
+          (3, 7, 257, 5, None, "general"), (5, 21, 16, 4, None, "dot"), (2, 5, 64, 16, None, "general"),
+          (6, 18, 33, 9, 20, "general"), (4, 2, 17, 3, None, "dot"), (1, 1, 3, 1, None, "concat"),
+          (3, 7, 257, 5, None, "concat"), (5, 21, 16, 4, 9, "concat"), (2, 5, 64, 16, None, "concat")]
+CACHE = ("outputs", "h_n", "c_n", "gates", "hs", "cs", "feeds", "queries", "weights", "context", "attention_outputs")
+
+
+@pytest.fixture(scope="module")
+def numba_backend():
+    return get_backend("numba")
+
+
+def problem(rng, steps, batch, units, positions, mem_size, score, num_layers=1, dropout=0.0):
+    """A decoder, weights (Keras's initialisers, every one perturbed on the scale of its fan-in) and inputs, with
+    each sentence's own source length (the first row's all S)."""
+    decoder = AttentionDecoder(units, vocab_size=VOCAB, memory_size=mem_size, score=score, num_layers=num_layers,
+                               dropout=dropout)
+    initial = Parameters("numpy", [decoder], "float64", seed=int(rng.integers(1 << 30))).get_weights()
+    weights = {k: v + 0.3 * rng.standard_normal(v.shape) / np.sqrt(v.shape[0] if v.ndim == 2 else 1)
+               for k, v in initial.items()}
+    mem_size = decoder.attention.memory_size
+    lengths = rng.integers(1, positions + 1, batch)
+    lengths[0] = positions
+    inputs = {"ids": rng.integers(0, VOCAB, (steps, batch)),
+              "state": tuple(rng.standard_normal((2, num_layers, batch, units))),
+              "memory": rng.standard_normal((positions, batch, mem_size)), "lengths": lengths,
+              "d_outputs": rng.standard_normal((steps, batch, units)),
+              "d_state": tuple(rng.standard_normal((2, num_layers, batch, units)))}
+    return decoder, weights, inputs
+
+
+def run(backend, dtype, decoder, weights, inputs, seed=None):
+    """Forward and backward on ``backend`` (training with dropout when ``seed`` is given): every array compared, by
+    name."""
+    params = Parameters(backend, [decoder], dtype)
+    params.set_weights(weights)
+
+    def cast(a):
+        return np.asarray(a, dtype=dtype)
+
+    outputs, (h_n, c_n), cache = decoder.forward(params, inputs["ids"], tuple(map(cast, inputs["state"])),
+                                                 cast(inputs["memory"]), inputs["lengths"],
+                                                 training=seed is not None, seed=seed)
+    attention = cache.attention
+    out = {"outputs": outputs, "h_n": h_n, "c_n": c_n, "gates": np.stack(cache.gates), "hs": np.stack(cache.hs),
+           "cs": np.stack(cache.cs), "feeds": cache.feeds, "queries": attention.queries, "weights": attention.weights,
+           "context": attention.context, "attention_outputs": attention.outputs}
+    if attention.hidden is not None:
+        out["hidden"] = attention.hidden
+    if decoder.num_layers > 1:
+        out["layer_inputs"] = np.stack(cache.layer_inputs[1:])
+    out = {k: v.copy() for k, v in out.items()}
+    d_memory, (d_h0, d_c0) = decoder.backward(params, cache, cast(inputs["d_outputs"]),
+                                              tuple(map(cast, inputs["d_state"])))
+    out.update(d_memory=d_memory, d_h0=d_h0, d_c0=d_c0)
+    out.update({f"grad {k}": v.copy() for k, v in params.grads.items()})
+    return out
+
+
+def assert_close(actual, expected, dtype, names=None):
+    for name in names or expected:
+        assert actual[name].dtype == dtype, name
+        error = relative_error(actual[name], expected[name])
+        assert error < TOL[dtype], (name, error)
+
+
+class CountCalls:
+    """Wraps the backend's operations to count calls: the compiled loops and the reference's per-step cell."""
+
+    NAMES = ("attention_feed_forward", "attention_feed_backward", "lstm_cell_forward", "lstm_cell_backward")
+
+    def __init__(self, monkeypatch, backend):
+        self.calls = dict.fromkeys(self.NAMES, 0)
+        for name in self.NAMES:
+            monkeypatch.setattr(backend, name, self._counted(name, getattr(backend, name)))
+
+    def _counted(self, name, function):
+        def counted(*args, **kwargs):
+            self.calls[name] += 1
+            return function(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("steps,batch,units,positions,mem_size,score", SHAPES)
+def test_compiled_loops_equal_reference(numba_backend, monkeypatch, rng, dtype, steps, batch, units, positions,
+                                        mem_size, score):
+    decoder, weights, inputs = problem(rng, steps, batch, units, positions, mem_size, score)
+    expected = run(get_backend("numpy"), np.float64, decoder, weights, inputs)
+    counter = CountCalls(monkeypatch, numba_backend)
+    actual = run(numba_backend, dtype, decoder, weights, inputs)
+    assert counter.calls == {"attention_feed_forward": 1, "attention_feed_backward": 1, "lstm_cell_forward": 0,
+                             "lstm_cell_backward": 0}
+    assert set(actual) == set(expected)
+    assert_close(actual, expected, dtype, CACHE)  # the forward's results and everything backward reads
+    assert_close(actual, expected, dtype)  # and every gradient
+    padding = np.arange(positions)[None, :] >= inputs["lengths"][:, None]
+    assert np.all(actual["weights"][np.broadcast_to(padding[:, None, :], actual["weights"].shape)] == 0)
+
+
+def test_padding_changes_nothing(numba_backend, rng):
+    """What a padded source position holds never enters a sum (it is skipped, not multiplied by 0): NaN there
+    leaves every result the same, bit for bit."""
+    decoder, weights, inputs = problem(rng, 4, 6, 9, 5, None, "general")
+    inputs["lengths"][1:] = rng.integers(1, 5, 5)
+    clean = run(numba_backend, np.float64, decoder, weights, inputs)
+    padding = np.arange(5)[:, None] >= inputs["lengths"][None, :]
+    inputs["memory"][padding] = np.nan
+    dirty = run(numba_backend, np.float64, decoder, weights, inputs)
+    for name in clean:
+        if name != "grad attention.score_kernel":  # memory^T d keys (Attention.finish): NaN * 0 there
+            assert np.array_equal(clean[name], dirty[name]), name
+    assert not dirty["d_memory"][padding].any()
+
+
+# (layers, dropout, score, steps, batch, units, source positions): stacked decoders, with dropout between layers.
+STACKED = [(2, 0.0, "general", 3, 5, 7, 4), (2, 0.3, "dot", 4, 19, 16, 3), (3, 0.5, "general", 3, 3, 33, 5),
+           (3, 0.0, "dot", 2, 1, 3, 1), (2, 0.4, "concat", 3, 6, 9, 4)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layers,dropout,score,steps,batch,units,positions", STACKED)
+def test_stacked_layers_equal_reference(numba_backend, monkeypatch, rng, dtype, layers, dropout, score, steps, batch,
+                                        units, positions):
+    decoder, weights, inputs = problem(rng, steps, batch, units, positions, None, score, layers, dropout)
+    seed = int(rng.integers(1 << 30)) if dropout else None
+    expected = run(get_backend("numpy"), np.float64, decoder, weights, inputs, seed)
+    counter = CountCalls(monkeypatch, numba_backend)
+    actual = run(numba_backend, dtype, decoder, weights, inputs, seed)
+    assert counter.calls["attention_feed_forward"] == counter.calls["attention_feed_backward"] == 1
+    assert counter.calls["lstm_cell_forward"] == counter.calls["lstm_cell_backward"] == 0
+    assert_close(actual, expected, dtype)
+
+
+@pytest.mark.parametrize("score,num_layers", [("concat", 1), ("general", 2)])
+def test_without_compiled_scores_the_reference_runs(monkeypatch, rng, score, num_layers):
+    """A backend that names no compiled score (as bench/attention_step.py's reference contestant) runs the reference
+    loop, one cell per step and layer, with the same results."""
+    decoder, weights, inputs = problem(rng, 3, 4, 5, 3, None, score, num_layers)
+    expected = run(get_backend("numpy"), np.float64, decoder, weights, inputs)
+    backend = NumbaBackend(workers=1)
+    backend.attention_feed_scores = ()
+    counter = CountCalls(monkeypatch, backend)
+    actual = run(backend, np.float64, decoder, weights, inputs)
+    assert counter.calls["attention_feed_forward"] == counter.calls["attention_feed_backward"] == 0
+    assert counter.calls["lstm_cell_forward"] == 3 * num_layers
+    assert_close(actual, expected, np.float64)
+
+
+def test_decoding_steps_match_teacher_forcing(numba_backend, rng):
+    """One ``step`` at a time (decoding) runs the compiled loop one step long and gives the teacher-forced outputs."""
+    decoder, weights, inputs = problem(rng, 5, 4, 6, 3, None, "general")
+    params = Parameters(numba_backend, [decoder], np.float64)
+    params.set_weights(weights)
+    outputs, _, _ = decoder.forward(params, inputs["ids"], inputs["state"], inputs["memory"], inputs["lengths"])
+    state = decoder.start(params, inputs["state"], inputs["memory"], inputs["lengths"])
+    for t in range(5):
+        htilde, state, _ = decoder.step(params, inputs["ids"][t], state)
+        assert np.array_equal(htilde, outputs[t])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_seq2seq_thread_shards(monkeypatch, rng, dtype):
+    """A batch split into 3 row shards, each running the compiled loops on its own thread, gives the numpy model's
+    loss and gradients (mixed source lengths)."""
+    backend = NumbaBackend(workers=3, split="rows")
+    vocab_in, vocab_out = Vocab(list(" abcdefg")), Vocab(list("\t\n ABCDE"))
+    models = [Seq2Seq(b, vocab_in, vocab_out, 6, 7, 12, d, attention="general")
+              for b, d in ((get_backend("numpy"), "float64"), (backend, dtype))]
+    models[0].initialize(int(rng.integers(1 << 30)))
+    models[1].set_weights(models[0].get_weights())
+    batch = 27
+    enc, dec_in, dec_out = random_batch(rng, models[0], batch)
+    lengths = rng.integers(1, 7, batch)
+    counter = CountCalls(monkeypatch, backend)
+    results = [model.forward_backward(enc, dec_in, dec_out, source_lengths=lengths) for model in models]
+    assert counter.calls["attention_feed_forward"] == counter.calls["attention_feed_backward"] == 3
+    assert abs(float(results[1][0]) - float(results[0][0])) < TOL[dtype] * abs(float(results[0][0]))
+    for name, expected in models[0].grads.items():
+        error = relative_error(models[1].grads[name], expected)
+        assert error < TOL[dtype], (name, error)
+
+
+@pytest.mark.parametrize("score", ["dot", "general"])
+def test_rows_split_over_workers_give_the_same_bits(monkeypatch, rng, score):
+    """Outside a row shard (decoding, a step of one shard) a call splits its rows over the workers; rows are
+    independent, so every result is the one thread's, bit for bit."""
+    decoder, weights, inputs = problem(rng, 4, 29, 20, 6, None, score)
+    one = run(NumbaBackend(workers=1), np.float32, decoder, weights, inputs)
+    backend = NumbaBackend(workers=3)
+    parts = []
+    each_worker = backend._each_worker
+    monkeypatch.setattr(backend, "_each_worker", lambda part: parts.append(each_worker(part)))
+    split = run(backend, np.float32, decoder, weights, inputs)
+    assert len(parts) == 2  # forward and backward, each on the 3 workers
+    for name in one:
+        if not name.startswith("grad "):  # the weight gradients are BLAS GEMMs, which may block differently
+            assert np.array_equal(one[name], split[name]), name

@@ -64,12 +64,12 @@ def batch_sizes(url) -> dict[str, float]:
 
 
 async def closed_loop(url, sentences, clients: int, per_request: int, seconds: float) -> dict:
-    latencies, done_sentences = [], 0
+    latencies, done_sentences, rejected = [], 0, 0
     stop_at = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async def client(k, http):
-        nonlocal done_sentences
+        nonlocal done_sentences, rejected
         n = k
         while time.perf_counter() < stop_at:
             batch = [sentences[(n + j) % len(sentences)] for j in range(per_request)]
@@ -77,6 +77,10 @@ async def closed_loop(url, sentences, clients: int, per_request: int, seconds: f
             body = {"q": batch if per_request > 1 else batch[0], "source": "en", "target": "fr"}
             started = time.perf_counter()
             r = await http.post("/translate", json=body)
+            if r.status_code == 429:  # the queue was full (--max-queue): counted, and the client tries again
+                rejected += 1
+                await asyncio.sleep(0.01)
+                continue
             r.raise_for_status()
             latencies.append(time.perf_counter() - started)
             done_sentences += per_request
@@ -86,7 +90,8 @@ async def closed_loop(url, sentences, clients: int, per_request: int, seconds: f
         await asyncio.gather(*(client(k, http) for k in range(clients)))
         elapsed = time.perf_counter() - started
     ms = np.array(latencies) * 1000
-    return {"clients": clients, "requests": len(latencies), "sentences": done_sentences, "seconds": elapsed,
+    return {"clients": clients, "requests": len(latencies), "rejected_429": rejected, "sentences": done_sentences,
+            "seconds": elapsed,
             "sentences_per_s": done_sentences / elapsed, "requests_per_s": len(latencies) / elapsed,
             "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
             "p99_ms": float(np.percentile(ms, 99))}
@@ -106,13 +111,13 @@ def direct_latency(checkpoint, sentences, backend, seconds) -> float:
 
 
 def table(results) -> str:
-    lines = ["| mode | clients | sentences/s | requests/s | p50 ms | p95 ms | p99 ms | batches (size: count) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| mode | clients | sentences/s | requests/s | p50 ms | p95 ms | p99 ms | 429s | batches (size: count) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for mode, levels in results["modes"].items():
         for r in levels:
             sizes = ", ".join(f"<={le}: {n:g}" for le, n in r["batch_sizes"].items() if n)
             lines.append(f"| {mode} | {r['clients']} | {r['sentences_per_s']:.1f} | {r['requests_per_s']:.1f} | "
-                         f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {sizes} |")
+                         f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['rejected_429']} | {sizes} |")
     direct = f"Direct `Seq2Seq.translate` of one sentence: {results['direct_ms']:.2f} ms (median)"
     return "\n".join(lines) + f"\n\n{direct}\n"
 

@@ -223,7 +223,7 @@ MINILSTM_DEVICE double block_sum(double value) {
 }
 
 // The largest of every thread's value over the block, the same in every thread (as block_sum; call __syncthreads()
-// before the next use of the shared array).
+// before the next use of the shared array). A NaN wins (fmax would drop it), so a NaN score is not hidden.
 MINILSTM_DEVICE double block_max(double value) {
     extern __shared__ __align__(16) unsigned char shared_bytes[];
     double* shared = reinterpret_cast<double*>(shared_bytes);
@@ -231,7 +231,7 @@ MINILSTM_DEVICE double block_max(double value) {
     shared[t] = value;
     __syncthreads();
     for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
-        if (t < stride) shared[t] = fmax(shared[t], shared[t + stride]);
+        if (t < stride && !(shared[t] >= shared[t + stride])) shared[t] = shared[t + stride];  // NaN wins
         __syncthreads();
     }
     return shared[0];

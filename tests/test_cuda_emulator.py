@@ -181,12 +181,34 @@ def norm_error(backend) -> float:
     return worst
 
 
+def attention_error(backend) -> float:
+    """The attention weights (masked softmax) and their backward against numpy float64, three launches; rows of 70
+    positions (two warps' reach and more), lengths from 1 to all, each row's maximum at a different real position.
+    The scores sit near -800: a softmax does not change when every score moves alike, so a maximum taken from stale
+    shared memory (small positive sums of the block before) would go unseen, were it not that exp(-800 - it)
+    underflows to 0 and the row's sum with it."""
+    rng = np.random.default_rng(4)
+    worst = 0.0
+    for _ in range(3):
+        scores = rng.standard_normal((4, 3, 70)) * 3 - 800
+        lengths = np.array([70, 33, 1, 65])
+        top = np.array([[0, 31, 69], [32, 5, 20], [0, 0, 0], [64, 1, 40]])
+        scores[np.arange(4)[:, None], np.arange(3)[None, :], top] = scores.max() + 1
+        weights = backend.masked_softmax(scores, lengths)
+        expected = layers.masked_softmax(np, scores, lengths)
+        d_weights = rng.standard_normal(scores.shape)
+        d_scores = backend.masked_softmax_backward(expected, d_weights)
+        expected_d = layers.masked_softmax_backward(np, expected, d_weights)
+        worst = max(worst, relative_error(weights, expected), relative_error(d_scores, expected_d))
+    return worst
+
+
 def run_kernels(name, edit=None) -> float:
     if name == "lstm_persistent.cu":
         return worst_recurrence_error(
             lambda blocks: cuda_emulator.emulated_cupy_backend("persistent", resident_blocks=blocks, edit=edit))
     backend = cuda_emulator.emulated_cupy_backend(edit=edit)
-    return max(softmax_error(backend), norm_error(backend))
+    return max(softmax_error(backend), norm_error(backend), attention_error(backend))
 
 
 @pytest.mark.parametrize("name", ["lstm.cu", "lstm_persistent.cu"])

@@ -212,6 +212,31 @@ PARALLEL_MATMUL_MIN_MACS = 1 << 23
 ATTENTION_MIN_ROWS = 8
 
 
+_ROW_BLOCKS_EXACT = None
+
+
+def row_blocks_exact() -> bool:
+    """Whether this BLAS gives a product's rows the same bits when they are computed in blocks of rows as when
+    computed whole (one thread), checked once per process on a few products, so that NumbaBackend.matmul splits
+    only where that holds. OpenBLAS's SkylakeX sgemm does; its Haswell kernel (AVX2 machines) does not, for any
+    split tried (a row's result depends on how many rows the call has), and there matmul stays one call."""
+    global _ROW_BLOCKS_EXACT
+    if _ROW_BLOCKS_EXACT is None:
+        from threadpoolctl import threadpool_limits
+
+        rng = np.random.default_rng(0)
+        exact = True
+        with threadpool_limits(1, user_api="blas"):
+            for rows, inner, cols in ((64, 256, 1024), (5, 300, 100), (513, 77, 257)):
+                a = rng.standard_normal((inner, rows)).astype(np.float32).T
+                b = rng.standard_normal((inner, cols)).astype(np.float32)
+                half = rows // 2
+                blocks = np.concatenate([np.matmul(a[:half], b), np.matmul(a[half:], b)])
+                exact = exact and blocks.tobytes() == np.matmul(a, b).tobytes()
+        _ROW_BLOCKS_EXACT = exact
+    return _ROW_BLOCKS_EXACT
+
+
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -343,7 +368,7 @@ class NumbaBackend(Backend):
         gradient GEMMs cost a unit-split step more than its time loops gained at batch 16, latent 512."""
         rows = a.shape[0]
         if (_blas_hold is None or self._pool is None or rows < 2 * self.workers
-                or rows * a.shape[1] * b.shape[1] < PARALLEL_MATMUL_MIN_MACS
+                or rows * a.shape[1] * b.shape[1] < PARALLEL_MATMUL_MIN_MACS or not row_blocks_exact()
                 or not self._pool_lock.acquire(blocking=False)):
             return np.matmul(a, b, out=out)
         try:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from minilstm.checkpoint import load_checkpoint
+from minilstm.errors import MinilstmError
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = ["--num-samples", "2000", "--epochs", "3", "--batch-size", "32", "--latent-dim", "128", "--num-decodes", "2",
@@ -160,8 +161,14 @@ def resume_in_pieces(tmp_path, run, before_last=None) -> Path:
     assert first.wait(timeout=300) == 0, first.stderr.read()
     second = start("--resume", out, "--epochs", "2", "--checkpoint-every", "5")
     deadline = time.monotonic() + 120
-    while load_checkpoint(out / "latest").config["training"]["progress"]["step"] == 0 and \
-            time.monotonic() < deadline and second.poll() is None:
+
+    def latest_step():
+        try:  # the running process may be swapping latest/ for a new one right now: then ask again
+            return load_checkpoint(out / "latest").config["training"]["progress"]["step"]
+        except MinilstmError:
+            return 0
+
+    while latest_step() == 0 and time.monotonic() < deadline and second.poll() is None:
         time.sleep(0.005)
     second.kill()
     second.wait()

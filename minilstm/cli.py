@@ -67,7 +67,7 @@ COMMANDS = {
     "train": "train a model (the Keras example by default)",
     "translate": "translate sentences with a checkpoint",
     "evaluate": "loss, accuracy, exact match and more on validation pairs",
-    "convert": "to and from Keras models (.keras, .h5) and PyTorch state dicts (.safetensors)",
+    "convert": "to and from Keras models (.keras, .h5); to PyTorch state dicts (.safetensors) and ONNX (--to onnx)",
     "download": "fetch the full English-French file",
     "serve": "a LibreTranslate-compatible translation server with dynamic batching, and its page",
 }

@@ -8,6 +8,9 @@
 - SRC a checkpoint, DEST ending in ``.safetensors``: a PyTorch state dict for two ``nn.LSTM`` and an ``nn.Linear``,
   with the hyper-parameters and vocabularies in its metadata; stacked and bidirectional models use ``nn.LSTM``'s
   names (``weight_ih_l1_reverse``), and attention models add OpenNMT-py's ``GlobalAttention`` names (below).
+- SRC a checkpoint, DEST a new directory and ``--to onnx`` (or DEST ending in ``.onnx``): ``encoder.onnx``,
+  ``decoder_step.onnx`` and ``vocab.json``, for onnxruntime or any ONNX runtime (every architecture; float32;
+  ``minilstm.onnx_export``).
 
 Attention in the state dict (OpenNMT-py's names, ``nn.Linear`` weights as (out, in)): ``attention.linear_out.weight``
 = output_kernel^T (htilde = tanh(linear_out([c, h])), no bias, for every score); general:
@@ -44,6 +47,7 @@ from .seq2seq import DTYPES, Seq2Seq
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 TORCH_SUFFIX = ".safetensors"
+ONNX_SUFFIX = ".onnx"
 EXAMPLE = ("the Keras example's model: Input(None, V_in) -> LSTM(H, return_state=True); Input(None, V_out) -> "
            "LSTM(H, return_sequences=True, initial_state=the encoder's h and c) -> Dense(V_out, softmax)")
 
@@ -281,7 +285,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minilstm.convert", description=__doc__.split("\n")[0])
     p.add_argument("src", type=Path, help="a .keras/.h5 Keras model, or a checkpoint or run directory")
     p.add_argument("dest", type=Path, help="a new checkpoint directory (from Keras), or a file ending in .keras or "
-                   ".safetensors (from a checkpoint)")
+                   ".safetensors, or a new directory for the ONNX files (from a checkpoint)")
+    p.add_argument("--to", choices=("onnx",), help="from a checkpoint: write ONNX files into the directory DEST "
+                   "(the default for a DEST ending in .onnx)")
     p.add_argument("--data", type=Path, help="from Keras: the pairs the model was trained on (default: the "
                    "built-in first 10,000 pairs)")
     p.add_argument("--num-samples", type=positive_int, default=None, help="from Keras: the first N pairs of "
@@ -294,7 +300,10 @@ def main(argv=None) -> int:
         raise MinilstmError(f"{dest} already exists; convert to a new path (or remove it first)")
     if not dest.parent.is_dir():
         raise MinilstmError(f"{dest.parent} is not a directory; create it first")
+    to_onnx = args.to == "onnx" or dest.suffix.lower() == ONNX_SUFFIX
     if src.is_file() and src.suffix.lower() in KERAS_SUFFIXES:
+        if to_onnx:
+            raise MinilstmError("the ONNX export reads a checkpoint; convert the Keras model to a checkpoint first")
         if dest.suffix.lower() in (*KERAS_SUFFIXES, TORCH_SUFFIX):
             raise MinilstmError(f"from a Keras model DEST is a new checkpoint directory, not a {dest.suffix} file")
         model = keras_to_checkpoint(src, dest, args.data, args.num_samples or 10_000)
@@ -309,10 +318,19 @@ def main(argv=None) -> int:
     if note:
         print(note, file=sys.stderr)
     suffix = dest.suffix.lower()
-    if suffix not in (*KERAS_SUFFIXES, TORCH_SUFFIX):
+    if not to_onnx and suffix not in (*KERAS_SUFFIXES, TORCH_SUFFIX):
         raise MinilstmError(f"from a checkpoint DEST ends in .keras (a Keras model) or .safetensors (a PyTorch "
-                            f"state dict), not {dest.name!r}")
+                            f"state dict), or is a directory for ONNX files with --to onnx, not {dest.name!r}")
+    if to_onnx and suffix in (*KERAS_SUFFIXES, TORCH_SUFFIX):
+        raise MinilstmError(f"--to onnx writes a directory of ONNX files, not a {suffix} file: name DEST without it")
     model = load_checkpoint(path).model
+    if to_onnx:
+        from .onnx_export import export_onnx
+
+        export_onnx(model, dest)
+        print(f"Wrote {dest}: encoder.onnx, decoder_step.onnx and vocab.json (decode them with onnxruntime alone: "
+              "README, \"Convert\")")
+        return 0
     if suffix == TORCH_SUFFIX:
         checkpoint_to_torch(model, dest)
         print(f"Wrote {dest}: a PyTorch state dict for encoder/decoder nn.LSTM and dense nn.Linear"

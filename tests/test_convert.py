@@ -233,7 +233,7 @@ def test_conversion_errors(dataset, tmp_path, capsys):
     refuse(tmp_path / "absent.keras", tmp_path / "a", ["absent.keras not found"])
     refuse(good, checkpoint, "--data", TINY, ["already exists"])
     refuse(good, tmp_path / "a.safetensors", "--data", TINY, ["new checkpoint directory"])
-    refuse(checkpoint, tmp_path / "model.onnx", ["ends in .keras", "model.onnx"])
+    refuse(checkpoint, tmp_path / "model.pt", ["ends in .keras", "--to onnx", "model.pt"])
     refuse(checkpoint, tmp_path / "m.keras", "--data", TINY, ["--data and --num-samples are for a Keras SRC"])
     refuse(checkpoint, tmp_path / "nowhere" / "m.keras", ["is not a directory"])
     refuse(tmp_path / "ck" / "config.json", tmp_path / "m.keras", ["neither a Keras model"])

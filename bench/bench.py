@@ -4,17 +4,23 @@
     python bench/bench.py --quick                # under a minute; a test runs it so the benchmark cannot rot
 
 Cases: one training step (forward + backward + RMSprop; median over many steps after warm-up), one full epoch
-(all training steps + validation), greedy decoding of the validation sentences (batched vs one at a time), and a
-sweep of the training step over batch size and latent size. Contestants are interleaved (round-robin, a few steps
-each) so that drifting machine load hits them all alike; ratios are to PyTorch on the same device.
+(all training steps + validation), greedy decoding of the validation sentences (batched vs one at a time; every
+contestant warmed up untimed first; onnxruntime joins here, running our ONNX export with the README's loop), and a
+sweep of the training step over batch size and latent size. Decoding runs with the untrained weights (Keras's
+initial ones: no sentence ends early, every row runs to the length limit: ``decode_*_to_limit``) and, given
+``--checkpoint``, with those trained weights (``decode_*_trained``), the same weights for every contestant.
+Contestants are interleaved (round-robin, a few steps each) so that drifting machine load hits them all alike;
+ratios are to PyTorch on the same device (and to onnxruntime where it ran).
 """
 
 import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,6 +116,44 @@ class TorchContestant:
 
     def synchronize(self):
         self.model.synchronize()
+
+
+class OnnxRuntimeContestant:
+    """onnxruntime (``intra_op_num_threads`` = threads) running minilstm's ONNX export of the same weights, decoded
+    by the README's onnxruntime-only loop exactly as written there (batched greedy, finished rows dropped)."""
+
+    def __init__(self, dataset, latent_dim, dtype, threads):
+        import onnxruntime  # noqa: F401 - fail here (skipped) when it is not installed
+
+        readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+        code = re.search(r"<!-- onnx-example -->\n```python\n(.*?)```", readme, re.S).group(1)
+        namespace = {}
+        exec(compile(code[: code.index("\nprint(onnx_translate")], "README.md:onnx-example", "exec"), namespace)
+        self._load, self._translate = namespace["load"], namespace["onnx_translate"]
+        self.name, self.device, self.threads = "onnxruntime-cpu", "cpu", threads
+        self.model = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                             dataset.max_decoder_len, latent_dim, dtype).initialize(0)
+        self._folder = tempfile.TemporaryDirectory(prefix="bench-onnx-")
+        self._sessions = None
+
+    def set_weights(self, weights):
+        self.model.set_weights(weights)
+        self._sessions = None
+
+    def decode(self, texts, batch_size):
+        if self._sessions is None:  # export (again) after new weights
+            from minilstm.onnx_export import export_onnx
+
+            folder = Path(self._folder.name) / f"model-{time.monotonic_ns()}"
+            export_onnx(self.model, folder)
+            self._sessions = self._load(str(folder), self.threads)
+        out = []
+        for k in range(0, len(texts), batch_size):
+            out += self._translate(self._sessions, texts[k : k + batch_size])
+        return out
+
+    def synchronize(self):
+        pass
 
 
 def make_contestants(names, dataset, latent_dim, dtype, threads):
@@ -219,16 +263,21 @@ def time_epoch(contestant, dataset, train_idx, val_idx, batch_size, seed=0):
 
 
 def markdown(records, title):
-    rows = [f"\n### {title}\n", "| case | contestant | batch | latent | median | vs PyTorch (same device) |",
-            "| --- | --- | --- | --- | --- | --- |"]
-    peer = {(r["case"], r["batch"], r["latent_dim"], r["device"]): r["median_s"] for r in records
-            if r["contestant"].startswith("pytorch")}
+    rows = [f"\n### {title}\n", "| case | contestant | batch | latent | median | vs PyTorch (same device) | "
+            "vs onnxruntime |", "| --- | --- | --- | --- | --- | --- | --- |"]
+
+    def peer(prefix):
+        return {(r["case"], r["batch"], r["latent_dim"], r["device"]): r["median_s"] for r in records
+                if r["contestant"].startswith(prefix)}
+
+    torch_times, onnx_times = peer("pytorch"), peer("onnxruntime")
     for r in records:
-        ref = peer.get((r["case"], r["batch"], r["latent_dim"], r["device"]))
-        ratio = f"{r['median_s'] / ref:.2f}x" if ref else "-"
+        key = (r["case"], r["batch"], r["latent_dim"], r["device"])
+        ratios = [f"{r['median_s'] / ref[key]:.2f}x" if key in ref else "-" for ref in (torch_times, onnx_times)]
         value = r["median_s"]
         shown = f"{value * 1e3:.1f} ms" if value < 10 else f"{value:.1f} s"
-        rows.append(f"| {r['case']} | {r['contestant']} | {r['batch']} | {r['latent_dim']} | {shown} | {ratio} |")
+        rows.append(f"| {r['case']} | {r['contestant']} | {r['batch']} | {r['latent_dim']} | {shown} | "
+                    f"{' | '.join(ratios)} |")
     return "\n".join(rows)
 
 
@@ -266,6 +315,7 @@ def main(argv=None):
                    help="minilstm backends to time (default: numpy, numba, and both cupy recurrences where a GPU is "
                    "usable); numba:rows, numba:units force the numba backend's split")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-onnxruntime", action="store_true", help="leave onnxruntime out of the decode case")
     p.add_argument("--torch-devices", default="cpu,cuda",
                    help="where PyTorch runs: cpu, cuda (where there is a GPU), or both (default)")
     p.add_argument("--dtype", default="float32")
@@ -282,8 +332,8 @@ def main(argv=None):
     p.add_argument("--turn-warmup", type=float, default=0.1,
                    help="seconds of untimed steps at the start of each contestant's turn, after the pause, so that "
                    "timed steps run back to back as in training (0: none, as before this option)")
-    p.add_argument("--checkpoint", type=Path, help="decode with these trained weights (default: untrained ones, "
-                   "which rarely emit the end character, so every sentence runs to the length limit)")
+    p.add_argument("--checkpoint", type=Path, help="decode with these trained weights too (the untrained ones, "
+                   "which rarely emit the end character, so every sentence runs to the length limit, always)")
     args = p.parse_args(argv)
     cases = set(args.cases.split(","))
     dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
@@ -348,29 +398,48 @@ def main(argv=None):
             seconds = time_epoch(c, dataset, train_idx, val_idx, 64)
             record("epoch", c.name, c.device, 64, 256, seconds, 1)
     if "decode" in cases:
-        if args.checkpoint:
-            from minilstm.checkpoint import load_checkpoint
-
-            trained = load_checkpoint(args.checkpoint).model.get_weights()
-            for c in contestants:
-                (c.model.set_weights if isinstance(c, MinilstmContestant) else c.model.load_keras_weights)(trained)
         texts = [dataset.input_texts[k] for k in val_idx]
         if args.quick:
             texts = texts[:100]
-        for c in contestants:
-            if args.quick and c.name == "minilstm-numpy":
-                continue
-            c.synchronize()
-            start = time.perf_counter()
-            batched = c.decode(texts, 512)
-            c.synchronize()
-            record("decode_batched", c.name, c.device, len(texts), 256, time.perf_counter() - start, 1,
-                   checkpoint=str(args.checkpoint) if args.checkpoint else None)
-            start = time.perf_counter()
-            one_by_one = [c.decode([t], 1)[0] for t in texts]
-            c.synchronize()
-            record("decode_one_by_one", c.name, c.device, len(texts), 256, time.perf_counter() - start, 1,
-                   identical=batched == one_by_one)
+        decoders = [c for c in contestants if not (args.quick and c.name == "minilstm-numpy")]
+        if not args.no_onnxruntime:
+            try:
+                decoders.append(OnnxRuntimeContestant(dataset, 256, args.dtype, args.threads))
+            except ImportError as e:
+                print(f"# skipping onnxruntime: {e} (pip install '.[onnx]')", file=sys.stderr)
+        untrained = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                            dataset.max_decoder_len, 256, args.dtype).initialize(0).get_weights()
+        weight_sets = [("to_limit", untrained)]
+        if args.checkpoint:
+            from minilstm.checkpoint import load_checkpoint
+
+            weight_sets.append(("trained", load_checkpoint(args.checkpoint).model.get_weights()))
+        for label, weights in weight_sets:
+            for c in decoders:  # the same weights for every contestant
+                if isinstance(c, TorchContestant):
+                    c.model.load_keras_weights(weights)
+                elif isinstance(c, OnnxRuntimeContestant):
+                    c.set_weights(weights)
+                else:
+                    c.model.set_weights(weights)
+            reference = None
+            for c in decoders:
+                c.decode(texts[:512], 512)  # untimed warm-up: compiles, caches, thread pools
+                for text in texts[:3]:
+                    c.decode([text], 1)
+                c.synchronize()
+                start = time.perf_counter()
+                batched = c.decode(texts, 512)
+                c.synchronize()
+                reference = batched if reference is None else reference
+                record(f"decode_batched_{label}", c.name, c.device, len(texts), 256, time.perf_counter() - start, 1,
+                       checkpoint=str(args.checkpoint) if label == "trained" else None,
+                       mean_chars=float(np.mean([len(t) for t in batched])), same_as_first=batched == reference)
+                start = time.perf_counter()
+                one_by_one = [c.decode([t], 1)[0] for t in texts]
+                c.synchronize()
+                record(f"decode_one_by_one_{label}", c.name, c.device, len(texts), 256,
+                       time.perf_counter() - start, 1, identical=batched == one_by_one)
     if "sweep" in cases:
         batches, latents = ((1, 64), (64,)) if args.quick else ((1, 16, 64, 256), (64, 256, 512))
         if args.sweep_batches:

@@ -18,9 +18,13 @@ def test_bench_quick(tmp_path):
     records = json.loads(out.read_text())
     cases = {(r["case"], r["contestant"]) for r in records}
     assert ("train_step", "minilstm-numba") in cases
-    assert ("decode_batched", "minilstm-numba") in cases
+    assert ("decode_batched_to_limit", "minilstm-numba") in cases
+    assert ("decode_batched_to_limit", "onnxruntime-cpu") in cases  # the test extra installs onnxruntime
     assert all(r["median_s"] > 0 and r["device"] for r in records)
     assert all(r.get("identical", True) for r in records), "batched and one-by-one decodes differ"
+    decodes = [r for r in records if r["case"] == "decode_batched_to_limit"]
+    assert all(r["same_as_first"] for r in decodes), "contestants decode the same weights differently"
+    assert all(r["mean_chars"] > 50 for r in decodes), "untrained weights should run (nearly) every row to the limit"
     assert "| train_step | minilstm-numba | 64 | 256 |" in result.stdout
     assert (tmp_path / "quick.png").stat().st_size > 0
 

@@ -467,6 +467,26 @@ class AttentionDecoder:
 
     # -- step by step (decoding) ---------------------------------------------------------------------------------
 
+    def compiled_greedy(self, backend) -> bool:
+        """Whether ``backend`` runs ``greedy_decode`` as one call (numba, input feeding, every score)."""
+        return self.input_feed and backend.attention_greedy_decode is not None and self._compiled(backend)
+
+    def greedy_decode(self, params, state: "DecoderState", dense_kernel, dense_bias, start_id, end_id, tokens,
+                      maps=None):
+        """Greedy decoding from ``start``'s state in one backend call (``compiled_greedy``): ``tokens`` (B, steps),
+        filled with END, gets each row's characters, ``maps`` (B, steps, S) (or None) their attention weights; the
+        same bits as ``step`` followed by the output layer and an argmax, step after step."""
+        cells = [cell for _, _, cell in self.lstm.cells()]
+        kernel0 = params[f"{cells[0]}.kernel"]
+        concat = None if self.attention.score != "concat" else tuple(
+            self.attention._w(params, key) for key in ("query_kernel", "query_bias", "score_vector"))
+        params.backend.attention_greedy_decode(
+            kernel0, [params[f"{cell}.bias"] for cell in cells],
+            [kernel0[self.vocab_size :]] + [params[f"{cell}.kernel"] for cell in cells[1:]],
+            [params[f"{cell}.recurrent_kernel"] for cell in cells], self.attention._w(params, "output_kernel"),
+            dense_kernel, dense_bias, state.memory.memory, state.memory.keys, state.memory.lengths, state.h, state.c,
+            concat, start_id, end_id, tokens, maps)
+
     def start(self, params, initial_state, memory, lengths=None) -> DecoderState:
         """The state before the first step: (h0, c0) each (L, B, H), memory (S, B, M)."""
         xp = params.backend.xp

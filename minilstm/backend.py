@@ -97,6 +97,9 @@ class Backend:
     attention_feed_forward = None
     attention_feed_backward = None
     attention_feed_scores = ()
+    # Batched greedy decoding of an input-feeding attention model as one call: attention_greedy_decode(...), arguments
+    # as in ``NumbaBackend``. None: the step-by-step loop in ``Seq2Seq.greedy_decode_ids``.
+    attention_greedy_decode = None
 
     def gather_rows_add(self, table, ids, bias, out=None):
         return layers.gather_rows_add(self.xp, table, ids, bias, out)
@@ -496,32 +499,60 @@ class NumbaBackend(Backend):
         empty = np.empty((0, 0, 0), dtype=dtype)
         return tuple(empty if a is None else a for a in arrays)
 
+    def _packed_attention_forward(self, input_kernels, recurrent_kernels, output_kernel, concat, dtype):
+        """The forward loops' packed weights: per layer ``pack_gates([input kernel; recurrent_kernel])``,
+        ``pack_backward(output_kernel.T)`` and, for concat (``concat`` = (query_kernel, query_bias, score_vector)),
+        (``pack_backward(query_kernel.T)``, query_bias, score_vector); arrays with no elements otherwise."""
+        attn, loops = self.attention_loops, self.time_loops
+        if concat is None:
+            empty = np.empty(0, dtype=dtype)
+            concat = (empty, empty, empty)
+        else:
+            query_kernel, query_bias, score_vector = concat
+            concat = (self._packed(loops.pack_backward, np.ascontiguousarray(query_kernel.T),
+                                   loops.packed_backward_size_for(query_kernel.shape[1], query_kernel.shape[0], dtype)),
+                      np.ascontiguousarray(query_bias), np.ascontiguousarray(score_vector))
+        units = recurrent_kernels[0].shape[0]
+        packed_gates = np.empty((len(recurrent_kernels), attn.packed_gates_size(2 * units, units, dtype)), dtype=dtype)
+        for layer, pair in enumerate(zip(input_kernels, recurrent_kernels, strict=True)):
+            attn.pack_gates(np.concatenate(pair), packed_gates[layer])
+        packed_output = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel.T),
+                                     loops.packed_backward_size_for(units, output_kernel.shape[0], dtype))
+        return tuple(packed_gates), packed_output, concat
+
     def attention_feed_forward(self, gates, input_kernels, recurrent_kernels, output_kernel, memory, keys, lengths, hs,
                                cs, feeds, layer_inputs, masks, queries, weights, context, outputs, concat=None):
         """The input-feeding decoder's forward time loop (``numba_attention.attention_feed_forward``, whose doc
         names the arrays); per-layer arguments are lists, ``input_kernels[0]`` the last H rows of layer 0's kernel;
         ``concat``: (query_kernel, query_bias, score_vector, hidden) for the concat score."""
-        attn, loops, dtype = self.attention_loops, self.time_loops, feeds.dtype
-        empty = np.empty(0, dtype=dtype)
-        if concat is None:
-            concat = (empty, empty, empty, np.empty((0, 0, 0, 0), dtype=dtype))
-        else:
-            query_kernel, query_bias, score_vector, hidden = concat
-            concat = (self._packed(loops.pack_backward, np.ascontiguousarray(query_kernel.T),
-                                   loops.packed_backward_size_for(query_kernel.shape[1], query_kernel.shape[0], dtype)),
-                      np.ascontiguousarray(query_bias), np.ascontiguousarray(score_vector), hidden)
-        units = recurrent_kernels[0].shape[0]
-        packed_gates = np.empty((len(gates), attn.packed_gates_size(2 * units, units, dtype)), dtype=dtype)
-        for layer, pair in enumerate(zip(input_kernels, recurrent_kernels, strict=True)):
-            attn.pack_gates(np.concatenate(pair), packed_gates[layer])
-        packed_output = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel.T),
-                                     loops.packed_backward_size_for(units, output_kernel.shape[0], dtype))
+        attn, dtype = self.attention_loops, feeds.dtype
+        packed_gates, packed_output, packed_concat = self._packed_attention_forward(
+            input_kernels, recurrent_kernels, output_kernel, None if concat is None else concat[:3], dtype)
+        hidden = np.empty((0, 0, 0, 0), dtype=dtype) if concat is None else concat[3]
         memory, keys, lengths = (np.ascontiguousarray(a) for a in (memory, keys, lengths))
-        gates, packed_gates, hs, cs = tuple(gates), tuple(packed_gates), tuple(hs), tuple(cs)
+        gates, hs, cs = tuple(gates), tuple(hs), tuple(cs)
         layer_inputs, masks = self._layer_arrays(layer_inputs, dtype), self._layer_arrays(masks, dtype)
         self._attention_rows(feeds.shape[1], lambda first, stop: attn.attention_feed_forward(
             gates, packed_gates, packed_output, memory, keys, lengths, hs, cs, feeds, layer_inputs, masks, queries,
-            weights, context, outputs, concat, attn.GROUP, first, stop))
+            weights, context, outputs, (*packed_concat, hidden), attn.GROUP, first, stop))
+
+    def attention_greedy_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
+                                dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, tokens, maps):
+        """Batched greedy decoding of an input-feeding attention model in one call
+        (``numba_attention.attention_greedy_decode``); weights as ``attention_feed_forward`` takes them, plus
+        layer 0's whole ``kernel0`` and every layer's bias; ``concat``: (query_kernel, query_bias, score_vector) or
+        None; ``maps`` (B, steps, S) or None."""
+        attn, loops, dtype = self.attention_loops, self.time_loops, h0.dtype
+        packed_gates, packed_output, packed_concat = self._packed_attention_forward(
+            input_kernels, recurrent_kernels, output_kernel, concat, dtype)
+        packed_dense = self._packed(loops.pack_backward, np.ascontiguousarray(dense_kernel.T),
+                                    loops.packed_backward_size_for(dense_kernel.shape[1], dense_kernel.shape[0], dtype))
+        maps = np.empty((0, 0, 0), dtype=dtype) if maps is None else maps
+        memory, keys, lengths, h0, c0 = (np.ascontiguousarray(a) for a in (memory, keys, lengths, h0, c0))
+        biases = tuple(np.ascontiguousarray(b) for b in biases)
+        self._attention_rows(tokens.shape[0], lambda first, stop: attn.attention_greedy_decode(
+            kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, memory, keys, lengths, h0, c0,
+            packed_concat, start_id, end_id, tokens, maps, attn.GROUP, first, stop))
 
     def attention_feed_backward(self, gates, cs, masks, input_kernels, recurrent_kernels, output_kernel, memory, keys,
                                 lengths, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys,

@@ -379,3 +379,123 @@ def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, key
                             d_above[r, k] = d_step[r, k] * mask[k]
                     else:
                         d_above[r] = d_step[r, :units]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batched greedy decoding of the input-feeding decoder: every step of every layer, the attention, the output layer
+# and the argmax in one call.
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def attention_greedy_decode(kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, memory, keys,
+                            lengths, h0, c0, concat, start_id, end_id, tokens, maps, group, row_start, row_stop):
+    """The example's greedy loop for rows [row_start, row_stop) of an input-feeding attention model: feed START,
+    take the argmax of the logits (the first of equal maxima), feed it back; a row stops at its END. Each step is
+    ``attention_feed_forward``'s step (the same operations in the same order, so a row gets the bits the step API
+    gives it) followed by the output layer (``numba_recurrence._dense``'s product) and the argmax.
+
+    ``kernel0``: layer 0's kernel (its first V rows are gathered for the previous token); ``biases``,
+    ``packed_gates``: per layer, as ``attention_feed_forward`` takes them; ``packed_dense``:
+    ``pack_backward(dense_kernel.T)``; ``memory``, ``keys``, ``lengths`` as there; ``h0``, ``c0`` (L, B, H): the
+    initial states; ``concat``: (``pack_backward(query_kernel.T)``, query_bias, score_vector), arrays with no
+    elements for the other scores. ``tokens`` (B, steps), filled with END first, gets each row's characters;
+    ``maps`` (B, steps, S) (or no elements) each step's attention weights. A group's finished rows are dropped (the
+    rest move up), so late steps only compute the sentences still going."""
+    packed_query, query_bias, score_vector = concat
+    is_concat = score_vector.shape[0] > 0
+    layers = len(packed_gates)
+    units = h0.shape[2]
+    four_units = 4 * units
+    positions, mem_size = memory.shape[1], memory.shape[2]
+    vocab = dense_bias.shape[0]
+    keep_maps = maps.shape[0] > 0
+    dtype = h0.dtype
+    h, c = np.empty((layers, group, units), dtype=dtype), np.empty((layers, group, units), dtype=dtype)
+    h_new, c_new = np.empty_like(h), np.empty_like(c)
+    feed = np.empty((group, units), dtype=dtype)
+    keys_t = np.empty((group, units, positions), dtype=dtype)
+    x = np.empty((group, 2 * units), dtype=dtype)
+    z = np.empty((group, four_units), dtype=dtype)
+    gates = np.empty((group, four_units), dtype=dtype)
+    joined = np.empty((group, mem_size + units), dtype=dtype)
+    pre = np.empty((group, units), dtype=dtype)
+    q = np.empty((group, score_vector.shape[0]), dtype=dtype)
+    hidden = np.empty((positions, score_vector.shape[0]), dtype=dtype)
+    scores = np.empty(positions, dtype=dtype)
+    weights = np.empty((group, positions), dtype=dtype)
+    context = np.empty((group, mem_size), dtype=dtype)
+    logits = np.empty((group, vocab), dtype=dtype)
+    sentence = np.empty(group, dtype=np.int64)
+    prev = np.empty(group, dtype=np.int64)
+    spill = np.empty(4 * simd.lanes_of(h0), dtype=dtype)
+    x_flat, z_flat, joined_flat, pre_flat = x.reshape(-1), z.reshape(-1), joined.reshape(-1), pre.reshape(-1)
+    for first in range(row_start, row_stop, group):
+        going = min(group, row_stop - first)
+        for r in range(going):
+            b = first + r
+            sentence[r], prev[r] = b, start_id
+            for layer in range(layers):
+                h[layer, r], c[layer, r] = h0[layer, b], c0[layer, b]
+            feed[r] = 0.0
+        if not is_concat:
+            _transpose_rows(keys, first, going, keys_t)
+        for step in range(tokens.shape[1]):
+            for layer in range(layers):
+                bias = biases[layer]
+                for r in range(going):
+                    x[r, :units] = feed[r] if layer == 0 else h_new[layer - 1, r]
+                    x[r, units:] = h[layer, r]
+                    if layer == 0:  # the token's rows of the kernel: numba_kernels.gather_rows_add
+                        token_row = kernel0[prev[r]]
+                        for k in range(four_units):
+                            gates[r, k] = token_row[k] + bias[k]
+                    else:
+                        gates[r] = bias
+                _gate_panels(x_flat, going, 2 * units, units, packed_gates[layer], z_flat, spill)
+                lstm_cell_forward(gates[:going], z[:going], c[layer, :going], c_new[layer, :going],
+                                  h_new[layer, :going])
+            top = h_new[layers - 1]
+            if is_concat:
+                _multiply(top.reshape(-1), 0, going, units, packed_query, q.reshape(-1), q.shape[1], spill)
+            for r in range(going):
+                b = sentence[r]
+                if is_concat:
+                    q_row = q[r]
+                    for a in range(q_row.shape[0]):
+                        q_row[a] += query_bias[a]
+                    _concat_scores(q_row, keys[b], score_vector, hidden, scores)
+                else:
+                    _dot_scores(top[r], keys_t[r], scores)
+                _softmax_context(scores, lengths[b], memory[b], weights[r], context[r])
+                joined[r, :mem_size] = context[r]
+                joined[r, mem_size:] = top[r]
+            _multiply(joined_flat, 0, going, mem_size + units, packed_output, pre_flat, units, spill)
+            for r in range(going):
+                for k in range(units):
+                    feed[r, k] = act_tanh(pre[r, k])
+            _multiply(feed.reshape(-1), 0, going, units, packed_dense, logits.reshape(-1), vocab, spill)
+            kept = 0
+            for r in range(going):
+                row = logits[r]
+                for k in range(vocab):
+                    row[k] += dense_bias[k]
+                best = 0
+                for k in range(1, vocab):
+                    if row[k] > row[best]:
+                        best = k
+                b = sentence[r]
+                tokens[b, step] = best
+                if keep_maps:
+                    maps[b, step] = weights[r]
+                if best != end_id:  # still going: into place ``kept`` (kept <= r: that slot's row is done with)
+                    sentence[kept], prev[kept] = b, best
+                    for layer in range(layers):
+                        h[layer, kept], c[layer, kept] = h_new[layer, r], c_new[layer, r]
+                    if kept != r:
+                        feed[kept] = feed[r]
+                        if not is_concat:
+                            keys_t[kept] = keys_t[r]
+                    kept += 1
+            going = kept
+            if going == 0:
+                break

@@ -359,6 +359,15 @@ class Seq2Seq:
         maps = None
         if attention_maps is not None and self.attention is not None:
             maps = np.zeros((batch, self.max_decoder_len + 1, np.shape(encoder_input_ids)[1]))
+        if self.attention is not None and self.attention_decoder.compiled_greedy(self.backend):
+            if maps is not None:
+                maps = maps.astype(self.dtype)
+            self.attention_decoder.greedy_decode(p, state, p["dense.kernel"], p["dense.bias"], start_id, end_id,
+                                                 tokens, maps)
+            if maps is not None:  # each row's steps up to and with its END
+                ends = [row.index(end_id) + 1 if end_id in row else len(row) for row in tokens.tolist()]
+                attention_maps.extend(maps[k, : ends[k]].astype(np.float64) for k in range(batch))
+            return _cut_at_end(tokens.tolist(), end_id)
         active = np.arange(batch)  # rows still decoding; finished ones are dropped, so late steps are cheap
         prev = xp.full(batch, start_id, dtype=np.int64)
         steps_run = np.zeros(batch, dtype=np.int64)

@@ -95,12 +95,14 @@ def assert_close(actual, expected, dtype, names=None):
 class CountCalls:
     """Wraps the backend's operations to count calls: the compiled loops and the reference's per-step cell."""
 
-    NAMES = ("attention_feed_forward", "attention_feed_backward", "lstm_cell_forward", "lstm_cell_backward")
+    NAMES = ("attention_feed_forward", "attention_feed_backward", "attention_greedy_decode", "lstm_cell_forward",
+             "lstm_cell_backward")
 
     def __init__(self, monkeypatch, backend):
         self.calls = dict.fromkeys(self.NAMES, 0)
         for name in self.NAMES:
-            monkeypatch.setattr(backend, name, self._counted(name, getattr(backend, name)))
+            if getattr(backend, name) is not None:  # None: the backend does not have it
+                monkeypatch.setattr(backend, name, self._counted(name, getattr(backend, name)))
 
     def _counted(self, name, function):
         def counted(*args, **kwargs):
@@ -225,3 +227,41 @@ def test_rows_split_over_workers_give_the_same_bits(monkeypatch, rng, score):
     for name in one:
         if not name.startswith("grad "):  # the weight gradients are BLAS GEMMs, which may block differently
             assert np.array_equal(one[name], split[name]), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("score,layers,units,batch,positions,workers", [
+    ("dot", 1, 3, 1, 1, 1), ("general", 1, 16, 21, 5, 1), ("concat", 1, 17, 37, 4, 2), ("general", 2, 33, 19, 9, 2),
+    ("dot", 3, 8, 40, 6, 3), ("concat", 2, 5, 3, 2, 1)])
+def test_compiled_greedy_decoding_equals_the_step_loop(monkeypatch, rng, dtype, score, layers, units, batch,
+                                                       positions, workers):
+    """``greedy_decode_ids`` of an input-feeding model as one compiled call (``attention_greedy_decode``) gives
+    the step-by-step loop's tokens and attention maps bit for bit, rows ending at different steps (dropped from
+    their group as they end) or running to the length limit; mixed source lengths, stacked layers, rows split over
+    workers."""
+    backend = NumbaBackend(workers=workers)
+    vocab_in, vocab_out = Vocab(list(" abcdefg")), Vocab(list("\t\n ABCDE"))
+    model = Seq2Seq(backend, vocab_in, vocab_out, positions, 14, units, dtype, attention=score,
+                    encoder_layers=layers, decoder_layers=layers).initialize(int(rng.integers(1 << 30)))
+    weights = {k: v + 0.5 * rng.standard_normal(v.shape) for k, v in model.get_weights().items()}
+    enc = rng.integers(0, len(vocab_in), (batch, positions))
+    lengths = rng.integers(1, positions + 1, batch)
+    end = vocab_out.index["\n"]
+    for end_bias in np.linspace(-3, 3, 13):  # END made likely enough that rows end at many different steps
+        weights["dense.bias"][end] = end_bias
+        model.set_weights(weights)
+        if len({len(row) for row in model.greedy_decode_ids(enc, lengths)}) > min(3, batch - 1):
+            break
+    counter = CountCalls(monkeypatch, backend)
+    compiled_maps = []
+    compiled = model.greedy_decode_ids(enc, lengths, compiled_maps)
+    assert counter.calls["attention_greedy_decode"] == 1 and counter.calls["attention_feed_forward"] == 0
+    monkeypatch.setattr(backend, "attention_greedy_decode", None)
+    stepped_maps = []
+    stepped = model.greedy_decode_ids(enc, lengths, stepped_maps)
+    assert counter.calls["attention_feed_forward"] >= 1
+    assert compiled == stepped
+    for a, b in zip(compiled_maps, stepped_maps, strict=True):
+        assert a.dtype == b.dtype == np.float64 and np.array_equal(a, b)
+    if batch > 20:  # the case this is about: rows leave the loop at different steps
+        assert len({len(row) for row in compiled}) > 3, [len(row) for row in compiled]

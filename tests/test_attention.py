@@ -266,26 +266,33 @@ def test_logits_loss_and_gradients_match_pytorch(cpu_backend, rng, score, input_
 @pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
 @pytest.mark.parametrize("batch,units,enc_len,layers", [(1, 3, 1, 1), (5, 7, 4, 1), (3, 4, 3, 2)])
 def test_numba_equals_numpy(rng, dtype, tolerance, score, input_feed, batch, units, enc_len, layers):
-    """Loss and every gradient. In float32 a gradient that is a sum of many cancelling terms (a bias of a tiny
-    model: norm ~1e-5 from terms ~1e-3) carries float32's rounding of the terms, not of the result: where numpy's
-    own float32 gradient is further than 1e-5 from the float64 one, numba's may differ from numpy's by twice that
-    distance (both within it of the exact value), never by more."""
+    """Loss and every gradient. Float64 checks the math: numba's gradients are numpy's to 1e-12, each relative to
+    its own norm. Float32 checks that the same code keeps float32's accuracy, relative to the scale the optimizer
+    sees, the norm of the whole gradient: a gradient that is a sum of many cancelling terms (a bias of a tiny model,
+    norm ~1e-5 from terms ~1e-3) carries float32's rounding of the terms, not of its result, so its error relative to
+    its own norm reached 1.7e-4 in numpy's float32 as in numba's (both measured against float64 over 40 draws)
+    and says nothing about either; held to its own norm this test failed on a third of the draws."""
     numba_backend = pytest.importorskip("numba") and get_backend("numba")
     seed = int(rng.integers(1000))
     kwargs = dict(units=units, enc_len=enc_len, layers=layers, dropout=0.25 if layers > 1 else 0.0, seed=seed)
     reference = attention_model(NUMPY, score, input_feed, dtype=dtype, **kwargs)
     fast = attention_model(numba_backend, score, input_feed, dtype=dtype, **kwargs)
-    exact = attention_model(NUMPY, score, input_feed, dtype="float64", **kwargs)
     arrays = random_attention_batch(rng, reference, batch)
     options = {"source_lengths": arrays[3], "dropout_seed": 4 if layers > 1 else None}
     loss_ref, _ = reference.forward_backward(*arrays[:3], **options)
     loss_fast, _ = fast.forward_backward(*arrays[:3], **options)
-    exact.forward_backward(*arrays[:3], **options)
     assert abs(float(loss_fast) - float(loss_ref)) <= tolerance * abs(float(loss_ref))
-    for name, grad in reference.grads.items():
-        own_error = relative_error(grad, exact.grads[name]) if dtype == "float32" else 0.0
-        bound = tolerance if own_error <= 1e-5 else 2 * own_error
-        assert relative_error(fast.grads[name], grad) < bound, (name, own_error)
+    if dtype == "float64":
+        for name, grad in reference.grads.items():
+            assert relative_error(fast.grads[name], grad) < tolerance, name
+        return
+    exact = attention_model(NUMPY, score, input_feed, dtype="float64", **kwargs)
+    exact.forward_backward(*arrays[:3], **options)
+    scale = np.linalg.norm(exact.grads.flat)
+    for name, expected in exact.grads.items():
+        for who, model in (("numpy", reference), ("numba", fast)):
+            error = np.linalg.norm(model.grads[name] - expected) / scale
+            assert error < tolerance, (who, name, error)
 
 
 # ---------------------------------------------------------------------------------------------------------------

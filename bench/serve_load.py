@@ -10,16 +10,24 @@ sentence per request (the checkpoint's validation pairs), waits for the answer, 
 server does) and ``lists32`` (batched, clients sending lists of 32 sentences). Reported per level: sentences/s,
 requests/s, p50/p95/p99 request latency, and the batch sizes the server decoded (from its /metrics); plus the
 latency of a direct ``Seq2Seq.translate`` call on one sentence, the floor a request pays over loopback. Traffic
-goes to 127.0.0.1 only; every run is bounded by ``--seconds`` per level. The clients run in this process and share
-the machine's cores with the server: on a 2-core machine they take a share of the CPU the server would have.
+goes to 127.0.0.1 only; every run is bounded by ``--seconds`` per level.
+
+The clients share the machine's cores with the server. ``--client wrk`` (the default where ``wrk`` is installed:
+``apt-get install wrk``) runs them in wrk, an event-driven C load generator, one thread, one keep-alive connection
+per client, each request's body from a Lua script cycling through the sentences: a few microseconds of CPU per
+request. ``--client httpx`` runs them in this process as asyncio tasks of httpx (~2-3 ms of Python per request on
+these cores): on a 2-core machine such clients take much of the CPU the server would have, and they, not the
+server, set the throughput of one-sentence requests (measured: 94 sentences/s at 64 clients, batched or not).
 """
 
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,6 +105,52 @@ async def closed_loop(url, sentences, clients: int, per_request: int, seconds: f
             "p99_ms": float(np.percentile(ms, 99))}
 
 
+WRK_SCRIPT = """
+local bodies = {%s}
+local next_body = 0
+request = function()
+  next_body = next_body %% #bodies + 1
+  return wrk.format("POST", "/translate", {["Content-Type"] = "application/json"}, bodies[next_body])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%d %%d %%d %%d %%f %%f %%f\\n", summary.requests, summary.duration,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def wrk_closed_loop(url, sentences, clients: int, per_request: int, seconds: float) -> dict:
+    """``closed_loop`` run by wrk: ``clients`` connections on one thread for ``seconds`` (whole seconds, at least
+    1). A non-2xx answer (429: the queue was full) counts as rejected, not as a request done; any socket error stops
+    the run."""
+    bodies = []
+    for k in range(0, len(sentences), per_request):
+        batch = [sentences[(k + j) % len(sentences)] for j in range(per_request)]
+        body = json.dumps({"q": batch if per_request > 1 else batch[0], "source": "en", "target": "fr"})
+        bodies.append("[==[" + body + "]==]")  # JSON is ASCII here (ensure_ascii): a safe Lua long string
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % ",".join(bodies))
+    try:
+        result = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "60s",
+                                 "-s", script.name, url], capture_output=True, text=True, timeout=seconds + 120)
+        if result.returncode:
+            raise SystemExit(f"wrk failed: {result.stderr.strip() or result.stdout.strip()}")
+        out = result.stdout
+    finally:
+        Path(script.name).unlink()
+    fields = next(line for line in out.splitlines() if line.startswith("RESULT ")).split()[1:]
+    requests, duration_us, rejected, socket_errors = map(int, fields[:4])
+    if socket_errors:
+        raise SystemExit(f"wrk saw {socket_errors} socket errors at {clients} clients:\n{out}")
+    p50, p95, p99 = (float(x) / 1000 for x in fields[4:])
+    done = requests - rejected
+    elapsed = duration_us / 1e6
+    return {"clients": clients, "requests": done, "rejected_429": rejected, "sentences": done * per_request,
+            "seconds": elapsed, "sentences_per_s": done * per_request / elapsed, "requests_per_s": done / elapsed,
+            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "client": "wrk"}
+
+
 def direct_latency(checkpoint, sentences, backend, seconds) -> float:
     """Median ms of ``Seq2Seq.translate([one sentence])`` in this process (after a warm-up call)."""
     model = load_checkpoint(checkpoint, backend=backend).model
@@ -151,6 +205,8 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=10.0, help="per level and mode")
     p.add_argument("--modes", default=",".join(MODES), help=f"of {', '.join(MODES)}")
     p.add_argument("--backend", default="numba")
+    p.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx",
+                   help="the load generator (default: wrk where it is installed; module doc)")
     p.add_argument("--out", type=Path, help="write load.json, load.md and load.png here")
     p.add_argument("--smoke", action="store_true", help="a 2-second check that everything runs (levels 1,4; "
                    "0.25 s each); numbers meaningless")
@@ -160,7 +216,7 @@ def main(argv=None):
     checkpoint, _ = resolve_checkpoint(args.checkpoint)
     sentences = held_out_sentences(checkpoint)
     levels = [int(x) for x in args.levels.split(",")]
-    results = {"checkpoint": str(checkpoint), "seconds_per_level": args.seconds, "modes": {},
+    results = {"checkpoint": str(checkpoint), "seconds_per_level": args.seconds, "modes": {}, "client": args.client,
                "direct_ms": direct_latency(checkpoint, sentences, args.backend, min(args.seconds, 2.0))}
     for mode in args.modes.split(","):
         flags, per_request = MODES[mode]
@@ -169,7 +225,10 @@ def main(argv=None):
             results["modes"][mode] = []
             for clients in levels:
                 before = batch_sizes(url)
-                r = asyncio.run(closed_loop(url, sentences, clients, per_request, args.seconds))
+                if args.client == "wrk":
+                    r = wrk_closed_loop(url, sentences, clients, per_request, args.seconds)
+                else:
+                    r = asyncio.run(closed_loop(url, sentences, clients, per_request, args.seconds))
                 after = batch_sizes(url)
                 # per-bucket counts (not cumulative) of the batches of this level
                 cumulative = {le: after[le] - before.get(le, 0) for le in after}

@@ -2,8 +2,10 @@
 them (``Seq2Seq.translate``, chunks of up to 512 on the backend's workers), then the parts of one decoding step
 timed alone on fixed inputs, one thread, at a chunk's 512 rows and latent 256:
 
-- the input part (the per-row gather of the input kernel's rows, as ``numba_recurrence.greedy_decode`` does it),
-- the recurrent micro-kernel plus the cell (``_forward_step``),
+- the input part (the per-row gather of the input kernel's rows, as ``greedy_decode`` did it before the table),
+- the recurrent micro-kernel plus the cell (``_forward_step``, on gathered gates),
+- the same with the input part read from the ``kernel + bias`` table per row group (``_decode_step``, what
+  ``greedy_decode`` runs),
 - the output layer (``_dense``: the micro-kernel over the packed dense kernel, plus the bias),
 - the argmax over the logits and the compaction copies of the rows still going,
 - the packing of the two kernels (once per call) and the encoder (once per chunk).
@@ -103,7 +105,7 @@ def main():
     ids = encode_inputs(texts, dataset.input_vocab, dataset.max_encoder_len)
     decoded = model.greedy_decode_ids(ids)
     tokens_run = sum(min(len(d) + 1, steps) for d in decoded)
-    print(f"translate(2,000 texts), 2 workers: median {statistics.median(whole):.1f} ms "
+    print(f"translate(2,000 texts), {backend.workers} worker(s): median {statistics.median(whole):.1f} ms "
           f"(all: {', '.join(f'{w:.0f}' for w in whole)})")
     print(f"row-steps run (with END): {tokens_run} of {len(texts) * steps} ({tokens_run / len(texts):.1f} per row)")
 
@@ -136,6 +138,10 @@ def main():
 
     t_copy = median_ms(lambda: gates.__setitem__(slice(None), gates_in), repeats)
     t_step = median_ms(recurrent_step, repeats) - t_copy
+    table = kernel + bias
+    gates_block = np.empty((loops.ROW_GROUP, 4 * units), np.float32)
+    t_decode_step = median_ms(lambda: loops._decode_step(table, prev, packed_r, h, c, h_next, c_next, gates_block,
+                                                         z_block, spill), repeats)
     t_dense = median_ms(lambda: loops.dense(h_next, packed_d, dense_bias, logits, spill), repeats)
     h_keep, c_keep = h.copy(), c.copy()
     t_argmax = median_ms(lambda: argmax_compact(logits, h_keep, c_keep, h_next, c_next, sentence, prev.copy(),
@@ -145,15 +151,18 @@ def main():
 
     flop_rec = 2 * rows * units * 4 * units
     flop_dense = 2 * rows * units * vocab
-    per_step = t_gather + t_step + t_dense + t_argmax
+    per_step = t_decode_step + t_dense + t_argmax
     print(f"\nOne decoding step of {rows} rows, one thread (median of {repeats}):")
     print("| part | ms | GFLOP/s |")
     print("| --- | --- | --- |")
     print(f"| input gather (kernel[prev] + bias) | {t_gather:.3f} | |")
     print(f"| recurrent micro-kernel + cell (_forward_step) | {t_step:.3f} | {flop_rec / t_step / 1e6:.1f} |")
+    print(f"| input part from the table + recurrent micro-kernel + cell (_decode_step) | {t_decode_step:.3f} "
+          f"| {flop_rec / t_decode_step / 1e6:.1f} |")
     print(f"| output layer (_dense) | {t_dense:.3f} | {flop_dense / t_dense / 1e6:.1f} |")
     print(f"| argmax + compaction copies | {t_argmax:.3f} | |")
-    print(f"| sum per step | {per_step:.3f} | {(flop_rec + flop_dense) / per_step / 1e6:.1f} |")
+    print(f"| sum per step (_decode_step, _dense, argmax) | {per_step:.3f} "
+          f"| {(flop_rec + flop_dense) / per_step / 1e6:.1f} |")
     print(f"| packing both kernels (once per call) | {pack_ms:.3f} | |")
     print(f"| encoder, {rows} rows x {dataset.max_encoder_len} steps (once per chunk; may use both cores) "
           f"| {t_encode:.3f} | {2 * rows * dataset.max_encoder_len * units * 4 * units / t_encode / 1e6:.1f} |")

@@ -36,7 +36,7 @@ from numba import njit
 
 from . import simd
 from .numba_kernels import _cell_backward_row, act_tanh, lstm_cell_forward, one
-from .numba_recurrence import MICRO_ROWS, ROW_GROUP, _multiply, _product1, _product4, _store_gates
+from .numba_recurrence import MICRO_ROWS, ROW_GROUP, _block_gates, _multiply, _product1, _store_gates
 
 GROUP = ROW_GROUP  # rows that go through the time steps together
 
@@ -78,11 +78,7 @@ def _gate_panels(x_flat, rows, depth, units, packed, z_flat, spill):
         while row < rows:
             z_row = row * four_units
             if row + MICRO_ROWS <= rows:
-                z = _product4(x_flat, row * depth, depth, packed, base)
-                _store_gates(z[0], z_flat, z_row, unit, units, spill)
-                _store_gates(z[1], z_flat, z_row + four_units, unit, units, spill)
-                _store_gates(z[2], z_flat, z_row + 2 * four_units, unit, units, spill)
-                _store_gates(z[3], z_flat, z_row + 3 * four_units, unit, units, spill)
+                _block_gates(x_flat, row * depth, depth, packed, base, z_flat, z_row, unit, units, spill)
                 row += MICRO_ROWS
             else:
                 _store_gates(_product1(x_flat, row * depth, depth, packed, base), z_flat, z_row, unit, units, spill)

@@ -10,9 +10,10 @@ sequence for its rows, no barrier; every core streams the whole recurrent kernel
 (``recurrence_forward_units``/``recurrence_backward_units``: every core runs every row, each owning a range of
 hidden units and its slice of the kernel, which stays in its own cache; a barrier per time step, ``barrier.wait``).
 
-The micro-kernel (``_product4``) multiplies 4 rows by one panel of 4 vectors (64 columns in float32): 16
-accumulators that stay in registers (``simd``) for the whole reduction, one broadcast and 4 fused multiply-adds
-per row and step of the reduction, the panel read contiguously.
+The micro-kernel (``_product4``, or ``_product2`` without AVX-512: ``MICRO_ROWS``) multiplies 4 (2) rows by one
+panel of 4 vectors (64 columns in float32 with AVX-512, 32 with AVX2: ``simd.REGISTER_BYTES``): 16 (8) accumulators
+that stay in registers (``simd``) for the whole reduction, one broadcast and 4 fused multiply-adds per row and step
+of the reduction, the panel read contiguously.
 
 Forward, one time step (``_forward_step``), for each block of 4 rows: for each panel of LANES hidden units (16 in
 float32), the recurrent pre-activations of the four gates of those units, ``h_{t-1}[rows] @
@@ -41,7 +42,12 @@ from numba import njit
 from . import barrier, simd
 from .numba_kernels import lstm_cell_backward, lstm_cell_backward_units, lstm_cell_forward, lstm_cell_forward_units
 
-MICRO_ROWS = 4  # rows per micro-kernel call: 4 rows x 4 vectors = 16 accumulators, half the AVX-512 registers
+# Rows per micro-kernel call, from the vector width (simd.REGISTER_BYTES, decided from the CPU at import): with
+# AVX-512, 4 rows x 4 vectors = 16 accumulators, half its 32 registers; with AVX2 (16 registers of 32 bytes), 2 rows
+# x 4 vectors = 8 accumulators, 4 panel vectors and the broadcast: 13 registers (3 rows need 17 and spill; measured
+# on a Zen 3 core: 2 x 4 ran at 52-62 GFLOP/s, 3 x 4 at 31, 4 x 4 at 24-27, AVX-512's shape split in two 29).
+# The shape does not change any result: each output is the same chain of fused multiply-adds over k either way.
+MICRO_ROWS = 4 if simd.REGISTER_BYTES == 64 else 2
 ROW_GROUP = 16  # rows that share one pass over each panel of the recurrent kernel in the forward step
 
 
@@ -122,25 +128,43 @@ def _product4(a, start, depth, packed, base):
         b1 = simd.load(packed, offset + lanes)
         b2 = simd.load(packed, offset + 2 * lanes)
         b3 = simd.load(packed, offset + 3 * lanes)
-        x = simd.splat(a[start + k])
+        x = simd.broadcast(a, start + k)
         c00, c01, c02, c03 = simd.fma(x, b0, c00), simd.fma(x, b1, c01), simd.fma(x, b2, c02), simd.fma(x, b3, c03)
-        x = simd.splat(a[start + depth + k])
+        x = simd.broadcast(a, start + depth + k)
         c10, c11, c12, c13 = simd.fma(x, b0, c10), simd.fma(x, b1, c11), simd.fma(x, b2, c12), simd.fma(x, b3, c13)
-        x = simd.splat(a[start + 2 * depth + k])
+        x = simd.broadcast(a, start + 2 * depth + k)
         c20, c21, c22, c23 = simd.fma(x, b0, c20), simd.fma(x, b1, c21), simd.fma(x, b2, c22), simd.fma(x, b3, c23)
-        x = simd.splat(a[start + 3 * depth + k])
+        x = simd.broadcast(a, start + 3 * depth + k)
         c30, c31, c32, c33 = simd.fma(x, b0, c30), simd.fma(x, b1, c31), simd.fma(x, b2, c32), simd.fma(x, b3, c33)
     return ((c00, c01, c02, c03), (c10, c11, c12, c13), (c20, c21, c22, c23), (c30, c31, c32, c33))
 
 
 @njit(inline="always", error_model="numpy")
+def _product2(a, start, depth, packed, base):
+    """``_product4`` for 2 rows: 8 vectors, (row, vector); the AVX2 shape (16 registers)."""
+    lanes = simd.lanes_of(packed)
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = simd.zeros(packed)
+    for k in range(depth):
+        offset = base + k * 4 * lanes
+        b0 = simd.load(packed, offset)
+        b1 = simd.load(packed, offset + lanes)
+        b2 = simd.load(packed, offset + 2 * lanes)
+        b3 = simd.load(packed, offset + 3 * lanes)
+        x = simd.broadcast(a, start + k)
+        c00, c01, c02, c03 = simd.fma(x, b0, c00), simd.fma(x, b1, c01), simd.fma(x, b2, c02), simd.fma(x, b3, c03)
+        x = simd.broadcast(a, start + depth + k)
+        c10, c11, c12, c13 = simd.fma(x, b0, c10), simd.fma(x, b1, c11), simd.fma(x, b2, c12), simd.fma(x, b3, c13)
+    return ((c00, c01, c02, c03), (c10, c11, c12, c13))
+
+
+@njit(inline="always", error_model="numpy")
 def _product1(a, start, depth, packed, base):
-    """One row: 4 vectors (the rows left over after the blocks of 4)."""
+    """One row: 4 vectors (the rows left over after the blocks of MICRO_ROWS)."""
     lanes = simd.lanes_of(packed)
     c0 = c1 = c2 = c3 = simd.zeros(packed)
     for k in range(depth):
         offset = base + k * 4 * lanes
-        x = simd.splat(a[start + k])
+        x = simd.broadcast(a, start + k)
         c0 = simd.fma(x, simd.load(packed, offset), c0)
         c1 = simd.fma(x, simd.load(packed, offset + lanes), c1)
         c2 = simd.fma(x, simd.load(packed, offset + 2 * lanes), c2)
@@ -180,11 +204,31 @@ def _store_gates(z, out, start, unit, units, spill):
                 out[start + gate * units + unit + lane] = spill[gate * lanes + lane]
 
 
+# One block of MICRO_ROWS rows through the micro-kernel, its results stored (the shape chosen at import; a tuple of
+# vectors is indexed with constants only, so each shape is its own function).
+if MICRO_ROWS == 4:
+    @njit(inline="always", error_model="numpy")
+    def _block_gates(a, start, depth, packed, base, out, out_row, unit, units, spill):
+        """Rows a[start], a[start + depth], ... times the panel at ``base`` into rows of ``out`` (4H) from
+        ``out_row`` (``_store_gates``)."""
+        z = _product4(a, start, depth, packed, base)
+        _store_gates(z[0], out, out_row, unit, units, spill)
+        _store_gates(z[1], out, out_row + 4 * units, unit, units, spill)
+        _store_gates(z[2], out, out_row + 8 * units, unit, units, spill)
+        _store_gates(z[3], out, out_row + 12 * units, unit, units, spill)
+else:
+    @njit(inline="always", error_model="numpy")
+    def _block_gates(a, start, depth, packed, base, out, out_row, unit, units, spill):
+        z = _product2(a, start, depth, packed, base)
+        _store_gates(z[0], out, out_row, unit, units, spill)
+        _store_gates(z[1], out, out_row + 4 * units, unit, units, spill)
+
+
 @njit(inline="always", error_model="numpy")
 def _recurrent_panels(h_prev_flat, first, end, units, packed, first_panel, stop_panel, z_flat, spill):
     """The recurrent pre-activations of rows [first, end) for the units of panels [first_panel, stop_panel) into
     ``z_flat`` (the group's rows of 4H, Keras's layout): for each panel, the micro-kernel over the group's blocks of
-    4 rows, so that the panel is read from memory once per group, then from L1/L2."""
+    MICRO_ROWS rows, so that the panel is read from memory once per group, then from L1/L2."""
     four_units = 4 * units
     lanes = simd.lanes_of(packed)
     for panel in range(first_panel, stop_panel):
@@ -194,11 +238,7 @@ def _recurrent_panels(h_prev_flat, first, end, units, packed, first_panel, stop_
         while row < end:
             z_row = (row - first) * four_units
             if row + MICRO_ROWS <= end:
-                z = _product4(h_prev_flat, row * units, units, packed, base)
-                _store_gates(z[0], z_flat, z_row, unit, units, spill)
-                _store_gates(z[1], z_flat, z_row + four_units, unit, units, spill)
-                _store_gates(z[2], z_flat, z_row + 2 * four_units, unit, units, spill)
-                _store_gates(z[3], z_flat, z_row + 3 * four_units, unit, units, spill)
+                _block_gates(h_prev_flat, row * units, units, packed, base, z_flat, z_row, unit, units, spill)
                 row += MICRO_ROWS
             else:
                 _store_gates(_product1(h_prev_flat, row * units, units, packed, base), z_flat, z_row, unit, units,
@@ -252,6 +292,24 @@ def _store_units(z, out, start, count, spill):
             out[start + lane] = spill[lane]
 
 
+if MICRO_ROWS == 4:
+    @njit(inline="always", error_model="numpy")
+    def _block_units(a, start, depth, packed, base, out, target, width, count, spill):
+        """Rows a[start], a[start + depth], ... times the panel at ``base`` into rows of ``out`` (``width``
+        columns) from ``target`` (``_store_units``)."""
+        z = _product4(a, start, depth, packed, base)
+        _store_units(z[0], out, target, count, spill)
+        _store_units(z[1], out, target + width, count, spill)
+        _store_units(z[2], out, target + 2 * width, count, spill)
+        _store_units(z[3], out, target + 3 * width, count, spill)
+else:
+    @njit(inline="always", error_model="numpy")
+    def _block_units(a, start, depth, packed, base, out, target, width, count, spill):
+        z = _product2(a, start, depth, packed, base)
+        _store_units(z[0], out, target, count, spill)
+        _store_units(z[1], out, target + width, count, spill)
+
+
 @njit(inline="always", error_model="numpy")
 def _multiply_panels(a, start, rows, depth, packed, out, width, spill, first_panel, stop_panel):
     """Columns of panels [first_panel, stop_panel) of ``_multiply``."""
@@ -265,11 +323,7 @@ def _multiply_panels(a, start, rows, depth, packed, out, width, spill, first_pan
             first = start + row * depth
             target = row * width + column
             if row + MICRO_ROWS <= rows:
-                z = _product4(a, first, depth, packed, base)
-                _store_units(z[0], out, target, count, spill)
-                _store_units(z[1], out, target + width, count, spill)
-                _store_units(z[2], out, target + 2 * width, count, spill)
-                _store_units(z[3], out, target + 3 * width, count, spill)
+                _block_units(a, first, depth, packed, base, out, target, width, count, spill)
                 row += MICRO_ROWS
             else:
                 _store_units(_product1(a, first, depth, packed, base), out, target, count, spill)
@@ -403,30 +457,58 @@ def dense(h, packed, bias, logits, spill):
     _dense(h, packed, bias, logits, spill)
 
 
+@njit(nogil=True, error_model="numpy")
+def _decode_step(table, prev, packed, h_prev, c_prev, h, c, gates_block, z_block, spill):
+    """``_forward_step`` for decoding: a row's input part is the row ``prev[row]`` of ``table`` (the input kernel
+    plus the bias), copied per row group into ``gates_block`` (ROW_GROUP, 4H) right before the cell, so that it
+    is read from L1/L2 rather than gathered for the whole batch first (2 MiB at 512 rows, past L2). Same numbers,
+    same operations: the same bits as ``_forward_step`` on the gathered gates."""
+    batch, units = h_prev.shape
+    four_units = 4 * units
+    panels = -(-units // simd.lanes_of(packed))
+    h_prev_flat, z_flat = h_prev.reshape(-1), z_block.reshape(-1)
+    first = 0
+    while first < batch:
+        end = min(first + ROW_GROUP, batch)
+        _recurrent_panels(h_prev_flat, first, end, units, packed, 0, panels, z_flat, spill)
+        for row in range(first, end):
+            source, target = table[prev[row]], gates_block[row - first]
+            for k in range(four_units):
+                target[k] = source[k]
+        lstm_cell_forward(gates_block[: end - first], z_block[: end - first], c_prev[first:end], c[first:end],
+                          h[first:end])
+        first = end
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def greedy_decode(kernel, bias, packed_recurrent, packed_dense, dense_bias, h0, c0, start_id, end_id, tokens):
     """The example's greedy loop for a whole batch: from states ``h0``, ``c0`` (B, H) feed START, take the argmax
     of the logits (the first of equal maxima, as numpy's argmax), feed it back; a row stops at its END.
     ``tokens`` (B, steps) is filled with END first and gets each row's characters. Finished rows are dropped (the
-    rest move up), so late steps only compute the sentences still going."""
+    rest move up), so late steps only compute the sentences still going.
+
+    The input part of a step is a row of ``kernel + bias`` (a table computed once: the same sums the per-step
+    gather gave), read per row group (``_decode_step``). The new states are written to a second pair of arrays,
+    which then swap with the first: rows move only where an earlier row of the batch has finished."""
     batch, units = h0.shape
     vocab = dense_bias.shape[0]
     dtype = h0.dtype
+    table = np.empty(kernel.shape, dtype=dtype)
+    for v in range(kernel.shape[0]):
+        for k in range(4 * units):
+            table[v, k] = kernel[v, k] + bias[k]
     h, c = h0.copy(), c0.copy()
     h_next, c_next = np.empty_like(h), np.empty_like(c)
-    gates = np.empty((batch, 4 * units), dtype=dtype)
     logits = np.empty((batch, vocab), dtype=dtype)
+    gates_block = np.empty((ROW_GROUP, 4 * units), dtype=dtype)
     z_block = np.empty((ROW_GROUP, 4 * units), dtype=dtype)
     spill = np.empty(4 * simd.lanes_of(h0), dtype=dtype)
     sentence = np.arange(batch)  # row -> the sentence it decodes
     prev = np.full(batch, start_id, dtype=np.int64)
     going = batch
     for step in range(tokens.shape[1]):
-        for row in range(going):  # the input part: a row gather, as numba_kernels.gather_rows_add
-            for k in range(4 * units):
-                gates[row, k] = kernel[prev[row], k] + bias[k]
-        _forward_step(gates[:going], packed_recurrent, h[:going], c[:going], h_next[:going], c_next[:going],
-                      z_block, spill)
+        _decode_step(table, prev, packed_recurrent, h[:going], c[:going], h_next[:going], c_next[:going],
+                     gates_block, z_block, spill)
         _dense(h_next[:going], packed_dense, dense_bias, logits[:going], spill)
         kept = 0
         for row in range(going):
@@ -436,9 +518,13 @@ def greedy_decode(kernel, bias, packed_recurrent, packed_dense, dense_bias, h0, 
                     best = k
             tokens[sentence[row], step] = best
             if best != end_id:  # still going: move up into place ``kept``
-                sentence[kept], prev[kept] = sentence[row], best
-                h[kept], c[kept] = h_next[row], c_next[row]
+                if kept != row:
+                    sentence[kept] = sentence[row]
+                    h_next[kept], c_next[kept] = h_next[row], c_next[row]
+                prev[kept] = best
                 kept += 1
         going = kept
         if going == 0:
             break
+        h, h_next = h_next, h
+        c, c_next = c_next, c

@@ -10,6 +10,7 @@ each operation below is one instruction (two on CPUs that split 512-bit work, or
     v = load(array, i)          # array[i : i + LANES] (1-D, contiguous), any alignment
     store(array, i, v)          # array[i : i + LANES] = v
     splat(x)                    # x in every lane; the dtype of x picks the width
+    broadcast(array, i)         # array[i] in every lane (i in bounds, not negative: no wraparound code)
     zeros(array)                # a vector of zeros of the array's dtype
     fma(a, b, c)                # a * b + c lane by lane, one rounding (llvm.fma)
     lanes_of(array)             # LANES for the array's dtype, a constant
@@ -20,13 +21,39 @@ vectorises by itself.
 Results are exactly reproducible: each lane's arithmetic is IEEE, in a fixed order.
 """
 
+import os
+
 import numpy as np
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.extending import intrinsic, models, overload, register_model
 
-REGISTER_BYTES = 64
+
+def host_has_avx512() -> bool:
+    """Whether the CPU Numba compiles for has AVX-512F (NUMBA_CPU_NAME/NUMBA_CPU_FEATURES where set, else the
+    host's): 32 vector registers of 64 bytes, against AVX2's 16 of 32 bytes."""
+    if config.CPU_FEATURES:
+        return "+avx512f" in config.CPU_FEATURES.split(",")
+    if config.CPU_NAME and config.CPU_NAME != "host":
+        return False  # a named generic target: assume no AVX-512
+    return bool(binding.get_host_cpu_features().get("avx512f", False))
+
+
+def _register_bytes() -> int:
+    forced = os.environ.get("MINILSTM_SIMD_BYTES")
+    if forced:
+        if forced not in ("32", "64"):
+            raise ValueError(f"MINILSTM_SIMD_BYTES must be 32 or 64, not {forced!r}")
+        return int(forced)
+    return 64 if host_has_avx512() else 32
+
+
+# One vector's bytes, decided once at import from the CPU: 64 (a zmm register) with AVX-512, else 32 (a ymm
+# register; a 64-byte vector there is two registers, and a micro-kernel sized for 32 of them spills). Numba's disk
+# cache is keyed by the CPU, not by this: MINILSTM_SIMD_BYTES (tests force the other width with it) must come with
+# its own NUMBA_CACHE_DIR.
+REGISTER_BYTES = _register_bytes()
 
 
 def lanes(dtype) -> int:
@@ -99,6 +126,22 @@ def splat(typingctx, scalar):
     return vector(scalar), codegen
 
 
+@intrinsic
+def broadcast(typingctx, array, index):
+    """array[index] in every lane, read straight from memory: ``splat(a[i])`` also emits Numba's wraparound of a
+    negative index (a shift, an and, an add per read), which costs the micro-kernel's loop a third of its
+    instructions on AVX2. ``index`` must be in bounds and not negative."""
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.dtype in (types.float32, types.float64)):
+        return None
+    vector = Vector(array.dtype)
+
+    def codegen(context, builder, signature, args):
+        pointer = _element_pointer(context, builder, array, args[0], args[1])
+        return _splat_ir(context, builder, vector, builder.load(pointer, align=array.dtype.bitwidth // 8))
+
+    return vector(array, types.intp), codegen
+
+
 def zeros(array):
     """A vector of zeros of ``array``'s dtype."""
 
@@ -134,4 +177,4 @@ def _lanes_of(array):
     return lambda array: count
 
 
-__all__ = ["Vector", "lanes", "lanes_of", "zeros", "load", "store", "splat", "fma"]
+__all__ = ["Vector", "lanes", "lanes_of", "zeros", "load", "store", "splat", "broadcast", "fma"]

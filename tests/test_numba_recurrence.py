@@ -19,7 +19,7 @@ from minilstm.backend import get_backend
 
 pytest.importorskip("numba", reason="the numba backend needs numba")
 
-from minilstm import numba_recurrence  # noqa: E402
+from minilstm import numba_recurrence, simd  # noqa: E402
 
 # float32: the rational tanh (~3e-7) and float32 rounding, accumulated over the steps; float64: rounding only.
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
@@ -70,7 +70,7 @@ def test_backward_equals_reference(numba_backend, rng, dtype, steps, batch, unit
 @pytest.mark.parametrize("units", [3, 16, 17, 64, 65])
 def test_packed_layouts(rng, dtype, units):
     recurrent_kernel = rng.standard_normal((units, 4 * units)).astype(dtype)
-    lanes = 64 // np.dtype(dtype).itemsize
+    lanes = simd.REGISTER_BYTES // np.dtype(dtype).itemsize
     packed = np.full(numba_recurrence.packed_forward_size(units, dtype), np.nan, dtype)
     numba_recurrence.pack_forward(recurrent_kernel, packed)
     panels = -(-units // lanes)
@@ -160,12 +160,71 @@ def test_simd_primitives(rng, dtype):
         simd.store(out, 1, simd.fma(simd.load(a, 3), simd.load(b, 0), simd.load(c, 1)))
         simd.store(out, 1 + lanes, simd.splat(x))
         simd.store(out, 1 + 2 * lanes, simd.zeros(a))
+        simd.store(out, 1 + 3 * lanes, simd.broadcast(b, 4))
 
     lanes = simd.lanes(dtype)
     a, b, c = (rng.standard_normal(lanes + 5).astype(dtype) for _ in range(3))
-    out = np.full(3 * lanes + 2, 7, dtype)
+    out = np.full(4 * lanes + 2, 7, dtype)
     run(a, b, c, dtype(2.5), out)
     expected = a[3 : 3 + lanes].astype(np.float64) * b[:lanes] + c[1 : 1 + lanes]
     assert np.allclose(out[1 : 1 + lanes], expected, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
     assert (out[1 + lanes : 1 + 2 * lanes] == 2.5).all() and (out[1 + 2 * lanes : 1 + 3 * lanes] == 0).all()
+    assert (out[1 + 3 * lanes : 1 + 4 * lanes] == b[4]).all()
     assert out[0] == 7 and out[-1] == 7  # nothing written outside
+
+
+# The vector width and the micro-kernel's rows are decided at import from the CPU (simd.REGISTER_BYTES 64 and 4
+# rows with AVX-512, else 32 and 2 rows). Each output is the same chain of fused multiply-adds over k either way, so
+# the other shape, forced in a subprocess (MINILSTM_SIMD_BYTES, with a cache directory of its own: Numba's disk
+# cache does not know the width), must give the same bits as this process at odd shapes: batch 1, 3, 7 (partial
+# blocks of both shapes), hidden 3, 5, 37, 257 (partial panels of both widths), float32 and float64.
+WIDTH_SHAPES = [(2, 1, 3), (3, 7, 5), (2, 3, 37), (2, 7, 257), (2, 21, 16)]
+
+
+def width_results(path):
+    """Forward and backward loops, the dense layer and fused greedy decodes on fixed random inputs, into ``path``
+    (an .npz), with this process's simd width."""
+    backend = get_backend("numba")
+    rng = np.random.default_rng(11)
+    out = {"register_bytes": np.array(simd.REGISTER_BYTES), "micro_rows": np.array(numba_recurrence.MICRO_ROWS)}
+    for dtype in DTYPES:
+        name = np.dtype(dtype).name
+        for steps, batch, units in WIDTH_SHAPES:
+            key = f"{name}-{steps}-{batch}-{units}"
+            recurrent_kernel, gates, hs, cs = random_layer(rng, steps, batch, units, dtype)
+            gates, hs, cs = run_forward(backend, recurrent_kernel, gates, hs, cs)
+            d_outputs = rng.standard_normal((steps, batch, units)).astype(dtype)
+            dh0, dc0 = rng.standard_normal((2, batch, units)).astype(dtype)
+            dz, dh, dc = run_backward(backend, gates, cs, recurrent_kernel, d_outputs, dh0, dc0)
+            kernel = rng.standard_normal((units, 93)).astype(dtype)
+            logits = backend.dense(hs[-1], kernel, rng.standard_normal(93).astype(dtype))
+            out.update({f"{key}-{what}": a for what, a in (("gates", gates), ("hs", hs), ("cs", cs), ("dz", dz),
+                                                             ("dh", dh), ("dc", dc), ("logits", logits))})
+        model = small_model(backend, n_in=7, n_out=9, units=19, enc_len=5, dec_len=12, dtype=name, seed=4)
+        weights = model.get_weights()
+        weights["dense.bias"][model.target_vocab.index["\n"]] += 1.2
+        model.set_weights(weights)
+        decoded = model.greedy_decode_ids(rng.integers(0, 7, size=(23, 5)))
+        out[f"{name}-decoded"] = np.array([row + [-1] * (13 - len(row)) for row in decoded])
+    np.savez(path, **out)
+
+
+def test_the_other_simd_width_gives_the_same_bits(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    other = 32 if simd.REGISTER_BYTES == 64 else 64
+    env = dict(os.environ, MINILSTM_SIMD_BYTES=str(other), NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join([tests, os.path.dirname(tests), env.get("PYTHONPATH", "")])
+    subprocess.run([sys.executable, "-c", "import sys, test_numba_recurrence as t; t.width_results(sys.argv[1])",
+                    str(tmp_path / "other.npz")], env=env, check=True, timeout=900)
+    width_results(tmp_path / "here.npz")
+    here, there = np.load(tmp_path / "here.npz"), np.load(tmp_path / "other.npz")
+    assert int(there["register_bytes"]) == other and int(here["register_bytes"]) == simd.REGISTER_BYTES
+    assert int(there["micro_rows"]) != int(here["micro_rows"])
+    assert sorted(here.files) == sorted(there.files)
+    for name in here.files:
+        if name not in ("register_bytes", "micro_rows"):
+            assert np.array_equal(here[name], there[name], equal_nan=True), name

@@ -6,9 +6,10 @@
 Cases: one training step (forward + backward + RMSprop; median over many steps after warm-up), one full epoch
 (all training steps + validation), greedy decoding of the validation sentences (batched vs one at a time; every
 contestant warmed up untimed first; onnxruntime joins here, running our ONNX export with the README's loop), and a
-sweep of the training step over batch size and latent size. Decoding runs with the untrained weights (Keras's
-initial ones: no sentence ends early, every row runs to the length limit: ``decode_*_to_limit``) and, given
-``--checkpoint``, with those trained weights (``decode_*_trained``), the same weights for every contestant.
+sweep of the training step over batch size and latent size. Decoding runs with untrained weights (Keras's initial
+ones, END's output bias set to -100 so that no sentence ends early: every row runs to the length limit,
+``decode_*_to_limit``) and, given ``--checkpoint``, with those trained weights (``decode_*_trained``), the same
+weights for every contestant.
 Contestants are interleaved (round-robin, a few steps each) so that drifting machine load hits them all alike;
 ratios are to PyTorch on the same device (and to onnxruntime where it ran).
 """
@@ -154,6 +155,26 @@ class OnnxRuntimeContestant:
 
     def synchronize(self):
         pass
+
+
+def set_decode_weights(contestants, weights):
+    """The same weights (minilstm's names and layout) for every decoding contestant."""
+    for c in contestants:
+        if isinstance(c, TorchContestant):
+            c.model.load_keras_weights(weights)
+        elif isinstance(c, OnnxRuntimeContestant):
+            c.set_weights(weights)
+        else:
+            c.model.set_weights(weights)
+
+
+def weights_to_limit(dataset, dtype, latent_dim=256):
+    """Untrained weights (Keras's initialisers, seed 0) with END's output bias at -100: END never wins, so every
+    sentence decodes to the length limit (the decode step's cost, not hidden by sentences that end early)."""
+    weights = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                      dataset.max_decoder_len, latent_dim, dtype).initialize(0).get_weights()
+    weights["dense.bias"][dataset.target_vocab.index[END]] = -100.0
+    return weights
 
 
 def make_contestants(names, dataset, latent_dim, dtype, threads):
@@ -407,21 +428,13 @@ def main(argv=None):
                 decoders.append(OnnxRuntimeContestant(dataset, 256, args.dtype, args.threads))
             except ImportError as e:
                 print(f"# skipping onnxruntime: {e} (pip install '.[onnx]')", file=sys.stderr)
-        untrained = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                            dataset.max_decoder_len, 256, args.dtype).initialize(0).get_weights()
-        weight_sets = [("to_limit", untrained)]
+        weight_sets = [("to_limit", weights_to_limit(dataset, args.dtype))]
         if args.checkpoint:
             from minilstm.checkpoint import load_checkpoint
 
             weight_sets.append(("trained", load_checkpoint(args.checkpoint).model.get_weights()))
         for label, weights in weight_sets:
-            for c in decoders:  # the same weights for every contestant
-                if isinstance(c, TorchContestant):
-                    c.model.load_keras_weights(weights)
-                elif isinstance(c, OnnxRuntimeContestant):
-                    c.set_weights(weights)
-                else:
-                    c.model.set_weights(weights)
+            set_decode_weights(decoders, weights)
             reference = None
             for c in decoders:
                 c.decode(texts[:512], 512)  # untimed warm-up: compiles, caches, thread pools

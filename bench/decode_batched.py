@@ -1,12 +1,16 @@
-"""bench.py's decode_batched case alone, repeated: minilstm numba and PyTorch CPU take turns decoding the 2,000
-validation sentences (``translate(texts, 512)`` and PyTorch's 512-row batches, 2 threads each), a first untimed
-turn each, then ``--rounds`` timed turns each, interleaved; medians and the ratio. Without bench.py's
-one-sentence-at-a-time decoding, which takes minutes here.
+"""bench.py's decode_batched case alone, repeated: minilstm numba, PyTorch CPU and onnxruntime (our ONNX export,
+the README's loop) take turns decoding the 2,000 validation sentences (``translate(texts, 512)``, batches of 512
+for the others, 2 threads each), a first untimed turn each, then ``--rounds`` timed turns each, interleaved;
+medians and the ratios. Without bench.py's one-sentence-at-a-time decoding, which takes minutes here.
 
-    python bench/decode_batched.py [--checkpoint DIR] [--rounds N]
+    python bench/decode_batched.py [--checkpoint DIR] [--rounds N] [--json OUT]
+
+Without ``--checkpoint``: bench.py's ``to_limit`` weights (untrained, END never wins: every row to the length limit).
 """
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import time
@@ -15,7 +19,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import MinilstmContestant, TorchContestant  # noqa: E402
+from bench import (  # noqa: E402
+    MinilstmContestant,
+    OnnxRuntimeContestant,
+    TorchContestant,
+    cpu_name,
+    set_decode_weights,
+    weights_to_limit,
+)
 from minilstm.data import Dataset, resolve_pairs, split_validation  # noqa: E402
 
 
@@ -24,18 +35,21 @@ def main():
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
     _, val_idx = split_validation(len(dataset))
     texts = [dataset.input_texts[k] for k in val_idx]
     contestants = [MinilstmContestant("numba", dataset, 256, "float32"),
-                   TorchContestant("cpu", dataset, 256, "float32", args.threads)]
+                   TorchContestant("cpu", dataset, 256, "float32", args.threads),
+                   OnnxRuntimeContestant(dataset, 256, "float32", args.threads)]
     if args.checkpoint:
         from minilstm.checkpoint import load_checkpoint
 
-        trained = load_checkpoint(args.checkpoint).model.get_weights()
-        contestants[0].model.set_weights(trained)
-        contestants[1].model.load_keras_weights(trained)
+        weights = load_checkpoint(args.checkpoint).model.get_weights()
+    else:
+        weights = weights_to_limit(dataset, "float32")
+    set_decode_weights(contestants, weights)
     times = {c.name: [] for c in contestants}
     outputs = {}
     for c in contestants:
@@ -46,12 +60,23 @@ def main():
             start = time.perf_counter()
             c.decode(texts, 512)
             times[c.name].append(time.perf_counter() - start)
-    ours, theirs = (statistics.median(times[c.name]) for c in contestants)
+    medians = {name: statistics.median(t) for name, t in times.items()}
     for c in contestants:
-        print(f"{c.name}: median {statistics.median(times[c.name]) * 1e3:.0f} ms "
-              f"({', '.join(f'{t * 1e3:.0f}' for t in times[c.name])})")
-    same = sum(a == b for a, b in zip(*outputs.values(), strict=True))
-    print(f"ratio numba / pytorch: {ours / theirs:.2f}x; identical translations: {same} of {len(texts)}")
+        print(f"{c.name}: median {medians[c.name] * 1e3:.0f} ms ({', '.join(f'{t * 1e3:.0f}' for t in times[c.name])})")
+    ours = medians["minilstm-numba"]
+    print(f"minilstm / pytorch: {ours / medians['pytorch-cpu']:.2f}x; minilstm / onnxruntime: "
+          f"{ours / medians['onnxruntime-cpu']:.2f}x")
+    reference = outputs["minilstm-numba"]
+    same = {name: sum(a == b for a, b in zip(reference, out, strict=True)) for name, out in outputs.items()}
+    print(f"translations identical to minilstm's, of {len(texts)}: {same}")
+    print(f"mean characters per translation: {sum(map(len, reference)) / len(reference):.1f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "cpu": cpu_name(), "threads": args.threads, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "checkpoint": str(args.checkpoint) if args.checkpoint else None, "rounds": args.rounds,
+            "times_s": times, "medians_s": medians, "identical": same,
+            "mean_chars": sum(map(len, reference)) / len(reference)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

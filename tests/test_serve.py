@@ -314,6 +314,35 @@ def test_keep_alive_requests_are_not_held_by_nagle(server):
     assert sorted(times)[5] < 0.025, times
 
 
+def test_a_wait_that_gathered_nobody_is_not_paid_again():
+    """The batcher waits ``max_delay`` for company; after a batch of one it takes the next sentence at once, and it
+    waits again once a batch holds more than one (sentences queued together: here one request's three)."""
+    from minilstm.serve.batcher import Batcher
+
+    batches = []
+    batcher = Batcher(lambda texts: batches.append(list(texts)) or list(texts), max_batch=8, max_delay=0.3,
+                      max_queue=100)
+    batcher.start()
+
+    async def one(text):
+        started = time.monotonic()
+        await batcher.submit([text]).future
+        return time.monotonic() - started
+
+    async def scenario():
+        lone = [await one(text) for text in "abc"]  # one client, one request at a time
+        await batcher.submit(list("xyz")).future  # three queued together: a batch of 3, taken at once
+        return lone, await one("d")  # after a batch of 3, the delay is paid again
+
+    try:
+        lone, after_company = asyncio.run(scenario())
+    finally:
+        batcher.stop(timeout=10)
+    assert lone[0] >= 0.3 and lone[1] < 0.2 and lone[2] < 0.2, lone
+    assert batches[:3] == [["a"], ["b"], ["c"]] and ["x", "y", "z"] in batches, batches
+    assert after_company >= 0.3
+
+
 def test_one_bad_text_fails_its_request_alone_and_requests_span_batches():
     """The batcher on its own, with a decode function that fails on one text: that request gets the error, every
     other request its answers, though they shared batches with it; a request larger than a batch is answered whole."""

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"array backend: {', '.join(available_backends())}")
     p.add_argument("--max-batch", type=positive_int, default=64, help="most sentences decoded at once")
     p.add_argument("--max-delay-ms", type=non_negative_float, default=5.0,
-                   help="how long the oldest waiting sentence may wait for others to join its batch")
+                   help="how long the oldest waiting sentence may wait for others to join its batch (not after a "
+                   "batch of one sentence, until a batch holds more)")
     p.add_argument("--beam-width", type=positive_int, default=1,
                    help="beam search with this many beams (1: greedy); beams beyond the best are the n-best "
                    "alternatives a request may ask for")

@@ -3,7 +3,13 @@
 Request handlers (on the event loop) put their sentences into the queue and await a future. The decoder thread
 takes up to ``max_batch`` sentences at once, or, when fewer are waiting, what has arrived by the time the oldest has
 waited ``max_delay`` seconds; decodes them as one batch; and hands each request its answers once all of its
-sentences are done (a request's sentences may be split over several batches). The model is only ever called from
+sentences are done (a request's sentences may be split over several batches).
+
+A wait that gathered nobody is not paid again: when the previous batch held one sentence, the next is taken at
+once, and waiting resumes as soon as a batch holds more than one (sentences that arrived while the last batch
+decoded). Why: one client alone gains nothing from the delay and paid it on every request (measured on 2 cores:
+p50 12.2 ms against 5.6 ms with no delay), while under load the sentences that arrive during a decode form the next
+batch anyway (64 clients: 817 sentences/s with the delay, 791 without). The model is only ever called from
 this one thread: never from the event loop, and never from two threads at once (Numba's workqueue threading layer
 aborts when compiled parallel code is entered from two threads).
 """
@@ -90,6 +96,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._closing = False  # stop(): decode what is queued, take nothing new, end the thread
         self._hurry = False  # flush(): stop waiting for more sentences before decoding
+        self._last_batch = 0  # sentences in the previous batch: 1 means its wait gathered nobody (module doc)
         self._thread = None
 
     # -- the event loop's side ---------------------------------------------------------------------------------
@@ -165,13 +172,14 @@ class Batcher:
                 if self._closing:
                     return None
                 self._cond.wait()
-            deadline = self._items[0].enqueued + self.max_delay
+            deadline = self._items[0].enqueued + (0.0 if self._last_batch == 1 else self.max_delay)
             while len(self._items) < self.max_batch and not (self._closing or self._hurry):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
             batch = [self._items.popleft() for _ in range(min(self.max_batch, len(self._items)))]
+            self._last_batch = len(batch)
             self._set_depth()
             return batch
 

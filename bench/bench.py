@@ -124,7 +124,11 @@ class OnnxRuntimeContestant:
     by the README's onnxruntime-only loop exactly as written there (batched greedy, finished rows dropped)."""
 
     def __init__(self, dataset, latent_dim, dtype, threads):
-        import onnxruntime  # noqa: F401 - fail here (skipped) when it is not installed
+        import onnx  # noqa: F401 - fail here (skipped) when either is not installed
+        import onnxruntime  # noqa: F401
+
+        if str(dtype) != "float32":
+            raise MinilstmError(f"the ONNX export is float32 only, not {dtype}")
 
         readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
         code = re.search(r"<!-- onnx-example -->\n```python\n(.*?)```", readme, re.S).group(1)
@@ -353,8 +357,8 @@ def main(argv=None):
     p.add_argument("--turn-warmup", type=float, default=0.1,
                    help="seconds of untimed steps at the start of each contestant's turn, after the pause, so that "
                    "timed steps run back to back as in training (0: none, as before this option)")
-    p.add_argument("--checkpoint", type=Path, help="decode with these trained weights too (the untrained ones, "
-                   "which rarely emit the end character, so every sentence runs to the length limit, always)")
+    p.add_argument("--checkpoint", type=Path, help="decode with these trained weights too (always: untrained ones "
+                   "whose END never wins, so every sentence runs to the length limit)")
     args = p.parse_args(argv)
     cases = set(args.cases.split(","))
     dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
@@ -426,8 +430,8 @@ def main(argv=None):
         if not args.no_onnxruntime:
             try:
                 decoders.append(OnnxRuntimeContestant(dataset, 256, args.dtype, args.threads))
-            except ImportError as e:
-                print(f"# skipping onnxruntime: {e} (pip install '.[onnx]')", file=sys.stderr)
+            except (ImportError, MinilstmError) as e:
+                print(f"# skipping onnxruntime: {e} (pip install '.[onnx]'; float32)", file=sys.stderr)
         weight_sets = [("to_limit", weights_to_limit(dataset, args.dtype))]
         if args.checkpoint:
             from minilstm.checkpoint import load_checkpoint

@@ -51,7 +51,7 @@ def import_onnx():
 
 
 def check_exportable(model):
-    """One line naming what the exporter cannot write, or None."""
+    """Raise one line naming what the exporter cannot write (nothing to say: return)."""
     if model.dtype != np.float32:
         raise MinilstmError(f"this model is {model.dtype}: the ONNX export writes float32 models only (onnxruntime's "
                             "LSTM operator does not run float64); train with --dtype float32 to export it")
@@ -75,7 +75,10 @@ class _Graph:
 
     def const(self, value, hint: str = "const") -> str:
         name = self.name(hint)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value), name))
+        value = np.asarray(value)
+        if value.dtype.kind in "iu":  # shapes, axes and indices: int64 is what ONNX wants, whatever numpy's default
+            value = value.astype(np.int64)
+        self.initializers.append(self.onnx.numpy_helper.from_array(value, name))
         return name
 
     def op(self, op_type: str, inputs, outputs=1, hint: str | None = None, **attributes):
@@ -123,11 +126,13 @@ def encoder_model(model, onnx):
     x = g.op("Gather", [g.const(np.eye(len(model.input_vocab), dtype=np.float32), "onehot"), ids_t])  # (S, B, V)
     finals = []
     y = None
-    for layer_weights in _cells(enc, weights):
+    cells = _cells(enc, weights)
+    for layer, layer_weights in enumerate(cells):
         y, y_h, y_c = g.lstm(x, layer_weights, units)
         finals.append((y_h, y_c))
-        # (S, directions, B, H) -> (S, B, directions * H): the next layer's input, directions side by side
-        x = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 2, 1, 3]), g.const(np.array([0, 0, -1]))])
+        if layer + 1 < len(cells):
+            # (S, directions, B, H) -> (S, B, directions * H): the next layer's input, directions side by side
+            x = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 2, 1, 3]), g.const(np.array([0, 0, -1]))])
     h_parts, c_parts = [], []
     for layer in range(model.decoder.num_layers):
         y_h, y_c = finals[model._encoder_layer_of(layer)]
@@ -196,7 +201,8 @@ def decoder_model(model, onnx):
         y, y_h, y_c = g.lstm(x, layer_weights, units, states["h"][layer], states["c"][layer])
         h_out.append(y_h)
         c_out.append(y_c)
-        x = g.op("Squeeze", [y, g.const(np.array([1]))])  # (1, B, H)
+        if layer + 1 < layers:
+            x = g.op("Squeeze", [y, g.const(np.array([1]))])  # (1, B, H): the next layer's input
         top = y_h
     g.op("Transpose", [g.op("Concat", h_out, axis=0)], ["h_out"], perm=[1, 0, 2])
     g.op("Transpose", [g.op("Concat", c_out, axis=0)], ["c_out"], perm=[1, 0, 2])
@@ -274,7 +280,7 @@ def export_onnx(model, dest: Path):
         try:
             onnx.checker.check_model(proto, full_check=True)
         except onnx.checker.ValidationError as e:  # a bug of ours, not the user's: say so plainly
-            raise RuntimeError(f"minilstm wrote an invalid {name}: {e}") from e
+            raise RuntimeError(f"minilstm wrote an invalid {name}: {str(e).splitlines()[0]}") from e
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
         tmp.mkdir()

@@ -357,11 +357,11 @@ class Seq2Seq:
                                        p["dense.kernel"], p["dense.bias"], h[0], c[0], start_id, end_id, tokens)
             return _cut_at_end(tokens.tolist(), end_id)
         maps = None
-        if attention_maps is not None and self.attention is not None:
-            maps = np.zeros((batch, self.max_decoder_len + 1, np.shape(encoder_input_ids)[1]))
-        if self.attention is not None and self.attention_decoder.compiled_greedy(self.backend):
-            if maps is not None:
-                maps = maps.astype(self.dtype)
+        compiled = self.attention is not None and self.attention_decoder.compiled_greedy(self.backend)
+        if attention_maps is not None and self.attention is not None:  # the compiled loop writes the model's dtype
+            maps = np.zeros((batch, self.max_decoder_len + 1, np.shape(encoder_input_ids)[1]),
+                            dtype=self.dtype if compiled else np.float64)
+        if compiled:
             self.attention_decoder.greedy_decode(p, state, p["dense.kernel"], p["dense.bias"], start_id, end_id,
                                                  tokens, maps)
             if maps is not None:  # each row's steps up to and with its END

@@ -41,18 +41,23 @@ def host_has_avx512() -> bool:
 
 
 def _register_bytes() -> int:
+    natural = 64 if host_has_avx512() else 32
     forced = os.environ.get("MINILSTM_SIMD_BYTES")
     if forced:
         if forced not in ("32", "64"):
             raise ValueError(f"MINILSTM_SIMD_BYTES must be 32 or 64, not {forced!r}")
+        if int(forced) != natural and not config.CACHE_DIR:
+            # The cached kernels of the CPU's own width would read and write buffers sized for this one.
+            raise ValueError(f"MINILSTM_SIMD_BYTES={forced} (not this CPU's {natural}) needs a Numba cache of its "
+                             "own: set NUMBA_CACHE_DIR to an empty directory too")
         return int(forced)
-    return 64 if host_has_avx512() else 32
+    return natural
 
 
 # One vector's bytes, decided once at import from the CPU: 64 (a zmm register) with AVX-512, else 32 (a ymm
 # register; a 64-byte vector there is two registers, and a micro-kernel sized for 32 of them spills). Numba's disk
 # cache is keyed by the CPU, not by this: MINILSTM_SIMD_BYTES (tests force the other width with it) must come with
-# its own NUMBA_CACHE_DIR.
+# its own NUMBA_CACHE_DIR, and is refused without one.
 REGISTER_BYTES = _register_bytes()
 
 

@@ -3,9 +3,11 @@
     python bench/serve_load.py --out bench/results/serve            # the run: 1, 4, 16, 64 clients, 10 s each
     python bench/serve_load.py --smoke                              # 2 s in all: checks the script works
 
-Each mode starts its own server (``python -m minilstm.serve CHECKPOINT --port 0 ...``, the shipped model by default)
-and runs, for every concurrency level, that many clients for ``--seconds``: each sends one held-out English
-sentence per request (the checkpoint's validation pairs), waits for the answer, sends the next. Modes: ``batched``
+Each mode has its own server (``python -m minilstm.serve CHECKPOINT --port 0 ...``, the shipped model by default),
+all started first; at every concurrency level the modes take turns (so that a drift of the machine's speed, up to
+1.7x within a minute on this project's virtual machines, hits them alike), each running that many clients for
+``--seconds``: each sends one held-out English sentence per request (the checkpoint's validation pairs), waits for
+the answer, sends the next. Modes: ``batched``
 (the defaults: ``--max-batch 64 --max-delay-ms 5``), ``max-batch-1`` (one sentence at a time, what OpenNMT-py's
 server does) and ``lists32`` (batched, clients sending lists of 32 sentences). Reported per level: sentences/s,
 requests/s, p50/p95/p99 request latency, and the batch sizes the server decoded (from its /metrics); plus the
@@ -240,12 +242,15 @@ def main(argv=None):
     levels = [int(x) for x in args.levels.split(",")]
     results = {"checkpoint": str(checkpoint), "seconds_per_level": args.seconds, "modes": {}, "client": args.client,
                "direct_ms": direct_latency(checkpoint, sentences, args.backend, min(args.seconds, 2.0))}
-    for mode in args.modes.split(","):
-        flags, per_request = MODES[mode]
-        proc, url = start_server(checkpoint, ["--backend", args.backend, *flags])
-        try:
-            results["modes"][mode] = []
-            for clients in levels:
+    modes = args.modes.split(",")
+    servers = {}
+    try:
+        for mode in modes:  # one server per mode, all started first: the modes then take turns at each level
+            servers[mode] = start_server(checkpoint, ["--backend", args.backend, *MODES[mode][0]])
+        results["modes"] = {mode: [] for mode in modes}
+        for clients in levels:
+            for mode in modes:
+                per_request, url = MODES[mode][1], servers[mode][1]
                 before = batch_sizes(url)
                 if args.client == "wrk":
                     r = wrk_closed_loop(url, sentences, clients, per_request, args.seconds)
@@ -260,7 +265,8 @@ def main(argv=None):
                 results["modes"][mode].append(r)
                 print(f"{mode:12} {clients:3} clients: {r['sentences_per_s']:8.1f} sentences/s, p50 "
                       f"{r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms", flush=True)
-        finally:
+    finally:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(30)
     print(table(results))

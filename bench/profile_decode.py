@@ -19,13 +19,14 @@ all max_decoder_len + 1 steps). Prints the FLOP floor of the decode (its GEMMs) 
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from numba import njit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from profile_cpu import median_us  # noqa: E402 - bench/ is on the path: this script's folder
 
 from minilstm import numba_recurrence as loops  # noqa: E402
 from minilstm import simd  # noqa: E402
@@ -47,13 +48,9 @@ def gather(kernel, bias, prev, gates, going):
 def argmax_compact(logits, h, c, h_next, c_next, sentence, prev, tokens, step, end_id, going):
     """The argmax and the compaction of one step, as greedy_decode writes them (END never wins here, so every row
     is copied: the untrained case)."""
-    vocab = logits.shape[1]
     kept = 0
     for row in range(going):
-        best = 0
-        for k in range(1, vocab):
-            if logits[row, k] > logits[row, best]:
-                best = k
+        best = loops._argmax(logits[row])
         tokens[sentence[row], step] = best
         if best != end_id:
             sentence[kept], prev[kept] = sentence[row], best
@@ -67,13 +64,7 @@ def forward_step(gates, packed, h, c, h_next, c_next, z_block, spill):
 
 
 def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return median_us(fn, repeats) / 1e3
 
 
 def main():

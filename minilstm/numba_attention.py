@@ -36,7 +36,7 @@ from numba import njit
 
 from . import simd
 from .numba_kernels import _cell_backward_row, act_tanh, lstm_cell_forward, one
-from .numba_recurrence import MICRO_ROWS, ROW_GROUP, _block_gates, _multiply, _product1, _store_gates
+from .numba_recurrence import MICRO_ROWS, ROW_GROUP, _argmax, _block_gates, _multiply, _product1, _store_gates
 
 GROUP = ROW_GROUP  # rows that go through the time steps together
 
@@ -475,10 +475,7 @@ def attention_greedy_decode(kernel0, biases, packed_gates, packed_output, packed
                 row = logits[r]
                 for k in range(vocab):
                     row[k] += dense_bias[k]
-                best = 0
-                for k in range(1, vocab):
-                    if row[k] > row[best]:
-                        best = k
+                best = _argmax(row)
                 b = sentence[r]
                 tokens[b, step] = best
                 if keep_maps:

@@ -440,6 +440,16 @@ def recurrence_backward_units(gates, cs, recurrent_kernel, packed, d_outputs, dh
 # Batched greedy decoding: the decoder's whole loop in one call.
 
 
+@njit(inline="always", error_model="numpy")
+def _argmax(row):
+    """The index of the first of equal maxima, as numpy's argmax (a NaN never wins here)."""
+    best = 0
+    for k in range(1, row.shape[0]):
+        if row[k] > row[best]:
+            best = k
+    return best
+
+
 @njit(nogil=True, error_model="numpy")
 def _dense(h, packed, bias, logits, spill):
     """logits = h @ kernel + bias, the dense kernel packed by ``pack_backward(kernel.T)`` (panels of 4 x LANES
@@ -512,10 +522,7 @@ def greedy_decode(kernel, bias, packed_recurrent, packed_dense, dense_bias, h0, 
         _dense(h_next[:going], packed_dense, dense_bias, logits[:going], spill)
         kept = 0
         for row in range(going):
-            best = 0
-            for k in range(1, vocab):
-                if logits[row, k] > logits[row, best]:
-                    best = k
+            best = _argmax(logits[row])
             tokens[sentence[row], step] = best
             if best != end_id:  # still going: move up into place ``kept``
                 if kept != row:

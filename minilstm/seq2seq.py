@@ -299,22 +299,65 @@ class Seq2Seq:
 
     # -- greedy decoding -----------------------------------------------------------------------------------------
 
-    def encode(self, encoder_input_ids):
-        """The decoder's initial (h, c), each (decoder layers, B, decoder units), for a batch of ids (B, T)."""
-        ids = self._time_major(encoder_input_ids)
-        _, state, _ = self.encoder.forward(self.params, ids, return_outputs=False)
+    def encode(self, encoder_input_ids, source_lengths=None):
+        """The decoder's initial (h, c), each (decoder layers, B, decoder units), for a batch of ids (B, T)
+        (``source_lengths``: see ``start_decoding``)."""
+        _, state = self._run_encoder(encoder_input_ids, source_lengths, return_outputs=False)
         return self._decoder_initial_state(state)
 
     def start_decoding(self, encoder_input_ids, source_lengths=None):
         """The decoder's state before its first step: (h, c) as ``encode`` gives them, or, with attention, an
         ``attention.DecoderState`` (those, the input feed, the encoder outputs to attend over). ``source_lengths``
-        (B,): each row's real characters (None: every position)."""
+        (B,): each row's real characters (None: every position). A ``mask_padding`` model with a one-directional
+        encoder stops each row's encoder at its own length, so rows of different lengths share a batch and each
+        gets the state it would get alone (``_run_encoder``); otherwise the encoder reads every position."""
         if self.attention is None:
-            return self.encode(encoder_input_ids)
-        ids = self._time_major(encoder_input_ids)
-        memory, state, _ = self.encoder.forward(self.params, ids)
+            return self.encode(encoder_input_ids, source_lengths)
+        memory, state = self._run_encoder(encoder_input_ids, source_lengths)
         return self.attention_decoder.start(self.params, self._decoder_initial_state(state), memory,
                                             self._lengths(source_lengths))
+
+    def takes_mixed_lengths(self) -> bool:
+        """Whether ``start_decoding`` stops each row at its own length (a ``mask_padding`` model whose encoder runs
+        one way: a backward direction would have to start at each row's own last character)."""
+        return self.mask_padding and self.encoder.directions == 1
+
+    def _run_encoder(self, encoder_input_ids, source_lengths=None, return_outputs=True):
+        """The encoder's (outputs (T, B, H) or None, final (h, c)) for ids (B, T).
+
+        With mixed ``source_lengths`` and ``takes_mixed_lengths()``, rows run longest first and the time loop is
+        cut at each distinct length: the rows still going continue from their states, so a row's steps are
+        exactly those it would run alone and its final state is the one after its last real character (as packed
+        sequences do in PyTorch). A cut costs one more compiled call per distinct length, not a step each.
+        Outputs past a row's length are zeros (attention never looks there)."""
+        ids = self._time_major(encoder_input_ids)
+        steps, batch = ids.shape
+        lengths = None if source_lengths is None else np.asarray(source_lengths, dtype=np.int64)
+        if not self.takes_mixed_lengths() or lengths is None or batch == 0 or (lengths == steps).all():
+            outputs, state, _ = self.encoder.forward(self.params, ids, return_outputs=return_outputs)
+            return outputs, state
+        if lengths.min() < 1 or lengths.max() > steps:
+            raise ValueError(f"source lengths must be 1..{steps}, got {lengths.min()}..{lengths.max()}")
+        xp, enc = self.backend.xp, self.encoder
+        order = np.argsort(-lengths, kind="stable")  # longest first: the rows still going are always a prefix
+        ids = xp.ascontiguousarray(ids[:, self.backend.asarray(order)])
+        shape = (enc.num_layers * enc.directions, batch, enc.units)
+        h, c = xp.zeros(shape, dtype=self.dtype), xp.zeros(shape, dtype=self.dtype)
+        outputs = xp.zeros((steps, batch, enc.output_size), dtype=self.dtype) if return_outputs else None
+        start = 0
+        for stop in np.unique(lengths):
+            rows = int((lengths > start).sum())
+            out, (h_n, c_n), _ = enc.forward(self.params, xp.ascontiguousarray(ids[start:stop, :rows]),
+                                             (xp.ascontiguousarray(h[:, :rows]), xp.ascontiguousarray(c[:, :rows])),
+                                             return_outputs=return_outputs)
+            h[:, :rows], c[:, :rows] = h_n, c_n
+            if return_outputs:
+                outputs[start:stop, :rows] = out
+            start = int(stop)
+        back = self.backend.asarray(np.argsort(order))
+        if return_outputs:
+            outputs = xp.ascontiguousarray(outputs[:, back])
+        return outputs, (xp.ascontiguousarray(h[:, back]), xp.ascontiguousarray(c[:, back]))
 
     def step(self, prev_ids, state):
         """One decoder step from ``start_decoding``'s (or the previous step's) state: (logits (B, V), the next
@@ -466,18 +509,22 @@ class Seq2Seq:
         search (``beam_width > 1``; with ``n_best``, each text's list of beam translations, best first, the first
         being the translation without ``n_best``) or sampling (``temperature``). Inputs are padded with spaces to
         ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to
-        its own length, and is batched only with inputs of that same padded length, so every sentence gets exactly
-        the string it would get decoded alone. An attention model attends over each sentence's own characters only.
+        its own length, and is batched only with inputs of that same padded length (a ``mask_padding`` model with
+        a one-directional encoder batches any lengths: ``start_decoding``), so every sentence gets exactly the string
+        it would get decoded alone. An attention model attends over each sentence's own characters only.
         ``attention_maps`` (a list; greedy decoding of an attention model) receives, per text, its attention weights
         (generated characters, the text's characters) as a host array."""
         min_len = 0 if self.mask_padding else self.max_encoder_len
+        mixed = self.takes_mixed_lengths()  # then any lengths share a batch (start_decoding), sorted to pad little
         by_length: dict[int, list[int]] = {}
-        for k, text in enumerate(texts):
-            by_length.setdefault(max(len(text), min_len), []).append(k)
+        for k in sorted(range(len(texts)), key=lambda k: len(texts[k])) if mixed else range(len(texts)):
+            by_length.setdefault(min(len(texts[k]), 1) if mixed else max(len(texts[k]), min_len), []).append(k)
         chunks = []  # (padded length, sentence indices), decoded in parallel where the backend has workers
-        for length, members in by_length.items():
+        for members in by_length.values():
             per_chunk = min(batch_size, -(-len(members) // self.backend.workers))
-            chunks += [(length, members[i : i + per_chunk]) for i in range(0, len(members), per_chunk)]
+            for i in range(0, len(members), per_chunk):
+                chunk = members[i : i + per_chunk]
+                chunks.append((max(max(len(texts[k]) for k in chunk), min_len), chunk))
         seeds = np.random.SeedSequence(seed).spawn(len(chunks))
 
         def decode(item):

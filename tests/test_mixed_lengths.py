@@ -1,0 +1,111 @@
+"""A ``mask_padding`` model batches English sentences of any lengths: the encoder's time loop is cut at each
+distinct length (``Seq2Seq._run_encoder``), and every row gets exactly what it gets alone."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minilstm.data import END, Dataset, encode_inputs, read_pairs
+from minilstm.seq2seq import Seq2Seq
+
+TINY = Path(__file__).parent / "data" / "tiny.txt"
+ARCHITECTURES = {
+    "example": {},
+    "stacked": {"encoder_layers": 2, "decoder_layers": 2, "dropout": 0.3},
+    "deeper encoder": {"encoder_layers": 3, "decoder_layers": 2},
+    "general attention": {"attention": "general"},
+    "dot attention, no input feed": {"attention": "dot", "input_feed": False},
+    "bidirectional": {"bidirectional_encoder": True},
+}
+
+
+def model_of(backend, dtype, architecture, units=7, seed=5):
+    """Large random weights over tiny.txt's vocabularies, so that decodes vary with the input."""
+    dataset = Dataset.from_pairs(read_pairs(TINY))
+    model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                    dataset.max_decoder_len, latent_dim=units, dtype=dtype, mask_padding=True,
+                    **ARCHITECTURES[architecture]).initialize(seed)
+    rng = np.random.default_rng(seed)
+    weights = {k: v + rng.standard_normal(v.shape) for k, v in model.get_weights().items()}
+    weights["dense.bias"][model.target_vocab.index[END]] += 2.0
+    model.set_weights(weights)
+    return model
+
+
+def assert_same(model, a, b, compiled_decoder=False):
+    """numba's one-layer time loop (and its compiled greedy decoders): bit for bit (each output one FMA chain,
+    whatever the batch); numpy's, stacked layers' input GEMMs (the layer below's outputs, all steps at once) and the
+    attention of the step loop: BLAS, which blocks by batch size."""
+    if model.backend.name == "numba" and model.encoder.num_layers == 1 and (
+            not compiled_decoder or model.attention_decoder.compiled_greedy(model.backend)):
+        assert np.array_equal(a, b)
+    else:
+        single = model.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-5 if single else 1e-12, atol=1e-6 if single else 1e-13)
+
+
+def sentences(model, rng, n=23):
+    chars = [c for c in model.input_vocab.chars if c.strip()]
+    lengths = np.concatenate([[1, 1, 2, 17], rng.integers(1, 18, size=n - 4)])
+    return ["".join(rng.choice(chars, size=length)) for length in lengths]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_each_row_gets_the_state_it_gets_alone(cpu_backend, rng, architecture, dtype):
+    model = model_of(cpu_backend, dtype, architecture)
+    texts = sentences(model, rng)
+    lengths = [len(t) for t in texts]
+    ids = encode_inputs(texts, model.input_vocab, 0)
+
+    def same(a, b):
+        assert_same(model, cpu_backend.to_numpy(a), cpu_backend.to_numpy(b))
+    assert model.takes_mixed_lengths() == (architecture != "bidirectional")
+    outputs, (h, c) = model._run_encoder(ids, lengths)
+    for k, text in enumerate(texts):
+        out_k, (h_k, c_k) = model._run_encoder(encode_inputs([text], model.input_vocab, 0), [len(text)])
+        if not model.takes_mixed_lengths():  # reads the padding: only rows of the longest length match alone
+            if len(text) == max(lengths):
+                same(h[:, k], h_k[:, 0])
+            continue
+        same(h[:, k], h_k[:, 0])
+        same(c[:, k], c_k[:, 0])
+        same(outputs[: len(text), k], out_k[:, 0])
+        assert not cpu_backend.to_numpy(outputs[len(text) :, k]).any()  # zeros past the row's end
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_translations_in_one_batch_equal_one_at_a_time(cpu_backend, rng, architecture):
+    model = model_of(cpu_backend, "float32", architecture)
+    texts = sentences(model, rng)
+    alone = [model.translate([t])[0] for t in texts]
+    assert len(set(alone)) >= 4  # the decodes vary with the input
+    assert model.translate(texts) == alone
+    assert model.translate(texts, batch_size=4) == alone
+    assert model.translate(texts, beam_width=3) == [model.translate([t], beam_width=3)[0] for t in texts]
+    assert model.translate(texts, temperature=0.7, seed=1, batch_size=len(texts)) is not None
+    if model.attention is not None:
+        maps, maps_alone = [], []
+        model.translate(texts, attention_maps=maps)
+        for t in texts:
+            model.translate([t], attention_maps=maps_alone)
+        for m, m_alone in zip(maps, maps_alone, strict=True):
+            assert_same(model, m, m_alone, compiled_decoder=True)
+
+
+def test_a_mixed_batch_runs_one_encoder_call_per_distinct_length(cpu_backend, monkeypatch):
+    """The cut loop, not one call per row: rows still going form a prefix (longest first)."""
+    model = model_of(cpu_backend, "float32", "example")
+    calls = []
+    forward = model.encoder.forward
+
+    def counting(params, ids, *args, **kwargs):
+        calls.append(ids.shape)
+        return forward(params, ids, *args, **kwargs)
+
+    monkeypatch.setattr(model.encoder, "forward", counting)
+    char = next(c for c in model.input_vocab.chars if c.strip())
+    texts = [char * n for n in (2, 5, 1, 5, 3)]
+    model.start_decoding(encode_inputs(texts, model.input_vocab, 0), [len(t) for t in texts])
+    assert calls == [(1, 5), (1, 4), (1, 3), (2, 2)]  # steps x rows: lengths 1, 2, 3, 5

@@ -2,6 +2,7 @@
 LibreTranslate API, checked against ``Seq2Seq.translate`` of the same checkpoint on the same backend."""
 
 import asyncio
+import importlib.util
 import json
 import signal
 import socket
@@ -266,6 +267,24 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(checkpoin
         srv.stop()
 
 
+def test_the_pure_python_http_stack_gives_the_same_answers_and_errors(checkpoint, model):
+    """The serve extra brings httptools and uvloop, which uvicorn then picks; ``--http h11 --loop asyncio`` (what
+    runs without them) answers the same, the bad requests included."""
+    texts = random_texts(model.input_vocab.chars, 12, seed=7)
+    srv = Server(checkpoint, "--backend", BACKEND, "--http", "h11", "--loop", "asyncio")
+    try:
+        r = translate(srv.url, json={"q": texts, "source": "en", "target": "fr"})
+        assert r.json() == {"translatedText": model.translate(texts)}
+        for request_kwargs, status, error in BAD_REQUESTS:
+            if "content" in request_kwargs and not isinstance(request_kwargs["content"], bytes):
+                request_kwargs = {**request_kwargs, "content": (b"x" * 100_000 for _ in range(100))}  # a fresh one
+            r = translate(srv.url, **request_kwargs)
+            assert (r.status_code, r.json()) == (status, {"error": error})
+        assert_alive(srv.url, model)
+    finally:
+        assert srv.stop() == 0
+
+
 def test_command_line_errors_are_one_line(tmp_path, capsys, checkpoint):
     from minilstm.serve import main
 
@@ -278,6 +297,11 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, checkpoint):
         assert run_main(main, [str(checkpoint), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1
+    for flags, missing in ((["--http", "httptools"], "httptools"), (["--loop", "uvloop"], "uvloop")):
+        if importlib.util.find_spec(missing) is None:
+            assert run_main(main, [str(checkpoint), *flags]) == 2
+            assert capsys.readouterr().err == (f"error: {flags[0]} {missing}: {missing} is not installed (pip install "
+                                               f"{missing}, or {flags[0]} auto)\n")
     assert run_main(main, [str(checkpoint), "--max-queue", "10"]) == 2
     assert capsys.readouterr().err == ("error: --max-queue (10) is below --batch-limit (64): a request of that many "
                                        "texts could never be queued\n")

@@ -6,6 +6,7 @@ the package. SIGTERM or Ctrl-C: stop accepting, answer every request already acc
 """
 
 import argparse
+import importlib.util
 import logging
 import signal
 import socket
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most sentences waiting to be decoded; a request beyond it gets 429")
     p.add_argument("--api-key", default=None, help="require this api_key in every /translate request (403 "
                    "without it)")
+    p.add_argument("--http", default="auto", choices=["auto", "httptools", "h11"],
+                   help="uvicorn's HTTP parser (auto: httptools, in C, where installed, as the serve extra does)")
+    p.add_argument("--loop", default="auto", choices=["auto", "uvloop", "asyncio"],
+                   help="uvicorn's event loop (auto: uvloop where installed)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (info: one line per request)")
     return p
@@ -87,6 +92,9 @@ def main(argv=None) -> int:
         raise MinilstmError(f"--max-queue ({args.max_queue}) is below --batch-limit ({args.batch_limit}): a request "
                             "of that many texts could never be queued")
     uvicorn = _import_server()
+    for name, flag in ((args.http, "--http"), (args.loop, "--loop")):
+        if name not in ("auto", "h11", "asyncio") and importlib.util.find_spec(name) is None:
+            raise MinilstmError(f"{flag} {name}: {name} is not installed (pip install {name}, or {flag} auto)")
     from .app import Metrics, Settings, create_app
     from .batcher import Batcher
     from .translator import Translator
@@ -120,7 +128,7 @@ def main(argv=None) -> int:
             super().handle_exit(sig, frame)
 
     server = Server(uvicorn.Config(app, log_level=args.log_level, lifespan="off", access_log=args.log_level in (
-        "info", "debug")))
+        "info", "debug"), http=args.http, loop=args.loop))
     # uvicorn re-raises a signal it caught once it has stopped; with these handlers in place that is a no-op, and
     # a graceful stop exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):

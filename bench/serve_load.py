@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minilstm.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
-from minilstm.data import resolve_pairs, split_validation  # noqa: E402
+from minilstm.data import resolve_pairs, validation_rows  # noqa: E402
 from minilstm.models import DEFAULT_MODEL  # noqa: E402
 
 MODES = {"batched": ([], 1), "max-batch-1": (["--max-batch", "1"], 1), "lists32": ([], 32)}
@@ -50,7 +50,8 @@ def held_out_sentences(checkpoint) -> list[str]:
     if training is None:
         raise SystemExit(f"{checkpoint} has no training record: cannot find its held-out pairs")
     pairs = resolve_pairs(training["data"], training["num_samples"])
-    _, val_idx = split_validation(len(pairs), training["validation_split"])
+    _, val_idx = validation_rows(pairs, training["validation_split"], training.get("validation_split_mode", "last"),
+                                 training.get("seed", 0))
     return [pairs[k][0] for k in val_idx]
 
 

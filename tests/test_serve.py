@@ -443,3 +443,19 @@ def test_no_attention_field_for_a_model_without_attention(server, model):
     r = translate(server.url, json={**GOOD, "attention": True})
     assert r.json() == {"translatedText": model.translate(["Go."])[0]}
     assert httpx.get(server.url + "/frontend/settings").json()["attention"] is False
+
+
+def test_build_ships_a_given_checkpoint_without_its_optimizer(tmp_path, capsys, checkpoint, model):
+    """``python -m minilstm.models.build --from CHECKPOINT --dest DIR``: the weights as they are, no optimizer state;
+    training arguments beside --from are refused in one line."""
+    from minilstm.models.build import main
+
+    assert run_main(main, ["--from", str(checkpoint), "--dest", str(tmp_path / "shipped")]) == 0
+    shipped = load_checkpoint(tmp_path / "shipped", backend=BACKEND)
+    assert shipped.optimizer_state is None
+    assert not (tmp_path / "shipped" / "optimizer.safetensors").exists()
+    for name, value in model.get_weights().items():
+        assert (shipped.model.get_weights()[name] == value).all(), name
+    assert run_main(main, ["--from", str(checkpoint), "--dest", str(tmp_path / "other"), "--epochs", "3"]) == 2
+    assert capsys.readouterr().err.endswith("--from ships a checkpoint as it is: unexpected arguments --epochs 3\n")
+    assert not (tmp_path / "other").exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..checkpoint import load_checkpoint, resolve_checkpoint, resumable_checkpoint, save_checkpoint
 from ..cli import run_main
+from ..errors import MinilstmError
 from . import DEFAULT_MODEL
 
 TRAIN_ARGS = ["--mask-padding", "--patience", "5", "--seed", "0"]
@@ -25,16 +26,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minilstm.models.build", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/en-fr-default"), help="the training run's directory")
     p.add_argument("--dest", type=Path, default=DEFAULT_MODEL, help="where the shipped checkpoint goes")
+    p.add_argument("--from", dest="source", type=Path, default=None, metavar="CHECKPOINT",
+                   help="train nothing: ship this checkpoint (a directory, or a run's --out: its best/)")
     args, train_args = p.parse_known_args(argv)
     from .. import train
 
-    if resumable_checkpoint(args.out) is not None:  # a run stopped earlier: go on with it
-        status = train.main(["--resume", str(args.out), "--epochs", EPOCHS, *train_args])
+    if args.source is not None:
+        if train_args:
+            raise MinilstmError(f"--from ships a checkpoint as it is: unexpected arguments {' '.join(train_args)}")
+        best, _ = resolve_checkpoint(args.source)
     else:
-        status = train.main([*TRAIN_ARGS, "--epochs", EPOCHS, *train_args, "--out", str(args.out)])
-    if status:
-        return status
-    best, _ = resolve_checkpoint(args.out)
+        if resumable_checkpoint(args.out) is not None:  # a run stopped earlier: go on with it
+            status = train.main(["--resume", str(args.out), "--epochs", EPOCHS, *train_args])
+        else:
+            status = train.main([*TRAIN_ARGS, "--epochs", EPOCHS, *train_args, "--out", str(args.out)])
+        if status:
+            return status
+        best, _ = resolve_checkpoint(args.out)
     checkpoint = load_checkpoint(best)
     extra = {key: checkpoint.config[key] for key in ("training", "metrics") if key in checkpoint.config}
     save_checkpoint(args.dest, checkpoint.model, optimizer=None, extra=extra)

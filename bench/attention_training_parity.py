@@ -5,7 +5,8 @@
 PyTorch's model is the issue's (a), written as OpenNMT-py runs it: an ``nn.LSTM`` encoder, the decoder an
 ``nn.LSTMCell`` loop with input feeding, ``general`` attention in torch ops (scores ``h . (hbar W_a)``, softmax
 over the real source characters, ``tanh([c, h] W_c)``), ``nn.Linear`` logits, cross-entropy over real characters,
-``torch.optim.RMSprop`` (alpha 0.9, eps 1e-7, lr 0.001: Keras's RMSprop, ours), float32. It starts from our
+``torch.optim.RMSprop`` (alpha 0.9, eps 1e-7, lr 0.001: Keras's RMSprop, ours), float32 (``--dtype float64``:
+both in float64). It starts from our
 model's initial weights (seed 0, as ``minilstm.train`` draws them) and takes our batches in our order (the whole
 file, ``--mask-padding``, the random held-out split: the quality runs' data); after every ``--report-every``
 steps both are scored on the same held-out batches (every ``--val-stride``-th of the 256-row validation batches).
@@ -37,12 +38,13 @@ class TorchModel(torch.nn.Module):
 
     def __init__(self, model: Seq2Seq):
         super().__init__()
-        w = {k: torch.from_numpy(v.astype(np.float32)) for k, v in model.get_weights().items()}
+        self.dtype = torch.float64 if model.dtype == np.float64 else torch.float32
+        w = {k: torch.from_numpy(v) for k, v in model.get_weights().items()}
         (_, _, enc_cell), = model.encoder.cells()
         (_, _, dec_cell), = model.decoder.cells()
         units, self.n_in, self.n_out = model.latent_dim, len(model.input_vocab), len(model.target_vocab)
-        self.encoder = torch.nn.LSTM(self.n_in, units)
-        self.cell = torch.nn.LSTMCell(w[f"{dec_cell}.kernel"].shape[0], units)
+        self.encoder = torch.nn.LSTM(self.n_in, units, dtype=self.dtype)
+        self.cell = torch.nn.LSTMCell(w[f"{dec_cell}.kernel"].shape[0], units, dtype=self.dtype)
         with torch.no_grad():  # Keras's gate order i, f, c, o is PyTorch's i, f, g, o; one bias, the other 0
             for ih, hh, b_ih, b_hh, cell in ((self.encoder.weight_ih_l0, self.encoder.weight_hh_l0,
                                               self.encoder.bias_ih_l0, self.encoder.bias_hh_l0, enc_cell),
@@ -61,8 +63,8 @@ class TorchModel(torch.nn.Module):
     def loss_sum(self, enc_ids, dec_ids, targets, lengths=None):
         """Summed cross-entropy over the real target characters of a (B, S) / (B, T) batch."""
         onehot = torch.nn.functional.one_hot
-        enc = onehot(torch.from_numpy(np.ascontiguousarray(enc_ids.T)).long(), self.n_in).float()
-        dec = onehot(torch.from_numpy(np.ascontiguousarray(dec_ids.T)).long(), self.n_out).float()
+        enc = onehot(torch.from_numpy(np.ascontiguousarray(enc_ids.T)).long(), self.n_in).to(self.dtype)
+        dec = onehot(torch.from_numpy(np.ascontiguousarray(dec_ids.T)).long(), self.n_out).to(self.dtype)
         memory, (h, c) = self.encoder(enc)
         memory = memory.transpose(0, 1)  # (B, S, H)
         keys = memory @ self.score_kernel
@@ -88,11 +90,14 @@ def main(argv=None):
     p.add_argument("--report-every", type=int, default=100)
     p.add_argument("--val-stride", type=int, default=4, help="score every N-th validation batch (256 rows each)")
     p.add_argument("--threads", type=int, default=2, help="PyTorch's threads (ours: MINILSTM_THREADS)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="float64: the two runs should agree far more closely (same math, less rounding to amplify)")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     args = build_parser().parse_args(["--data", a.data, "--num-samples", "all", "--mask-padding",
-                                      "--validation-split-mode", "random", "--attention", "general"])
+                                      "--validation-split-mode", "random", "--attention", "general",
+                                      "--dtype", a.dtype])
     dataset, train_idx, val_idx = training_data(args)
     backend = get_backend("numba")
     model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
@@ -136,12 +141,12 @@ def main(argv=None):
         if step % a.report_every == 0 or step == len(plan):
             ours, torch_loss = held_out()
             rows.append({"step": step, "ours": ours, "pytorch": torch_loss, "ratio": torch_loss / ours})
-            print(f"step {step}: held-out loss ours {ours:.4f}, PyTorch {torch_loss:.4f} "
-                  f"({100 * (torch_loss / ours - 1):+.2f}%); training time so far ours {seconds['minilstm']:.0f} s, "
+            print(f"step {step}: held-out loss ours {ours:.6f}, PyTorch {torch_loss:.6f} "
+                  f"({100 * (torch_loss / ours - 1):+.4f}%); training time so far ours {seconds['minilstm']:.0f} s, "
                   f"PyTorch {seconds['pytorch']:.0f} s", flush=True)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps({"steps": len(plan), "rows": rows, "training_seconds": seconds,
+        a.json.write_text(json.dumps({"steps": len(plan), "dtype": a.dtype, "rows": rows, "training_seconds": seconds,
                                       "val_pairs": int(sum(map(len, val_plan))), "torch": torch.__version__},
                                      indent=1) + "\n")
     worst = max(abs(r["ratio"] - 1) for r in rows)

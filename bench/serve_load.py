@@ -42,7 +42,11 @@ from minilstm.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E40
 from minilstm.data import resolve_pairs, validation_rows  # noqa: E402
 from minilstm.models import DEFAULT_MODEL  # noqa: E402
 
-MODES = {"batched": ([], 1), "max-batch-1": (["--max-batch", "1"], 1), "lists32": ([], 32)}
+MODES = {"batched": ([], 1), "max-batch-1": (["--max-batch", "1"], 1), "lists32": ([], 32),
+         # the same batched server on uvicorn's pure-Python stack (h11 parser, asyncio loop): what the C ones buy
+         "batched-h11": (["--http", "h11", "--loop", "asyncio"], 1),
+         "max-batch-1-h11": (["--max-batch", "1", "--http", "h11", "--loop", "asyncio"], 1)}
+DEFAULT_MODES = ("batched", "max-batch-1", "lists32")
 
 
 def held_out_sentences(checkpoint) -> list[str]:
@@ -228,7 +232,7 @@ def main(argv=None):
     p.add_argument("checkpoint", nargs="?", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--levels", default="1,4,16,64", help="concurrency levels")
     p.add_argument("--seconds", type=float, default=10.0, help="per level and mode")
-    p.add_argument("--modes", default=",".join(MODES), help=f"of {', '.join(MODES)}")
+    p.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"of {', '.join(MODES)}")
     p.add_argument("--backend", default="numba")
     p.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx",
                    help="the load generator (default: wrk where it is installed; module doc)")

@@ -518,7 +518,7 @@ class Seq2Seq:
         mixed = self.takes_mixed_lengths()  # then any lengths share a batch (start_decoding), sorted to pad little
         by_length: dict[int, list[int]] = {}
         for k in sorted(range(len(texts)), key=lambda k: len(texts[k])) if mixed else range(len(texts)):
-            by_length.setdefault(min(len(texts[k]), 1) if mixed else max(len(texts[k]), min_len), []).append(k)
+            by_length.setdefault(0 if mixed else max(len(texts[k]), min_len), []).append(k)  # 0: one group
         chunks = []  # (padded length, sentence indices), decoded in parallel where the backend has workers
         for members in by_length.values():
             per_chunk = min(batch_size, -(-len(members) // self.backend.workers))

@@ -317,6 +317,9 @@ class AttentionDecoder:
                                                      params.dtype) for layer in range(1, lstm.num_layers)]
 
     def _input_feed_forward(self, params, ids, initial_state, memory, training, seed, row_offset, feed0=None):
+        """The loop over the steps, attention inside it: input feeding's forward, and every model's decoding step
+        where the backend compiles the decoders (without feeding, layer 0's input kernel then has no rows: the fed
+        part of its input is empty)."""
         backend, xp, dtype = params.backend, params.backend.xp, params.dtype
         steps, batch = ids.shape
         units, layers_ = self.units, self.num_layers
@@ -468,24 +471,44 @@ class AttentionDecoder:
     # -- step by step (decoding) ---------------------------------------------------------------------------------
 
     def compiled_greedy(self, backend) -> bool:
-        """Whether ``backend`` runs ``greedy_decode`` as one call (numba, input feeding, every score)."""
-        return self.input_feed and backend.attention_greedy_decode is not None and self._compiled(backend)
+        """Whether ``backend`` runs ``greedy_decode`` as one call (numba, every score, with or without feeding)."""
+        return backend.attention_greedy_decode is not None and self._compiled(backend)
+
+    def compiled_beam(self, backend) -> bool:
+        """Whether ``backend`` runs ``beam_decode`` as one call (numba, every score, with or without feeding)."""
+        return backend.attention_beam_decode is not None and self._compiled(backend)
+
+    def _decoding_weights(self, params, dense_kernel, dense_bias):
+        """The weights as the backend's compiled decoders take them (``NumbaBackend.attention_greedy_decode``)."""
+        cells = [cell for _, _, cell in self.lstm.cells()]
+        kernel0 = params[f"{cells[0]}.kernel"]
+        return (kernel0, [params[f"{cell}.bias"] for cell in cells],
+                [kernel0[self.vocab_size :]] + [params[f"{cell}.kernel"] for cell in cells[1:]],
+                [params[f"{cell}.recurrent_kernel"] for cell in cells], self.attention._w(params, "output_kernel"),
+                dense_kernel, dense_bias)
 
     def greedy_decode(self, params, state: "DecoderState", dense_kernel, dense_bias, start_id, end_id, tokens,
                       maps=None):
         """Greedy decoding from ``start``'s state in one backend call (``compiled_greedy``): ``tokens`` (B, steps),
         filled with END, gets each row's characters, ``maps`` (B, steps, S) (or None) their attention weights; the
         same bits as ``step`` followed by the output layer and an argmax, step after step."""
-        cells = [cell for _, _, cell in self.lstm.cells()]
-        kernel0 = params[f"{cells[0]}.kernel"]
-        concat = None if self.attention.score != "concat" else tuple(
-            self.attention._w(params, key) for key in ("query_kernel", "query_bias", "score_vector"))
+        memory = state.memory
         params.backend.attention_greedy_decode(
-            kernel0, [params[f"{cell}.bias"] for cell in cells],
-            [kernel0[self.vocab_size :]] + [params[f"{cell}.kernel"] for cell in cells[1:]],
-            [params[f"{cell}.recurrent_kernel"] for cell in cells], self.attention._w(params, "output_kernel"),
-            dense_kernel, dense_bias, state.memory.memory, state.memory.keys, state.memory.lengths, state.h, state.c,
-            concat, start_id, end_id, tokens, maps)
+            *self._decoding_weights(params, dense_kernel, dense_bias), memory.memory, memory.keys, memory.lengths,
+            state.h, state.c, self._concat_weights(params), start_id, end_id, tokens, maps)
+
+    def beam_decode(self, params, state: "DecoderState", dense_kernel, dense_bias, start_id, end_id, tokens, scores):
+        """Beam search from ``start``'s state (one row per sentence) in one backend call (``compiled_beam``):
+        ``tokens`` (B, K, steps), filled with END, get each sentence's K beams, ``scores`` (B, K) their summed
+        log-probabilities; the search of ``Seq2Seq.beam_decode_ids``'s step-by-step loop."""
+        memory = state.memory
+        params.backend.attention_beam_decode(
+            *self._decoding_weights(params, dense_kernel, dense_bias), memory.memory, memory.keys, memory.lengths,
+            state.h, state.c, self._concat_weights(params), start_id, end_id, tokens, scores)
+
+    def _concat_weights(self, params):
+        return None if self.attention.score != "concat" else tuple(
+            self.attention._w(params, key) for key in ("query_kernel", "query_bias", "score_vector"))
 
     def start(self, params, initial_state, memory, lengths=None) -> DecoderState:
         """The state before the first step: (h0, c0) each (L, B, H), memory (S, B, M)."""
@@ -497,10 +520,12 @@ class AttentionDecoder:
     def step(self, params, prev_ids, state: DecoderState):
         """One step for the previous tokens ``prev_ids`` (B,): returns (htilde (B, H), the next state, the
         attention weights (B, S)). The same operations as a one-step ``forward``, so a decoder fed the true previous
-        tokens reproduces the teacher-forced outputs."""
+        tokens reproduces the teacher-forced outputs; without input feeding on a backend that compiles the loop it is
+        the compiled decoders' step (the same bits as ``greedy_decode``), which reproduces them to rounding (the teacher-forced
+        forward runs the LSTM first, then the attention over all steps at once)."""
         xp = params.backend.xp
         ids = prev_ids.reshape(1, -1)
-        if self.input_feed:
+        if self.input_feed or self._compiled(params.backend):  # without feeding: the compiled decoders' step
             outputs, (h, c), cache = self._input_feed_forward(params, ids, (state.h, state.c), state.memory, False,
                                                               None, 0, feed0=state.feed)
             return outputs[0], DecoderState(h, c, outputs[0], state.memory), cache.attention.weights[:, 0]

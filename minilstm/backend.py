@@ -97,9 +97,11 @@ class Backend:
     attention_feed_forward = None
     attention_feed_backward = None
     attention_feed_scores = ()
-    # Batched greedy decoding of an input-feeding attention model as one call: attention_greedy_decode(...), arguments
-    # as in ``NumbaBackend``. None: the step-by-step loop in ``Seq2Seq.greedy_decode_ids``.
+    # Batched greedy decoding and beam search of an attention model (with or without input feeding) as one call
+    # each: attention_greedy_decode(...), attention_beam_decode(...), arguments as in ``NumbaBackend``. None: the
+    # step-by-step loops in ``Seq2Seq.greedy_decode_ids`` and ``beam_decode_ids``.
     attention_greedy_decode = None
+    attention_beam_decode = None
 
     def gather_rows_add(self, table, ids, bias, out=None):
         return layers.gather_rows_add(self.xp, table, ids, bias, out)
@@ -500,9 +502,10 @@ class NumbaBackend(Backend):
         return tuple(empty if a is None else a for a in arrays)
 
     def _packed_attention_forward(self, input_kernels, recurrent_kernels, output_kernel, concat, dtype):
-        """The forward loops' packed weights: per layer ``pack_gates([input kernel; recurrent_kernel])``,
-        ``pack_backward(output_kernel.T)`` and, for concat (``concat`` = (query_kernel, query_bias, score_vector)),
-        (``pack_backward(query_kernel.T)``, query_bias, score_vector); arrays with no elements otherwise."""
+        """The forward loops' packed weights: per layer ``pack_gates([input kernel; recurrent_kernel])`` (layer 0's
+        input kernel has no rows without input feeding), ``pack_backward(output_kernel.T)`` and, for concat
+        (``concat`` = (query_kernel, query_bias, score_vector)), (``pack_backward(query_kernel.T)``, query_bias,
+        score_vector); arrays with no elements otherwise."""
         attn, loops = self.attention_loops, self.time_loops
         if concat is None:
             empty = np.empty(0, dtype=dtype)
@@ -513,9 +516,11 @@ class NumbaBackend(Backend):
                                    loops.packed_backward_size_for(query_kernel.shape[1], query_kernel.shape[0], dtype)),
                       np.ascontiguousarray(query_bias), np.ascontiguousarray(score_vector))
         units = recurrent_kernels[0].shape[0]
-        packed_gates = np.empty((len(recurrent_kernels), attn.packed_gates_size(2 * units, units, dtype)), dtype=dtype)
-        for layer, pair in enumerate(zip(input_kernels, recurrent_kernels, strict=True)):
-            attn.pack_gates(np.concatenate(pair), packed_gates[layer])
+        packed_gates = []
+        for pair in zip(input_kernels, recurrent_kernels, strict=True):
+            kernel = np.concatenate(pair)
+            packed_gates.append(self._packed(attn.pack_gates, kernel,
+                                             attn.packed_gates_size(kernel.shape[0], units, dtype)))
         packed_output = self._packed(loops.pack_backward, np.ascontiguousarray(output_kernel.T),
                                      loops.packed_backward_size_for(units, output_kernel.shape[0], dtype))
         return tuple(packed_gates), packed_output, concat
@@ -536,23 +541,42 @@ class NumbaBackend(Backend):
             gates, packed_gates, packed_output, memory, keys, lengths, hs, cs, feeds, layer_inputs, masks, queries,
             weights, context, outputs, (*packed_concat, hidden), attn.GROUP, first, stop))
 
-    def attention_greedy_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
-                                dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, tokens, maps):
-        """Batched greedy decoding of an input-feeding attention model in one call
-        (``numba_attention.attention_greedy_decode``); weights as ``attention_feed_forward`` takes them, plus
-        layer 0's whole ``kernel0`` and every layer's bias; ``concat``: (query_kernel, query_bias, score_vector) or
-        None; ``maps`` (B, steps, S) or None."""
-        attn, loops, dtype = self.attention_loops, self.time_loops, h0.dtype
+    def _attention_decoding(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
+                            dense_bias, memory, keys, lengths, h0, c0, concat):
+        """The arguments ``numba_attention``'s decoders share, from the weights (``attention_greedy_decode``)."""
+        loops, dtype = self.time_loops, h0.dtype
         packed_gates, packed_output, packed_concat = self._packed_attention_forward(
             input_kernels, recurrent_kernels, output_kernel, concat, dtype)
         packed_dense = self._packed(loops.pack_backward, np.ascontiguousarray(dense_kernel.T),
                                     loops.packed_backward_size_for(dense_kernel.shape[1], dense_kernel.shape[0], dtype))
-        maps = np.empty((0, 0, 0), dtype=dtype) if maps is None else maps
         memory, keys, lengths, h0, c0 = (np.ascontiguousarray(a) for a in (memory, keys, lengths, h0, c0))
         biases = tuple(np.ascontiguousarray(b) for b in biases)
+        return (kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, memory, keys, lengths, h0, c0,
+                packed_concat)
+
+    def attention_greedy_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
+                                dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, tokens, maps):
+        """Batched greedy decoding of an attention model in one call (``numba_attention.attention_greedy_decode``);
+        weights as ``attention_feed_forward`` takes them (``input_kernels[0]`` with no rows without input feeding),
+        plus layer 0's whole ``kernel0`` and every layer's bias; ``concat``: (query_kernel, query_bias,
+        score_vector) or None; ``maps`` (B, steps, S) or None."""
+        attn = self.attention_loops
+        args = self._attention_decoding(kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
+                                        dense_bias, memory, keys, lengths, h0, c0, concat)
+        maps = np.empty((0, 0, 0), dtype=h0.dtype) if maps is None else maps
         self._attention_rows(tokens.shape[0], lambda first, stop: attn.attention_greedy_decode(
-            kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, memory, keys, lengths, h0, c0,
-            packed_concat, start_id, end_id, tokens, maps, attn.GROUP, first, stop))
+            *args, start_id, end_id, tokens, maps, attn.GROUP, first, stop))
+
+    def attention_beam_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
+                              dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, tokens, scores):
+        """Beam search of an attention model in one call (``numba_attention.attention_beam_decode``): ``tokens``
+        (B, K, steps) filled with END, ``scores`` (B, K) float64 are written; the rest as
+        ``attention_greedy_decode``."""
+        attn = self.attention_loops
+        args = self._attention_decoding(kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
+                                        dense_bias, memory, keys, lengths, h0, c0, concat)
+        self._attention_rows(tokens.shape[0], lambda first, stop: attn.attention_beam_decode(
+            *args, start_id, end_id, tokens, scores, attn.GROUP, first, stop))
 
     def attention_feed_backward(self, gates, cs, masks, input_kernels, recurrent_kernels, output_kernel, memory, keys,
                                 lengths, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys,

@@ -86,6 +86,14 @@ def _gate_panels(x_flat, rows, depth, units, packed, z_flat, spill):
 
 
 @njit(inline="always", error_model="numpy")
+def _depth(packed, units):
+    """The depth of a kernel packed by ``pack_gates``: 2H ([input; recurrent]), or H for layer 0 of a decoder
+    without input feeding (its recurrent kernel alone: the token's part is gathered)."""
+    lanes = simd.lanes_of(packed)
+    return packed.shape[0] // (-(-units // lanes) * 4 * lanes)
+
+
+@njit(inline="always", error_model="numpy")
 def _dot_scores(h, keys_t, scores):
     """One row's scores h . keys_s (dot, general), keys_t (H, S), every position."""
     zero = one(h[0]) - one(h[0])
@@ -157,16 +165,16 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, len
     """The forward loop for rows [row_start, row_stop). Per layer l, tuples of one array per layer (the
     reference's lists): ``gates`` (T, B, 4H) hold the input part of the pre-activations on entry (layer 0: gather +
     bias; above: the bias) and the activated gates on exit; ``packed_gates``: ``pack_gates([input kernel;
-    recurrent_kernel])``, the input kernel of layer 0 being its kernel's last H rows (the fed htilde), above it the
-    layer's kernel; ``hs``, ``cs`` (T + 1, B, H) hold step 0 on entry; ``layer_inputs`` (T, B, H) get the input of
-    each layer above 0 (dropout applied), ``masks`` (T, B, H) its dropout multipliers (entry 0 of both unused;
-    masks with no steps: no dropout). ``packed_output``: ``pack_backward(output_kernel.T)``; ``memory`` (B, S, M),
-    ``keys`` (B, S, H), ``lengths`` (B,) (row b attends over its first lengths[b] positions); ``feeds``
-    (T + 1, B, H) holds step 0 on entry. Writes the rest of the states and the attention cache ``queries``,
-    ``outputs`` (B, T, H), ``weights`` (B, T, S), ``context`` (B, T, M), all in the reference's layouts.
-    ``concat``: (``pack_backward(query_kernel.T)``, query_bias, score_vector, the cache's hidden (B, T, S, A)) for
-    the concat score, arrays with no elements for the others. ``group``: rows per group. All arrays
-    C-contiguous."""
+    recurrent_kernel])``, the input kernel of layer 0 being its kernel's last H rows (the fed htilde; none without
+    input feeding, where decoding steps run here too), above it the layer's kernel; ``hs``, ``cs`` (T + 1, B, H)
+    hold step 0 on entry; ``layer_inputs`` (T, B, H) get the input of each layer above 0 (dropout applied),
+    ``masks`` (T, B, H) its dropout multipliers (entry 0 of both unused; masks with no steps: no dropout).
+    ``packed_output``: ``pack_backward(output_kernel.T)``; ``memory`` (B, S, M), ``keys`` (B, S, H), ``lengths``
+    (B,) (row b attends over its first lengths[b] positions); ``feeds`` (T + 1, B, H) holds step 0 on entry.
+    Writes the rest of the states and the attention cache ``queries``, ``outputs`` (B, T, H), ``weights``
+    (B, T, S), ``context`` (B, T, M), all in the reference's layouts. ``concat``: (``pack_backward(query_kernel.T)``,
+    query_bias, score_vector, the cache's hidden (B, T, S, A)) for the concat score, arrays with no elements for the
+    others. ``group``: rows per group. All arrays C-contiguous."""
     packed_query, query_bias, score_vector, hidden = concat
     is_concat = score_vector.shape[0] > 0
     layers = len(gates)
@@ -176,14 +184,14 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, len
     dropping = masks[layers - 1].shape[0] > 0
     dtype = feeds.dtype
     keys_t = np.empty((group, units, keys.shape[1]), dtype=dtype)
-    x = np.empty((group, 2 * units), dtype=dtype)
+    x_flat = np.empty(group * 2 * units, dtype=dtype)
     z = np.empty((group, four_units), dtype=dtype)
     joined = np.empty((group, mem_size + units), dtype=dtype)
     pre = np.empty((group, units), dtype=dtype)
     q = np.empty((group, score_vector.shape[0]), dtype=dtype)
     scores = np.empty(memory.shape[1], dtype=dtype)
     spill = np.empty(4 * simd.lanes_of(feeds), dtype=dtype)
-    x_flat, z_flat, joined_flat, pre_flat = x.reshape(-1), z.reshape(-1), joined.reshape(-1), pre.reshape(-1)
+    z_flat, joined_flat, pre_flat = z.reshape(-1), joined.reshape(-1), pre.reshape(-1)
     top = hs[layers - 1]
     for first in range(row_start, row_stop, group):
         end = min(first + group, row_stop)
@@ -193,21 +201,24 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, len
         for t in range(steps):
             for layer in range(layers):
                 h_layer, c_layer = hs[layer], cs[layer]
+                depth = _depth(packed_gates[layer], units)
                 for r in range(rows):
                     b = first + r
+                    x_row = x_flat[r * depth : (r + 1) * depth]
                     if layer == 0:
-                        x[r, :units] = feeds[t, b]
+                        if depth > units:  # input feeding
+                            x_row[:units] = feeds[t, b]
                     else:
-                        below, x_row = hs[layer - 1][t + 1, b], x[r, :units]
+                        below = hs[layer - 1][t + 1, b]
                         if dropping:
                             mask = masks[layer][t, b]
                             for k in range(units):
                                 x_row[k] = below[k] * mask[k]
                         else:
-                            x_row[:] = below
-                        layer_inputs[layer][t, b] = x_row
-                    x[r, units:] = h_layer[t, b]
-                _gate_panels(x_flat, rows, 2 * units, units, packed_gates[layer], z_flat, spill)
+                            x_row[:units] = below
+                        layer_inputs[layer][t, b] = x_row[:units]
+                    x_row[depth - units :] = h_layer[t, b]
+                _gate_panels(x_flat, rows, depth, units, packed_gates[layer], z_flat, spill)
                 lstm_cell_forward(gates[layer][t, first:end], z[:rows], c_layer[t, first:end],
                                   c_layer[t + 1, first:end], h_layer[t + 1, first:end])
             if is_concat:  # the queries' projection, h @ query_kernel, for the group
@@ -378,53 +389,120 @@ def attention_feed_backward(gates, cs, packed_step, packed_output_t, memory, key
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Batched greedy decoding of the input-feeding decoder: every step of every layer, the attention, the output layer
-# and the argmax in one call.
+# Decoding an attention model (with or without input feeding): batched greedy decoding and beam search, every step
+# of every layer, the attention, the output layer and the choice of the next characters in one call.
+
+
+@njit(inline="always", error_model="numpy")
+def _decode_work(rows, units, memory, concat, vocab, like):
+    """The scratch arrays ``_decode_step`` takes, for up to ``rows`` rows."""
+    dtype, positions, mem_size, attention_units = like.dtype, memory.shape[1], memory.shape[2], concat[2].shape[0]
+    return (np.empty(rows * 2 * units, dtype=dtype), np.empty((rows, 4 * units), dtype=dtype),
+            np.empty((rows, 4 * units), dtype=dtype), np.empty((rows, units), dtype=dtype),
+            np.empty((rows, mem_size + units), dtype=dtype), np.empty((rows, units), dtype=dtype),
+            np.empty((rows, attention_units), dtype=dtype), np.empty((positions, attention_units), dtype=dtype),
+            np.empty(positions, dtype=dtype), np.empty((rows, mem_size), dtype=dtype),
+            np.empty(4 * simd.lanes_of(like), dtype=dtype))
+
+
+@njit(inline="always")
+def _keys_transposed(concat):
+    """Whether the score is dot or general, whose keys the decoders transpose per sentence (concat: no keys_t)."""
+    return concat[2].shape[0] == 0
+
+
+@njit(nogil=True, error_model="numpy")
+def _decode_step(kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, concat, memory, keys,
+                 keys_t, lengths, h, c, feed, rows, slots, sentences, key_rows, prev, h_new, c_new, htilde, weights,
+                 logits, work):
+    """One decoding step of ``rows`` rows: row r continues the state in slot ``slots[r]`` of ``h``, ``c``
+    (L, slots, H) and ``feed`` (slots, H) (read only with input feeding) after token ``prev[r]``, and attends over
+    sentence ``sentences[r]``'s memory (dot, general: its keys transposed in ``keys_t[key_rows[r]]``). Writes row
+    r's new states into ``h_new``, ``c_new`` (L, rows, H), its htilde, attention weights (rows, S) and logits
+    (rows, V). ``attention_feed_forward``'s step (the same operations in the same order, so a row gets the bits the
+    step API gives it) followed by the output layer (``numba_recurrence._dense``'s product)."""
+    packed_query, query_bias, score_vector = concat
+    is_concat = score_vector.shape[0] > 0
+    x_flat, z, gates, c_prev, joined, pre, q, hidden, scores, context, spill = work
+    layers = len(packed_gates)
+    units = h.shape[2]
+    four_units = 4 * units
+    mem_size = memory.shape[2]
+    vocab = dense_bias.shape[0]
+    for layer in range(layers):
+        depth = _depth(packed_gates[layer], units)
+        bias = biases[layer]
+        for r in range(rows):
+            slot = slots[r]
+            x_row = x_flat[r * depth : (r + 1) * depth]
+            if layer == 0:
+                if depth > units:  # input feeding
+                    x_row[:units] = feed[slot]
+                token_row = kernel0[prev[r]]  # the token's rows of the kernel: numba_kernels.gather_rows_add
+                for k in range(four_units):
+                    gates[r, k] = token_row[k] + bias[k]
+            else:
+                x_row[:units] = h_new[layer - 1, r]
+                gates[r] = bias
+            x_row[depth - units :] = h[layer, slot]
+            c_prev[r] = c[layer, slot]
+        _gate_panels(x_flat, rows, depth, units, packed_gates[layer], z.reshape(-1), spill)
+        lstm_cell_forward(gates[:rows], z[:rows], c_prev[:rows], c_new[layer, :rows], h_new[layer, :rows])
+    top = h_new[layers - 1]
+    if is_concat:
+        _multiply(top.reshape(-1), 0, rows, units, packed_query, q.reshape(-1), q.shape[1], spill)
+    for r in range(rows):
+        b = sentences[r]
+        if is_concat:
+            q_row = q[r]
+            for a in range(q_row.shape[0]):
+                q_row[a] += query_bias[a]
+            _concat_scores(q_row, keys[b], score_vector, hidden, scores)
+        else:
+            _dot_scores(top[r], keys_t[key_rows[r]], scores)
+        _softmax_context(scores, lengths[b], memory[b], weights[r], context[r])
+        joined[r, :mem_size] = context[r]
+        joined[r, mem_size:] = top[r]
+    _multiply(joined.reshape(-1), 0, rows, mem_size + units, packed_output, pre.reshape(-1), units, spill)
+    for r in range(rows):
+        for k in range(units):
+            htilde[r, k] = act_tanh(pre[r, k])
+    _multiply(htilde.reshape(-1), 0, rows, units, packed_dense, logits.reshape(-1), vocab, spill)
+    for r in range(rows):
+        row = logits[r]
+        for k in range(vocab):
+            row[k] += dense_bias[k]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def attention_greedy_decode(kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, memory, keys,
                             lengths, h0, c0, concat, start_id, end_id, tokens, maps, group, row_start, row_stop):
-    """The example's greedy loop for rows [row_start, row_stop) of an input-feeding attention model: feed START,
-    take the argmax of the logits (the first of equal maxima), feed it back; a row stops at its END. Each step is
-    ``attention_feed_forward``'s step (the same operations in the same order, so a row gets the bits the step API
-    gives it) followed by the output layer (``numba_recurrence._dense``'s product) and the argmax.
+    """The example's greedy loop for rows [row_start, row_stop) of an attention model: feed START, take the argmax
+    of the logits (the first of equal maxima), feed it back; a row stops at its END. Each step is
+    ``_decode_step``.
 
     ``kernel0``: layer 0's kernel (its first V rows are gathered for the previous token); ``biases``,
     ``packed_gates``: per layer, as ``attention_feed_forward`` takes them; ``packed_dense``:
     ``pack_backward(dense_kernel.T)``; ``memory``, ``keys``, ``lengths`` as there; ``h0``, ``c0`` (L, B, H): the
     initial states; ``concat``: (``pack_backward(query_kernel.T)``, query_bias, score_vector), arrays with no
     elements for the other scores. ``tokens`` (B, steps), filled with END first, gets each row's characters;
-    ``maps`` (B, steps, S) (or no elements) each step's attention weights. A group's finished rows are dropped (the
-    rest move up), so late steps only compute the sentences still going."""
-    packed_query, query_bias, score_vector = concat
-    is_concat = score_vector.shape[0] > 0
+    ``maps`` (B, steps, S) (or no elements) each step's attention weights. A group's finished rows are dropped
+    (the rest move up), so late steps only compute the sentences still going."""
     layers = len(packed_gates)
     units = h0.shape[2]
-    four_units = 4 * units
-    positions, mem_size = memory.shape[1], memory.shape[2]
-    vocab = dense_bias.shape[0]
+    positions = memory.shape[1]
     keep_maps = maps.shape[0] > 0
     dtype = h0.dtype
     h, c = np.empty((layers, group, units), dtype=dtype), np.empty((layers, group, units), dtype=dtype)
     h_new, c_new = np.empty_like(h), np.empty_like(c)
     feed = np.empty((group, units), dtype=dtype)
     keys_t = np.empty((group, units, positions), dtype=dtype)
-    x = np.empty((group, 2 * units), dtype=dtype)
-    z = np.empty((group, four_units), dtype=dtype)
-    gates = np.empty((group, four_units), dtype=dtype)
-    joined = np.empty((group, mem_size + units), dtype=dtype)
-    pre = np.empty((group, units), dtype=dtype)
-    q = np.empty((group, score_vector.shape[0]), dtype=dtype)
-    hidden = np.empty((positions, score_vector.shape[0]), dtype=dtype)
-    scores = np.empty(positions, dtype=dtype)
     weights = np.empty((group, positions), dtype=dtype)
-    context = np.empty((group, mem_size), dtype=dtype)
-    logits = np.empty((group, vocab), dtype=dtype)
+    logits = np.empty((group, dense_bias.shape[0]), dtype=dtype)
     sentence = np.empty(group, dtype=np.int64)
     prev = np.empty(group, dtype=np.int64)
-    spill = np.empty(4 * simd.lanes_of(h0), dtype=dtype)
-    x_flat, z_flat, joined_flat, pre_flat = x.reshape(-1), z.reshape(-1), joined.reshape(-1), pre.reshape(-1)
+    rows_in_place = np.arange(group)
+    work = _decode_work(group, units, memory, concat, dense_bias.shape[0], h0)
     for first in range(row_start, row_stop, group):
         going = min(group, row_stop - first)
         for r in range(going):
@@ -433,49 +511,16 @@ def attention_greedy_decode(kernel0, biases, packed_gates, packed_output, packed
             for layer in range(layers):
                 h[layer, r], c[layer, r] = h0[layer, b], c0[layer, b]
             feed[r] = 0.0
-        if not is_concat:
+        if _keys_transposed(concat):
             _transpose_rows(keys, first, going, keys_t)
         for step in range(tokens.shape[1]):
-            for layer in range(layers):
-                bias = biases[layer]
-                for r in range(going):
-                    x[r, :units] = feed[r] if layer == 0 else h_new[layer - 1, r]
-                    x[r, units:] = h[layer, r]
-                    if layer == 0:  # the token's rows of the kernel: numba_kernels.gather_rows_add
-                        token_row = kernel0[prev[r]]
-                        for k in range(four_units):
-                            gates[r, k] = token_row[k] + bias[k]
-                    else:
-                        gates[r] = bias
-                _gate_panels(x_flat, going, 2 * units, units, packed_gates[layer], z_flat, spill)
-                lstm_cell_forward(gates[:going], z[:going], c[layer, :going], c_new[layer, :going],
-                                  h_new[layer, :going])
-            top = h_new[layers - 1]
-            if is_concat:
-                _multiply(top.reshape(-1), 0, going, units, packed_query, q.reshape(-1), q.shape[1], spill)
-            for r in range(going):
-                b = sentence[r]
-                if is_concat:
-                    q_row = q[r]
-                    for a in range(q_row.shape[0]):
-                        q_row[a] += query_bias[a]
-                    _concat_scores(q_row, keys[b], score_vector, hidden, scores)
-                else:
-                    _dot_scores(top[r], keys_t[r], scores)
-                _softmax_context(scores, lengths[b], memory[b], weights[r], context[r])
-                joined[r, :mem_size] = context[r]
-                joined[r, mem_size:] = top[r]
-            _multiply(joined_flat, 0, going, mem_size + units, packed_output, pre_flat, units, spill)
-            for r in range(going):
-                for k in range(units):
-                    feed[r, k] = act_tanh(pre[r, k])
-            _multiply(feed.reshape(-1), 0, going, units, packed_dense, logits.reshape(-1), vocab, spill)
+            # feed in place: _decode_step reads a row's fed htilde before it writes any htilde
+            _decode_step(kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, concat, memory, keys,
+                         keys_t, lengths, h, c, feed, going, rows_in_place, sentence, rows_in_place, prev, h_new,
+                         c_new, feed, weights, logits, work)
             kept = 0
             for r in range(going):
-                row = logits[r]
-                for k in range(vocab):
-                    row[k] += dense_bias[k]
-                best = _argmax(row)
+                best = _argmax(logits[r])
                 b = sentence[r]
                 tokens[b, step] = best
                 if keep_maps:
@@ -486,9 +531,129 @@ def attention_greedy_decode(kernel0, biases, packed_gates, packed_output, packed
                         h[layer, kept], c[layer, kept] = h_new[layer, r], c_new[layer, r]
                     if kept != r:
                         feed[kept] = feed[r]
-                        if not is_concat:
+                        if _keys_transposed(concat):
                             keys_t[kept] = keys_t[r]
                     kept += 1
             going = kept
             if going == 0:
                 break
+
+
+@njit(inline="always", error_model="numpy")
+def _log_softmax_into(row, score, out):
+    """out[v] = score + log softmax(row)[v] in float64, as ``Seq2Seq.beam_decode_ids`` computes it: (x - max) -
+    log(sum exp(x - max)); the sum runs in order (numpy's is pairwise: the two may differ in the last bits)."""
+    top = np.float64(row[0])
+    for v in range(1, row.shape[0]):
+        top = max(top, np.float64(row[v]))
+    total = 0.0
+    for v in range(row.shape[0]):
+        total += math.exp(np.float64(row[v]) - top)
+    log_total = math.log(total)
+    for v in range(row.shape[0]):
+        out[v] = score + ((np.float64(row[v]) - top) - log_total)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, memory, keys,
+                          lengths, h0, c0, concat, start_id, end_id, tokens, scores, group, row_start, row_stop):
+    """``Seq2Seq.beam_decode_ids``'s beam search for sentences [row_start, row_stop) of an attention model, in one
+    call: ``tokens`` (B, K, steps), filled with END first, get each sentence's K beams, ``scores`` (B, K) their
+    summed log-probabilities (float64); arguments otherwise as ``attention_greedy_decode``.
+
+    The same search as the reference: every step, each sentence's candidates are its live beams' continuations
+    (score + log softmax of the logits), a finished beam's only one itself with END at its score, a beam of score
+    -inf's none; the K best are kept, ties to the lower index (beam-major, then token), beams finished once they
+    emit END. Only live beams run the model: ``_decode_step`` on the rows of unfinished beams of finite score, and
+    each kept beam's state is copied from its parent's new one. Sentences go through in blocks of group // K
+    (at least 1), their beams' states side by side."""
+    layers = len(packed_gates)
+    units = h0.shape[2]
+    positions = memory.shape[1]
+    vocab = dense_bias.shape[0]
+    width = tokens.shape[1]
+    dtype = h0.dtype
+    per_block = max(1, group // width)
+    slots = per_block * width
+    h, c = np.empty((layers, slots, units), dtype=dtype), np.empty((layers, slots, units), dtype=dtype)
+    h_new, c_new = np.empty_like(h), np.empty_like(c)
+    feed, htilde = np.empty((slots, units), dtype=dtype), np.empty((slots, units), dtype=dtype)
+    keys_t = np.empty((per_block, units, positions), dtype=dtype)
+    weights = np.empty((slots, positions), dtype=dtype)
+    logits = np.empty((slots, vocab), dtype=dtype)
+    row_slot, row_sentence = np.empty(slots, dtype=np.int64), np.empty(slots, dtype=np.int64)
+    row_key, row_prev = np.empty(slots, dtype=np.int64), np.empty(slots, dtype=np.int64)
+    slot_row = np.empty(slots, dtype=np.int64)  # a slot's row in this step's batch, -1 if it did not run
+    prev = np.empty(slots, dtype=np.int64)
+    score = np.empty(slots, dtype=np.float64)
+    finished = np.empty(slots, dtype=np.bool_)
+    candidates = np.empty(width * vocab, dtype=np.float64)
+    taken = np.empty(width * vocab, dtype=np.bool_)
+    chosen = np.empty(width, dtype=np.int64)
+    history = np.empty((width, tokens.shape[2]), dtype=np.int64)
+    work = _decode_work(slots, units, memory, concat, vocab, h0)
+    for first in range(row_start, row_stop, per_block):
+        count = min(per_block, row_stop - first)
+        for i in range(count):
+            for j in range(width):
+                slot = i * width + j
+                for layer in range(layers):
+                    h[layer, slot], c[layer, slot] = h0[layer, first + i], c0[layer, first + i]
+                feed[slot] = 0.0
+                prev[slot] = start_id
+                score[slot] = 0.0 if j == 0 else -np.inf  # one live beam per sentence at the start
+                finished[slot] = False
+        if _keys_transposed(concat):
+            _transpose_rows(keys, first, count, keys_t)
+        for step in range(tokens.shape[2]):
+            rows = 0
+            for slot in range(count * width):
+                slot_row[slot] = -1
+                if not finished[slot] and score[slot] > -np.inf:
+                    i = slot // width
+                    row_slot[rows], row_sentence[rows], row_key[rows] = slot, first + i, i
+                    row_prev[rows] = prev[slot]
+                    slot_row[slot] = rows
+                    rows += 1
+            if rows == 0:  # every beam of every sentence finished (or dead)
+                break
+            _decode_step(kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, concat, memory, keys,
+                         keys_t, lengths, h, c, feed, rows, row_slot, row_sentence, row_key, row_prev, h_new, c_new,
+                         htilde, weights, logits, work)
+            for i in range(count):
+                b = first + i
+                for j in range(width):
+                    slot, part = i * width + j, candidates[j * vocab : (j + 1) * vocab]
+                    if slot_row[slot] >= 0:
+                        _log_softmax_into(logits[slot_row[slot]], score[slot], part)
+                    else:
+                        part[:] = -np.inf
+                        if finished[slot]:  # a finished beam only continues as itself
+                            part[end_id] = score[slot]
+                taken[:] = False
+                for j in range(width):  # the K best, ties to the lower index (a stable sort's first K)
+                    best = -1
+                    for m in range(width * vocab):
+                        if not taken[m] and (best < 0 or candidates[m] > candidates[best]):
+                            best = m
+                    taken[best] = True
+                    chosen[j] = best
+                for j in range(width):
+                    history[j] = tokens[b, chosen[j] // vocab]
+                parent_finished = finished[i * width : (i + 1) * width].copy()
+                parent_row = slot_row[i * width : (i + 1) * width].copy()
+                for j in range(width):
+                    slot, parent, token = i * width + j, chosen[j] // vocab, chosen[j] % vocab
+                    tokens[b, j] = history[j]
+                    if not parent_finished[parent]:
+                        tokens[b, j, step] = token
+                    finished[slot] = parent_finished[parent] or token == end_id
+                    score[slot] = candidates[chosen[j]]
+                    prev[slot] = token
+                    row = parent_row[parent]
+                    if row >= 0:  # the parent ran this step: its new state (else the beam never runs again)
+                        for layer in range(layers):
+                            h[layer, slot], c[layer, slot] = h_new[layer, row], c_new[layer, row]
+                        feed[slot] = htilde[row]
+        for i in range(count):
+            scores[first + i] = score[i * width : (i + 1) * width]

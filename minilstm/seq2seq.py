@@ -438,11 +438,18 @@ class Seq2Seq:
         """Beam search: keep the ``beam_width`` best partial translations (by summed log-probability) of every
         sentence, all sentences and beams in one batch. A beam that emits END is finished and carried on unchanged.
         With ``beam_width=1`` this is exactly the greedy decoder. With ``n_best`` each sentence gets the list of its
-        beams' ids, best first (ties to the lower beam, so the first is the one returned without ``n_best``)."""
+        beams' ids, best first (ties to the lower beam, so the first is the one returned without ``n_best``).
+        Attention models on the numba backend run the whole search in one compiled call (the same search)."""
         xp, k = self.backend.xp, beam_width
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         state = self.start_decoding(encoder_input_ids, source_lengths)
         n, vocab = np.shape(encoder_input_ids)[0], len(self.target_vocab)
+        if self.attention is not None and self.attention_decoder.compiled_beam(self.backend):
+            tokens = np.full((n, k, self.max_decoder_len + 1), end_id, dtype=np.int64)
+            scores = np.empty((n, k))
+            self.attention_decoder.beam_decode(self.params, state, self.params["dense.kernel"],
+                                               self.params["dense.bias"], start_id, end_id, tokens, scores)
+            return self._best_beams(tokens, scores, n_best, end_id)
         state = self.select_rows(state, self.backend.asarray(np.repeat(np.arange(n), k)))
         scores = np.full((n, k), -np.inf)
         scores[:, 0] = 0.0  # one live beam per sentence at the start
@@ -472,6 +479,11 @@ class Seq2Seq:
             prev = self.backend.asarray(token.reshape(-1))
             if finished[np.isfinite(scores)].all():
                 break
+        return self._best_beams(tokens, scores, n_best, end_id)
+
+    @staticmethod
+    def _best_beams(tokens, scores, n_best, end_id):
+        """Each sentence's best beam (``tokens`` (n, k, steps), ``scores`` (n, k)), or all its live ones, best first."""
         if n_best:
             return [_cut_at_end([sentence[b].tolist() for b in np.argsort(-row_scores, kind="stable")
                                  if np.isfinite(row_scores[b])], end_id)

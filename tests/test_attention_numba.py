@@ -229,35 +229,47 @@ def test_rows_split_over_workers_give_the_same_bits(monkeypatch, rng, score):
             assert np.array_equal(one[name], split[name]), name
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("score,layers,units,batch,positions,workers", [
-    ("dot", 1, 3, 1, 1, 1), ("general", 1, 16, 21, 5, 1), ("concat", 1, 17, 37, 4, 2), ("general", 2, 33, 19, 9, 2),
-    ("dot", 3, 8, 40, 6, 3), ("concat", 2, 5, 3, 2, 1)])
-def test_compiled_greedy_decoding_equals_the_step_loop(monkeypatch, rng, dtype, score, layers, units, batch,
-                                                       positions, workers):
-    """``greedy_decode_ids`` of an input-feeding model as one compiled call (``attention_greedy_decode``) gives
-    the step-by-step loop's tokens and attention maps bit for bit, rows ending at different steps (dropped from
-    their group as they end) or running to the length limit; mixed source lengths, stacked layers, rows split over
-    workers."""
-    backend = NumbaBackend(workers=workers)
+def decoding_problem(rng, backend, dtype, score, input_feed, layers, units, batch, positions, decode):
+    """A model, sentences (mixed source lengths) and weights under which ``decode(model, enc, lengths)`` (a list of
+    token lists per sentence) ends the rows at the most different steps: END's bias made likely enough."""
     vocab_in, vocab_out = Vocab(list(" abcdefg")), Vocab(list("\t\n ABCDE"))
-    model = Seq2Seq(backend, vocab_in, vocab_out, positions, 14, units, dtype, attention=score,
+    model = Seq2Seq(backend, vocab_in, vocab_out, positions, 14, units, dtype, attention=score, input_feed=input_feed,
                     encoder_layers=layers, decoder_layers=layers).initialize(int(rng.integers(1 << 30)))
     initial = model.get_weights()
     enc = rng.integers(0, len(vocab_in), (batch, positions))
     lengths = rng.integers(1, positions + 1, batch)
     end = vocab_out.index["\n"]
-    best = (-1, None)  # weights whose rows end at the most different steps: END's bias made likely enough
+    best = (-1, None)
     for _ in range(4):
         weights = {k: v + 0.5 * rng.standard_normal(v.shape) for k, v in initial.items()}
         for end_bias in np.linspace(-4, 4, 17):
             weights["dense.bias"][end] = end_bias
             model.set_weights(weights)
-            spread = len({len(row) for row in model.greedy_decode_ids(enc, lengths)})
+            spread = len({len(row) for row in decode(model, enc, lengths)})
             best = max(best, (spread, {k: v.copy() for k, v in weights.items()}), key=lambda x: x[0])
         if best[0] > min(2, batch - 1):
             break
     model.set_weights(best[1])
+    return model, enc, lengths
+
+
+GREEDY_CASES = [("dot", True, 1, 3, 1, 1, 1), ("general", True, 1, 16, 21, 5, 1), ("concat", True, 1, 17, 37, 4, 2),
+                ("general", True, 2, 33, 19, 9, 2), ("dot", True, 3, 8, 40, 6, 3), ("concat", True, 2, 5, 3, 2, 1),
+                ("dot", False, 1, 3, 1, 1, 1), ("general", False, 1, 16, 37, 5, 2), ("concat", False, 2, 17, 21, 4, 1),
+                ("general", False, 3, 8, 40, 6, 3)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,workers", GREEDY_CASES)
+def test_compiled_greedy_decoding_equals_the_step_loop(monkeypatch, rng, dtype, score, input_feed, layers, units,
+                                                       batch, positions, workers):
+    """``greedy_decode_ids`` of an attention model as one compiled call (``attention_greedy_decode``) gives the
+    step-by-step loop's tokens and attention maps bit for bit, rows ending at different steps (dropped from their
+    group as they end) or running to the length limit; with and without input feeding (without it the step runs
+    the compiled loop too), mixed source lengths, stacked layers, rows split over workers."""
+    backend = NumbaBackend(workers=workers)
+    model, enc, lengths = decoding_problem(rng, backend, dtype, score, input_feed, layers, units, batch, positions,
+                                           lambda model, enc, lengths: model.greedy_decode_ids(enc, lengths))
     counter = CountCalls(monkeypatch, backend)
     compiled_maps = []
     compiled = model.greedy_decode_ids(enc, lengths, compiled_maps)
@@ -271,3 +283,36 @@ def test_compiled_greedy_decoding_equals_the_step_loop(monkeypatch, rng, dtype, 
         assert a.dtype == b.dtype == np.float64 and np.array_equal(a, b)
     if batch > 20:  # the case this is about: rows leave the loop at different steps
         assert len({len(row) for row in compiled}) > 2, [len(row) for row in compiled]
+
+
+BEAM_CASES = [("dot", True, 1, 3, 1, 1, 3, 1), ("general", True, 1, 16, 13, 5, 4, 2),
+              ("concat", True, 2, 9, 7, 4, 2, 1), ("general", True, 2, 12, 9, 6, 20, 1),
+              ("dot", False, 1, 5, 1, 3, 1, 1), ("general", False, 1, 16, 17, 5, 5, 3),
+              ("concat", False, 1, 7, 6, 3, 3, 2), ("general", False, 3, 8, 11, 4, 2, 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,width,workers", BEAM_CASES)
+def test_compiled_beam_search_equals_the_step_loop(monkeypatch, rng, dtype, score, input_feed, layers, units, batch,
+                                                   positions, width, workers):
+    """``beam_decode_ids`` as one compiled call (``attention_beam_decode``) keeps the step-by-step search's beams:
+    every sentence's n best in the same order (which the scores decide), beams ending at different steps, beams
+    wider than a row group (20 > 16) and than the vocabulary (8: dead beams), blocks of sentences split over
+    workers; width 1 is greedy decoding."""
+    backend = NumbaBackend(workers=workers)
+    model, enc, lengths = decoding_problem(
+        rng, backend, dtype, score, input_feed, layers, units, batch, positions,
+        lambda model, enc, lengths: [b for s in model.beam_decode_ids(enc, width, lengths, n_best=True) for b in s])
+    calls = []
+    beam = backend.attention_beam_decode
+    monkeypatch.setattr(backend, "attention_beam_decode", lambda *args: calls.append(1) or beam(*args))
+    compiled = model.beam_decode_ids(enc, width, lengths, n_best=True)
+    assert calls == [1]
+    monkeypatch.setattr(backend, "attention_beam_decode", None)
+    stepped = model.beam_decode_ids(enc, width, lengths, n_best=True)
+    assert compiled == stepped
+    assert all(len(beams) <= width for beams in compiled)
+    if width == 1:
+        assert [beams[0] for beams in compiled] == model.greedy_decode_ids(enc, lengths)
+    if batch > 5:
+        assert len({len(b) for beams in compiled for b in beams}) > 2

@@ -2,11 +2,12 @@
 
     python bench/attention_training_parity.py --steps 300 --json bench/results/attention/training-parity.json
 
-PyTorch's model is the issue's (a), written as OpenNMT-py runs it: an ``nn.LSTM`` encoder, the decoder an
-``nn.LSTMCell`` loop with input feeding, ``general`` attention in torch ops (scores ``h . (hbar W_a)``, softmax
-over the real source characters, ``tanh([c, h] W_c)``), ``nn.Linear`` logits, cross-entropy over real characters,
-``torch.optim.RMSprop`` (alpha 0.9, eps 1e-7, lr 0.001: Keras's RMSprop, ours), float32 (``--dtype float64``:
-both in float64). It starts from our
+PyTorch's model is the issue's (a), ``bench/attention.py``'s ``TorchAttention`` (the model its timings run),
+written as OpenNMT-py runs it: an ``nn.LSTM`` encoder, the decoder an ``nn.LSTMCell`` loop with input feeding,
+``general`` attention (scores ``linear_in(h) . hbar``, softmax over the real source characters,
+``tanh(linear_out([c, h]))``), ``nn.Linear`` logits, cross-entropy over real characters, ``torch.optim.RMSprop``
+(alpha 0.9, eps 1e-7, lr 0.001: Keras's RMSprop, ours), float32 (``--dtype float64``: both in float64).
+It starts from our
 model's initial weights (seed 0, as ``minilstm.train`` draws them) and takes our batches in our order (the whole
 file, ``--mask-padding``, the random held-out split: the quality runs' data); after every ``--report-every``
 steps both are scored on the same held-out batches (every ``--val-stride``-th of the 256-row validation batches).
@@ -24,63 +25,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from attention import TorchAttention  # noqa: E402 (bench/attention.py: the timed PyTorch model (a), shared)
 
 from minilstm.backend import get_backend  # noqa: E402
 from minilstm.data import Batches  # noqa: E402
-from minilstm.layers import IGNORE  # noqa: E402
 from minilstm.optim import make_optimizer  # noqa: E402
 from minilstm.seq2seq import Seq2Seq  # noqa: E402
 from minilstm.train import build_parser, training_data  # noqa: E402
-
-
-class TorchModel(torch.nn.Module):
-    """Model (a) in PyTorch, its weights copied from ``model`` (one layer each side, general attention, feeding)."""
-
-    def __init__(self, model: Seq2Seq):
-        super().__init__()
-        self.dtype = torch.float64 if model.dtype == np.float64 else torch.float32
-        w = {k: torch.from_numpy(v) for k, v in model.get_weights().items()}
-        (_, _, enc_cell), = model.encoder.cells()
-        (_, _, dec_cell), = model.decoder.cells()
-        units, self.n_in, self.n_out = model.latent_dim, len(model.input_vocab), len(model.target_vocab)
-        self.encoder = torch.nn.LSTM(self.n_in, units, dtype=self.dtype)
-        self.cell = torch.nn.LSTMCell(w[f"{dec_cell}.kernel"].shape[0], units, dtype=self.dtype)
-        with torch.no_grad():  # Keras's gate order i, f, c, o is PyTorch's i, f, g, o; one bias, the other 0
-            for ih, hh, b_ih, b_hh, cell in ((self.encoder.weight_ih_l0, self.encoder.weight_hh_l0,
-                                              self.encoder.bias_ih_l0, self.encoder.bias_hh_l0, enc_cell),
-                                             (self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_ih,
-                                              self.cell.bias_hh, dec_cell)):
-                ih.copy_(w[f"{cell}.kernel"].T)
-                hh.copy_(w[f"{cell}.recurrent_kernel"].T)
-                b_ih.copy_(w[f"{cell}.bias"])
-                b_hh.zero_()
-                b_hh.requires_grad_(False)
-        self.score_kernel = torch.nn.Parameter(w["attention.score_kernel"].clone())
-        self.output_kernel = torch.nn.Parameter(w["attention.output_kernel"].clone())
-        self.dense_kernel = torch.nn.Parameter(w["dense.kernel"].clone())
-        self.dense_bias = torch.nn.Parameter(w["dense.bias"].clone())
-
-    def loss_sum(self, enc_ids, dec_ids, targets, lengths=None):
-        """Summed cross-entropy over the real target characters of a (B, S) / (B, T) batch."""
-        onehot = torch.nn.functional.one_hot
-        enc = onehot(torch.from_numpy(np.ascontiguousarray(enc_ids.T)).long(), self.n_in).to(self.dtype)
-        dec = onehot(torch.from_numpy(np.ascontiguousarray(dec_ids.T)).long(), self.n_out).to(self.dtype)
-        memory, (h, c) = self.encoder(enc)
-        memory = memory.transpose(0, 1)  # (B, S, H)
-        keys = memory @ self.score_kernel
-        lengths = torch.full((enc.shape[1],), enc.shape[0]) if lengths is None else torch.from_numpy(lengths)
-        valid = torch.arange(enc.shape[0])[None, :] < lengths[:, None]
-        h, c, feed, outputs = h[0], c[0], torch.zeros_like(h[0]), []
-        for step in range(dec.shape[0]):
-            h, c = self.cell(torch.cat([dec[step], feed], dim=1), (h, c))
-            scores = torch.einsum("bh,bsh->bs", h, keys).masked_fill(~valid, float("-inf"))
-            context = torch.einsum("bs,bsh->bh", torch.softmax(scores, dim=1), memory)
-            feed = torch.tanh(torch.cat([context, h], dim=1) @ self.output_kernel)
-            outputs.append(feed)
-        logits = torch.stack(outputs, dim=1) @ self.dense_kernel + self.dense_bias  # (B, T, V)
-        target = torch.from_numpy(np.ascontiguousarray(targets)).long()
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, self.n_out), target.reshape(-1),
-                                                 ignore_index=IGNORE, reduction="sum")
 
 
 def main(argv=None):
@@ -106,9 +59,9 @@ def main(argv=None):
     model.initialize(np.random.default_rng(init_seed))
     optimizer = make_optimizer("rmsprop", backend, model.params.flat.size, model.dtype, learning_rate=0.001,
                                rho=0.9, epsilon=1e-7, epsilon_inside_sqrt=False)
-    theirs = TorchModel(model)
-    torch_optimizer = torch.optim.RMSprop([q for q in theirs.parameters() if q.requires_grad], lr=0.001, alpha=0.9,
-                                          eps=1e-7)
+    theirs = TorchAttention("pytorch", dataset, args.latent_dim, True, a.threads, a.dtype)
+    theirs.copy_weights(model)
+    torch_optimizer = theirs.optimizer
     batches = Batches(dataset, backend, True)
     plan = batches.plan(train_idx, args.batch_size, np.random.default_rng(shuffle_seed))[: a.steps]
     val_plan = batches.plan(val_idx, 256, None)[:: a.val_stride]

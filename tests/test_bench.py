@@ -115,3 +115,24 @@ def test_attention_bench_quick(tmp_path):
                                     "torch-no-feed"}
     assert all(v["median_ms"] > 0 for v in record["steps"].values())
     assert record["flop_floor"]["gflop_per_step"] > 0 and len(record["decode_validation"]) == 2
+
+
+def test_attention_training_parity_in_float64_agrees_to_rounding(tmp_path):
+    """bench/attention_training_parity.py's PyTorch model (bench/attention.py's TorchAttention, our weights copied
+    in) trained beside ours in float64 for a few steps from the same weights on the same batches: the held-out
+    losses agree to rounding, which a wrong weight mapping, gate order, bias or optimizer setting would break."""
+    import gzip
+
+    pytest = __import__("pytest")
+    pytest.importorskip("torch", reason="the parity script's peer is PyTorch")
+    data = tmp_path / "pairs.txt"
+    with gzip.open(REPO / "minilstm" / "default_data" / "fra-eng-10k.txt.gz", "rt", encoding="utf-8") as f:
+        data.write_text("".join(line for _, line in zip(range(700), f, strict=False)), encoding="utf-8")
+    out = tmp_path / "parity.json"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "attention_training_parity.py"), "--data", str(data),
+                             "--steps", "3", "--report-every", "3", "--val-stride", "1", "--threads", "1",
+                             "--dtype", "float64", "--json", str(out)],
+                            capture_output=True, text=True, env=dict(ENV, MINILSTM_THREADS="1"), timeout=600)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["step"] == 3 and abs(row["ratio"] - 1) < 1e-9, row

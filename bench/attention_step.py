@@ -14,6 +14,12 @@ the machine's load average before and after (other jobs on the machine change th
 times the decoder alone instead (``AttentionDecoder.forward`` and ``backward``, the latter with its weight-gradient
 GEMMs) on one thread with BLAS held to one thread, as one row shard of a training step runs it: where the step's
 time goes between the time loop and the rest.
+
+    python bench/attention_step.py --profile
+
+times whole training steps of the compiled model (forward_backward and the RMSprop update) with a timer around each
+of the backend's operations, per thread (each row shard is one): the compiled loops, the BLAS GEMMs, the encoder's
+time loops, the rest.
 """
 
 import argparse
@@ -83,6 +89,55 @@ def decoder_only(args):
         print(f"  {name:9s} {part:8s} {1000 * statistics.median(t):8.1f} ms  ({1000 * min(t):.1f})")
 
 
+def profile(args):
+    """Mean ms per step of each backend operation, per thread, over ``args.steps`` training steps."""
+    import threading
+
+    from minilstm.optim import RMSprop
+
+    dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
+    train_idx, _ = split_validation(len(dataset))
+    lengths = dataset.input_lengths()
+    model = contestants(dataset, args)["compiled"]
+    backend = model.backend
+    optimizer = RMSprop(backend, model.params.flat.size, model.dtype)
+    totals = {}
+
+    def timed(name, function):
+        def wrapper(*a, **k):
+            start = time.perf_counter()
+            result = function(*a, **k)
+            key = (name, threading.get_ident())
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
+            return result
+        return wrapper
+
+    for name in ("attention_feed_forward", "attention_feed_backward", "lstm_recurrence_forward",
+                 "lstm_recurrence_backward", "matmul", "gather_rows_add", "scatter_add_rows", "softmax_cross_entropy",
+                 "rmsprop_update"):
+        if getattr(backend, name, None) is not None:
+            setattr(backend, name, timed(name, getattr(backend, name)))
+    model._forward_backward_shard = timed("whole row shard", model._forward_backward_shard)
+    rng = np.random.default_rng(0)
+    times = []
+    for step in range(3 + args.steps):
+        if step == 3:
+            totals.clear()
+        idx = rng.choice(train_idx, args.batch_size, replace=False)
+        start = time.perf_counter()
+        model.forward_backward(dataset.encoder_input_ids[idx], dataset.decoder_input_ids[idx],
+                               dataset.decoder_target_ids[idx], source_lengths=lengths[idx])
+        optimizer.step(model.params.flat, model.grads.flat)
+        if step >= 3:
+            times.append(time.perf_counter() - start)
+    threads = sorted({t for _, t in totals})
+    print(f"training step, attention {args.attention}, input feeding {'off' if args.no_input_feed else 'on'}, batch "
+          f"{args.batch_size}, latent {args.latent_dim}, {args.dtype}, numba {backend.workers} thread(s): median "
+          f"{1000 * statistics.median(times):.1f} ms; mean ms per step of each operation, per thread:")
+    for name in sorted({n for n, _ in totals}):
+        print(f"  {name:28s}" + "".join(f"{1000 * totals.get((name, t), 0.0) / args.steps:9.2f}" for t in threads))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--attention", default="general", choices=("dot", "general", "concat"))
@@ -94,8 +149,13 @@ def main(argv=None):
     p.add_argument("--only", choices=("reference", "compiled"), help="time one contestant alone")
     p.add_argument("--decoder-only", action="store_true", help="time the attention decoder alone (module doc)")
     p.add_argument("--rows", type=int, default=32, help="rows for --decoder-only (a row shard's)")
+    p.add_argument("--profile", action="store_true", help="time each backend operation of a step (module doc)")
     args = p.parse_args(argv)
     load_before = os.getloadavg()
+    if args.profile:
+        profile(args)
+        print(f"  load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+        return
     if args.decoder_only:
         decoder_only(args)
         print(f"  load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")

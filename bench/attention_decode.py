@@ -1,6 +1,6 @@
-"""Decoding an attention model on the numba backend: the whole greedy loop and the whole beam search as one
-compiled call each (``numba_attention.attention_greedy_decode`` / ``attention_beam_decode``) against the
-step-by-step loops of ``Seq2Seq`` (a call per step), on the same sentences, interleaved round by round.
+"""Decoding an attention model on the numba backend: the whole greedy loop, beam search and sampling as one compiled
+call each (``numba_attention.attention_greedy_decode`` / ``attention_beam_decode`` / ``attention_sample_decode``)
+against the step-by-step loops of ``Seq2Seq`` (a call per step), on the same sentences, interleaved round by round.
 
     python bench/attention_decode.py [--checkpoint DIR] [--sentences 2000] [--beam-widths 3,5] [--rounds 3]
 
@@ -34,6 +34,7 @@ def step_loop(backend, model):
     """Make ``backend`` run ``model``'s decoders step by step, as before they were compiled."""
     backend.attention_greedy_decode = None
     backend.attention_beam_decode = None
+    backend.attention_sample_decode = None
     if not model.attention_decoder.input_feed:
         backend.attention_feed_scores = ()
 
@@ -58,7 +59,8 @@ def main():
     known = set(models["compiled"].input_vocab.index)
     texts = list(dict.fromkeys(en for en, _ in load_default_pairs() if set(en) <= known
                                and len(en) <= models["compiled"].max_encoder_len))[: args.sentences]
-    cases = [("greedy", 1)] + [(f"beam {k}", k) for k in map(int, args.beam_widths.split(","))] + [("alone", 1)]
+    cases = ([("greedy", 1)] + [(f"beam {k}", k) for k in map(int, args.beam_widths.split(","))]
+             + [("sample T=1", 1), ("alone", 1)])
     load_before = os.getloadavg()
     times = {(case, name): [] for case, _ in cases for name in models}
     outputs = {}
@@ -68,6 +70,8 @@ def main():
                 start = time.perf_counter()
                 if case == "alone":
                     out = [model.translate([text])[0] for text in texts[: args.alone]]
+                elif case.startswith("sample"):
+                    out = model.translate(texts, temperature=1.0, seed=0)
                 else:
                     out = model.translate(texts, beam_width=width) if width > 1 else model.translate(texts)
                 elapsed = time.perf_counter() - start

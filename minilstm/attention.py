@@ -478,6 +478,10 @@ class AttentionDecoder:
         """Whether ``backend`` runs ``beam_decode`` as one call (numba, every score, with or without feeding)."""
         return backend.attention_beam_decode is not None and self._compiled(backend)
 
+    def compiled_sample(self, backend) -> bool:
+        """Whether ``backend`` runs ``sample_decode`` as one call (numba, every score, with or without feeding)."""
+        return backend.attention_sample_decode is not None and self._compiled(backend)
+
     def _decoding_weights(self, params, dense_kernel, dense_bias):
         """The weights as the backend's compiled decoders take them (``NumbaBackend.attention_greedy_decode``)."""
         cells = [cell for _, _, cell in self.lstm.cells()]
@@ -506,6 +510,16 @@ class AttentionDecoder:
             *self._decoding_weights(params, dense_kernel, dense_bias), memory.memory, memory.keys, memory.lengths,
             state.h, state.c, self._concat_weights(params), start_id, end_id, tokens, scores)
 
+    def sample_decode(self, params, state: "DecoderState", dense_kernel, dense_bias, start_id, end_id, temperature,
+                      uniforms, tokens) -> int:
+        """Sampling from ``start``'s state in one backend call (``compiled_sample``): ``tokens`` (B, steps), filled
+        with END, get each row's characters, row b's at step t drawn with ``uniforms[t, b]``; returns the steps
+        run."""
+        memory = state.memory
+        return params.backend.attention_sample_decode(
+            *self._decoding_weights(params, dense_kernel, dense_bias), memory.memory, memory.keys, memory.lengths,
+            state.h, state.c, self._concat_weights(params), start_id, end_id, temperature, uniforms, tokens)
+
     def _concat_weights(self, params):
         return None if self.attention.score != "concat" else tuple(
             self.attention._w(params, key) for key in ("query_kernel", "query_bias", "score_vector"))
@@ -520,9 +534,9 @@ class AttentionDecoder:
     def step(self, params, prev_ids, state: DecoderState):
         """One step for the previous tokens ``prev_ids`` (B,): returns (htilde (B, H), the next state, the
         attention weights (B, S)). The same operations as a one-step ``forward``, so a decoder fed the true previous
-        tokens reproduces the teacher-forced outputs; without input feeding on a backend that compiles the loop it is
-        the compiled decoders' step (the same bits as ``greedy_decode``), which reproduces them to rounding (the teacher-forced
-        forward runs the LSTM first, then the attention over all steps at once)."""
+        tokens reproduces the teacher-forced outputs; without input feeding on a backend that compiles the loop it
+        is the compiled decoders' step (the same bits as ``greedy_decode``), which reproduces them to rounding (the
+        teacher-forced forward runs the LSTM first, then the attention over all steps at once)."""
         xp = params.backend.xp
         ids = prev_ids.reshape(1, -1)
         if self.input_feed or self._compiled(params.backend):  # without feeding: the compiled decoders' step

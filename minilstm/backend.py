@@ -97,11 +97,13 @@ class Backend:
     attention_feed_forward = None
     attention_feed_backward = None
     attention_feed_scores = ()
-    # Batched greedy decoding and beam search of an attention model (with or without input feeding) as one call
-    # each: attention_greedy_decode(...), attention_beam_decode(...), arguments as in ``NumbaBackend``. None: the
-    # step-by-step loops in ``Seq2Seq.greedy_decode_ids`` and ``beam_decode_ids``.
+    # Batched greedy decoding, beam search and sampling of an attention model (with or without input feeding) as
+    # one call each: attention_greedy_decode(...), attention_beam_decode(...), attention_sample_decode(...),
+    # arguments as in ``NumbaBackend``. None: the step-by-step loops in ``Seq2Seq.greedy_decode_ids``,
+    # ``beam_decode_ids`` and ``sample_decode_ids``.
     attention_greedy_decode = None
     attention_beam_decode = None
+    attention_sample_decode = None
 
     def gather_rows_add(self, table, ids, bias, out=None):
         return layers.gather_rows_add(self.xp, table, ids, bias, out)
@@ -577,6 +579,17 @@ class NumbaBackend(Backend):
                                         dense_bias, memory, keys, lengths, h0, c0, concat)
         self._attention_rows(tokens.shape[0], lambda first, stop: attn.attention_beam_decode(
             *args, start_id, end_id, tokens, scores, attn.GROUP, first, stop))
+
+    def attention_sample_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
+                                dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, temperature,
+                                uniforms, tokens) -> int:
+        """Sampling of an attention model in one call (``numba_attention.attention_sample_decode``), on this thread:
+        ``tokens`` (B, steps) filled with END is written with the numbers ``uniforms`` (steps, B); returns the steps
+        run. The rest as ``attention_greedy_decode``."""
+        attn = self.attention_loops
+        args = self._attention_decoding(kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
+                                        dense_bias, memory, keys, lengths, h0, c0, concat)
+        return attn.attention_sample_decode(*args, start_id, end_id, float(temperature), uniforms, tokens, attn.GROUP)
 
     def attention_feed_backward(self, gates, cs, masks, input_kernels, recurrent_kernels, output_kernel, memory, keys,
                                 lengths, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys,

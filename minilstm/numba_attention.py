@@ -657,3 +657,144 @@ def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_d
                         feed[slot] = htilde[row]
         for i in range(count):
             scores[first + i] = score[i * width : (i + 1) * width]
+
+
+@njit(inline="always", error_model="numpy")
+def _block_sum(values, first, count):
+    """numpy's pairwise sum of up to 128 numbers: in order below 8, else 8 partial sums combined as a tree."""
+    if count < 8:
+        total = 0.0
+        for i in range(first, first + count):
+            total += values[i]
+        return total
+    r0, r1, r2, r3 = values[first], values[first + 1], values[first + 2], values[first + 3]
+    r4, r5, r6, r7 = values[first + 4], values[first + 5], values[first + 6], values[first + 7]
+    i = first + 8
+    stop = first + count - count % 8
+    while i < stop:
+        r0, r1, r2, r3 = r0 + values[i], r1 + values[i + 1], r2 + values[i + 2], r3 + values[i + 3]
+        r4, r5, r6, r7 = r4 + values[i + 4], r5 + values[i + 5], r6 + values[i + 6], r7 + values[i + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < first + count:
+        total += values[i]
+        i += 1
+    return total
+
+
+@njit(error_model="numpy")
+def _pairwise_sum(values, first, count):
+    """numpy's float64 sum of values[first : first + count] in numpy's own order (``ndarray.sum`` along a
+    contiguous axis: 0 plus a pairwise sum, ``_block_sum`` up to 128 numbers, above that the sum of the two halves,
+    the first cut to a multiple of 8), so that ``attention_sample_decode`` draws the characters the step loop draws,
+    bit for bit. numpy recurses; this walks the same tree with a stack (a recursive function inside cached
+    compiled code crashed the next process that loaded it)."""
+    if count <= 128:
+        return _block_sum(values, first, count)
+    firsts, counts = np.empty(64, dtype=np.int64), np.empty(64, dtype=np.int64)
+    lefts, waiting = np.empty(64, dtype=np.float64), np.empty(64, dtype=np.int64)  # waiting: 0 none, 1 left, 2 right
+    firsts[0], counts[0], waiting[0] = first, count, 0
+    depth, result, returned = 1, 0.0, False
+    while depth > 0:
+        k = depth - 1
+        half = counts[k] // 2
+        half -= half % 8
+        if returned:  # a child of node k has just been summed into ``result``
+            if waiting[k] == 1:
+                lefts[k], waiting[k] = result, 2
+                firsts[depth], counts[depth], waiting[depth] = firsts[k] + half, counts[k] - half, 0
+                depth += 1
+                returned = False
+            else:
+                result = lefts[k] + result
+                depth -= 1
+        elif counts[k] <= 128:
+            result = _block_sum(values, firsts[k], counts[k])
+            depth -= 1
+            returned = True
+        else:
+            waiting[k] = 1
+            firsts[depth], counts[depth], waiting[depth] = firsts[k], half, 0
+            depth += 1
+    return result
+
+
+@njit(inline="always", error_model="numpy")
+def _sample(row, temperature, u, p):
+    """The character ``Seq2Seq.sample_decode_ids`` draws from logits ``row`` with the uniform number ``u``:
+    p = softmax(row / temperature) in float64, the count of cumulative sums below u (at most V - 1)."""
+    vocab = row.shape[0]
+    for v in range(vocab):
+        p[v] = np.float64(row[v]) / temperature
+    top = p[0]
+    for v in range(1, vocab):
+        top = max(top, p[v])
+    for v in range(vocab):
+        p[v] = math.exp(p[v] - top)
+    total = _pairwise_sum(p, 0, vocab)
+    below, cumulative = 0, 0.0
+    for v in range(vocab):
+        cumulative += p[v] / total
+        if cumulative < u:
+            below += 1
+    return min(below, vocab - 1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def attention_sample_decode(kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, memory, keys,
+                            lengths, h0, c0, concat, start_id, end_id, temperature, uniforms, tokens, group):
+    """``Seq2Seq.sample_decode_ids``'s sampling of a whole batch of an attention model in one call: every step the
+    rows still going run ``_decode_step`` (``group`` at a time) and draw their next character with their number of
+    that step, ``uniforms[step, row]`` (``_sample``); the loop ends when every row has. ``tokens`` (B, steps),
+    filled with END first, gets each row's characters; arguments otherwise as ``attention_greedy_decode``. Returns
+    the number of steps run (the step loop draws a number per row and step, ended rows too: its caller consumes
+    that many rows of ``uniforms`` from its generator)."""
+    layers = len(packed_gates)
+    units, batch = h0.shape[2], h0.shape[1]
+    positions = memory.shape[1]
+    vocab = dense_bias.shape[0]
+    dtype = h0.dtype
+    h, c = h0.copy(), c0.copy()
+    feed = np.zeros((batch, units), dtype=dtype)
+    keys_t = np.empty((batch if _keys_transposed(concat) else 0, units, positions), dtype=dtype)
+    if _keys_transposed(concat):
+        _transpose_rows(keys, 0, batch, keys_t)
+    h_new, c_new = np.empty((layers, group, units), dtype=dtype), np.empty((layers, group, units), dtype=dtype)
+    htilde = np.empty((group, units), dtype=dtype)
+    weights = np.empty((group, positions), dtype=dtype)
+    logits = np.empty((group, vocab), dtype=dtype)
+    rows_of, prev_of = np.empty(group, dtype=np.int64), np.empty(group, dtype=np.int64)
+    prev = np.full(batch, start_id, dtype=np.int64)
+    done = np.zeros(batch, dtype=np.bool_)
+    p = np.empty(vocab, dtype=np.float64)
+    work = _decode_work(group, units, memory, concat, vocab, h0)
+    for step in range(tokens.shape[1]):
+        b = 0
+        while b < batch:
+            rows = 0  # the next rows still going, up to a group
+            while b < batch and rows < group:
+                if not done[b]:
+                    rows_of[rows], prev_of[rows] = b, prev[b]
+                    rows += 1
+                b += 1
+            if rows == 0:
+                break
+            _decode_step(kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, concat, memory, keys,
+                         keys_t, lengths, h, c, feed, rows, rows_of, rows_of, rows_of, prev_of, h_new, c_new, htilde,
+                         weights, logits, work)
+            for r in range(rows):
+                row = rows_of[r]
+                sampled = _sample(logits[r], temperature, uniforms[step, row], p)
+                tokens[row, step] = sampled
+                prev[row] = sampled
+                for layer in range(layers):
+                    h[layer, row], c[layer, row] = h_new[layer, r], c_new[layer, r]
+                feed[row] = htilde[r]
+        finished = True
+        for row in range(batch):
+            if tokens[row, step] == end_id:
+                done[row] = True
+            finished = finished and done[row]
+        if finished:
+            return step + 1
+    return tokens.shape[1]

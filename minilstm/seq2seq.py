@@ -493,11 +493,24 @@ class Seq2Seq:
 
     def sample_decode_ids(self, encoder_input_ids, temperature: float, rng: np.random.Generator,
                           source_lengths=None) -> list[list[int]]:
-        """Like greedy decoding, but each character is drawn from softmax(logits / temperature)."""
+        """Like greedy decoding, but each character is drawn from softmax(logits / temperature), with one number of
+        ``rng`` per row and step. Attention models on the numba backend run it in one compiled call (the same
+        numbers, the same characters)."""
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         state = self.start_decoding(encoder_input_ids, source_lengths)
         batch = np.shape(encoder_input_ids)[0]
         tokens = np.full((batch, self.max_decoder_len + 1), end_id, dtype=np.int64)
+        if self.attention is not None and self.attention_decoder.compiled_sample(self.backend):
+            # The step loop draws one number per row and step until every row has ended: draw enough for the
+            # longest run, then put the generator back and take as many as the loop would have.
+            before = rng.bit_generator.state
+            uniforms = rng.random((tokens.shape[1], batch))
+            steps = self.attention_decoder.sample_decode(self.params, state, self.params["dense.kernel"],
+                                                         self.params["dense.bias"], start_id, end_id, temperature,
+                                                         uniforms, tokens)
+            rng.bit_generator.state = before
+            rng.random((steps, batch))
+            return _cut_at_end(tokens.tolist(), end_id)
         done = np.zeros(batch, dtype=bool)
         prev = self.backend.xp.full(batch, start_id, dtype=np.int64)
         for step in range(self.max_decoder_len + 1):

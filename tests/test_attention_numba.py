@@ -316,3 +316,44 @@ def test_compiled_beam_search_equals_the_step_loop(monkeypatch, rng, dtype, scor
         assert [beams[0] for beams in compiled] == model.greedy_decode_ids(enc, lengths)
     if batch > 5:
         assert len({len(b) for beams in compiled for b in beams}) > 2
+
+
+def test_pairwise_sum_is_numpys():
+    """The compiled sampler's sum adds in numpy's order (pairwise along a contiguous axis), every length that takes
+    each branch: under 8, blocks up to 128, halves above (several levels)."""
+    from minilstm.numba_attention import _pairwise_sum
+
+    rng = np.random.default_rng(0)
+    for n in [*range(1, 300), 511, 512, 777, 1025, 2049, 5000]:
+        values = np.exp(3 * rng.standard_normal(n + 3))
+        assert _pairwise_sum(values, 3, n) == values[None, 3:].sum(axis=1, keepdims=True)[0, 0], n
+
+
+SAMPLE_CASES = [("dot", True, 1, 3, 1, 1, 0.7), ("general", True, 2, 16, 37, 5, 1.0),
+                ("concat", True, 1, 9, 7, 4, 2.0), ("general", False, 1, 16, 37, 5, 0.5),
+                ("dot", False, 3, 8, 20, 3, 1.3), ("concat", False, 2, 5, 3, 2, 1.0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,temperature", SAMPLE_CASES)
+def test_compiled_sampling_equals_the_step_loop(monkeypatch, rng, dtype, score, input_feed, layers, units, batch,
+                                                positions, temperature):
+    """``sample_decode_ids`` as one compiled call (``attention_sample_decode``) draws the step loop's characters
+    from the same seed, and leaves the generator where the step loop leaves it (one number per row and step, ended
+    rows too); batches wider than a row group, rows ending at different steps."""
+    backend = NumbaBackend(workers=2)
+    model, enc, lengths = decoding_problem(
+        rng, backend, dtype, score, input_feed, layers, units, batch, positions,
+        lambda model, enc, lengths: model.sample_decode_ids(enc, temperature, np.random.default_rng(5), lengths))
+    calls = []
+    sample = backend.attention_sample_decode
+    monkeypatch.setattr(backend, "attention_sample_decode", lambda *args: calls.append(1) or sample(*args))
+    compiled_rng, stepped_rng = np.random.default_rng(11), np.random.default_rng(11)
+    compiled = model.sample_decode_ids(enc, temperature, compiled_rng, lengths)
+    assert calls == [1]
+    monkeypatch.setattr(backend, "attention_sample_decode", None)
+    stepped = model.sample_decode_ids(enc, temperature, stepped_rng, lengths)
+    assert compiled == stepped
+    assert compiled_rng.random() == stepped_rng.random()
+    if batch > 5:
+        assert len({len(row) for row in compiled}) > 2

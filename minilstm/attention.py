@@ -482,47 +482,41 @@ class AttentionDecoder:
         """Whether ``backend`` runs ``sample_decode`` as one call (numba, every score, with or without feeding)."""
         return backend.attention_sample_decode is not None and self._compiled(backend)
 
-    def _decoding_weights(self, params, dense_kernel, dense_bias):
-        """The weights as the backend's compiled decoders take them (``NumbaBackend.attention_greedy_decode``)."""
+    def _decoding_args(self, params, state: "DecoderState", dense_kernel, dense_bias):
+        """What the backend's compiled decoders take first (``NumbaBackend.attention_greedy_decode``): the weights,
+        the memory and the initial state."""
         cells = [cell for _, _, cell in self.lstm.cells()]
         kernel0 = params[f"{cells[0]}.kernel"]
+        concat = None if self.attention.score != "concat" else tuple(
+            self.attention._w(params, key) for key in ("query_kernel", "query_bias", "score_vector"))
+        memory = state.memory
         return (kernel0, [params[f"{cell}.bias"] for cell in cells],
                 [kernel0[self.vocab_size :]] + [params[f"{cell}.kernel"] for cell in cells[1:]],
                 [params[f"{cell}.recurrent_kernel"] for cell in cells], self.attention._w(params, "output_kernel"),
-                dense_kernel, dense_bias)
+                dense_kernel, dense_bias, memory.memory, memory.keys, memory.lengths, state.h, state.c, concat)
 
     def greedy_decode(self, params, state: "DecoderState", dense_kernel, dense_bias, start_id, end_id, tokens,
                       maps=None):
         """Greedy decoding from ``start``'s state in one backend call (``compiled_greedy``): ``tokens`` (B, steps),
         filled with END, gets each row's characters, ``maps`` (B, steps, S) (or None) their attention weights; the
         same bits as ``step`` followed by the output layer and an argmax, step after step."""
-        memory = state.memory
-        params.backend.attention_greedy_decode(
-            *self._decoding_weights(params, dense_kernel, dense_bias), memory.memory, memory.keys, memory.lengths,
-            state.h, state.c, self._concat_weights(params), start_id, end_id, tokens, maps)
+        params.backend.attention_greedy_decode(*self._decoding_args(params, state, dense_kernel, dense_bias),
+                                               start_id, end_id, tokens, maps)
 
     def beam_decode(self, params, state: "DecoderState", dense_kernel, dense_bias, start_id, end_id, tokens, scores):
         """Beam search from ``start``'s state (one row per sentence) in one backend call (``compiled_beam``):
         ``tokens`` (B, K, steps), filled with END, get each sentence's K beams, ``scores`` (B, K) their summed
         log-probabilities; the search of ``Seq2Seq.beam_decode_ids``'s step-by-step loop."""
-        memory = state.memory
-        params.backend.attention_beam_decode(
-            *self._decoding_weights(params, dense_kernel, dense_bias), memory.memory, memory.keys, memory.lengths,
-            state.h, state.c, self._concat_weights(params), start_id, end_id, tokens, scores)
+        params.backend.attention_beam_decode(*self._decoding_args(params, state, dense_kernel, dense_bias),
+                                             start_id, end_id, tokens, scores)
 
     def sample_decode(self, params, state: "DecoderState", dense_kernel, dense_bias, start_id, end_id, temperature,
                       uniforms, tokens) -> int:
         """Sampling from ``start``'s state in one backend call (``compiled_sample``): ``tokens`` (B, steps), filled
         with END, get each row's characters, row b's at step t drawn with ``uniforms[t, b]``; returns the steps
         run."""
-        memory = state.memory
-        return params.backend.attention_sample_decode(
-            *self._decoding_weights(params, dense_kernel, dense_bias), memory.memory, memory.keys, memory.lengths,
-            state.h, state.c, self._concat_weights(params), start_id, end_id, temperature, uniforms, tokens)
-
-    def _concat_weights(self, params):
-        return None if self.attention.score != "concat" else tuple(
-            self.attention._w(params, key) for key in ("query_kernel", "query_bias", "score_vector"))
+        return params.backend.attention_sample_decode(*self._decoding_args(params, state, dense_kernel, dense_bias),
+                                                      start_id, end_id, temperature, uniforms, tokens)
 
     def start(self, params, initial_state, memory, lengths=None) -> DecoderState:
         """The state before the first step: (h0, c0) each (L, B, H), memory (S, B, M)."""

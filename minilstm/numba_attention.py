@@ -540,15 +540,23 @@ def attention_greedy_decode(kernel0, biases, packed_gates, packed_output, packed
 
 
 @njit(inline="always", error_model="numpy")
+def _softmax_terms(row, scale, terms):
+    """terms[v] = exp(z_v - max z), z = row / scale in float64, as the step loops of ``Seq2Seq`` compute them;
+    returns (max z, the terms' sum in numpy's order: ``_pairwise_sum``)."""
+    vocab = row.shape[0]
+    top = np.float64(row[0]) / scale
+    for v in range(1, vocab):
+        top = max(top, np.float64(row[v]) / scale)
+    for v in range(vocab):
+        terms[v] = math.exp(np.float64(row[v]) / scale - top)
+    return top, _pairwise_sum(terms, 0, vocab)
+
+
+@njit(inline="always", error_model="numpy")
 def _log_softmax_into(row, score, out):
-    """out[v] = score + log softmax(row)[v] in float64, as ``Seq2Seq.beam_decode_ids`` computes it: (x - max) -
-    log(sum exp(x - max)); the sum runs in order (numpy's is pairwise: the two may differ in the last bits)."""
-    top = np.float64(row[0])
-    for v in range(1, row.shape[0]):
-        top = max(top, np.float64(row[v]))
-    total = 0.0
-    for v in range(row.shape[0]):
-        total += math.exp(np.float64(row[v]) - top)
+    """out[v] = score + log softmax(row)[v] in float64, as ``Seq2Seq.beam_decode_ids`` computes it:
+    score + ((x - max) - log(sum exp(x - max)))."""
+    top, total = _softmax_terms(row, 1.0, out)
     log_total = math.log(total)
     for v in range(row.shape[0]):
         out[v] = score + ((np.float64(row[v]) - top) - log_total)
@@ -590,6 +598,7 @@ def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_d
     candidates = np.empty(width * vocab, dtype=np.float64)
     taken = np.empty(width * vocab, dtype=np.bool_)
     chosen = np.empty(width, dtype=np.int64)
+    parent_finished, parent_row = np.empty(width, dtype=np.bool_), np.empty(width, dtype=np.int64)
     history = np.empty((width, tokens.shape[2]), dtype=np.int64)
     work = _decode_work(slots, units, memory, concat, vocab, h0)
     for first in range(row_start, row_stop, per_block):
@@ -640,8 +649,8 @@ def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_d
                     chosen[j] = best
                 for j in range(width):
                     history[j] = tokens[b, chosen[j] // vocab]
-                parent_finished = finished[i * width : (i + 1) * width].copy()
-                parent_row = slot_row[i * width : (i + 1) * width].copy()
+                parent_finished[:] = finished[i * width : (i + 1) * width]
+                parent_row[:] = slot_row[i * width : (i + 1) * width]
                 for j in range(width):
                     slot, parent, token = i * width + j, chosen[j] // vocab, chosen[j] % vocab
                     tokens[b, j] = history[j]
@@ -724,14 +733,7 @@ def _sample(row, temperature, u, p):
     """The character ``Seq2Seq.sample_decode_ids`` draws from logits ``row`` with the uniform number ``u``:
     p = softmax(row / temperature) in float64, the count of cumulative sums below u (at most V - 1)."""
     vocab = row.shape[0]
-    for v in range(vocab):
-        p[v] = np.float64(row[v]) / temperature
-    top = p[0]
-    for v in range(1, vocab):
-        top = max(top, p[v])
-    for v in range(vocab):
-        p[v] = math.exp(p[v] - top)
-    total = _pairwise_sum(p, 0, vocab)
+    _, total = _softmax_terms(row, temperature, p)
     below, cumulative = 0, 0.0
     for v in range(vocab):
         cumulative += p[v] / total

@@ -36,7 +36,7 @@ from numba import njit
 
 from . import simd
 from .numba_kernels import _cell_backward_row, act_tanh, lstm_cell_forward, one
-from .numba_recurrence import ROW_GROUP, _argmax, _multiply, _panel_gates
+from .numba_recurrence import MICRO_ROWS, ROW_GROUP, _argmax, _block_gates, _multiply, _product1, _store_gates
 
 GROUP = ROW_GROUP  # rows that go through the time steps together
 
@@ -69,9 +69,20 @@ def pack_gates(kernel, packed):
 def _gate_panels(x_flat, rows, depth, units, packed, z_flat, spill):
     """z (rows, 4H) = x (rows, depth) @ the kernel packed by ``pack_gates``: ``numba_recurrence._recurrent_panels``
     with a depth of its own."""
+    four_units = 4 * units
     lanes = simd.lanes_of(packed)
     for panel in range(-(-units // lanes)):
-        _panel_gates(x_flat, 0, rows, depth, packed, panel * depth * 4 * lanes, z_flat, panel * lanes, units, spill)
+        base = panel * depth * 4 * lanes
+        unit = panel * lanes
+        row = 0
+        while row < rows:
+            z_row = row * four_units
+            if row + MICRO_ROWS <= rows:
+                _block_gates(x_flat, row * depth, depth, packed, base, z_flat, z_row, unit, units, spill)
+                row += MICRO_ROWS
+            else:
+                _store_gates(_product1(x_flat, row * depth, depth, packed, base), z_flat, z_row, unit, units, spill)
+                row += 1
 
 
 @njit(inline="always", error_model="numpy")

@@ -173,34 +173,6 @@ def _product1(a, start, depth, packed, base):
 
 
 @njit(inline="always", error_model="numpy")
-def _product6_half(a, start, depth, packed, base):
-    """6 rows times half a panel: the 2 vectors from packed[base] in each step of k (the panel's stride stays 4
-    vectors): 12 vectors, (row, vector). The AVX2 shape for many rows: 12 accumulators, 2 panel vectors and the
-    broadcast fill 15 of the 16 registers, and each step reads 2 panel vectors for 12 multiply-adds where
-    ``_product2`` reads 4 for 8. The half panel (64 bytes a step: one cache line) is read from memory once for all
-    the row blocks."""
-    lanes = simd.lanes_of(packed)
-    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = simd.zeros(packed)
-    for k in range(depth):
-        offset = base + k * 4 * lanes
-        b0 = simd.load(packed, offset)
-        b1 = simd.load(packed, offset + lanes)
-        x = simd.broadcast(a, start + k)
-        c00, c01 = simd.fma(x, b0, c00), simd.fma(x, b1, c01)
-        x = simd.broadcast(a, start + depth + k)
-        c10, c11 = simd.fma(x, b0, c10), simd.fma(x, b1, c11)
-        x = simd.broadcast(a, start + 2 * depth + k)
-        c20, c21 = simd.fma(x, b0, c20), simd.fma(x, b1, c21)
-        x = simd.broadcast(a, start + 3 * depth + k)
-        c30, c31 = simd.fma(x, b0, c30), simd.fma(x, b1, c31)
-        x = simd.broadcast(a, start + 4 * depth + k)
-        c40, c41 = simd.fma(x, b0, c40), simd.fma(x, b1, c41)
-        x = simd.broadcast(a, start + 5 * depth + k)
-        c50, c51 = simd.fma(x, b0, c50), simd.fma(x, b1, c51)
-    return ((c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51))
-
-
-@njit(inline="always", error_model="numpy")
 def _spill4(z, spill):
     """The 4 vectors of ``z`` to spill[0 : 4 * LANES]. Tuples of vectors are indexed with constants only: an index
     known at run time makes Numba put the whole tuple in memory."""
@@ -252,74 +224,26 @@ else:
         _store_gates(z[1], out, out_row + 4 * units, unit, units, spill)
 
 
-# AVX2 (MICRO_ROWS 2): blocks of 6 rows go through ``_product6_half`` first, one half panel at a time, and the rows
-# left over (a group of 16: 4) through ``_product2``/``_product1``. Each output is the same chain of multiply-adds
-# over k whichever kernel computes it, so the bits do not change.
-HALF_PANELS = MICRO_ROWS == 2
-SIX = 6
-
-
-@njit(inline="always", error_model="numpy")
-def _store_gate_pair(z, out, start, unit, units, gate, spill):
-    """The 2 vectors ``z`` (gates ``gate`` and ``gate + 1`` of the units from ``unit``) into a row of ``out`` (4H)
-    at ``start``, cut at ``units``."""
-    lanes = simd.lanes_of(spill)
-    if unit + lanes <= units:
-        simd.store(out, start + gate * units + unit, z[0])
-        simd.store(out, start + (gate + 1) * units + unit, z[1])
-    else:
-        simd.store(spill, 0, z[0])
-        simd.store(spill, lanes, z[1])
-        for g in range(2):
-            for lane in range(units - unit):
-                out[start + (gate + g) * units + unit + lane] = spill[g * lanes + lane]
-
-
-@njit(inline="always", error_model="numpy")
-def _block6_gates(a, start, depth, packed, base, out, out_row, unit, units, half, spill):
-    """Six rows from a[start] times half ``half`` of the gate panel at ``base`` (gates 2 half, 2 half + 1)."""
-    z = _product6_half(a, start, depth, packed, base + 2 * half * simd.lanes_of(packed))
-    gate, width = 2 * half, 4 * units
-    _store_gate_pair(z[0], out, out_row, unit, units, gate, spill)
-    _store_gate_pair(z[1], out, out_row + width, unit, units, gate, spill)
-    _store_gate_pair(z[2], out, out_row + 2 * width, unit, units, gate, spill)
-    _store_gate_pair(z[3], out, out_row + 3 * width, unit, units, gate, spill)
-    _store_gate_pair(z[4], out, out_row + 4 * width, unit, units, gate, spill)
-    _store_gate_pair(z[5], out, out_row + 5 * width, unit, units, gate, spill)
-
-
-@njit(inline="always", error_model="numpy")
-def _panel_gates(a, first, end, depth, packed, base, z_flat, unit, units, spill):
-    """Rows [first, end) of ``a`` (rows of ``depth`` numbers) times the gate panel at ``base`` into rows 0, 1, ... of
-    ``z_flat`` (4H each, Keras's layout)."""
-    four_units = 4 * units
-    row = first
-    if HALF_PANELS:
-        six_end = first + (end - first) // SIX * SIX
-        for half in range(2):
-            for block in range(first, six_end, SIX):
-                _block6_gates(a, block * depth, depth, packed, base, z_flat, (block - first) * four_units, unit, units,
-                              half, spill)
-        row = six_end
-    while row < end:
-        z_row = (row - first) * four_units
-        if row + MICRO_ROWS <= end:
-            _block_gates(a, row * depth, depth, packed, base, z_flat, z_row, unit, units, spill)
-            row += MICRO_ROWS
-        else:
-            _store_gates(_product1(a, row * depth, depth, packed, base), z_flat, z_row, unit, units, spill)
-            row += 1
-
-
 @njit(inline="always", error_model="numpy")
 def _recurrent_panels(h_prev_flat, first, end, units, packed, first_panel, stop_panel, z_flat, spill):
     """The recurrent pre-activations of rows [first, end) for the units of panels [first_panel, stop_panel) into
-    ``z_flat`` (the group's rows of 4H, Keras's layout): for each panel, the micro-kernel over the group's row
-    blocks (``_panel_gates``), so that the panel is read from memory once per group, then from L1/L2."""
+    ``z_flat`` (the group's rows of 4H, Keras's layout): for each panel, the micro-kernel over the group's blocks of
+    MICRO_ROWS rows, so that the panel is read from memory once per group, then from L1/L2."""
+    four_units = 4 * units
     lanes = simd.lanes_of(packed)
     for panel in range(first_panel, stop_panel):
-        _panel_gates(h_prev_flat, first, end, units, packed, panel * units * 4 * lanes, z_flat, panel * lanes, units,
-                     spill)
+        base = panel * units * 4 * lanes
+        unit = panel * lanes
+        row = first
+        while row < end:
+            z_row = (row - first) * four_units
+            if row + MICRO_ROWS <= end:
+                _block_gates(h_prev_flat, row * units, units, packed, base, z_flat, z_row, unit, units, spill)
+                row += MICRO_ROWS
+            else:
+                _store_gates(_product1(h_prev_flat, row * units, units, packed, base), z_flat, z_row, unit, units,
+                             spill)
+                row += 1
 
 
 @njit(nogil=True, error_model="numpy")
@@ -387,51 +311,14 @@ else:
 
 
 @njit(inline="always", error_model="numpy")
-def _store_unit_pair(z, out, start, count, spill):
-    """out[start : start + count] = the first ``count`` numbers of the 2 vectors ``z``."""
-    lanes = simd.lanes_of(spill)
-    if count >= 2 * lanes:
-        simd.store(out, start, z[0])
-        simd.store(out, start + lanes, z[1])
-    else:
-        simd.store(spill, 0, z[0])
-        simd.store(spill, lanes, z[1])
-        for lane in range(count):
-            out[start + lane] = spill[lane]
-
-
-@njit(inline="always", error_model="numpy")
-def _block6_units(a, start, depth, packed, base, out, target, width, count, spill):
-    """Six rows from a[start] times the half panel at ``base`` into rows of ``out`` (``width`` columns) from
-    ``target``, ``count`` columns."""
-    z = _product6_half(a, start, depth, packed, base)
-    _store_unit_pair(z[0], out, target, count, spill)
-    _store_unit_pair(z[1], out, target + width, count, spill)
-    _store_unit_pair(z[2], out, target + 2 * width, count, spill)
-    _store_unit_pair(z[3], out, target + 3 * width, count, spill)
-    _store_unit_pair(z[4], out, target + 4 * width, count, spill)
-    _store_unit_pair(z[5], out, target + 5 * width, count, spill)
-
-
-@njit(inline="always", error_model="numpy")
 def _multiply_panels(a, start, rows, depth, packed, out, width, spill, first_panel, stop_panel):
     """Columns of panels [first_panel, stop_panel) of ``_multiply``."""
-    lanes = simd.lanes_of(packed)
-    panel_width = 4 * lanes
+    panel_width = 4 * simd.lanes_of(packed)
     for panel in range(first_panel, stop_panel):
         base = panel * depth * panel_width
         column = panel * panel_width
         count = min(panel_width, width - column)
         row = 0
-        if HALF_PANELS:
-            six_rows = rows // SIX * SIX
-            for half in range(2):
-                if count > 2 * half * lanes:
-                    for block in range(0, six_rows, SIX):
-                        _block6_units(a, start + block * depth, depth, packed, base + 2 * half * lanes, out,
-                                      block * width + column + 2 * half * lanes, width, count - 2 * half * lanes,
-                                      spill)
-            row = six_rows
         while row < rows:
             first = start + row * depth
             target = row * width + column

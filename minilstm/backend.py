@@ -290,6 +290,14 @@ class NumbaBackend(Backend):
         if self.split not in self.SPLITS:
             raise MinilstmError(f"MINILSTM_SPLIT / split must be one of {', '.join(self.SPLITS)}, not {self.split!r}")
         self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        self._one_thread_blas = None
+        if workers is None and self.workers == 1:
+            # The process runs on one thread (MINILSTM_THREADS=1, or one CPU): its BLAS too. Left at its default,
+            # OpenBLAS ran the step's GEMMs on every core and its worker spun for ~0.1 s after each (``hold_blas``),
+            # so two such runs side by side took 2.6x (plain) and 4.6x (attention) their time alone, not ~1x.
+            from threadpoolctl import threadpool_limits
+
+            self._one_thread_blas = threadpool_limits(limits=1, user_api="blas")
         # Held while the pool runs: a time loop called from inside a shard (a pool thread) must not split its units
         # over the pool (it would wait for itself), and two callers must not split over the same threads at once.
         self._pool_lock = threading.Lock()

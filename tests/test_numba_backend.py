@@ -183,3 +183,27 @@ def test_threads_split_the_batch_and_agree():
         model.loss_and_grads(*batch_ids)
         grads.append(model.grads.flat.copy())
     assert relative_error(grads[0], grads[1]) < 1e-13
+
+
+BLAS_THREADS = ("import json; import numpy; from threadpoolctl import threadpool_info; "
+                "blas = lambda: [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']; "
+                "before = blas(); from minilstm.backend import get_backend; get_backend('numba'); "
+                "print(json.dumps([before, blas()]))")
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_one_thread_means_one_blas_thread_too(threads):
+    """MINILSTM_THREADS=1 holds the process's BLAS to one thread (two such runs side by side must not spin on each
+    other's core); with more threads BLAS keeps its own setting."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", BLAS_THREADS], capture_output=True, text=True, timeout=120,
+                            env={**env, "MINILSTM_THREADS": threads})
+    assert result.returncode == 0, result.stderr
+    before, after = json.loads(result.stdout)
+    assert before, "no BLAS library found by threadpoolctl"
+    assert after == ([1] * len(before) if threads == "1" else before)

@@ -1,9 +1,10 @@
 """``python -m minilstm.models.build``: train the shipped model and copy its best checkpoint into the package.
 
 ``--from CHECKPOINT`` trains nothing and ships that checkpoint (its weights and training record, not its optimizer
-state): the model shipped now was made so, from the 80-minute run of the attention comparison (``general`` attention
-without input feeding on the whole file; README, "Serve"). Without ``--from`` it trains the earlier, smaller model:
-the Keras example's model (one LSTM layer each side, 256 units) on the built-in 10,000 pairs with
+state): the model shipped now was made so, from the attention comparison's best run (a bidirectional encoder of
+2 x 128, ``general`` attention without input feeding, the whole file, 19 epochs; README, "Serve"). Without
+``--from`` it trains the earliest, smaller model: the Keras example's model (one LSTM layer each side, 256 units)
+on the built-in 10,000 pairs with
 ``--mask-padding --patience 5 --epochs 12 --seed 0`` into ``--out`` (default ``runs/en-fr-default``; ~15 minutes on
 2 shared cores), then writes that run's ``best/`` weights, without the optimizer state, to
 ``minilstm/models/en-fr-default/`` (~2.9 MB). The config keeps the training record, so ``python -m minilstm.evaluate

@@ -1,6 +1,11 @@
 """Every Numba kernel against the plain NumPy reference on fresh random inputs, several shapes (batch 1, hidden 3,
 length 1), float32 and float64; then the whole loss_and_grads of the numba backend against the numpy one."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from helpers import copy_to_backend, random_batch, relative_error, small_model
@@ -195,11 +200,6 @@ BLAS_THREADS = ("import json; import numpy; from threadpoolctl import threadpool
 def test_one_thread_means_one_blas_thread_too(threads):
     """MINILSTM_THREADS=1 holds the process's BLAS to one thread (two such runs side by side must not spin on each
     other's core); with more threads BLAS keeps its own setting."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     result = subprocess.run([sys.executable, "-c", BLAS_THREADS], capture_output=True, text=True, timeout=120,
                             env={**env, "MINILSTM_THREADS": threads})

@@ -20,11 +20,5 @@ for spec in "plain:" "best:--bidirectional-encoder --latent-dim 128 --attention 
   timeout -s INT $SECS python -m minilstm.train $COMMON $flags --out $R/$n > $R/train-$n.log 2>&1 &
   pid=$!; sleep $T1; : > $R/$n.ticks
   while kill -0 $pid 2>/dev/null; do it $R/$n >> $R/$n.ticks; sleep 0.5; done
-  python3 - $R/$n.ticks $n <<'PY'
-import sys
-ticks = sorted({(float(t), int(i)) for t, i in (l.split() for l in open(sys.argv[1]) if l.strip())})
-ticks = [x for x in ticks if x[1] % 100 == 0]          # periodic checkpoints only, not the one at SIGINT
-(t0, i0), (t1, i1) = ticks[0], ticks[-1]
-print(f"{sys.argv[2]}: steps {i0}->{i1} in {t1 - t0:.1f} s: {1000 * (t1 - t0) / (i1 - i0):.1f} ms/step")
-PY
+  python3 bench/results/attention/equal-time-best/ticks_rate.py $R/$n.ticks $n
 done

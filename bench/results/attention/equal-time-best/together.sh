@@ -21,11 +21,5 @@ while kill -0 ${pids[0]} 2>/dev/null || kill -0 ${pids[1]} 2>/dev/null; do
   it $R/plain >> $R/plain.ticks; it $R/best >> $R/best.ticks; sleep 0.5
 done
 for n in plain best; do
-  python3 - $R/$n.ticks $n <<'PY'
-import sys
-ticks = sorted({(float(t), int(i)) for t, i in (l.split() for l in open(sys.argv[1]) if l.strip())})
-ticks = [x for x in ticks if x[1] % 100 == 0]          # periodic checkpoints only, not the one at SIGINT
-(t0, i0), (t1, i1) = ticks[0], ticks[-1]
-print(f"{sys.argv[2]} (side by side): steps {i0}->{i1} in {t1 - t0:.1f} s: {1000 * (t1 - t0) / (i1 - i0):.1f} ms/step")
-PY
+  python3 bench/results/attention/equal-time-best/ticks_rate.py $R/$n.ticks "$n (side by side)"
 done

@@ -94,14 +94,15 @@ def _depth(packed, units):
 
 
 @njit(inline="always", error_model="numpy")
-def _dot_scores(h, keys_t, scores):
-    """One row's scores h . keys_s (dot, general), keys_t (H, S), every position."""
+def _dot_scores(h, keys_t, scores, length):
+    """One row's scores h . keys_s (dot, general), keys_t (H, S), for its ``length`` real positions (the softmax
+    never reads the others: a row in a batch of longer sentences pays for its own length only)."""
     zero = one(h[0]) - one(h[0])
-    for s in range(scores.shape[0]):
+    for s in range(length):
         scores[s] = zero
     for k in range(h.shape[0]):
         hk, row = h[k], keys_t[k]
-        for s in range(scores.shape[0]):
+        for s in range(length):
             scores[s] += hk * row[s]
 
 
@@ -233,7 +234,7 @@ def attention_feed_forward(gates, packed_gates, packed_output, memory, keys, len
                         q_row[a] += query_bias[a]
                     _concat_scores(q_row, keys[b], score_vector, hidden[b, t], scores)
                 else:
-                    _dot_scores(h, keys_t[r], scores)
+                    _dot_scores(h, keys_t[r], scores, lengths[b])
                 _softmax_context(scores, lengths[b], memory[b], weights[b, t], context[b, t])
                 queries[b, t] = h
                 joined[r, :mem_size] = context[b, t]
@@ -459,7 +460,7 @@ def _decode_step(kernel0, biases, packed_gates, packed_output, packed_dense, den
                 q_row[a] += query_bias[a]
             _concat_scores(q_row, keys[b], score_vector, hidden, scores)
         else:
-            _dot_scores(top[r], keys_t[key_rows[r]], scores)
+            _dot_scores(top[r], keys_t[key_rows[r]], scores, lengths[b])
         _softmax_context(scores, lengths[b], memory[b], weights[r], context[r])
         joined[r, :mem_size] = context[r]
         joined[r, mem_size:] = top[r]

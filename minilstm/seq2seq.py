@@ -29,6 +29,7 @@ import numpy as np
 from .attention import SCORES, AttentionDecoder
 from .backend import get_backend
 from .data import END, START, Vocab, encode_inputs
+from .lstm import lstm_forward
 from .nn import LSTM, Dense, Parameters, dropout_key
 from .params import FlatParameters
 
@@ -308,9 +309,10 @@ class Seq2Seq:
     def start_decoding(self, encoder_input_ids, source_lengths=None):
         """The decoder's state before its first step: (h, c) as ``encode`` gives them, or, with attention, an
         ``attention.DecoderState`` (those, the input feed, the encoder outputs to attend over). ``source_lengths``
-        (B,): each row's real characters (None: every position). A ``mask_padding`` model with a one-directional
-        encoder stops each row's encoder at its own length, so rows of different lengths share a batch and each
-        gets the state it would get alone (``_run_encoder``); otherwise the encoder reads every position."""
+        (B,): each row's real characters (None: every position). A ``mask_padding`` model stops each row's encoder at
+        its own length (a bidirectional one also starts its reverse direction there), so rows of different lengths
+        share a batch and each gets the state it would get alone (``_run_encoder``); otherwise the encoder reads
+        every position."""
         if self.attention is None:
             return self.encode(encoder_input_ids, source_lengths)
         memory, state = self._run_encoder(encoder_input_ids, source_lengths)
@@ -318,9 +320,9 @@ class Seq2Seq:
                                             self._lengths(source_lengths))
 
     def takes_mixed_lengths(self) -> bool:
-        """Whether ``start_decoding`` stops each row at its own length (a ``mask_padding`` model whose encoder runs
-        one way: a backward direction would have to start at each row's own last character)."""
-        return self.mask_padding and self.encoder.directions == 1
+        """Whether ``start_decoding`` stops each row at its own length (a ``mask_padding`` model): then rows of any
+        lengths share a batch, each getting what it gets alone (``_run_encoder``)."""
+        return self.mask_padding
 
     def _run_encoder(self, encoder_input_ids, source_lengths=None, return_outputs=True):
         """The encoder's (outputs (T, B, H) or None, final (h, c)) for ids (B, T).
@@ -329,7 +331,8 @@ class Seq2Seq:
         cut at each distinct length: the rows still going continue from their states, so a row's steps are
         exactly those it would run alone and its final state is the one after its last real character (as packed
         sequences do in PyTorch). A cut costs one more compiled call per distinct length, not a step each.
-        Outputs past a row's length are zeros (attention never looks there)."""
+        Outputs past a row's length are zeros (attention never looks there). A bidirectional encoder runs layer by
+        layer (``_run_bidirectional``): its reverse direction starts at each row's own last character."""
         ids = self._time_major(encoder_input_ids)
         steps, batch = ids.shape
         lengths = None if source_lengths is None else np.asarray(source_lengths, dtype=np.int64)
@@ -341,6 +344,11 @@ class Seq2Seq:
         xp, enc = self.backend.xp, self.encoder
         order = np.argsort(-lengths, kind="stable")  # longest first: the rows still going are always a prefix
         ids = xp.ascontiguousarray(ids[:, self.backend.asarray(order)])
+        back = self.backend.asarray(np.argsort(order))
+        if enc.directions == 2:
+            outputs, (h, c) = self._run_bidirectional(ids, lengths[order])
+            return (xp.ascontiguousarray(outputs[:, back]) if return_outputs else None,
+                    (xp.ascontiguousarray(h[:, back]), xp.ascontiguousarray(c[:, back])))
         shape = (enc.num_layers * enc.directions, batch, enc.units)
         h, c = xp.zeros(shape, dtype=self.dtype), xp.zeros(shape, dtype=self.dtype)
         outputs = xp.zeros((steps, batch, enc.output_size), dtype=self.dtype) if return_outputs else None
@@ -354,10 +362,50 @@ class Seq2Seq:
             if return_outputs:
                 outputs[start:stop, :rows] = out
             start = int(stop)
-        back = self.backend.asarray(np.argsort(order))
         if return_outputs:
             outputs = xp.ascontiguousarray(outputs[:, back])
         return outputs, (xp.ascontiguousarray(h[:, back]), xp.ascontiguousarray(c[:, back]))
+
+    def _run_bidirectional(self, ids, lengths):
+        """``_run_encoder`` of a bidirectional encoder for ids (T, B) whose rows are sorted longest first, lengths
+        (B,) in that order: layer by layer, each direction's time loop cut at each distinct length as above. The
+        reverse direction reads each row reversed within its own length (row b's step t is its character
+        lengths[b] - 1 - t), so it starts at the row's last character, as alone, and its outputs go back to their
+        positions the same way (positions past the end stay zeros)."""
+        xp, enc, params = self.backend.xp, self.encoder, self.params
+        steps, batch = ids.shape
+        cuts = np.unique(lengths)
+        blocks = [(int(n), int((lengths > n).sum()), int((lengths >= n).sum())) for n in cuts]  # rows of length n
+
+        def flip(x):  # each row reversed within its own length (sorted rows: one block of rows per length)
+            out = x.copy()
+            for n, first, stop in blocks:
+                out[:n, first:stop] = x[n - 1 :: -1, first:stop]
+            return out
+
+        shape = (enc.num_layers * enc.directions, batch, enc.units)
+        h_n, c_n = xp.zeros(shape, dtype=self.dtype), xp.zeros(shape, dtype=self.dtype)
+        x = ids
+        for layer in range(enc.num_layers):
+            outputs = xp.zeros((steps, batch, enc.output_size), dtype=self.dtype)
+            for direction in range(2):
+                cell, index = enc.cell_name(layer, direction), layer * 2 + direction
+                inputs = x if direction == 0 else flip(x)
+                out = outputs[:, :, direction * enc.units : (direction + 1) * enc.units]
+                h, c = h_n[index], c_n[index]
+                start = 0
+                for stop in cuts:
+                    rows = int((lengths > start).sum())
+                    cache = lstm_forward(self.backend, params[f"{cell}.kernel"], params[f"{cell}.recurrent_kernel"],
+                                         params[f"{cell}.bias"], xp.ascontiguousarray(inputs[start:stop, :rows]),
+                                         xp.ascontiguousarray(h[:rows]), xp.ascontiguousarray(c[:rows]))
+                    h[:rows], c[:rows] = cache.hs[-1], cache.cs[-1]
+                    out[start:stop, :rows] = cache.outputs
+                    start = int(stop)
+                if direction == 1:
+                    out[...] = flip(out)
+            x = outputs
+        return x, (h_n, c_n)
 
     def step(self, prev_ids, state):
         """One decoder step from ``start_decoding``'s (or the previous step's) state: (logits (B, V), the next
@@ -534,8 +582,8 @@ class Seq2Seq:
         search (``beam_width > 1``; with ``n_best``, each text's list of beam translations, best first, the first
         being the translation without ``n_best``) or sampling (``temperature``). Inputs are padded with spaces to
         ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to
-        its own length, and is batched only with inputs of that same padded length (a ``mask_padding`` model with
-        a one-directional encoder batches any lengths: ``start_decoding``), so every sentence gets exactly the string
+        its own length, and is batched only with inputs of that same padded length (a ``mask_padding`` model batches
+        any lengths: ``start_decoding``), so every sentence gets exactly the string
         it would get decoded alone. An attention model attends over each sentence's own characters only.
         ``attention_maps`` (a list; greedy decoding of an attention model) receives, per text, its attention weights
         (generated characters, the text's characters) as a host array."""

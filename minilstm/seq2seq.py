@@ -583,7 +583,8 @@ class Seq2Seq:
         being the translation without ``n_best``) or sampling (``temperature``). Inputs are padded with spaces to
         ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to
         its own length, and is batched only with inputs of that same padded length (a ``mask_padding`` model batches
-        any lengths: ``start_decoding``), so every sentence gets exactly the string
+        any lengths: ``start_decoding``, sorted by length, at most the backend's ``mixed_batch_rows`` at a time),
+        so every sentence gets exactly the string
         it would get decoded alone. An attention model attends over each sentence's own characters only.
         ``attention_maps`` (a list; greedy decoding of an attention model) receives, per text, its attention weights
         (generated characters, the text's characters) as a host array."""
@@ -593,6 +594,8 @@ class Seq2Seq:
         for k in sorted(range(len(texts)), key=lambda k: len(texts[k])) if mixed else range(len(texts)):
             by_length.setdefault(0 if mixed else max(len(texts[k]), min_len), []).append(k)  # 0: one group
         chunks = []  # (padded length, sentence indices), decoded in parallel where the backend has workers
+        if mixed and self.backend.mixed_batch_rows is not None:
+            batch_size = min(batch_size, self.backend.mixed_batch_rows)
         for members in by_length.values():
             per_chunk = min(batch_size, -(-len(members) // self.backend.workers))
             for i in range(0, len(members), per_chunk):

@@ -108,3 +108,21 @@ def test_a_mixed_batch_runs_one_encoder_call_per_distinct_length(cpu_backend, mo
     texts = [char * n for n in (2, 5, 1, 5, 3)]
     model.start_decoding(encode_inputs(texts, model.input_vocab, 0), [len(t) for t in texts])
     assert calls == [(1, 5), (1, 4), (1, 3), (2, 2)]  # steps x rows: lengths 1, 2, 3, 5
+
+
+def test_the_backend_caps_a_mixed_batch_and_each_row_still_gets_what_it_gets_alone(cpu_backend, rng, monkeypatch):
+    """``Backend.mixed_batch_rows`` (numba: 128) holds translate's batches of mixed lengths to that many rows."""
+    model = model_of(cpu_backend, "float32", "bidirectional, general attention")
+    texts = sentences(model, rng)
+    alone = [model.translate([t])[0] for t in texts]
+    monkeypatch.setattr(cpu_backend, "mixed_batch_rows", 5)
+    rows = []
+    greedy = model.greedy_decode_ids
+
+    def counting(ids, *args, **kwargs):
+        rows.append(len(ids))
+        return greedy(ids, *args, **kwargs)
+
+    monkeypatch.setattr(model, "greedy_decode_ids", counting)
+    assert model.translate(texts) == alone
+    assert max(rows) == 5 and sum(rows) == len(texts)

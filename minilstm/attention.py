@@ -133,23 +133,20 @@ class Attention:
 
     # -- forward -------------------------------------------------------------------------------------------------
 
-    def prepare(self, params, memory, lengths=None, exact_rows=False) -> AttentionMemory:
+    def prepare(self, params, memory, lengths=None) -> AttentionMemory:
         """The memory (B, S, M), batch-major, with its keys (computed once per batch) and real positions: the first
-        ``lengths[b]`` of sentence b (all S when None). ``exact_rows`` (decoding): the keys from the backend's
-        ``dense`` rather than its BLAS ``matmul`` (on numba our micro-kernel, each key one chain of multiply-adds,
-        where BLAS rounds by how many rows it gets), so a sentence's keys are the same in a batch of any size."""
+        ``lengths[b]`` of sentence b (all S when None). The keys come from the backend's ``dense``, not its BLAS
+        ``matmul``: on numba our micro-kernel, each key one chain of multiply-adds, so a sentence's keys are the
+        same in a batch of any size (BLAS rounds by how many rows it gets), and decoding step by step, in a batch or
+        alone, sees the keys teacher forcing sees."""
         xp = params.backend.xp
         batch, steps = memory.shape[:2]
-        flat = memory.reshape(batch * steps, -1)
         if self.score == "dot":
             keys = memory
         else:
             kernel = self._w(params, "score_kernel" if self.score == "general" else "key_kernel")
-            if exact_rows:
-                keys = params.backend.dense(xp.ascontiguousarray(flat), kernel,
-                                            xp.zeros(kernel.shape[1], dtype=kernel.dtype)).reshape(batch, steps, -1)
-            else:
-                keys = params.backend.matmul(flat, kernel).reshape(batch, steps, -1)
+            keys = params.backend.dense(xp.ascontiguousarray(memory.reshape(batch * steps, -1)), kernel,
+                                        xp.zeros(kernel.shape[1], dtype=kernel.dtype)).reshape(batch, steps, -1)
         if lengths is None:
             lengths = xp.full(batch, steps, dtype=np.int64)
         return AttentionMemory(memory, keys, xp.ascontiguousarray(xp.asarray(lengths), dtype=np.int64))
@@ -527,8 +524,7 @@ class AttentionDecoder:
     def start(self, params, initial_state, memory, lengths=None) -> DecoderState:
         """The state before the first step: (h0, c0) each (L, B, H), memory (S, B, M)."""
         xp = params.backend.xp
-        attn_memory = self.attention.prepare(params, xp.ascontiguousarray(memory.transpose(1, 0, 2)), lengths,
-                                             exact_rows=True)
+        attn_memory = self.attention.prepare(params, xp.ascontiguousarray(memory.transpose(1, 0, 2)), lengths)
         h0, c0 = initial_state
         return DecoderState(h0, c0, xp.zeros(h0.shape[1:], dtype=params.dtype), attn_memory)
 

@@ -95,14 +95,15 @@ def _depth(packed, units):
 
 @njit(inline="always", error_model="numpy")
 def _dot_scores(h, keys_t, scores, length):
-    """One row's scores h . keys_s (dot, general), keys_t (H, S), for its ``length`` real positions (the softmax
-    never reads the others: a row in a batch of longer sentences pays for its own length only)."""
+    """One row's scores h . keys_s (dot, general), keys_t (H, S), for its real positions, the first ``length`` (the
+    softmax never reads the others: in a batch of longer sentences, a row's dot products cover its own length)."""
     zero = one(h[0]) - one(h[0])
-    for s in range(length):
+    real = min(length, scores.shape[0])
+    for s in range(real):
         scores[s] = zero
     for k in range(h.shape[0]):
         hk, row = h[k], keys_t[k]
-        for s in range(length):
+        for s in range(real):
             scores[s] += hk * row[s]
 
 

@@ -346,7 +346,7 @@ class Seq2Seq:
         ids = xp.ascontiguousarray(ids[:, self.backend.asarray(order)])
         back = self.backend.asarray(np.argsort(order))
         if enc.directions == 2:
-            outputs, (h, c) = self._run_bidirectional(ids, lengths[order])
+            outputs, (h, c) = self._run_bidirectional(ids, lengths[order], return_outputs)
             return (xp.ascontiguousarray(outputs[:, back]) if return_outputs else None,
                     (xp.ascontiguousarray(h[:, back]), xp.ascontiguousarray(c[:, back])))
         shape = (enc.num_layers * enc.directions, batch, enc.units)
@@ -366,12 +366,13 @@ class Seq2Seq:
             outputs = xp.ascontiguousarray(outputs[:, back])
         return outputs, (xp.ascontiguousarray(h[:, back]), xp.ascontiguousarray(c[:, back]))
 
-    def _run_bidirectional(self, ids, lengths):
+    def _run_bidirectional(self, ids, lengths, return_outputs=True):
         """``_run_encoder`` of a bidirectional encoder for ids (T, B) whose rows are sorted longest first, lengths
         (B,) in that order: layer by layer, each direction's time loop cut at each distinct length as above. The
         reverse direction reads each row reversed within its own length (row b's step t is its character
         lengths[b] - 1 - t), so it starts at the row's last character, as alone, and its outputs go back to their
-        positions the same way (positions past the end stay zeros)."""
+        positions the same way (positions past the end stay zeros). Without ``return_outputs`` the top layer's
+        outputs are not gathered (the returned outputs are then None)."""
         xp, enc, params = self.backend.xp, self.encoder, self.params
         steps, batch = ids.shape
         cuts = np.unique(lengths)
@@ -387,11 +388,12 @@ class Seq2Seq:
         h_n, c_n = xp.zeros(shape, dtype=self.dtype), xp.zeros(shape, dtype=self.dtype)
         x = ids
         for layer in range(enc.num_layers):
-            outputs = xp.zeros((steps, batch, enc.output_size), dtype=self.dtype)
+            keep = return_outputs or layer < enc.num_layers - 1
+            outputs = xp.zeros((steps, batch, enc.output_size), dtype=self.dtype) if keep else None
             for direction in range(2):
                 cell, index = enc.cell_name(layer, direction), layer * 2 + direction
                 inputs = x if direction == 0 else flip(x)
-                out = outputs[:, :, direction * enc.units : (direction + 1) * enc.units]
+                out = outputs[:, :, direction * enc.units : (direction + 1) * enc.units] if keep else None
                 h, c = h_n[index], c_n[index]
                 start = 0
                 for stop in cuts:
@@ -400,9 +402,10 @@ class Seq2Seq:
                                          params[f"{cell}.bias"], xp.ascontiguousarray(inputs[start:stop, :rows]),
                                          xp.ascontiguousarray(h[:rows]), xp.ascontiguousarray(c[:rows]))
                     h[:rows], c[:rows] = cache.hs[-1], cache.cs[-1]
-                    out[start:stop, :rows] = cache.outputs
+                    if keep:
+                        out[start:stop, :rows] = cache.outputs
                     start = int(stop)
-                if direction == 1:
+                if direction == 1 and keep:
                     out[...] = flip(out)
             x = outputs
         return x, (h_n, c_n)
@@ -584,8 +587,8 @@ class Seq2Seq:
         ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to
         its own length, and is batched only with inputs of that same padded length (a ``mask_padding`` model batches
         any lengths: ``start_decoding``, sorted by length, at most the backend's ``mixed_batch_rows`` at a time),
-        so every sentence gets exactly the string
-        it would get decoded alone. An attention model attends over each sentence's own characters only.
+        so every sentence gets exactly the string it would get decoded alone. An attention model attends over each
+        sentence's own characters only.
         ``attention_maps`` (a list; greedy decoding of an attention model) receives, per text, its attention weights
         (generated characters, the text's characters) as a host array."""
         min_len = 0 if self.mask_padding else self.max_encoder_len

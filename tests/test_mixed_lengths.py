@@ -113,7 +113,7 @@ def test_a_mixed_batch_runs_one_encoder_call_per_distinct_length(cpu_backend, mo
 def test_the_backend_caps_a_mixed_batch_and_each_row_still_gets_what_it_gets_alone(cpu_backend, rng, monkeypatch):
     """``Backend.mixed_batch_rows`` (numba: 128) holds translate's batches of mixed lengths to that many rows."""
     model = model_of(cpu_backend, "float32", "bidirectional, general attention")
-    texts = sentences(model, rng)
+    texts = sentences(model, rng, n=max(23, 6 * cpu_backend.workers))  # > 5 rows per worker: the cap, not them
     alone = [model.translate([t])[0] for t in texts]
     monkeypatch.setattr(cpu_backend, "mixed_batch_rows", 5)
     rows = []
@@ -126,3 +126,19 @@ def test_the_backend_caps_a_mixed_batch_and_each_row_still_gets_what_it_gets_alo
     monkeypatch.setattr(model, "greedy_decode_ids", counting)
     assert model.translate(texts) == alone
     assert max(rows) == 5 and sum(rows) == len(texts)
+
+
+@pytest.mark.parametrize("score", ["general", "concat"])
+def test_a_sentences_attention_keys_do_not_depend_on_its_batch(rng, score):
+    """numba: the keys come from our micro-kernel (``Attention.prepare``), one chain of multiply-adds per key, where
+    BLAS rounds by how many rows it gets (at this width it does: checked against ``matmul`` when this was written)."""
+    from minilstm.attention import Attention
+    from minilstm.backend import NumbaBackend
+    from minilstm.nn import Parameters
+
+    attention = Attention(256, memory_size=256, score=score)
+    params = Parameters(NumbaBackend(workers=2), [attention], np.float32, seed=0)
+    memory = rng.standard_normal((60, 7, 256)).astype(np.float32)
+    keys = attention.prepare(params, memory).keys
+    for b in (0, 1, 17, 59):
+        assert np.array_equal(attention.prepare(params, memory[b : b + 1]).keys[0], keys[b])

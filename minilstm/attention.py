@@ -133,20 +133,25 @@ class Attention:
 
     # -- forward -------------------------------------------------------------------------------------------------
 
-    def prepare(self, params, memory, lengths=None) -> AttentionMemory:
+    def prepare(self, params, memory, lengths=None, exact_rows=True) -> AttentionMemory:
         """The memory (B, S, M), batch-major, with its keys (computed once per batch) and real positions: the first
-        ``lengths[b]`` of sentence b (all S when None). The keys come from the backend's ``dense``, not its BLAS
-        ``matmul``: on numba our micro-kernel, each key one chain of multiply-adds, so a sentence's keys are the
-        same in a batch of any size (BLAS rounds by how many rows it gets), and decoding step by step, in a batch or
-        alone, sees the keys teacher forcing sees."""
+        ``lengths[b]`` of sentence b (all S when None). ``exact_rows`` (decoding, evaluation): the keys from the
+        backend's ``dense`` rather than its BLAS ``matmul`` (on numba our micro-kernel, each key one chain of
+        multiply-adds, where BLAS rounds by how many rows it gets), so that a sentence's keys are the same in a batch
+        of any size, and decoding step by step sees the keys teacher forcing sees. A training step keeps BLAS (its
+        ``matmul`` may split a large product over the workers), and with it the bits earlier runs trained with."""
         xp = params.backend.xp
         batch, steps = memory.shape[:2]
         if self.score == "dot":
             keys = memory
         else:
             kernel = self._w(params, "score_kernel" if self.score == "general" else "key_kernel")
-            keys = params.backend.dense(xp.ascontiguousarray(memory.reshape(batch * steps, -1)), kernel,
-                                        xp.zeros(kernel.shape[1], dtype=kernel.dtype)).reshape(batch, steps, -1)
+            flat = xp.ascontiguousarray(memory.reshape(batch * steps, -1))
+            if exact_rows:
+                keys = params.backend.dense(flat, kernel, xp.zeros(kernel.shape[1], dtype=kernel.dtype))
+            else:
+                keys = params.backend.matmul(flat, kernel)
+            keys = keys.reshape(batch, steps, -1)
         if lengths is None:
             lengths = xp.full(batch, steps, dtype=np.int64)
         return AttentionMemory(memory, keys, xp.ascontiguousarray(xp.asarray(lengths), dtype=np.int64))
@@ -289,14 +294,18 @@ class AttentionDecoder:
         return {**self.lstm.initial_weights(rng), **self.attention.initial_weights(rng)}
 
     def forward(self, params, ids, initial_state, memory, lengths=None, *, training: bool = False,
-                seed: int | None = None, row_offset: int = 0, workspaces: dict | None = None):
+                seed: int | None = None, row_offset: int = 0, workspaces: dict | None = None,
+                exact_keys: bool = False):
         """htilde (T, B, H) for ``ids`` (T, B) from ``initial_state`` (h0, c0), each (L, B, H), attending over
         ``memory`` (S, B, M) whose first ``lengths[b]`` positions are real. Returns ``(outputs, (h_n, c_n), cache)``;
-        ``training`` and ``seed`` as in ``LSTM.forward`` (dropout between stacked layers)."""
+        ``training`` and ``seed`` as in ``LSTM.forward`` (dropout between stacked layers); ``exact_keys`` as
+        ``Attention.prepare``'s ``exact_rows``: True gives the keys decoding (``start``) uses, as teacher-forced
+        evaluation wants; False (training) BLAS's."""
         xp = params.backend.xp
         if not is_token_ids(ids):
             raise ValueError(f"{self.lstm.name} takes token ids (got an array of {ids.dtype})")
-        attn_memory = self.attention.prepare(params, xp.ascontiguousarray(memory.transpose(1, 0, 2)), lengths)
+        attn_memory = self.attention.prepare(params, xp.ascontiguousarray(memory.transpose(1, 0, 2)), lengths,
+                                             exact_rows=exact_keys)
         if not self.input_feed:
             states, final, lstm_cache = self.lstm.forward(params, ids, initial_state, training=training, seed=seed,
                                                           row_offset=row_offset, workspaces=workspaces)
@@ -530,10 +539,11 @@ class AttentionDecoder:
 
     def step(self, params, prev_ids, state: DecoderState):
         """One step for the previous tokens ``prev_ids`` (B,): returns (htilde (B, H), the next state, the
-        attention weights (B, S)). The same operations as a one-step ``forward``, so a decoder fed the true previous
-        tokens reproduces the teacher-forced outputs; without input feeding on a backend that compiles the loop it
-        is the compiled decoders' step (the same bits as ``greedy_decode``), which reproduces them to rounding (the
-        teacher-forced forward runs the LSTM first, then the attention over all steps at once)."""
+        attention weights (B, S)). The same operations as a one-step ``forward`` (with ``exact_keys``), so a
+        decoder fed the true previous tokens reproduces the teacher-forced outputs; without input feeding on a
+        backend that compiles the loop it is the compiled decoders' step (the same bits as ``greedy_decode``), which
+        reproduces them to rounding (the teacher-forced forward runs the LSTM first, then the attention over all
+        steps at once)."""
         xp = params.backend.xp
         ids = prev_ids.reshape(1, -1)
         if self.input_feed or self._compiled(params.backend):  # without feeding: the compiled decoders' step

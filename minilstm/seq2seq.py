@@ -182,10 +182,12 @@ class Seq2Seq:
         return tuple(state[None] for state in initial_state)
 
     def _forward(self, encoder_ids, decoder_ids, initial_state, shard=0, dropout_seed=None, row_offset=0,
-                 source_lengths=None):
+                 source_lengths=None, blas_keys=False):
         """Time-major ids in; both stacks' caches, the decoder outputs (T*B, H) and the logits (T*B, V) out.
         ``dropout_seed`` (training with dropout) seeds the masks of rows ``row_offset..`` of the batch.
-        ``source_lengths`` (B,): the real English characters of each row, which attention looks at (None: all)."""
+        ``source_lengths`` (B,): the real English characters of each row, which attention looks at (None: all).
+        ``blas_keys``: the attention's keys by BLAS (``Attention.prepare``), as training steps and their
+        validation losses have always computed them; otherwise row-exact, as decoding computes them."""
         p, workspaces = self.params, self._workspaces_of(shard)
         training = dropout_seed is not None
         memory, encoder_state, enc = self.encoder.forward(
@@ -194,10 +196,11 @@ class Seq2Seq:
             workspaces=workspaces, return_outputs=self.attention is not None)
         decoder = self.decoder if self.attention is None else self.attention_decoder
         extra = () if self.attention is None else (memory, source_lengths)
+        keys = {} if self.attention is None else {"exact_keys": not blas_keys}
         outputs, _, dec = decoder.forward(
             p, decoder_ids, self._decoder_initial_state(encoder_state), *extra, training=training,
             seed=None if not training else dropout_key(dropout_seed, 2), row_offset=row_offset,
-            workspaces=workspaces)
+            workspaces=workspaces, **keys)
         outputs = outputs.reshape(-1, self.decoder_units)
         logits = self.dense.forward(p, outputs)
         return enc, dec, outputs, logits
@@ -268,7 +271,7 @@ class Seq2Seq:
         steps, batch = dec_ids.shape
         enc, dec, outputs, logits = self._forward(self._time_major(encoder_input_ids), dec_ids, initial_state, shard,
                                                   dropout_seed if grads is not None else None, row_offset,
-                                                  source_lengths)
+                                                  source_lengths, blas_keys=True)
         loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, grad_scale)
         if grads is None:
             return loss_sum, n_correct, None

@@ -183,7 +183,8 @@ def test_decoding_steps_match_teacher_forcing(numba_backend, rng):
     decoder, weights, inputs = problem(rng, 5, 4, 6, 3, None, "general")
     params = Parameters(numba_backend, [decoder], np.float64)
     params.set_weights(weights)
-    outputs, _, _ = decoder.forward(params, inputs["ids"], inputs["state"], inputs["memory"], inputs["lengths"])
+    outputs, _, _ = decoder.forward(params, inputs["ids"], inputs["state"], inputs["memory"], inputs["lengths"],
+                                    exact_keys=True)  # the keys ``start`` computes
     state = decoder.start(params, inputs["state"], inputs["memory"], inputs["lengths"])
     for t in range(5):
         htilde, state, _ = decoder.step(params, inputs["ids"][t], state)

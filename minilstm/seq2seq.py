@@ -355,19 +355,23 @@ class Seq2Seq:
         shape = (enc.num_layers * enc.directions, batch, enc.units)
         h, c = xp.zeros(shape, dtype=self.dtype), xp.zeros(shape, dtype=self.dtype)
         outputs = xp.zeros((steps, batch, enc.output_size), dtype=self.dtype) if return_outputs else None
-        start = 0
-        for stop in np.unique(lengths):
-            rows = int((lengths > start).sum())
+        for start, stop, rows in self._segments(lengths):
             out, (h_n, c_n), _ = enc.forward(self.params, xp.ascontiguousarray(ids[start:stop, :rows]),
                                              (xp.ascontiguousarray(h[:, :rows]), xp.ascontiguousarray(c[:, :rows])),
                                              return_outputs=return_outputs)
             h[:, :rows], c[:, :rows] = h_n, c_n
             if return_outputs:
                 outputs[start:stop, :rows] = out
-            start = int(stop)
         if return_outputs:
             outputs = xp.ascontiguousarray(outputs[:, back])
         return outputs, (xp.ascontiguousarray(h[:, back]), xp.ascontiguousarray(c[:, back]))
+
+    @staticmethod
+    def _segments(lengths):
+        """The cut time loop's pieces for ``lengths`` sorted longest first: (start, stop, rows) from one distinct
+        length to the next, ``rows`` the rows still going (a prefix)."""
+        starts = np.concatenate([[0], np.unique(lengths)])
+        return [(int(a), int(b), int((lengths > a).sum())) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
     def _run_bidirectional(self, ids, lengths, return_outputs=True):
         """``_run_encoder`` of a bidirectional encoder for ids (T, B) whose rows are sorted longest first, lengths
@@ -378,8 +382,8 @@ class Seq2Seq:
         outputs are not gathered (the returned outputs are then None)."""
         xp, enc, params = self.backend.xp, self.encoder, self.params
         steps, batch = ids.shape
-        cuts = np.unique(lengths)
-        blocks = [(int(n), int((lengths > n).sum()), int((lengths >= n).sum())) for n in cuts]  # rows of length n
+        segments = self._segments(lengths)
+        blocks = [(n, int((lengths > n).sum()), int((lengths >= n).sum())) for _, n, _ in segments]  # rows of length n
 
         def flip(x):  # each row reversed within its own length (sorted rows: one block of rows per length)
             out = x.copy()
@@ -398,16 +402,13 @@ class Seq2Seq:
                 inputs = x if direction == 0 else flip(x)
                 out = outputs[:, :, direction * enc.units : (direction + 1) * enc.units] if keep else None
                 h, c = h_n[index], c_n[index]
-                start = 0
-                for stop in cuts:
-                    rows = int((lengths > start).sum())
+                for start, stop, rows in segments:
                     cache = lstm_forward(self.backend, params[f"{cell}.kernel"], params[f"{cell}.recurrent_kernel"],
                                          params[f"{cell}.bias"], xp.ascontiguousarray(inputs[start:stop, :rows]),
                                          xp.ascontiguousarray(h[:rows]), xp.ascontiguousarray(c[:rows]))
                     h[:rows], c[:rows] = cache.hs[-1], cache.cs[-1]
                     if keep:
                         out[start:stop, :rows] = cache.outputs
-                    start = int(stop)
                 if direction == 1 and keep:
                     out[...] = flip(out)
             x = outputs

@@ -29,6 +29,7 @@ import numpy as np
 from .attention import SCORES, AttentionDecoder
 from .backend import get_backend
 from .data import END, START, Vocab, encode_inputs
+from .errors import MinilstmError
 from .lstm import lstm_forward
 from .nn import LSTM, Dense, Parameters, dropout_key
 from .params import FlatParameters
@@ -596,6 +597,11 @@ class Seq2Seq:
         ``attention_maps`` (a list; greedy decoding of an attention model) receives, per text, its attention weights
         (generated characters, the text's characters) as a host array."""
         min_len = 0 if self.mask_padding else self.max_encoder_len
+        if self.mask_padding:  # nothing to read: the encoder steps over a row's own characters only
+            empty = [k for k, text in enumerate(texts) if not text]
+            if empty:
+                raise MinilstmError(f"text {empty[0]} is empty ({len(empty)} empty in all): a --mask-padding model "
+                                    "reads a sentence's own characters, so give it at least one")
         mixed = self.takes_mixed_lengths()  # then any lengths share a batch (start_decoding), sorted to pad little
         by_length: dict[int, list[int]] = {}
         for k in sorted(range(len(texts)), key=lambda k: len(texts[k])) if mixed else range(len(texts)):

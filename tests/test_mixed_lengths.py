@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minilstm.backend import get_backend
 from minilstm.data import END, Dataset, encode_inputs, read_pairs
+from minilstm.errors import MinilstmError
 from minilstm.seq2seq import Seq2Seq
 
 TINY = Path(__file__).parent / "data" / "tiny.txt"
@@ -91,6 +93,17 @@ def test_translations_in_one_batch_equal_one_at_a_time(cpu_backend, rng, archite
             model.translate([t], attention_maps=maps_alone)
         for m, m_alone in zip(maps, maps_alone, strict=True):
             assert_same(model, m, m_alone, compiled_decoder=True)
+
+
+@pytest.mark.parametrize("architecture", ["example", "bidirectional, general attention"])
+def test_an_empty_text_gets_one_clear_error(architecture):
+    """A mask-padding encoder reads a sentence's own characters: an empty one has none (the CLI and the server
+    refuse it before; the library says which text)."""
+    model = model_of(get_backend("numpy"), "float32", architecture)
+    text = "".join(c for c in model.input_vocab.chars if c.strip())[:5]
+    with pytest.raises(MinilstmError, match=r"^text 1 is empty \(2 empty in all\)"):
+        model.translate([text, "", text[:1], ""])
+    assert len(model.translate([text, text[:1]])) == 2  # the model itself is fine
 
 
 def test_a_mixed_batch_runs_one_encoder_call_per_distinct_length(cpu_backend, monkeypatch):

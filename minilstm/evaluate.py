@@ -159,6 +159,13 @@ def length_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _require_training_file(checkpoint, path, what: str) -> None:
+    """The checkpoint records its data files as training was given them, often relative to where it ran."""
+    if not Path(path).is_file():
+        raise MinilstmError(f"{checkpoint} was trained on {what} {path}, which is not found from {Path.cwd()}: run "
+                            "evaluate where training ran, or pass --data PATH to score the pairs of a file")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minilstm.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path, help="a checkpoint directory written by minilstm.train, or the run "
@@ -173,6 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=positive_float, default=None, help="decode by sampling at this temperature")
     p.add_argument("--seed", type=int, default=0, help="seeds --temperature sampling")
     args = p.parse_args(argv)
+    if args.num_samples is not None and args.data is None:
+        p.error("--num-samples needs --data (the checkpoint's own validation pairs are scored whole)")
     args.checkpoint, note = resolve_checkpoint(args.checkpoint)
     if note:
         print(note, file=sys.stderr)
@@ -182,9 +191,12 @@ def main(argv=None) -> int:
         all_pairs = resolve_pairs(args.data, args.num_samples)
         pairs, where = all_pairs, f"{args.data} ({len(all_pairs):,} pairs)"
     elif training is not None and training.get("validation_data") is not None:
+        _require_training_file(args.checkpoint, training["validation_data"], "validation data")
         all_pairs = pairs = read_pairs(training["validation_data"])
         where = f"the checkpoint's validation data {training['validation_data']} ({len(pairs):,} pairs)"
     elif training is not None:
+        if training["data"] is not None:
+            _require_training_file(args.checkpoint, training["data"], "training data")
         all_pairs = resolve_pairs(training["data"], training["num_samples"])
         # A checkpoint from before --validation-split-mode was trained with its default, Keras's last pairs.
         mode = training.get("validation_split_mode", "last")

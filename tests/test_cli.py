@@ -238,6 +238,23 @@ def test_evaluate(trained, tmp_path):
     assert_user_error(run("evaluate", out / "best", "--data", tmp_path / "absent.txt"), "not found")
 
 
+def test_evaluate_says_where_the_training_data_is_missing(tmp_path):
+    """A checkpoint records its --data as training was given it, here relative: from another directory the file is
+    not there, and the message says so (not "omit --data", which the user did)."""
+    shutil.copy(TINY, tmp_path / "pairs.txt")
+    trained = run("train", "--data", "pairs.txt", "--epochs", 1, "--latent-dim", 8, "--batch-size", 4,
+                  "--num-decodes", 0, "--out", "out", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert run("evaluate", "out", "--examples", 0, cwd=tmp_path).returncode == 0
+    (tmp_path / "elsewhere").mkdir()
+    assert_user_error(run("evaluate", tmp_path / "out" / "best", cwd=tmp_path / "elsewhere"),
+                      "trained on training data pairs.txt, which is not found from", "pass --data PATH")
+    assert run("evaluate", tmp_path / "out", "--data", tmp_path / "pairs.txt", "--examples", 0,
+               cwd=tmp_path / "elsewhere").returncode == 0
+    alone = run("evaluate", tmp_path / "out", "--num-samples", 3, cwd=tmp_path)
+    assert alone.returncode == 2 and "--num-samples needs --data" in alone.stderr, alone.stderr
+
+
 def test_edit_distance():
     from minilstm.evaluate import edit_distance
 

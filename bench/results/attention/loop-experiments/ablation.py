@@ -67,7 +67,9 @@ def variant(mode):
     return njit(nogil=True, error_model="numpy")(namespace["attention_feed_forward"])
 
 
-def main():
+def one_shard():
+    """The decoder of one row shard at the example's shape, its weights and random inputs, and the generator (for
+    more inputs drawn after these): (decoder, params, (ids, state, memory, lengths), rng)."""
     steps, positions, vocab, rows, units = 59, 16, 93, 32, 256
     decoder = AttentionDecoder(units, vocab_size=vocab, score="general")
     params = Parameters(NumbaBackend(workers=1), [decoder], np.float32, seed=0)
@@ -76,6 +78,17 @@ def main():
     state = tuple(rng.standard_normal((2, 1, rows, units)).astype(np.float32))
     memory = rng.standard_normal((positions, rows, units)).astype(np.float32)
     lengths = rng.integers(positions // 2, positions + 1, rows)
+    return decoder, params, (ids, state, memory, lengths), rng
+
+
+def report(times, names):
+    for mode, samples in times.items():
+        print(f"  mode {mode:2d} {names[mode]:24s} {1e3 * statistics.median(samples):7.2f} ms "
+              f"(best {1e3 * min(samples):.2f})")
+
+
+def main():
+    decoder, params, (ids, state, memory, lengths), _ = one_shard()
     modes = (0, 1, 2, 4, 8, 16, 31)
     functions = {mode: variant(mode) for mode in modes}
     times = {mode: [] for mode in modes}
@@ -91,9 +104,7 @@ def main():
     attn.attention_feed_forward = original
     names = {0: "everything", 1: "no attention", 2: "no W_c GEMM", 4: "no cell", 8: "no gate GEMM",
              16: "no tanh + stores", 31: "none of these"}
-    for mode in modes:
-        print(f"  mode {mode:2d} {names[mode]:18s} {1e3 * statistics.median(times[mode]):7.2f} ms "
-              f"(best {1e3 * min(times[mode]):.2f})")
+    report(times, names)
 
 
 if __name__ == "__main__":

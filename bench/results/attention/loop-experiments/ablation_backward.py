@@ -14,7 +14,6 @@ loop (packing, the weight-gradient GEMMs, allocations).
 """
 
 import inspect
-import statistics
 import sys
 import textwrap
 import time
@@ -26,10 +25,9 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
+from ablation import one_shard, report  # noqa: E402 - beside this file: the same shard, the same table
+
 import minilstm.numba_attention as attn  # noqa: E402
-from minilstm.attention import AttentionDecoder  # noqa: E402
-from minilstm.backend import NumbaBackend  # noqa: E402
-from minilstm.nn import Parameters  # noqa: E402
 
 GUARDS = {  # the first line of a call in the loop -> the bit that switches it off
     "_multiply(d_pre_flat, 0, rows, units, packed_output_t, d_joined_flat, mem_size + units, spill)": 4,
@@ -105,15 +103,8 @@ def variant(mode):
 
 
 def main():
-    steps, positions, vocab, rows, units = 59, 16, 93, 32, 256
-    decoder = AttentionDecoder(units, vocab_size=vocab, score="general")
-    params = Parameters(NumbaBackend(workers=1), [decoder], np.float32, seed=0)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, vocab, (steps, rows))
-    state = tuple(rng.standard_normal((2, 1, rows, units)).astype(np.float32))
-    memory = rng.standard_normal((positions, rows, units)).astype(np.float32)
-    lengths = rng.integers(positions // 2, positions + 1, rows)
-    d_outputs = rng.standard_normal((steps, rows, units)).astype(np.float32)
+    decoder, params, (ids, state, memory, lengths), rng = one_shard()
+    d_outputs = rng.standard_normal(ids.shape + (decoder.units,)).astype(np.float32)
     modes = (0, 1, 2, 32, 4, 8, 16, 31)
     functions = {mode: variant(mode) for mode in modes}
     times = {mode: [] for mode in modes}
@@ -130,9 +121,7 @@ def main():
     attn.attention_feed_backward = original
     names = {0: "everything", 1: "no context backward", 2: "no scores backward", 32: "no d memory/d keys RMW",
              4: "no W_c GEMM", 8: "no gate GEMM", 16: "no cell backward", 31: "none of these"}
-    for mode in modes:
-        print(f"  mode {mode:2d} {names[mode]:24s} {1e3 * statistics.median(times[mode]):7.2f} ms "
-              f"(best {1e3 * min(times[mode]):.2f})")
+    report(times, names)
 
 
 if __name__ == "__main__":

@@ -515,12 +515,14 @@ class AttentionDecoder:
         params.backend.attention_greedy_decode(*self._decoding_args(params, state, dense_kernel, dense_bias),
                                                start_id, end_id, tokens, maps)
 
-    def beam_decode(self, params, state: "DecoderState", dense_kernel, dense_bias, start_id, end_id, tokens, scores):
+    def beam_decode(self, params, state: "DecoderState", dense_kernel, dense_bias, start_id, end_id, tokens, scores,
+                    length_penalty=0.0):
         """Beam search from ``start``'s state (one row per sentence) in one backend call (``compiled_beam``):
         ``tokens`` (B, K, steps), filled with END, get each sentence's K beams, ``scores`` (B, K) their summed
-        log-probabilities; the search of ``Seq2Seq.beam_decode_ids``'s step-by-step loop."""
+        log-probabilities over GNMT's length penalty (``length_penalty``: its alpha); the search of
+        ``Seq2Seq.beam_decode_ids``'s step-by-step loop."""
         params.backend.attention_beam_decode(*self._decoding_args(params, state, dense_kernel, dense_bias),
-                                             start_id, end_id, tokens, scores)
+                                             start_id, end_id, tokens, scores, float(length_penalty))
 
     def sample_decode(self, params, state: "DecoderState", dense_kernel, dense_bias, start_id, end_id, temperature,
                       uniforms, tokens) -> int:

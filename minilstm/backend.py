@@ -586,15 +586,16 @@ class NumbaBackend(Backend):
             *args, start_id, end_id, tokens, maps, attn.GROUP, first, stop))
 
     def attention_beam_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
-                              dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, tokens, scores):
+                              dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, tokens, scores,
+                              length_penalty=0.0):
         """Beam search of an attention model in one call (``numba_attention.attention_beam_decode``): ``tokens``
-        (B, K, steps) filled with END, ``scores`` (B, K) float64 are written; the rest as
-        ``attention_greedy_decode``."""
+        (B, K, steps) filled with END, ``scores`` (B, K) float64 are written; ``length_penalty`` is GNMT's alpha
+        (``Seq2Seq.beam_decode_ids``); the rest as ``attention_greedy_decode``."""
         attn = self.attention_loops
         args = self._attention_decoding(kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                                         dense_bias, memory, keys, lengths, h0, c0, concat)
         self._attention_rows(tokens.shape[0], lambda first, stop: attn.attention_beam_decode(
-            *args, start_id, end_id, tokens, scores, attn.GROUP, first, stop))
+            *args, start_id, end_id, tokens, scores, length_penalty, attn.GROUP, first, stop))
 
     def attention_sample_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                                 dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, temperature,

@@ -20,7 +20,14 @@ from rapidfuzz.distance import Levenshtein
 
 from . import layers
 from .checkpoint import load_checkpoint, resolve_checkpoint
-from .cli import positive_float, positive_int, run_main
+from .cli import (
+    LENGTH_PENALTY_HELP,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    require_beams_for_length_penalty,
+    run_main,
+)
 from .data import END, START, Dataset, bucketed_batches, read_pairs, resolve_pairs, validation_rows
 from .errors import MinilstmError
 from .files import write_text_atomic
@@ -69,9 +76,10 @@ def translation_scores(rows, decoded, references, exact, errors, reference_chars
 
 
 def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temperature=None,
-                   seed=0) -> tuple[dict, list[dict]]:
+                   seed=0, length_penalty=0.0) -> tuple[dict, list[dict]]:
     """Metrics of ``model`` on ``pairs``; references for each English sentence come from ``all_pairs``. The
-    decoded translations are greedy unless ``beam_width`` > 1 or a sampling ``temperature`` is given. Exact match,
+    decoded translations are greedy unless ``beam_width`` > 1 (its beams ranked with GNMT's ``length_penalty``)
+    or a sampling ``temperature`` is given. Exact match,
     character error rate and chrF come overall and, under ``length_buckets``, per :data:`LENGTH_BUCKETS` bucket of
     the English sentence's length."""
     usable, skipped = [], 0
@@ -115,7 +123,8 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
     for english, french in all_pairs:
         references.setdefault(english, []).append(french)
     started = time.perf_counter()
-    decoded = model.translate([e for e, _ in usable], beam_width=beam_width, temperature=temperature, seed=seed)
+    decoded = model.translate([e for e, _ in usable], beam_width=beam_width, temperature=temperature, seed=seed,
+                              length_penalty=length_penalty)
     decode_seconds = time.perf_counter() - started
     exact, errors, reference_chars, refs_per_sentence, examples = [], [], [], [], []
     buckets: dict[str, list[int]] = {label: [] for label, _ in LENGTH_BUCKETS}
@@ -141,7 +150,8 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
         "length_buckets": {label: translation_scores(rows, *per_sentence) for label, rows in buckets.items()},
         "decoding": "greedy" if temperature is None and beam_width == 1 else
                     f"sampling, temperature {temperature}, seed {seed}" if temperature is not None else
-                    f"beam search, width {beam_width}",
+                    f"beam search, width {beam_width}" + (f", length penalty {length_penalty:g}" if length_penalty
+                                                          else ""),
         "decode_seconds": decode_seconds,
     }
     return metrics, examples
@@ -177,6 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="also write the metrics and every translation here")
     p.add_argument("--examples", type=int, default=8, help="example translations to show")
     p.add_argument("--beam-width", type=positive_int, default=1, help="decode with beam search (1: greedy)")
+    p.add_argument("--length-penalty", type=non_negative_float, default=0.0, metavar="ALPHA",
+                   help=LENGTH_PENALTY_HELP)
     p.add_argument("--temperature", type=positive_float, default=None, help="decode by sampling at this temperature")
     p.add_argument("--seed", type=int, default=0, help="seeds --temperature sampling")
     args = p.parse_args(argv)
@@ -213,8 +225,10 @@ def main(argv=None) -> int:
             pass  # e.g. trained on a GPU, evaluated on a machine without one: numpy gives the same numbers
     if args.temperature is not None and args.beam_width > 1:
         raise MinilstmError("--temperature and --beam-width exclude each other: sample, or search, not both")
+    require_beams_for_length_penalty(args)
     metrics, examples = evaluate_pairs(checkpoint.model, pairs, all_pairs, beam_width=args.beam_width,
-                                       temperature=args.temperature, seed=args.seed)
+                                       temperature=args.temperature, seed=args.seed,
+                                       length_penalty=args.length_penalty)
     print(f"Evaluated {args.checkpoint} on {where}" + (f"; skipped {metrics['skipped_pairs']} with unseen characters "
                                                         "or over-long sentences" if metrics["skipped_pairs"] else ""))
     not_trained = "n/a (trained with --mask-padding)"

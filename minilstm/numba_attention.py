@@ -566,17 +566,19 @@ def _log_softmax_into(row, score, out):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, memory, keys,
-                          lengths, h0, c0, concat, start_id, end_id, tokens, scores, group, row_start, row_stop):
+                          lengths, h0, c0, concat, start_id, end_id, tokens, scores, length_penalty, group, row_start,
+                          row_stop):
     """``Seq2Seq.beam_decode_ids``'s beam search for sentences [row_start, row_stop) of an attention model, in one
     call: ``tokens`` (B, K, steps), filled with END first, get each sentence's K beams, ``scores`` (B, K) their
-    summed log-probabilities (float64); arguments otherwise as ``attention_greedy_decode``.
+    ranks (float64: summed log-probabilities over GNMT's lp of their length, ``length_penalty`` its alpha);
+    arguments otherwise as ``attention_greedy_decode``.
 
     The same search as the reference: every step, each sentence's candidates are its live beams' continuations
-    (score + log softmax of the logits), a finished beam's only one itself with END at its score, a beam of score
-    -inf's none; the K best are kept, ties to the lower index (beam-major, then token), beams finished once they
-    emit END. Only live beams run the model: ``_decode_step`` on the rows of unfinished beams of finite score, and
-    each kept beam's state is copied from its parent's new one. Sentences go through in blocks of group // K
-    (at least 1), their beams' states side by side."""
+    (score + log softmax of the logits, ranked by that over lp(step + 1)), a finished beam's only one itself with
+    END at its score and rank, a beam of score -inf's none; the K best ranks are kept, ties to the lower index
+    (beam-major, then token), beams finished once they emit END. Only live beams run the model: ``_decode_step``
+    on the rows of unfinished beams of finite score, and each kept beam's state is copied from its parent's new one.
+    Sentences go through in blocks of group // K (at least 1), their beams' states side by side."""
     layers = len(packed_gates)
     units = h0.shape[2]
     positions = memory.shape[1]
@@ -596,8 +598,10 @@ def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_d
     slot_row = np.empty(slots, dtype=np.int64)  # a slot's row in this step's batch, -1 if it did not run
     prev = np.empty(slots, dtype=np.int64)
     score = np.empty(slots, dtype=np.float64)
+    rank = np.empty(slots, dtype=np.float64)
     finished = np.empty(slots, dtype=np.bool_)
     candidates = np.empty(width * vocab, dtype=np.float64)
+    ranked = np.empty(width * vocab, dtype=np.float64)  # the candidates' ranks: score / lp(length)
     taken = np.empty(width * vocab, dtype=np.bool_)
     chosen = np.empty(width, dtype=np.int64)
     parent_finished, parent_row = np.empty(width, dtype=np.bool_), np.empty(width, dtype=np.int64)
@@ -613,6 +617,7 @@ def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_d
                 feed[slot] = 0.0
                 prev[slot] = start_id
                 score[slot] = 0.0 if j == 0 else -np.inf  # one live beam per sentence at the start
+                rank[slot] = score[slot]
                 finished[slot] = False
         if _keys_transposed(concat):
             _transpose_rows(keys, first, count, keys_t)
@@ -631,6 +636,7 @@ def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_d
             _decode_step(kernel0, biases, packed_gates, packed_output, packed_dense, dense_bias, concat, memory, keys,
                          keys_t, lengths, h, c, feed, rows, row_slot, row_sentence, row_key, row_prev, h_new, c_new,
                          htilde, weights, logits, work)
+            lp = ((5.0 + step + 1) / 6.0) ** length_penalty  # a live beam's continuations have step + 1 characters
             for i in range(count):
                 b = first + i
                 for j in range(width):
@@ -641,11 +647,15 @@ def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_d
                         part[:] = -np.inf
                         if finished[slot]:  # a finished beam only continues as itself
                             part[end_id] = score[slot]
+                    for m in range(j * vocab, (j + 1) * vocab):
+                        ranked[m] = candidates[m] / lp
+                    if finished[slot]:  # at its own length's rank
+                        ranked[j * vocab + end_id] = rank[slot]
                 taken[:] = False
                 for j in range(width):  # the K best, ties to the lower index (a stable sort's first K)
                     best = -1
                     for m in range(width * vocab):
-                        if not taken[m] and (best < 0 or candidates[m] > candidates[best]):
+                        if not taken[m] and (best < 0 or ranked[m] > ranked[best]):
                             best = m
                     taken[best] = True
                     chosen[j] = best
@@ -660,6 +670,7 @@ def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_d
                         tokens[b, j, step] = token
                     finished[slot] = parent_finished[parent] or token == end_id
                     score[slot] = candidates[chosen[j]]
+                    rank[slot] = ranked[chosen[j]]
                     prev[slot] = token
                     row = parent_row[parent]
                     if row >= 0:  # the parent ran this step: its new state (else the beam never runs again)
@@ -667,7 +678,7 @@ def attention_beam_decode(kernel0, biases, packed_gates, packed_output, packed_d
                             h[layer, slot], c[layer, slot] = h_new[layer, row], c_new[layer, row]
                         feed[slot] = htilde[row]
         for i in range(count):
-            scores[first + i] = score[i * width : (i + 1) * width]
+            scores[first + i] = rank[i * width : (i + 1) * width]
 
 
 @njit(inline="always", error_model="numpy")

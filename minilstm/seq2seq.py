@@ -24,6 +24,8 @@ Backward of the whole model (the LSTM part is in ``lstm`` and ``nn``):
     encoder BPTT with d_outputs = None, those final-state gradients -> d(initial state of the encoder)
 """
 
+import math
+
 import numpy as np
 
 from .attention import SCORES, AttentionDecoder
@@ -490,12 +492,16 @@ class Seq2Seq:
             attention_maps.extend(maps[k, : steps_run[k]] for k in range(batch))
         return _cut_at_end(tokens.tolist(), end_id)
 
-    def beam_decode_ids(self, encoder_input_ids, beam_width: int, source_lengths=None, n_best: bool = False) -> list:
-        """Beam search: keep the ``beam_width`` best partial translations (by summed log-probability) of every
-        sentence, all sentences and beams in one batch. A beam that emits END is finished and carried on unchanged.
-        With ``beam_width=1`` this is exactly the greedy decoder. With ``n_best`` each sentence gets the list of its
-        beams' ids, best first (ties to the lower beam, so the first is the one returned without ``n_best``).
-        Attention models on the numba backend run the whole search in one compiled call (the same search)."""
+    def beam_decode_ids(self, encoder_input_ids, beam_width: int, source_lengths=None, n_best: bool = False,
+                        length_penalty: float = 0.0) -> list:
+        """Beam search: keep the ``beam_width`` best partial translations of every sentence, all sentences and beams
+        in one batch, ranked by summed log-probability, divided, with ``length_penalty`` alpha > 0, by GNMT's
+        ``lp(n) = ((5 + n) / 6) ** alpha`` of the n characters scored (END included; Wu et al. 2016, eq. 14), which
+        keeps the search from preferring short outputs for being short (alpha 0: lp = 1, the plain sum). A beam that
+        emits END is finished and carried on unchanged, at its own length's rank. With ``beam_width=1`` this is
+        exactly the greedy decoder. With ``n_best`` each sentence gets the list of its beams' ids, best first (ties
+        to the lower beam, so the first is the one returned without ``n_best``). Attention models on the numba
+        backend run the whole search in one compiled call (the same search)."""
         xp, k = self.backend.xp, beam_width
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         state = self.start_decoding(encoder_input_ids, source_lengths)
@@ -504,11 +510,13 @@ class Seq2Seq:
             tokens = np.full((n, k, self.max_decoder_len + 1), end_id, dtype=np.int64)
             scores = np.empty((n, k))
             self.attention_decoder.beam_decode(self.params, state, self.params["dense.kernel"],
-                                               self.params["dense.bias"], start_id, end_id, tokens, scores)
+                                               self.params["dense.bias"], start_id, end_id, tokens, scores,
+                                               length_penalty)
             return self._best_beams(tokens, scores, n_best, end_id)
         state = self.select_rows(state, self.backend.asarray(np.repeat(np.arange(n), k)))
         scores = np.full((n, k), -np.inf)
         scores[:, 0] = 0.0  # one live beam per sentence at the start
+        ranks = scores.copy()  # scores / lp(length): what the search keeps the best of (alpha 0: the scores)
         tokens = np.full((n, k, self.max_decoder_len + 1), end_id, dtype=np.int64)
         finished = np.zeros((n, k), dtype=bool)
         prev = xp.full(n * k, start_id, dtype=np.int64)
@@ -521,11 +529,15 @@ class Seq2Seq:
             log_probs = log_probs.reshape(n, k, vocab)
             log_probs[finished] = -np.inf
             log_probs[finished, end_id] = 0.0  # a finished beam only continues as itself
-            candidates = (scores[:, :, None] + log_probs).reshape(n, k * vocab)
+            candidates = scores[:, :, None] + log_probs
+            keys = candidates / ((5.0 + step + 1) / 6.0) ** length_penalty  # a live beam has step + 1 characters
+            keys[finished, end_id] = ranks[finished]  # a finished one keeps its own length's rank
+            candidates, keys = candidates.reshape(n, k * vocab), keys.reshape(n, k * vocab)
             # The k best, ties to the lower index (stable), so that k = 1 picks what argmax picks.
-            best = np.argsort(-candidates, axis=1, kind="stable")[:, :k]
+            best = np.argsort(-keys, axis=1, kind="stable")[:, :k]
             parent, token = best // vocab, best % vocab
             scores = np.take_along_axis(candidates, best, axis=1)
+            ranks = np.take_along_axis(keys, best, axis=1)
             tokens = tokens[rows, parent]
             was_finished = finished[rows, parent]
             tokens[:, :, step] = np.where(was_finished, tokens[:, :, step], token)
@@ -535,7 +547,7 @@ class Seq2Seq:
             prev = self.backend.asarray(token.reshape(-1))
             if finished[np.isfinite(scores)].all():
                 break
-        return self._best_beams(tokens, scores, n_best, end_id)
+        return self._best_beams(tokens, ranks, n_best, end_id)
 
     @staticmethod
     def _best_beams(tokens, scores, n_best, end_id):
@@ -585,10 +597,11 @@ class Seq2Seq:
 
     def translate(self, texts: list[str], batch_size: int = 512, beam_width: int = 1,
                   temperature: float | None = None, seed: int = 0, attention_maps: list | None = None,
-                  n_best: bool = False) -> list:
+                  n_best: bool = False, length_penalty: float = 0.0) -> list:
         """Translations of ``texts``, many at a time: greedy (the default, exactly the example's algorithm), beam
-        search (``beam_width > 1``; with ``n_best``, each text's list of beam translations, best first, the first
-        being the translation without ``n_best``) or sampling (``temperature``). Inputs are padded with spaces to
+        search (``beam_width > 1``, its beams ranked by ``beam_decode_ids``'s ``length_penalty``; with ``n_best``,
+        each text's list of beam translations, best first, the first being the translation without ``n_best``) or
+        sampling (``temperature``). Inputs are padded with spaces to
         ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to
         its own length, and is batched only with inputs of that same padded length (a ``mask_padding`` model batches
         any lengths: ``start_decoding``, sorted by length, at most the backend's ``mixed_batch_rows`` at a time),
@@ -622,15 +635,16 @@ class Seq2Seq:
             lengths = [len(texts[k]) for k in members]
             if temperature is not None:
                 return self.sample_decode_ids(ids, temperature, np.random.default_rng(chunk_seed), lengths), None
-            if n_best:
-                return self.beam_decode_ids(ids, beam_width, lengths, n_best=True), None
-            if beam_width > 1:
-                return self.beam_decode_ids(ids, beam_width, lengths), None
+            if n_best or beam_width > 1:
+                return self.beam_decode_ids(ids, beam_width, lengths, n_best, length_penalty), None
             maps = [] if want_maps else None
             return self.greedy_decode_ids(ids, lengths, maps), maps
 
         if n_best and temperature is not None:
             raise ValueError("n_best needs beam search, not sampling")
+        if not (math.isfinite(length_penalty) and length_penalty >= 0):
+            raise MinilstmError(f"the length penalty must be a number >= 0 (GNMT's alpha; 0: none), not "
+                                f"{length_penalty}")
         want_maps = attention_maps is not None and self.attention is not None
         results = [""] * len(texts)
         maps_by_text = [None] * len(texts)

@@ -12,7 +12,14 @@ from pathlib import Path
 
 from .backend import available_backends, default_backend_name
 from .checkpoint import load_checkpoint, resolve_checkpoint
-from .cli import positive_float, positive_int, run_main
+from .cli import (
+    LENGTH_PENALTY_HELP,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    require_beams_for_length_penalty,
+    run_main,
+)
 from .errors import MinilstmError
 from .files import write_bytes_atomic
 
@@ -27,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=512, help="sentences decoded at once")
     p.add_argument("--beam-width", type=positive_int, default=1,
                    help="beam search with this many beams (1: greedy, the Keras example's algorithm)")
+    p.add_argument("--length-penalty", type=non_negative_float, default=0.0, metavar="ALPHA",
+                   help=LENGTH_PENALTY_HELP)
     p.add_argument("--temperature", type=positive_float, default=None,
                    help="sample each character from softmax(logits / T) instead of taking the argmax")
     p.add_argument("--seed", type=int, default=0, help="seeds --temperature sampling")
@@ -94,6 +103,7 @@ def main(argv=None) -> int:
                 raise MinilstmError(f"sentence {number} has no character the model knows")
     if args.temperature is not None and args.beam_width > 1:
         raise MinilstmError("--temperature and --beam-width exclude each other: sample, or search, not both")
+    require_beams_for_length_penalty(args)
     maps = None
     if args.attention_map is not None:
         if model.attention is None:
@@ -105,7 +115,8 @@ def main(argv=None) -> int:
             raise MinilstmError(f"cannot write {args.attention_map}: {args.attention_map.parent} is not a directory")
         maps = []
     translations = model.translate(sentences, batch_size=args.batch_size, beam_width=args.beam_width,
-                                   temperature=args.temperature, seed=args.seed, attention_maps=maps)
+                                   temperature=args.temperature, seed=args.seed, attention_maps=maps,
+                                   length_penalty=args.length_penalty)
     if maps is not None:
         write_bytes_atomic(args.attention_map, attention_map_png(sentences, translations, maps), "the attention map")
     for translation in translations:

@@ -286,20 +286,20 @@ def test_compiled_greedy_decoding_equals_the_step_loop(monkeypatch, rng, dtype, 
         assert len({len(row) for row in compiled}) > 2, [len(row) for row in compiled]
 
 
-BEAM_CASES = [("dot", True, 1, 3, 1, 1, 3, 1), ("general", True, 1, 16, 13, 5, 4, 2),
-              ("concat", True, 2, 9, 7, 4, 2, 1), ("general", True, 2, 12, 9, 6, 20, 1),
-              ("dot", False, 1, 5, 1, 3, 1, 1), ("general", False, 1, 16, 17, 5, 5, 3),
-              ("concat", False, 1, 7, 6, 3, 3, 2), ("general", False, 3, 8, 11, 4, 2, 1)]
+BEAM_CASES = [("dot", True, 1, 3, 1, 1, 3, 1, 0.0), ("general", True, 1, 16, 13, 5, 4, 2, 0.6),
+              ("concat", True, 2, 9, 7, 4, 2, 1, 0.0), ("general", True, 2, 12, 9, 6, 20, 1, 1.5),
+              ("dot", False, 1, 5, 1, 3, 1, 1, 0.6), ("general", False, 1, 16, 17, 5, 5, 3, 0.0),
+              ("concat", False, 1, 7, 6, 3, 3, 2, 0.6), ("general", False, 3, 8, 11, 4, 2, 1, 0.0)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,width,workers", BEAM_CASES)
+@pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,width,workers,alpha", BEAM_CASES)
 def test_compiled_beam_search_equals_the_step_loop(monkeypatch, rng, dtype, score, input_feed, layers, units, batch,
-                                                   positions, width, workers):
+                                                   positions, width, workers, alpha):
     """``beam_decode_ids`` as one compiled call (``attention_beam_decode``) keeps the step-by-step search's beams:
-    every sentence's n best in the same order (which the scores decide), beams ending at different steps, beams
-    wider than a row group (20 > 16) and than the vocabulary (8: dead beams), blocks of sentences split over
-    workers; width 1 is greedy decoding."""
+    every sentence's n best in the same order (which the scores decide, over a length penalty ``alpha`` or not),
+    beams ending at different steps, beams wider than a row group (20 > 16) and than the vocabulary (8: dead
+    beams), blocks of sentences split over workers; width 1 is greedy decoding."""
     backend = NumbaBackend(workers=workers)
     model, enc, lengths = decoding_problem(
         rng, backend, dtype, score, input_feed, layers, units, batch, positions,
@@ -307,10 +307,10 @@ def test_compiled_beam_search_equals_the_step_loop(monkeypatch, rng, dtype, scor
     calls = []
     beam = backend.attention_beam_decode
     monkeypatch.setattr(backend, "attention_beam_decode", lambda *args: calls.append(1) or beam(*args))
-    compiled = model.beam_decode_ids(enc, width, lengths, n_best=True)
+    compiled = model.beam_decode_ids(enc, width, lengths, n_best=True, length_penalty=alpha)
     assert calls == [1]
     monkeypatch.setattr(backend, "attention_beam_decode", None)
-    stepped = model.beam_decode_ids(enc, width, lengths, n_best=True)
+    stepped = model.beam_decode_ids(enc, width, lengths, n_best=True, length_penalty=alpha)
     assert compiled == stepped
     assert all(len(beams) <= width for beams in compiled)
     if width == 1:

@@ -305,6 +305,12 @@ def test_translate_beam_and_temperature_flags(trained):
     assert greedy.returncode == beam.returncode == cold.returncode == 0, (beam.stderr, cold.stderr)
     assert len(beam.stdout.splitlines()) == 2 and cold.stdout == greedy.stdout
     assert_user_error(run("translate", out / "final", "--beam-width", 2, "--temperature", 1, "Go."), "exclude")
+    penalised = run("translate", out / "final", "--beam-width", 3, "--length-penalty", 0.6, "Go.", "Run!")
+    assert penalised.returncode == 0 and len(penalised.stdout.splitlines()) == 2, penalised.stderr
+    assert_user_error(run("translate", out / "final", "--length-penalty", 0.6, "Go."), "--beam-width 2 or more")
+    negative = run("translate", out / "final", "--beam-width", 2, "--length-penalty", -1, "Go.")
+    assert negative.returncode == 2 and "--length-penalty: expected a number >= 0, got '-1'" in negative.stderr
+    assert "Traceback" not in negative.stderr
 
 
 def test_mask_padding_end_to_end(trained, tmp_path):
@@ -363,6 +369,9 @@ def test_evaluate_decoding_options(trained, tmp_path):
     sampled = run("evaluate", out / "best", "--temperature", 0.7, "--seed", 1)
     assert sampled.returncode == 0 and "sampling, temperature 0.7, seed 1" in sampled.stdout, sampled.stderr
     assert_user_error(run("evaluate", out / "best", "--temperature", 0.7, "--beam-width", 2), "exclude each other")
+    penalised = run("evaluate", out / "best", "--beam-width", 3, "--length-penalty", 0.6)
+    assert penalised.returncode == 0 and "beam search, width 3, length penalty 0.6" in penalised.stdout
+    assert_user_error(run("evaluate", out / "best", "--length-penalty", 0.6), "--beam-width 2 or more")
 
 
 def first_pairs(n):

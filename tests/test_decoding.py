@@ -9,6 +9,7 @@ from helpers import random_batch, small_model
 
 from minilstm.checkpoint import load_checkpoint, save_checkpoint
 from minilstm.data import END, START, Dataset, read_pairs
+from minilstm.errors import MinilstmError
 from minilstm.optim import OPTIMIZERS, RMSprop, make_optimizer
 from minilstm.seq2seq import Seq2Seq
 
@@ -183,6 +184,41 @@ def test_exhaustive_beam_finds_the_most_likely_sentence(rng):
         assert found == best, (text, found, best)
         greedy = model.greedy_decode_ids(encode_ids(model, [text]))[0]
         assert sequence_log_prob(model, text, found) >= sequence_log_prob(model, text, greedy) - 1e-12
+
+
+@pytest.mark.parametrize("alpha", [0.6, 5.0])
+def test_exhaustive_beam_with_a_length_penalty_finds_the_best_normalised_sentence(rng, alpha):
+    """With a length penalty the search ranks by log p / lp(n), n the characters scored (END included):
+    exhaustive, it must return the brute-force maximum of that, and its n-best list must be in that order."""
+    import itertools
+
+    model = small_model("numpy", n_in=4, n_out=4, units=5, enc_len=3, dec_len=2, seed=int(rng.integers(100)))
+    end = model.target_vocab.index[END]
+    others = [t for t in range(4) if t != end]
+    candidates = [list(seq) for length in range(0, 4) for seq in itertools.product(others, repeat=length)]
+
+    def rank(text, seq):
+        scored = len(seq) + (1 if len(seq) <= model.max_decoder_len else 0)  # a cut-off output has no END
+        return sequence_log_prob(model, text, seq) / ((5 + scored) / 6) ** alpha
+
+    changed = 0
+    for text in ["abc", "c", "ba", "a", "cab"]:
+        best = max(candidates, key=lambda seq, text=text: rank(text, seq))
+        found = model.beam_decode_ids(encode_ids(model, [text]), beam_width=64, length_penalty=alpha)[0]
+        assert found == best, (text, found, best)
+        n_best = model.beam_decode_ids(encode_ids(model, [text]), 64, n_best=True, length_penalty=alpha)[0]
+        ranks = [rank(text, seq) for seq in n_best]
+        assert n_best[0] == found and ranks == sorted(ranks, reverse=True)
+        changed += found != model.beam_decode_ids(encode_ids(model, [text]), beam_width=64)[0]
+    if alpha == 5.0:
+        assert changed  # the penalty must be able to change the answer, or this test shows nothing
+
+
+def test_length_penalty_needs_a_number_at_least_zero(cpu_backend):
+    _, model = tiny_model(cpu_backend)
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(MinilstmError, match="length penalty"):
+            model.translate(["Go."], beam_width=2, length_penalty=bad)
 
 
 def test_beam_batched_equals_one_by_one(cpu_backend):

@@ -40,9 +40,13 @@ def server(checkpoint):
     assert srv.stop() == 0
 
 
+LENGTH_PENALTY = 3.0  # large, so that it changes some of the test texts' beams (checked below)
+
+
 @pytest.fixture(scope="module")
 def beam_server(checkpoint):
-    srv = Server(checkpoint, "--backend", BACKEND, "--beam-width", 3, "--api-key", KEY)
+    srv = Server(checkpoint, "--backend", BACKEND, "--beam-width", 3, "--length-penalty", LENGTH_PENALTY, "--api-key",
+                 KEY)
     yield srv
     assert srv.stop() == 0
 
@@ -160,8 +164,9 @@ def test_bad_requests_get_one_json_error_and_the_server_goes_on(server, model, r
 
 def test_beam_search_answers_and_alternatives_equal_translate(beam_server, model):
     texts = random_texts(model.input_vocab.chars, 12, seed=2)
-    n_best = model.translate(texts, beam_width=3, n_best=True)
-    assert [best[0] for best in n_best] == model.translate(texts, beam_width=3)
+    n_best = model.translate(texts, beam_width=3, n_best=True, length_penalty=LENGTH_PENALTY)
+    assert [best[0] for best in n_best] == model.translate(texts, beam_width=3, length_penalty=LENGTH_PENALTY)
+    assert n_best != model.translate(texts, beam_width=3, n_best=True)  # the server's --length-penalty shows
     r = translate(beam_server.url, json={"q": texts, "source": "en", "target": "fr", "api_key": KEY})
     assert r.json() == {"translatedText": [best[0] for best in n_best]}
     r = translate(beam_server.url, data={"q": texts[0], "source": "en", "target": "fr", "alternatives": "2",
@@ -305,6 +310,9 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, checkpoint):
     assert run_main(main, [str(checkpoint), "--max-queue", "10"]) == 2
     assert capsys.readouterr().err == ("error: --max-queue (10) is below --batch-limit (64): a request of that many "
                                        "texts could never be queued\n")
+    assert run_main(main, [str(checkpoint), "--length-penalty", "0.6"]) == 2
+    assert capsys.readouterr().err == ("error: --length-penalty ranks the beams of beam search: give --beam-width 2 or "
+                                       "more too\n")
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(server, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..backend import available_backends, default_backend_name
 from ..checkpoint import load_checkpoint, resolve_checkpoint
-from ..cli import non_negative_float, positive_int
+from ..cli import LENGTH_PENALTY_HELP, non_negative_float, positive_int, require_beams_for_length_penalty
 from ..errors import MinilstmError
 
 
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-width", type=positive_int, default=1,
                    help="beam search with this many beams (1: greedy); beams beyond the best are the n-best "
                    "alternatives a request may ask for")
+    p.add_argument("--length-penalty", type=non_negative_float, default=0.0, metavar="ALPHA",
+                   help=LENGTH_PENALTY_HELP)
     p.add_argument("--char-limit", type=positive_int, default=1000, help="most characters in one text")
     p.add_argument("--batch-limit", type=positive_int, default=64, help="most texts in one request")
     p.add_argument("--max-queue", type=positive_int, default=1024,
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
     if args.max_queue < args.batch_limit:
         raise MinilstmError(f"--max-queue ({args.max_queue}) is below --batch-limit ({args.batch_limit}): a request "
                             "of that many texts could never be queued")
+    require_beams_for_length_penalty(args)
     uvicorn = _import_server()
     for name, flag in ((args.http, "--http"), (args.loop, "--loop")):
         if name not in ("auto", "h11", "asyncio") and importlib.util.find_spec(name) is None:
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
         print(note, file=sys.stderr)
     sock = _listen(args.host, args.port)
     model = load_checkpoint(path, backend=args.backend).model
-    translator = Translator(model, args.beam_width)
+    translator = Translator(model, args.beam_width, args.length_penalty)
     metrics = Metrics()
     batcher = Batcher(translator.decode, args.max_batch, args.max_delay_ms / 1000, args.max_queue, metrics)
     batcher.start(warmup=translator.warmup)
@@ -137,7 +140,8 @@ def main(argv=None) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"ready: serving {description} on http://{shown}:{port} (max batch {args.max_batch}, max delay "
-          f"{args.max_delay_ms:g} ms, beam width {args.beam_width})", flush=True)
+          f"{args.max_delay_ms:g} ms, beam width {args.beam_width}"
+          + (f", length penalty {args.length_penalty:g}" if args.length_penalty else "") + ")", flush=True)
     try:
         server.run(sockets=[sock])
     finally:

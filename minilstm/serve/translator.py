@@ -17,8 +17,8 @@ class Answer:
 class Translator:
     """``split`` runs on the event loop (no model call); ``decode`` and ``warmup`` only on the decoder thread."""
 
-    def __init__(self, model: Seq2Seq, beam_width: int = 1):
-        self.model, self.beam_width = model, beam_width
+    def __init__(self, model: Seq2Seq, beam_width: int = 1, length_penalty: float = 0.0):
+        self.model, self.beam_width, self.length_penalty = model, beam_width, length_penalty
 
     @property
     def has_attention(self) -> bool:
@@ -36,7 +36,8 @@ class Translator:
         first; with an attention model (greedy) also its attention weights, rounded to 4 decimals."""
         if self.beam_width > 1:
             return [Answer(beams[0], beams[1:])
-                    for beams in self.model.translate(texts, beam_width=self.beam_width, n_best=True)]
+                    for beams in self.model.translate(texts, beam_width=self.beam_width, n_best=True,
+                                                      length_penalty=self.length_penalty)]
         if not self.has_attention:
             return [Answer(translation, []) for translation in self.model.translate(texts)]
         maps = []

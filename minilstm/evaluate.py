@@ -22,7 +22,7 @@ from . import layers
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .cli import (
     LENGTH_PENALTY_HELP,
-    non_negative_float,
+    length_penalty,
     positive_float,
     positive_int,
     require_beams_for_length_penalty,
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="also write the metrics and every translation here")
     p.add_argument("--examples", type=int, default=8, help="example translations to show")
     p.add_argument("--beam-width", type=positive_int, default=1, help="decode with beam search (1: greedy)")
-    p.add_argument("--length-penalty", type=non_negative_float, default=0.0, metavar="ALPHA",
+    p.add_argument("--length-penalty", type=length_penalty, default=0.0, metavar="ALPHA",
                    help=LENGTH_PENALTY_HELP)
     p.add_argument("--temperature", type=positive_float, default=None, help="decode by sampling at this temperature")
     p.add_argument("--seed", type=int, default=0, help="seeds --temperature sampling")

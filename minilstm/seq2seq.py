@@ -43,6 +43,17 @@ DTYPES = ("float32", "float64")
 MIN_SHARD_ROWS = 8
 
 
+MAX_LENGTH_PENALTY = 10.0
+"""The largest length penalty alpha taken: GNMT's is 0.2-1; far above, ((5 + n) / 6) ** alpha overflows a double
+(past ~170 for the longest outputs), and every beam's rank would be 0."""
+
+
+def check_length_penalty(alpha: float) -> None:
+    if not (math.isfinite(alpha) and 0.0 <= alpha <= MAX_LENGTH_PENALTY):
+        raise MinilstmError(f"the length penalty must be a number from 0 to {MAX_LENGTH_PENALTY:g} (GNMT's alpha, "
+                            f"0.2-1 in practice; 0: none), not {alpha}")
+
+
 def _cut_at_end(rows: list[list[int]], end_id: int) -> list[list[int]]:
     """Each decoded row up to (not including) its first END; a row without END ran to the length limit."""
     return [row[: row.index(end_id)] if end_id in row else row for row in rows]
@@ -502,6 +513,7 @@ class Seq2Seq:
         exactly the greedy decoder. With ``n_best`` each sentence gets the list of its beams' ids, best first (ties
         to the lower beam, so the first is the one returned without ``n_best``). Attention models on the numba
         backend run the whole search in one compiled call (the same search)."""
+        check_length_penalty(length_penalty)
         xp, k = self.backend.xp, beam_width
         start_id, end_id = self.target_vocab.index[START], self.target_vocab.index[END]
         state = self.start_decoding(encoder_input_ids, source_lengths)
@@ -642,9 +654,7 @@ class Seq2Seq:
 
         if n_best and temperature is not None:
             raise ValueError("n_best needs beam search, not sampling")
-        if not (math.isfinite(length_penalty) and length_penalty >= 0):
-            raise MinilstmError(f"the length penalty must be a number >= 0 (GNMT's alpha; 0: none), not "
-                                f"{length_penalty}")
+        check_length_penalty(length_penalty)
         want_maps = attention_maps is not None and self.attention is not None
         results = [""] * len(texts)
         maps_by_text = [None] * len(texts)

@@ -14,7 +14,7 @@ from .backend import available_backends, default_backend_name
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .cli import (
     LENGTH_PENALTY_HELP,
-    non_negative_float,
+    length_penalty,
     positive_float,
     positive_int,
     require_beams_for_length_penalty,
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=512, help="sentences decoded at once")
     p.add_argument("--beam-width", type=positive_int, default=1,
                    help="beam search with this many beams (1: greedy, the Keras example's algorithm)")
-    p.add_argument("--length-penalty", type=non_negative_float, default=0.0, metavar="ALPHA",
+    p.add_argument("--length-penalty", type=length_penalty, default=0.0, metavar="ALPHA",
                    help=LENGTH_PENALTY_HELP)
     p.add_argument("--temperature", type=positive_float, default=None,
                    help="sample each character from softmax(logits / T) instead of taking the argmax")

@@ -309,7 +309,7 @@ def test_translate_beam_and_temperature_flags(trained):
     assert penalised.returncode == 0 and len(penalised.stdout.splitlines()) == 2, penalised.stderr
     assert_user_error(run("translate", out / "final", "--length-penalty", 0.6, "Go."), "--beam-width 2 or more")
     negative = run("translate", out / "final", "--beam-width", 2, "--length-penalty", -1, "Go.")
-    assert negative.returncode == 2 and "--length-penalty: expected a number >= 0, got '-1'" in negative.stderr
+    assert negative.returncode == 2 and "--length-penalty: expected a number from 0 to 10, got '-1'" in negative.stderr
     assert "Traceback" not in negative.stderr
 
 

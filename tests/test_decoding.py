@@ -214,11 +214,15 @@ def test_exhaustive_beam_with_a_length_penalty_finds_the_best_normalised_sentenc
         assert changed  # the penalty must be able to change the answer, or this test shows nothing
 
 
-def test_length_penalty_needs_a_number_at_least_zero(cpu_backend):
+def test_length_penalty_is_a_number_from_0_to_10(cpu_backend):
+    """Beyond 10 ((5 + n) / 6) ** alpha heads for a double's overflow (an OverflowError in Python's float power)."""
     _, model = tiny_model(cpu_backend)
-    for bad in (-0.5, float("nan"), float("inf")):
-        with pytest.raises(MinilstmError, match="length penalty"):
+    for bad in (-0.5, 10.5, 1000.0, float("nan"), float("inf")):
+        with pytest.raises(MinilstmError, match="length penalty must be a number from 0 to 10"):
             model.translate(["Go."], beam_width=2, length_penalty=bad)
+        with pytest.raises(MinilstmError, match="length penalty"):
+            model.beam_decode_ids(encode_ids(model, ["Go."]), 2, length_penalty=bad)
+    assert len(model.translate(["Go."], beam_width=2, length_penalty=10.0)) == 1
 
 
 def test_beam_batched_equals_one_by_one(cpu_backend):

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from ..backend import available_backends, default_backend_name
 from ..checkpoint import load_checkpoint, resolve_checkpoint
-from ..cli import LENGTH_PENALTY_HELP, non_negative_float, positive_int, require_beams_for_length_penalty
+from ..cli import (
+    LENGTH_PENALTY_HELP,
+    length_penalty,
+    non_negative_float,
+    positive_int,
+    require_beams_for_length_penalty,
+)
 from ..errors import MinilstmError
 
 
@@ -45,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-width", type=positive_int, default=1,
                    help="beam search with this many beams (1: greedy); beams beyond the best are the n-best "
                    "alternatives a request may ask for")
-    p.add_argument("--length-penalty", type=non_negative_float, default=0.0, metavar="ALPHA",
+    p.add_argument("--length-penalty", type=length_penalty, default=0.0, metavar="ALPHA",
                    help=LENGTH_PENALTY_HELP)
     p.add_argument("--char-limit", type=positive_int, default=1000, help="most characters in one text")
     p.add_argument("--batch-limit", type=positive_int, default=64, help="most texts in one request")

@@ -79,9 +79,8 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
                    seed=0, length_penalty=0.0) -> tuple[dict, list[dict]]:
     """Metrics of ``model`` on ``pairs``; references for each English sentence come from ``all_pairs``. The
     decoded translations are greedy unless ``beam_width`` > 1 (its beams ranked with GNMT's ``length_penalty``)
-    or a sampling ``temperature`` is given. Exact match,
-    character error rate and chrF come overall and, under ``length_buckets``, per :data:`LENGTH_BUCKETS` bucket of
-    the English sentence's length."""
+    or a sampling ``temperature`` is given. Exact match, character error rate and chrF come overall and, under
+    ``length_buckets``, per :data:`LENGTH_BUCKETS` bucket of the English sentence's length."""
     usable, skipped = [], 0
     for english, french in pairs:
         target = START + french + END

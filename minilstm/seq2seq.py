@@ -613,10 +613,10 @@ class Seq2Seq:
         """Translations of ``texts``, many at a time: greedy (the default, exactly the example's algorithm), beam
         search (``beam_width > 1``, its beams ranked by ``beam_decode_ids``'s ``length_penalty``; with ``n_best``,
         each text's list of beam translations, best first, the first being the translation without ``n_best``) or
-        sampling (``temperature``). Inputs are padded with spaces to
-        ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to
-        its own length, and is batched only with inputs of that same padded length (a ``mask_padding`` model batches
-        any lengths: ``start_decoding``, sorted by length, at most the backend's ``mixed_batch_rows`` at a time),
+        sampling (``temperature``). Inputs are padded with spaces to ``max_encoder_len`` as in training (not at all
+        for a ``mask_padding`` model); a longer input is padded to its own length, and is batched only with inputs
+        of that same padded length (a ``mask_padding`` model batches any lengths: ``start_decoding``, sorted by
+        length, at most the backend's ``mixed_batch_rows`` at a time),
         so every sentence gets exactly the string it would get decoded alone. An attention model attends over each
         sentence's own characters only.
         ``attention_maps`` (a list; greedy decoding of an attention model) receives, per text, its attention weights

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from bench import MinilstmContestant, TorchContestant  # noqa: E402
-from minilstm.backend import cpu_count  # noqa: E402
+from minilstm.backends.blas import cpu_count  # noqa: E402
 from minilstm.data import Dataset, resolve_pairs, split_validation  # noqa: E402
 
 

@@ -33,7 +33,7 @@ _spec = importlib.util.spec_from_file_location("bench_base", HERE / "bench.py")
 base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(base)
 
-from minilstm.backend import get_backend  # noqa: E402
+from minilstm.backends import get_backend  # noqa: E402
 from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation  # noqa: E402
 from minilstm.layers import IGNORE  # noqa: E402
 from minilstm.optim import RMSprop  # noqa: E402

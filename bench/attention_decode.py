@@ -1,5 +1,5 @@
 """Decoding an attention model on the numba backend: the whole greedy loop, beam search and sampling as one compiled
-call each (``numba_attention.attention_greedy_decode`` / ``attention_beam_decode`` / ``attention_sample_decode``)
+call each (``attention.attention_greedy_decode`` / ``attention_beam_decode`` / ``attention_sample_decode``)
 against the step-by-step loops of ``Seq2Seq`` (a call per step), on the same sentences, interleaved round by round.
 
     python bench/attention_decode.py [--checkpoint DIR] [--sentences 2000] [--beam-widths 3,5] [--rounds 3]
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minilstm.backend import NumbaBackend  # noqa: E402
+from minilstm.backends.numba import NumbaBackend  # noqa: E402
 from minilstm.checkpoint import load_checkpoint  # noqa: E402
 from minilstm.data import load_default_pairs  # noqa: E402
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minilstm.backend import get_backend  # noqa: E402
+from minilstm.backends import get_backend  # noqa: E402
 from minilstm.checkpoint import load_checkpoint  # noqa: E402
 from minilstm.data import Batches  # noqa: E402
 from minilstm.train import build_parser, evaluate, training_data  # noqa: E402

@@ -1,6 +1,6 @@
 """One training step's forward and backward (``Seq2Seq.forward_backward``) of the attention model with input feeding
 on the numba backend: the reference decoder loop (Python over the time steps, BLAS per step) vs the compiled one
-(``numba_attention``), at the Keras example's shape by default.
+(``attention``), at the Keras example's shape by default.
 
     python bench/attention_step.py --attention general --steps 20
 
@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minilstm.backend import NumbaBackend  # noqa: E402
+from minilstm.backends.numba import NumbaBackend  # noqa: E402
 from minilstm.data import Dataset, resolve_pairs, split_validation  # noqa: E402
 from minilstm.seq2seq import Seq2Seq  # noqa: E402
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from attention import TorchAttention  # noqa: E402 (bench/attention.py: the timed PyTorch model (a), shared)
 
-from minilstm.backend import get_backend  # noqa: E402
+from minilstm.backends import get_backend  # noqa: E402
 from minilstm.data import Batches  # noqa: E402
 from minilstm.optim import make_optimizer  # noqa: E402
 from minilstm.seq2seq import Seq2Seq  # noqa: E402

@@ -23,8 +23,8 @@ from numba import njit, types
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minilstm import barrier  # noqa: E402
-from minilstm.barrier import COUNT, atomic_add, load_acquire, pause  # noqa: E402
+from minilstm.backends.numba import barrier  # noqa: E402
+from minilstm.backends.numba.barrier import COUNT, atomic_add, load_acquire, pause  # noqa: E402
 
 _sched_yield = types.ExternalFunction("sched_yield", types.int32())
 

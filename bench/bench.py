@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minilstm.backend import NumbaBackend, default_backend_name, get_backend  # noqa: E402
+from minilstm.backends import default_backend_name, get_backend
+from minilstm.backends.numba import NumbaBackend  # noqa: E402
 from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation  # noqa: E402
 from minilstm.errors import MinilstmError  # noqa: E402
 from minilstm.optim import RMSprop  # noqa: E402

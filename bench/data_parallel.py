@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from minilstm import distributed  # noqa: E402
-from minilstm.backend import get_backend  # noqa: E402
+from minilstm.backends import get_backend  # noqa: E402
 from minilstm.data import Batches, Dataset, resolve_pairs, split_validation  # noqa: E402
 from minilstm.optim import RMSprop  # noqa: E402
 from minilstm.seq2seq import Seq2Seq  # noqa: E402

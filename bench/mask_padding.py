@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import cpu_name  # noqa: E402
-from minilstm.backend import get_backend  # noqa: E402
+from minilstm.backends import get_backend  # noqa: E402
 from minilstm.checkpoint import load_checkpoint  # noqa: E402
 from minilstm.data import Batches, Dataset, resolve_pairs, split_validation  # noqa: E402
 from minilstm.evaluate import evaluate_pairs  # noqa: E402

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minilstm.backend import NumbaBackend  # noqa: E402
+from minilstm.backends.numba import NumbaBackend  # noqa: E402
 from minilstm.data import Dataset, resolve_pairs  # noqa: E402
 from minilstm.optim import RMSprop  # noqa: E402
 from minilstm.seq2seq import Seq2Seq  # noqa: E402

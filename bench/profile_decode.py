@@ -28,9 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from profile_cpu import median_us  # noqa: E402 - bench/ is on the path: this script's folder
 
-from minilstm import numba_recurrence as loops  # noqa: E402
-from minilstm import simd  # noqa: E402
-from minilstm.backend import NumbaBackend  # noqa: E402
+from minilstm.backends.numba import (
+    NumbaBackend,  # noqa: E402
+    simd,  # noqa: E402
+)
+from minilstm.backends.numba import recurrence as loops  # noqa: E402
 from minilstm.data import Dataset, encode_inputs, resolve_pairs, split_validation  # noqa: E402
 from minilstm.seq2seq import Seq2Seq  # noqa: E402
 

@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minilstm import lstm  # noqa: E402
-from minilstm.backend import get_backend  # noqa: E402
+from minilstm.backends import get_backend  # noqa: E402
 from minilstm.cli import run_main  # noqa: E402
 from minilstm.data import Dataset, resolve_pairs  # noqa: E402
 from minilstm.errors import MinilstmError  # noqa: E402

@@ -13,7 +13,7 @@ cell: what the per-step path pays for its GEMMs.
 
 Versions:
 - ``forward/per-step BLAS``: the numba backend before the compiled loops: a BLAS call and a cell kernel per step;
-- ``forward/compiled``: ``numba_recurrence`` (packing included);
+- ``forward/compiled``: ``recurrence`` (packing included);
 - the same two for backward (cell backward and ``dz @ recurrent_kernel^T`` per step);
 - ``sgemm``: (rows x H) @ (H x 4H) per step, one BLAS thread;
 - with ``--threads N`` (N > 1), the compiled loops over N threads, both ways the numba backend can split them:
@@ -36,8 +36,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minilstm import lstm  # noqa: E402
-from minilstm.backend import Backend, NumbaBackend  # noqa: E402
-from minilstm.numba_kernels import lstm_cell_backward, lstm_cell_forward  # noqa: E402
+from minilstm.backends.base import Backend
+from minilstm.backends.numba import NumbaBackend  # noqa: E402
+from minilstm.backends.numba.kernels import lstm_cell_backward, lstm_cell_forward  # noqa: E402
 from minilstm.seq2seq import MIN_SHARD_ROWS  # noqa: E402
 
 

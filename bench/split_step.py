@@ -31,11 +31,12 @@ SPLITS = {"rows": "numba:rows", "units": "numba:units", "auto": "numba"}
 def one(contestant, batch, latent, seconds, dtype="float32", blas_hold=True):
     """Median seconds per training step of ``contestant`` alone (the subprocess's work)."""
     from bench import MinilstmContestant, TorchContestant
-    from minilstm import backend
+    from minilstm.backends import base as backend_base
+    from minilstm.backends import numba as backend_numba
     from minilstm.data import Dataset, resolve_pairs, split_validation
 
     if not blas_hold:  # what the unit split costs with OpenBLAS's worker left spinning (backend.hold_blas)
-        backend.hold_blas = lambda hold: None
+        backend_base.hold_blas = backend_numba.hold_blas = lambda hold: None
 
     dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
     train_idx, _ = split_validation(len(dataset))

@@ -6,7 +6,7 @@ backends (``get_backend``) and the loss (``softmax_cross_entropy``); the seq2seq
 """
 
 from .attention import Attention, AttentionDecoder
-from .backend import get_backend
+from .backends import get_backend
 from .errors import MinilstmError
 from .nn import LSTM, Dense, Parameters
 from .optim import SGD, Adam, RMSprop, make_optimizer

@@ -25,7 +25,7 @@ shards or MPI ranks (a shard passes the index of its first row), and after ``--r
 import numpy as np
 
 from . import layers
-from .backend import get_backend
+from .backends import get_backend
 from .layers import dropout_key, dropout_mask  # noqa: F401 - part of this module's API
 from .lstm import Workspace, is_token_ids, lstm_backward, lstm_forward
 from .params import FlatParameters

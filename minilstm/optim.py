@@ -48,7 +48,7 @@ array that the update kernels read, so clipping never waits for the GPU). The gr
 written: the factor is applied as each element is read.
 """
 
-from .backend import get_backend
+from .backends import get_backend
 from .errors import MinilstmError
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")

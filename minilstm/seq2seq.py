@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from .attention import SCORES, AttentionDecoder
-from .backend import get_backend
+from .backends import get_backend
 from .data import END, START, Vocab, encode_inputs
 from .errors import MinilstmError
 from .lstm import lstm_forward

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from . import distributed
 from .attention import SCORES
-from .backend import available_backends, default_backend_name, get_backend
+from .backends import available_backends, default_backend_name, get_backend
 from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
 from .cli import (
     EXIT_INTERRUPTED,

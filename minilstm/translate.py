@@ -10,7 +10,7 @@ import io
 import sys
 from pathlib import Path
 
-from .backend import available_backends, default_backend_name
+from .backends import available_backends, default_backend_name
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .cli import (
     LENGTH_PENALTY_HELP,

@@ -3,7 +3,7 @@ import zlib
 import numpy as np
 import pytest
 
-from minilstm.backend import BACKENDS
+from minilstm.backends import BACKENDS
 
 # Backends that run on any machine; the GPU backend has its own tests that skip without a device.
 CPU_BACKENDS = [name for name in ("numpy", "numba") if name in BACKENDS]
@@ -11,7 +11,7 @@ CPU_BACKENDS = [name for name in ("numpy", "numba") if name in BACKENDS]
 
 @pytest.fixture(params=CPU_BACKENDS)
 def cpu_backend(request):
-    from minilstm.backend import get_backend
+    from minilstm.backends import get_backend
 
     return get_backend(request.param)
 

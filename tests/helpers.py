@@ -3,7 +3,7 @@
 import numpy as np
 
 from minilstm import lstm
-from minilstm.backend import Backend
+from minilstm.backends import Backend
 from minilstm.data import Vocab
 from minilstm.seq2seq import Seq2Seq
 

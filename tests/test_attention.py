@@ -7,7 +7,7 @@ import pytest
 from helpers import numerical_gradient, relative_error
 
 from minilstm.attention import SCORES, AttentionDecoder
-from minilstm.backend import get_backend
+from minilstm.backends import get_backend
 from minilstm.checkpoint import load_checkpoint, save_checkpoint
 from minilstm.data import END, START, Vocab, encode_inputs
 from minilstm.nn import Parameters

@@ -1,4 +1,4 @@
-"""The numba backend's compiled input-feeding attention loops (``numba_attention``) against the numpy reference
+"""The numba backend's compiled input-feeding attention loops (``attention``) against the numpy reference
 loops of ``AttentionDecoder`` in float64, on fresh random inputs at odd shapes (batch 1, one source position,
 hidden 3, 257 units, a memory wider than the decoder, mixed source lengths), every score, stacked layers with and
 without dropout: forward outputs, final states, every cache array backward reads, and every gradient; that the
@@ -10,14 +10,14 @@ import pytest
 from helpers import random_batch, relative_error
 
 from minilstm.attention import AttentionDecoder
-from minilstm.backend import get_backend
+from minilstm.backends import get_backend
 from minilstm.data import Vocab
 from minilstm.nn import Parameters
 from minilstm.seq2seq import Seq2Seq
 
 pytest.importorskip("numba", reason="the numba backend needs numba")
 
-from minilstm.backend import NumbaBackend  # noqa: E402
+from minilstm.backends.numba import NumbaBackend  # noqa: E402
 
 # float32: the rational tanh (~3e-7) and float32 rounding, accumulated over the steps; float64: rounding only.
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
@@ -322,7 +322,7 @@ def test_compiled_beam_search_equals_the_step_loop(monkeypatch, rng, dtype, scor
 def test_pairwise_sum_is_numpys():
     """The compiled sampler's sum adds in numpy's order (pairwise along a contiguous axis), every length that takes
     each branch: under 8, blocks up to 128, halves above (several levels)."""
-    from minilstm.numba_attention import _pairwise_sum
+    from minilstm.backends.numba.attention import _pairwise_sum
 
     rng = np.random.default_rng(0)
     for n in [*range(1, 300), 511, 512, 777, 1025, 2049, 5000]:

@@ -13,7 +13,7 @@ from helpers import relative_error
 from test_cupy_backend import random_recurrence, run_recurrence
 
 from minilstm import layers
-from minilstm.backend import get_backend
+from minilstm.backends import get_backend
 
 pytestmark = pytest.mark.skipif(not cuda_emulator.available(), reason="no g++ here to build the CUDA emulator")
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"

@@ -19,7 +19,7 @@ import pytest
 from helpers import copy_to_backend, numerical_gradient, random_batch, relative_error, small_model
 
 from minilstm import layers, lstm
-from minilstm.backend import get_backend
+from minilstm.backends import get_backend
 from minilstm.errors import MinilstmError
 from minilstm.optim import OPTIMIZERS, RMSprop, make_optimizer
 
@@ -122,7 +122,7 @@ def test_wheel_ships_the_kernels(tmp_path):
 
 
 def test_kernel_sources_found_from_the_checkout():
-    from minilstm.cupy_backend import kernel_dir
+    from minilstm.backends.cupy import kernel_dir
 
     assert (kernel_dir() / "lstm.cu").read_text() == (REPO / "kernels" / "lstm.cu").read_text()
 
@@ -521,7 +521,7 @@ def test_train_command_on_the_emulator_matches_numpy(tmp_path, monkeypatch, caps
     the device and read in bulk, the NaN check deferred to those reads - gives numpy's history and decodes."""
     if not cuda_emulator.available():
         pytest.skip("no g++ here to build the CUDA emulator")
-    from minilstm import backend as backend_module
+    from minilstm import backends as backend_module
     from minilstm import train
 
     name = f"cupy-emulated-{recurrence}"

@@ -10,7 +10,7 @@ from helpers import numerical_gradient, relative_error
 from test_cupy_backend import Device
 
 from minilstm import LSTM, Dense, Parameters
-from minilstm.backend import get_backend
+from minilstm.backends import get_backend
 from minilstm.nn import dropout_key, dropout_mask
 
 TOLERANCE = 1e-6  # finite differences, float64

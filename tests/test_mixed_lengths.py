@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minilstm.backend import get_backend
+from minilstm.backends import get_backend
 from minilstm.data import END, Dataset, encode_inputs, read_pairs
 from minilstm.errors import MinilstmError
 from minilstm.seq2seq import Seq2Seq
@@ -146,7 +146,7 @@ def test_a_sentences_attention_keys_do_not_depend_on_its_batch(rng, score):
     """numba: the keys come from our micro-kernel (``Attention.prepare``), one chain of multiply-adds per key, where
     BLAS rounds by how many rows it gets (at this width it does: checked against ``matmul`` when this was written)."""
     from minilstm.attention import Attention
-    from minilstm.backend import NumbaBackend
+    from minilstm.backends.numba import NumbaBackend
     from minilstm.nn import Parameters
 
     attention = Attention(256, memory_size=256, score=score)

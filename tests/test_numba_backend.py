@@ -11,7 +11,7 @@ import pytest
 from helpers import copy_to_backend, random_batch, relative_error, small_model
 
 from minilstm import layers, lstm
-from minilstm.backend import get_backend
+from minilstm.backends import get_backend
 
 pytest.importorskip("numba", reason="the numba backend needs numba")
 
@@ -176,7 +176,7 @@ def test_loss_and_grads_equal_numpy_backend(rng, dtype, tolerance, batch):
 
 def test_threads_split_the_batch_and_agree():
     """Two workers (two shards) and one give the same gradients: the shard sum is right."""
-    from minilstm.backend import NumbaBackend
+    from minilstm.backends.numba import NumbaBackend
 
     one, two = NumbaBackend(workers=1), NumbaBackend(workers=2)
     base = small_model("numpy", units=6, dtype="float64")
@@ -192,7 +192,7 @@ def test_threads_split_the_batch_and_agree():
 
 BLAS_THREADS = ("import json; import numpy; from threadpoolctl import threadpool_info; "
                 "blas = lambda: [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']; "
-                "before = blas(); from minilstm.backend import get_backend; get_backend('numba'); "
+                "before = blas(); from minilstm.backends import get_backend; get_backend('numba'); "
                 "print(json.dumps([before, blas()]))")
 
 

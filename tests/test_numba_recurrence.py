@@ -1,4 +1,4 @@
-"""The numba backend's compiled time loops (``numba_recurrence``) against the float64 NumPy reference time loops
+"""The numba backend's compiled time loops (``recurrence``) against the float64 NumPy reference time loops
 (``lstm.recurrence_forward/backward``), on fresh random inputs at odd shapes (batch 1, 3 rows, hidden 3, 5, 257,
 one time step); their packing; results independent of batch composition and bit-identical from run to run; the
 fused greedy decoding against the step-by-step loop."""
@@ -15,11 +15,12 @@ from helpers import (
     small_model,
 )
 
-from minilstm.backend import get_backend
+from minilstm.backends import get_backend
 
 pytest.importorskip("numba", reason="the numba backend needs numba")
 
-from minilstm import numba_recurrence, simd  # noqa: E402
+from minilstm.backends.numba import recurrence as numba_recurrence
+from minilstm.backends.numba import simd  # noqa: E402
 
 # float32: the rational tanh (~3e-7) and float32 rounding, accumulated over the steps; float64: rounding only.
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
@@ -152,7 +153,7 @@ def test_simd_primitives(rng, dtype):
     lane, fma is a * b + c."""
     from numba import njit
 
-    from minilstm import simd
+    from minilstm.backends.numba import simd
 
     @njit
     def run(a, b, c, x, out):

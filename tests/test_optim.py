@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from minilstm.backend import get_backend
+from minilstm.backends import get_backend
 from minilstm.errors import MinilstmError
 from minilstm.optim import DEFAULT_LEARNING_RATE, OPTIMIZERS, RMSprop, make_optimizer
 

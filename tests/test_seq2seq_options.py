@@ -10,7 +10,7 @@ from helpers import copy_to_backend, numerical_gradient, random_batch, relative_
 from test_cupy_backend import Device
 from test_resume import start, weights
 
-from minilstm.backend import get_backend
+from minilstm.backends import get_backend
 from minilstm.checkpoint import load_checkpoint, save_checkpoint
 from minilstm.data import Vocab
 from minilstm.seq2seq import Seq2Seq

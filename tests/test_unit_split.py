@@ -24,14 +24,18 @@ from helpers import (
     small_model,
 )
 
-from minilstm.backend import Backend, get_backend
+from minilstm.backends import Backend, get_backend
 
 pytest.importorskip("numba", reason="the numba backend needs numba")
 
 from numba import njit  # noqa: E402
 
-from minilstm import barrier, numba_recurrence  # noqa: E402
-from minilstm.backend import NumbaBackend, hold_blas  # noqa: E402
+from minilstm.backends.blas import hold_blas
+from minilstm.backends.numba import (
+    NumbaBackend,  # noqa: E402
+    barrier,
+)
+from minilstm.backends.numba import recurrence as numba_recurrence  # noqa: E402
 
 TOL = {np.float32: 2e-5, np.float64: 1e-12}  # as tests/test_numba_recurrence.py
 DTYPES = [np.float32, np.float64]
@@ -370,7 +374,7 @@ def test_matmul_splits_over_the_workers_only_in_a_unit_split_step_and_gives_one_
     """NumbaBackend.matmul: in a unit-split step (BLAS held to one thread) a large product runs as blocks of rows
     on the pool, bit for bit what one-thread BLAS gives for the whole; elsewhere (BLAS free, a small product, the
     pool busy) it is one BLAS call."""
-    from minilstm.backend import row_blocks_exact  # False: this BLAS's rows differ in blocks, so no split
+    from minilstm.backends.blas import row_blocks_exact  # False: this BLAS's rows differ in blocks, so no split
 
     backend = NumbaBackend(2, "auto")
     pool_maps = []  # one entry per product handed to the pool

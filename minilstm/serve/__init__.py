@@ -13,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ..backend import available_backends, default_backend_name
+from ..backends import available_backends, default_backend_name
 from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..cli import (
     LENGTH_PENALTY_HELP,

@@ -148,7 +148,7 @@ def emulated_cupy_backend(recurrence: str = "per-step", resident_blocks: int = 4
     makes them stage their inputs in several chunks even at the small sizes the emulator can run fast. ``edit``
     (source text -> source text) changes the kernel sources before they are built: the tests break a kernel on
     purpose to see that they notice."""
-    from minilstm.cupy_backend import CupyBackend
+    from minilstm.backends.cupy import CupyBackend
 
     chunk_limit = max_chunk
 

@@ -1,4 +1,4 @@
-"""Where the compiled input-feeding forward loop spends its time: ``numba_attention.attention_feed_forward`` with
+"""Where the compiled input-feeding forward loop spends its time: ``attention.attention_feed_forward`` with
 parts of its step switched off (timing only: the results are wrong), the attention decoder's forward (one row
 shard: 32 rows, latent 256, 59 steps, 16 source positions, ``general``, float32, one thread, BLAS held to one
 thread), modes interleaved round by round, median and best of the rounds.
@@ -24,9 +24,9 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
-import minilstm.numba_attention as attn  # noqa: E402
+import minilstm.backends.numba.attention as attn  # noqa: E402
 from minilstm.attention import AttentionDecoder  # noqa: E402
-from minilstm.backend import NumbaBackend  # noqa: E402
+from minilstm.backends.numba import NumbaBackend  # noqa: E402
 from minilstm.nn import Parameters  # noqa: E402
 
 GUARDS = {  # a line of the loop -> the bit that switches it off

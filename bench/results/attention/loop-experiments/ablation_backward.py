@@ -1,4 +1,4 @@
-"""Where the compiled input-feeding backward loop spends its time: ``numba_attention.attention_feed_backward`` with
+"""Where the compiled input-feeding backward loop spends its time: ``attention.attention_feed_backward`` with
 parts of its step switched off (timing only: the results are wrong), the attention decoder's backward (one row
 shard: 32 rows, latent 256, 59 steps, 16 source positions, ``general``, float32, one thread, BLAS held to one
 thread; the weight-gradient GEMMs after the loop included, in every mode), modes interleaved round by round, median
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
 from ablation import one_shard, report  # noqa: E402 - beside this file: the same shard, the same table
 
-import minilstm.numba_attention as attn  # noqa: E402
+import minilstm.backends.numba.attention as attn  # noqa: E402
 
 GUARDS = {  # the first line of a call in the loop -> the bit that switches it off
     "_multiply(d_pre_flat, 0, rows, units, packed_output_t, d_joined_flat, mem_size + units, spill)": 4,

@@ -1,5 +1,5 @@
 """The input-feeding decoder's gate GEMM at the training step's per-shard shape (32 rows in groups of 16, depth 2H =
-512, 4H = 1024 columns, 59 steps), one thread: ``numba_attention._gate_panels`` (each pair of rows streams a whole
+512, 4H = 1024 columns, 59 steps), one thread: ``attention._gate_panels`` (each pair of rows streams a whole
 panel of depth 512, 64 KiB, from L2) against the same micro-kernel blocked along k (``kc`` rows of the panel, 8-32
 KiB, stay in L1 while every pair of rows of the group passes; the accumulators are stored and reloaded between
 blocks, which changes no bit: a float32 store and load is exact). Asserts the blocked results equal the unblocked
@@ -17,8 +17,8 @@ from numba import njit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
-from minilstm import simd  # noqa: E402
-from minilstm.numba_attention import _gate_panels, pack_gates, packed_gates_size  # noqa: E402
+from minilstm.backends.numba import simd  # noqa: E402
+from minilstm.backends.numba.attention import _gate_panels, pack_gates, packed_gates_size  # noqa: E402
 
 F = np.float32
 H, G, T, R = 256, 16, 59, 32

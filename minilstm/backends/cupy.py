@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import Backend
-from .errors import MinilstmError
+from ..errors import MinilstmError
+from .base import Backend
 
 INSTALL_HINT = "pip install 'minilstm[cuda13]' (CUDA 13) or 'minilstm[cuda12]' (CUDA 12), or use --backend numba"
 THREADS = 256
@@ -37,7 +37,7 @@ def kernel_dir() -> Path:
             return Path(str(installed))
     except ModuleNotFoundError:
         pass
-    checkout = Path(__file__).resolve().parent.parent / "kernels"
+    checkout = Path(__file__).resolve().parents[2] / "kernels"
     if (checkout / "lstm.cu").is_file():
         return checkout
     raise MinilstmError("the CUDA kernel sources (kernels/lstm.cu) are missing from this installation; reinstall "

@@ -153,7 +153,7 @@ def lstm_cell_backward(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_pre
 
 
 # The same two cells for the hidden units [first, stop) of every row: what one thread computes when the threads of a
-# time loop split the units (``numba_recurrence``, unit split). Each element goes through exactly the operations of
+# time loop split the units (``recurrence``, unit split). Each element goes through exactly the operations of
 # the kernels above, in the same order, so a unit gets the same bits whichever kernel or thread computes it.
 
 

@@ -15,7 +15,7 @@ each operation below is one instruction (two on CPUs that split 512-bit work, or
     fma(a, b, c)                # a * b + c lane by lane, one rounding (llvm.fma)
     lanes_of(array)             # LANES for the array's dtype, a constant
 
-That is all the micro-kernel needs (``numba_recurrence``); the cell's activations stay scalar Numba code, which LLVM
+That is all the micro-kernel needs (``recurrence``); the cell's activations stay scalar Numba code, which LLVM
 vectorises by itself.
 
 Results are exactly reproducible: each lane's arithmetic is IEEE, in a fixed order.

@@ -1,16 +1,5 @@
-"""Array backends: the array namespace ``xp`` plus the few operations a faster backend replaces.
+"""The Numba backend: NumPy arrays, fused Numba kernels, compiled time loops and decoders, threads over the batch."""
 
-The model is written once against a backend object. The plain ``Backend`` implements every operation with the
-reference ``xp`` code from ``lstm`` and ``layers``; a faster backend (Numba on the CPU, our CUDA kernels through
-CuPy on the GPU) subclasses it and overrides some of them, and its tests check each override against the
-reference on random inputs.
-
-A backend may also split a batch into ``workers`` shards that run in parallel threads (``parallel_map``): the LSTM
-recurrence is independent across the rows of a batch, so each thread runs the whole sequence for its rows and
-only the weight gradients are summed at the end.
-"""
-
-import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,195 +7,10 @@ from concurrent.futures import wait as wait_all
 
 import numpy as np
 
-from . import layers, lstm
-from .errors import MinilstmError
-from .lstm import Workspace
-
-
-class Backend:
-    """NumPy, no compiled kernels, one thread of our own: the reference every other backend is checked against."""
-
-    name = "numpy"
-    xp = np
-    workers = 1
-    cheap_sync = True  # reading a result back costs nothing (CPU); False on a GPU, where it waits for the device
-
-    def asarray(self, array, dtype=None):
-        """Host (numpy) array -> device array."""
-        return self.xp.asarray(array, dtype=dtype)
-
-    def to_numpy(self, array) -> np.ndarray:
-        """Device array -> host numpy array."""
-        return np.asarray(array)
-
-    def synchronize(self):
-        """Wait for queued device work (a no-op on the CPU); benchmarks call it before reading a clock."""
-
-    def parallel_map(self, function, items) -> list:
-        """``[function(item) for item in items]``, in parallel where the backend has several workers."""
-        return [function(item) for item in items]
-
-    def describe(self) -> str:
-        return self.name
-
-    def row_shards(self, batch: int, units: int, min_rows: int) -> int:
-        """How many row shards (one per worker, in parallel) a model cuts a batch of ``batch`` rows of a ``units``-
-        unit LSTM into: one per worker, but no shard under ``min_rows`` rows. Called at the start of every training
-        (or evaluation) step: a step that does not split units gives BLAS back its threads (``hold_blas``)."""
-        hold_blas(False)
-        return max(1, min(self.workers, batch // min_rows))
-
-    # The replaceable operations. Signatures are fixed; outputs are written into the arrays passed in.
-
-    def matmul(self, a, b, out=None):
-        """``a @ b`` (into ``out``): the large GEMMs outside the time loops (weight gradients, the output layer, a
-        stacked layer's input projections)."""
-        return self.xp.matmul(a, b, out=out)
-
-    def lstm_cell_forward(self, gates, z_recurrent, c_prev, c, h):
-        lstm.cell_forward(self.xp, gates, z_recurrent, c_prev, c, h)
-
-    def lstm_cell_backward(self, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev):
-        lstm.cell_backward(self.xp, gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev)
-
-    def lstm_recurrence_forward(self, gates, recurrent_kernel, hs, cs, workspace):
-        """The whole forward time loop of one layer (arguments: ``lstm.recurrence_forward``). A backend can run it
-        as one kernel; the reference is a GEMM and a cell per step."""
-        lstm.recurrence_forward(self, gates, recurrent_kernel, hs, cs, workspace)
-
-    def lstm_recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, workspace=None):
-        """The whole backward time loop of one layer (arguments: ``lstm.recurrence_backward``; ``workspace`` is the
-        layer's, for scratch arrays)."""
-        lstm.recurrence_backward(self, gates, cs, recurrent_kernel, d_outputs, dh, dc, dz)
-
-    def dense(self, inputs, kernel, bias):
-        """``inputs @ kernel + bias``: the output layer where decoding runs it one step at a time."""
-        logits = inputs @ kernel
-        logits += bias
-        return logits
-
-    # Most sentences of mixed lengths that ``Seq2Seq.translate`` decodes in one batch (None: its ``batch_size``).
-    mixed_batch_rows = None
-
-    # A backend may run batched greedy decoding as one call: greedy_decode(kernel, bias, recurrent_kernel,
-    # dense_kernel, dense_bias, h, c, start_id, end_id, tokens), arguments as in numba_recurrence.greedy_decode.
-    # None: Seq2Seq runs the loop in Python, one decode_step at a time.
-    greedy_decode = None
-
-    # A backend may run the input-feeding attention decoder's time loop (``AttentionDecoder._input_feed_forward``
-    # and ``_input_feed_backward``) as one call each way: attention_feed_forward(...) and
-    # attention_feed_backward(...), arguments as in ``NumbaBackend``, for the score types named here. None: the
-    # reference loop, a few operations per time step.
-    attention_feed_forward = None
-    attention_feed_backward = None
-    attention_feed_scores = ()
-    # Batched greedy decoding, beam search and sampling of an attention model (with or without input feeding) as
-    # one call each: attention_greedy_decode(...), attention_beam_decode(...), attention_sample_decode(...),
-    # arguments as in ``NumbaBackend``. None: the step-by-step loops in ``Seq2Seq.greedy_decode_ids``,
-    # ``beam_decode_ids`` and ``sample_decode_ids``.
-    attention_greedy_decode = None
-    attention_beam_decode = None
-    attention_sample_decode = None
-
-    def gather_rows_add(self, table, ids, bias, out=None):
-        return layers.gather_rows_add(self.xp, table, ids, bias, out)
-
-    def scatter_add_rows(self, out, ids, values):
-        layers.scatter_add_rows(self.xp, out, ids, values)
-
-    def softmax_cross_entropy(self, logits, target_ids, grad_scale):
-        return layers.softmax_cross_entropy(self.xp, logits, target_ids, grad_scale)
-
-    def dropout_mask(self, shape, rate, key, row_offset, dtype):
-        """Inverted-dropout multipliers of a (T, B, F) tensor, a function of (key, position) only (``layers``)."""
-        return layers.dropout_mask(self.xp, shape, rate, key, row_offset, dtype)
-
-    def masked_softmax(self, scores, lengths):
-        """Attention weights (B, T, S) from scores, over each sentence's first ``lengths[b]`` positions
-        (``layers.masked_softmax``)."""
-        return layers.masked_softmax(self.xp, scores, lengths)
-
-    def masked_softmax_backward(self, weights, d_weights):
-        return layers.masked_softmax_backward(self.xp, weights, d_weights)
-
-    # The optimizers (math in ``optim``): one fused step each over the flat buffers, in place. ``grad_scale`` is the
-    # clipping factor from ``clip_scale``, rounded to the gradient's dtype and applied to each element as it is read
-    # (the gradient buffer is never written), or None: no clipping, the gradient as it is.
-
-    def sum_of_squares(self, array):
-        """sum(x^2) over a flat array, in float64: numpy's pairwise sum here; a faster backend sums in its own fixed
-        order (a GPU returns a device scalar)."""
-        return float(self.xp.sum(self.xp.square(array, dtype=np.float64)))
-
-    def clip_scale(self, grads, clip_norm):
-        """The clipping factor clip_norm / max(norm, clip_norm) for the gradient's global norm (NaN where the norm is
-        not finite: ``norm - norm``, as Keras adds it). A host float here; a GPU gives a device array that its update
-        kernels read, so clipping never waits for the GPU."""
-        norm = math.sqrt(self.sum_of_squares(grads))
-        return clip_norm / max(norm, clip_norm) + (norm - norm)
-
-    def rmsprop_update(self, params, grads, velocity, learning_rate, rho, epsilon, epsilon_inside_sqrt,
-                       grad_scale=None):
-        xp = self.xp
-        if grad_scale is not None:
-            grads = grads * grads.dtype.type(grad_scale)
-        velocity *= rho
-        velocity += (1.0 - rho) * grads * grads
-        if epsilon_inside_sqrt:
-            denom = xp.sqrt(velocity + epsilon)
-        else:
-            denom = xp.sqrt(velocity)
-            denom += epsilon
-        params -= learning_rate * grads / denom
-
-    def adam_update(self, params, grads, m, v, step_size, beta_1, beta_2, epsilon, bias_correction2_sqrt,
-                    grad_scale=None):
-        """``step_size`` = lr / (1 - beta_1^t), ``bias_correction2_sqrt`` = sqrt(1 - beta_2^t)."""
-        if grad_scale is not None:
-            grads = grads * grads.dtype.type(grad_scale)
-        m *= beta_1
-        m += (1.0 - beta_1) * grads
-        v *= beta_2
-        v += (1.0 - beta_2) * grads * grads
-        denom = self.xp.sqrt(v)
-        denom /= bias_correction2_sqrt
-        denom += epsilon
-        params -= step_size * m / denom
-
-    def sgd_update(self, params, grads, momentum_buffer, learning_rate, momentum, grad_scale=None):
-        if grad_scale is not None:
-            grads = grads * grads.dtype.type(grad_scale)
-        momentum_buffer *= momentum
-        momentum_buffer += grads
-        params -= learning_rate * momentum_buffer
-
-
-NumpyBackend = Backend
-
-# BLAS held to one thread for the steps whose time loops split units (NumbaBackend.row_shards sets it at the start of
-# such a step; the start of any step that does not split units releases it). Why: OpenBLAS's worker thread
-# busy-waits for ~0.1 s (2^28 cycles) after every call it takes part in, on one of the very cores that the split's
-# threads then need at every barrier; the model's GEMMs between the time loops (output layer, weight gradients) kept
-# it spinning all step long, and steps with the unit split took 1.4-1.8x as long as with it held (batch 8 / latent
-# 512, batch 1 / latent 256; bench/results/unit-split/). Held, the worker sleeps, and the step's large GEMMs run as
-# one-thread BLAS calls on our own workers, a block of rows each (NumbaBackend.matmul). (Inside row shards BLAS is
-# single-threaded anyway.) OpenBLAS does not promise the same rounding on one thread as on two, so such steps' bits
-# may differ from before (in the runs compared, batch 8 and 12 at latent 256, they did not); the blocks give the
-# one-thread call's bits (tested).
-_blas_hold = None
-
-
-def hold_blas(hold: bool):
-    """Hold BLAS to one thread (``hold``) until released, or release it (restore the limits from before)."""
-    global _blas_hold
-    if hold and _blas_hold is None:
-        from threadpoolctl import threadpool_limits
-
-        _blas_hold = threadpool_limits(limits=1, user_api="blas")
-    elif not hold and _blas_hold is not None:
-        _blas_hold.restore_original_limits()
-        _blas_hold = None
-
+from ...errors import MinilstmError
+from ...lstm import Workspace
+from ..base import Backend
+from ..blas import blas_held, cpu_count, hold_blas, row_blocks_exact
 
 # NumbaBackend.unit_split's shapes (split="auto"): (from this many hidden units, below this many rows in the batch).
 # Measured (bench/results/unit-split/, training steps in steady state, 2 cores): at latent 256 and 512 the unit split
@@ -220,38 +24,6 @@ PARALLEL_MATMUL_MIN_MACS = 1 << 23
 # NumbaBackend's compiled attention loops split a batch that is not already a row shard over the workers from this
 # many rows per worker (seq2seq's MIN_SHARD_ROWS: a shard of 8 rows pays).
 ATTENTION_MIN_ROWS = 8
-
-
-_ROW_BLOCKS_EXACT = None
-
-
-def row_blocks_exact() -> bool:
-    """Whether this BLAS gives a product's rows the same bits when they are computed in blocks of rows as when
-    computed whole (one thread), checked once per process on a few products, so that NumbaBackend.matmul splits
-    only where that holds. OpenBLAS's SkylakeX sgemm does; its Haswell kernel (AVX2 machines) does not, for any
-    split tried (a row's result depends on how many rows the call has), and there matmul stays one call."""
-    global _ROW_BLOCKS_EXACT
-    if _ROW_BLOCKS_EXACT is None:
-        from threadpoolctl import threadpool_limits
-
-        rng = np.random.default_rng(0)
-        exact = True
-        with threadpool_limits(1, user_api="blas"):
-            for rows, inner, cols in ((64, 256, 1024), (5, 300, 100), (513, 77, 257)):
-                a = rng.standard_normal((inner, rows)).astype(np.float32).T
-                b = rng.standard_normal((inner, cols)).astype(np.float32)
-                half = rows // 2
-                blocks = np.concatenate([np.matmul(a[:half], b), np.matmul(a[half:], b)])
-                exact = exact and blocks.tobytes() == np.matmul(a, b).tobytes()
-        _ROW_BLOCKS_EXACT = exact
-    return _ROW_BLOCKS_EXACT
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 class NumbaBackend(Backend):
@@ -268,7 +40,7 @@ class NumbaBackend(Backend):
     and the recurrent kernel is large (latent 256 and up; at latent 512 also at 16-23 rows), the workers split the
     hidden units instead (``unit_split``): the batch is one shard, and each LSTM time loop runs on all the workers
     at once, each owning a slice of the units and of the recurrent kernel, with a barrier per time step
-    (``numba_recurrence.recurrence_forward_units``); such a step holds BLAS to one thread (``hold_blas``) and runs
+    (``recurrence.recurrence_forward_units``); such a step holds BLAS to one thread (``hold_blas``) and runs
     its large GEMMs as blocks of rows on the workers (``matmul``).
     ``split`` (or ``MINILSTM_SPLIT``) forces one or the other: ``"auto"`` (by shape, as measured:
     ``unit_split``), ``"units"``, ``"rows"``.
@@ -279,13 +51,13 @@ class NumbaBackend(Backend):
 
     def __init__(self, workers: int | None = None, split: str | None = None):
         try:
-            from . import barrier, numba_attention, numba_kernels, numba_recurrence
+            from . import attention, barrier, kernels, recurrence
         except ImportError as e:
             raise MinilstmError(f"the numba backend needs numba ({e}); pip install numba, or use --backend numpy") \
                 from None
-        self.kernels = numba_kernels
-        self.time_loops = numba_recurrence
-        self.attention_loops = numba_attention
+        self.kernels = kernels
+        self.time_loops = recurrence
+        self.attention_loops = attention
         self._barrier = barrier
         self.workers = max(1, workers if workers is not None else int(os.environ.get("MINILSTM_THREADS", 0))
                            or cpu_count())
@@ -385,7 +157,7 @@ class NumbaBackend(Backend):
         waking OpenBLAS's spinning worker thread (``hold_blas``). Why it matters: held to one core, the weight-
         gradient GEMMs cost a unit-split step more than its time loops gained at batch 16, latent 512."""
         rows = a.shape[0]
-        if (_blas_hold is None or self._pool is None or rows < 2 * self.workers
+        if (not blas_held() or self._pool is None or rows < 2 * self.workers
                 or rows * a.shape[1] * b.shape[1] < PARALLEL_MATMUL_MIN_MACS or not row_blocks_exact()
                 or not self._pool_lock.acquire(blocking=False)):
             return np.matmul(a, b, out=out)
@@ -408,7 +180,7 @@ class NumbaBackend(Backend):
         self.kernels.lstm_cell_backward(gates, c_prev, c, dh_recurrent, dh_output, dc, dz, dc_prev)
 
     def lstm_recurrence_forward(self, gates, recurrent_kernel, hs, cs, workspace):
-        """The whole time loop in one compiled call (``numba_recurrence``): no BLAS call per step; on all the
+        """The whole time loop in one compiled call (``recurrence``): no BLAS call per step; on all the
         workers at once where ``unit_split`` says so (and the pool is free: not inside a shard)."""
         units = recurrent_kernel.shape[0]
         packed = workspace.get("packed_forward", (self.time_loops.packed_forward_size(units, gates.dtype),),
@@ -545,7 +317,7 @@ class NumbaBackend(Backend):
 
     def attention_feed_forward(self, gates, input_kernels, recurrent_kernels, output_kernel, memory, keys, lengths, hs,
                                cs, feeds, layer_inputs, masks, queries, weights, context, outputs, concat=None):
-        """The input-feeding decoder's forward time loop (``numba_attention.attention_feed_forward``, whose doc
+        """The input-feeding decoder's forward time loop (``attention.attention_feed_forward``, whose doc
         names the arrays); per-layer arguments are lists, ``input_kernels[0]`` the last H rows of layer 0's kernel;
         ``concat``: (query_kernel, query_bias, score_vector, hidden) for the concat score."""
         attn, dtype = self.attention_loops, feeds.dtype
@@ -561,7 +333,7 @@ class NumbaBackend(Backend):
 
     def _attention_decoding(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                             dense_bias, memory, keys, lengths, h0, c0, concat):
-        """The arguments ``numba_attention``'s decoders share, from the weights (``attention_greedy_decode``)."""
+        """The arguments ``attention``'s decoders share, from the weights (``attention_greedy_decode``)."""
         loops, dtype = self.time_loops, h0.dtype
         packed_gates, packed_output, packed_concat = self._packed_attention_forward(
             input_kernels, recurrent_kernels, output_kernel, concat, dtype)
@@ -574,7 +346,7 @@ class NumbaBackend(Backend):
 
     def attention_greedy_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                                 dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, tokens, maps):
-        """Batched greedy decoding of an attention model in one call (``numba_attention.attention_greedy_decode``);
+        """Batched greedy decoding of an attention model in one call (``attention.attention_greedy_decode``);
         weights as ``attention_feed_forward`` takes them (``input_kernels[0]`` with no rows without input feeding),
         plus layer 0's whole ``kernel0`` and every layer's bias; ``concat``: (query_kernel, query_bias,
         score_vector) or None; ``maps`` (B, steps, S) or None."""
@@ -588,7 +360,7 @@ class NumbaBackend(Backend):
     def attention_beam_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                               dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, tokens, scores,
                               length_penalty=0.0):
-        """Beam search of an attention model in one call (``numba_attention.attention_beam_decode``): ``tokens``
+        """Beam search of an attention model in one call (``attention.attention_beam_decode``): ``tokens``
         (B, K, steps) filled with END, ``scores`` (B, K) float64 are written; ``length_penalty`` is GNMT's alpha
         (``Seq2Seq.beam_decode_ids``); the rest as ``attention_greedy_decode``."""
         attn = self.attention_loops
@@ -600,7 +372,7 @@ class NumbaBackend(Backend):
     def attention_sample_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                                 dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, temperature,
                                 uniforms, tokens) -> int:
-        """Sampling of an attention model in one call (``numba_attention.attention_sample_decode``), on this thread:
+        """Sampling of an attention model in one call (``attention.attention_sample_decode``), on this thread:
         ``tokens`` (B, steps) filled with END is written with the numbers ``uniforms`` (steps, B); returns the steps
         run. The rest as ``attention_greedy_decode``."""
         attn = self.attention_loops
@@ -611,7 +383,7 @@ class NumbaBackend(Backend):
     def attention_feed_backward(self, gates, cs, masks, input_kernels, recurrent_kernels, output_kernel, memory, keys,
                                 lengths, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys,
                                 concat=None):
-        """The backward time loop (``numba_attention.attention_feed_backward``), per-layer arguments as lists;
+        """The backward time loop (``attention.attention_feed_backward``), per-layer arguments as lists;
         ``d_keys`` None for dot (its keys are the memory, so their gradient goes into ``d_memory``); ``concat``:
         (query_kernel, score_vector, hidden, d_scores, d_q) for the concat score."""
         attn, loops, dtype = self.attention_loops, self.time_loops, d_pre.dtype
@@ -681,47 +453,3 @@ class NumbaBackend(Backend):
         self.kernels.sgd_update(params, grads, momentum_buffer, learning_rate, momentum,
                                 self._factor(grads, grad_scale))
 
-
-def _cupy_backend(recurrence: str = "per-step"):
-    from .cupy_backend import CupyBackend  # imported on demand: CuPy is an optional extra
-
-    return CupyBackend(recurrence)
-
-
-BACKENDS = {"numpy": NumpyBackend, "numba": NumbaBackend, "cupy": _cupy_backend,
-            "cupy-persistent": lambda: _cupy_backend("persistent")}
-
-
-def available_backends() -> list[str]:
-    return sorted(BACKENDS)
-
-
-def default_backend_name() -> str:
-    """``cupy`` where CuPy sees a CUDA GPU, else ``numba`` where it imports (the fast CPU path), else ``numpy``."""
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() > 0:
-            return "cupy"
-    except Exception:  # noqa: BLE001, S110 - not installed, no driver, no device: all mean "not this one"
-        pass
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return "numpy"
-    return "numba"
-
-
-_INSTANCES: dict[str, Backend] = {}
-
-
-def get_backend(name) -> Backend:
-    """The backend called ``name`` (one shared instance per name); a ``MinilstmError`` listing the choices when
-    there is none."""
-    if isinstance(name, Backend):
-        return name
-    if name not in BACKENDS:
-        raise MinilstmError(f"unknown backend {name!r}; choose one of: {', '.join(available_backends())}")
-    if name not in _INSTANCES:
-        _INSTANCES[name] = BACKENDS[name]()
-    return _INSTANCES[name]

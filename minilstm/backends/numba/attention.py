@@ -5,7 +5,7 @@ not repeated here).
 
 Why: with input feeding, step t + 1's input needs step t's attention output, so the reference loops in Python over
 the steps, three BLAS calls and a handful of numpy calls each, every BLAS call repacking its weights. Here the
-weights are packed once per call for our register-tiled micro-kernel (``numba_recurrence``) and every step runs
+weights are packed once per call for our register-tiled micro-kernel (``recurrence``) and every step runs
 inside one ``nogil`` function.
 
 Rows are independent in the whole loop (a row's fed vector is its own), so the loop runs one group of rows at a
@@ -14,7 +14,7 @@ to step while the packed weights stream past. Per step and group:
 
 - forward: per layer, ``[input_t, h_{t-1}] @ [input kernel; recurrent_kernel]`` as one packed GEMM of depth 2H (one
   chain of multiply-adds per gate element instead of two products summed; the input is htilde_{t-1} with the
-  kernel's last H rows for layer 0, the layer below's h_t for the others) and the fused cell (``numba_kernels``);
+  kernel's last H rows for layer 0, the layer below's h_t for the others) and the fused cell (``kernels``);
   then per row the scores (concat: after ``h @ query_kernel`` for the group with the micro-kernel), masked softmax
   (padding gets exactly 0: it is skipped) and context, then ``[c, h] @ output_kernel`` (the micro-kernel) and tanh;
 - backward: per row d pre, ``d pre @ output_kernel^T`` (micro-kernel), the attention's backward into d memory and
@@ -35,8 +35,8 @@ import numpy as np
 from numba import njit
 
 from . import simd
-from .numba_kernels import _cell_backward_row, act_tanh, lstm_cell_forward, one
-from .numba_recurrence import MICRO_ROWS, ROW_GROUP, _argmax, _block_gates, _multiply, _product1, _store_gates
+from .kernels import _cell_backward_row, act_tanh, lstm_cell_forward, one
+from .recurrence import MICRO_ROWS, ROW_GROUP, _argmax, _block_gates, _multiply, _product1, _store_gates
 
 GROUP = ROW_GROUP  # rows that go through the time steps together
 
@@ -48,7 +48,7 @@ def packed_gates_size(depth: int, units: int, dtype) -> int:
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def pack_gates(kernel, packed):
-    """``numba_recurrence.pack_forward``'s layout for a (depth, 4H) kernel of any depth:
+    """``recurrence.pack_forward``'s layout for a (depth, 4H) kernel of any depth:
     packed[panel, k, gate, lane] = kernel[k, gate * H + panel * LANES + lane] (0 past H)."""
     depth, four_units = kernel.shape
     units = four_units // 4
@@ -67,7 +67,7 @@ def pack_gates(kernel, packed):
 
 @njit(inline="always", error_model="numpy")
 def _gate_panels(x_flat, rows, depth, units, packed, z_flat, spill):
-    """z (rows, 4H) = x (rows, depth) @ the kernel packed by ``pack_gates``: ``numba_recurrence._recurrent_panels``
+    """z (rows, 4H) = x (rows, depth) @ the kernel packed by ``pack_gates``: ``recurrence._recurrent_panels``
     with a depth of its own."""
     four_units = 4 * units
     lanes = simd.lanes_of(packed)
@@ -422,7 +422,7 @@ def _decode_step(kernel0, biases, packed_gates, packed_output, packed_dense, den
     sentence ``sentences[r]``'s memory (dot, general: its keys transposed in ``keys_t[key_rows[r]]``). Writes row
     r's new states into ``h_new``, ``c_new`` (L, rows, H), its htilde, attention weights (rows, S) and logits
     (rows, V). ``attention_feed_forward``'s step (the same operations in the same order, so a row gets the bits the
-    step API gives it) followed by the output layer (``numba_recurrence._dense``'s product)."""
+    step API gives it) followed by the output layer (``recurrence._dense``'s product)."""
     packed_query, query_bias, score_vector = concat
     is_concat = score_vector.shape[0] > 0
     x_flat, z, gates, c_prev, joined, pre, q, hidden, scores, context, spill = work
@@ -440,7 +440,7 @@ def _decode_step(kernel0, biases, packed_gates, packed_output, packed_dense, den
             if layer == 0:
                 if depth > units:  # input feeding
                     x_row[:units] = feed[slot]
-                token_row = kernel0[prev[r]]  # the token's rows of the kernel: numba_kernels.gather_rows_add
+                token_row = kernel0[prev[r]]  # the token's rows of the kernel: kernels.gather_rows_add
                 for k in range(four_units):
                     gates[r, k] = token_row[k] + bias[k]
             else:

@@ -18,11 +18,11 @@ of the reduction, the panel read contiguously.
 Forward, one time step (``_forward_step``), for each block of 4 rows: for each panel of LANES hidden units (16 in
 float32), the recurrent pre-activations of the four gates of those units, ``h_{t-1}[rows] @
 recurrent_kernel[:, panel's columns of i, f, c, o]``, into a small block (L1-resident); then the cell
-(``numba_kernels.lstm_cell_forward``, the kernel the per-step path uses) on the block while it is in L1.
+(``kernels.lstm_cell_forward``, the kernel the per-step path uses) on the block while it is in L1.
 
     packed_forward[panel, k, gate, lane] = recurrent_kernel[k, gate * H + panel * LANES + lane]   (0 past H)
 
-Backward, one time step: the cell backward for every row (``numba_kernels.lstm_cell_backward``: dz_t, dc), then
+Backward, one time step: the cell backward for every row (``kernels.lstm_cell_backward``: dz_t, dc), then
 ``dh = dz_t @ recurrent_kernel^T`` with the same micro-kernel over the transposed, packed kernel, 4 x LANES output
 units per panel:
 
@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit
 
 from . import barrier, simd
-from .numba_kernels import lstm_cell_backward, lstm_cell_backward_units, lstm_cell_forward, lstm_cell_forward_units
+from .kernels import lstm_cell_backward, lstm_cell_backward_units, lstm_cell_forward, lstm_cell_forward_units
 
 # Rows per micro-kernel call, from the vector width (simd.REGISTER_BYTES, decided from the CPU at import): with
 # AVX-512, 4 rows x 4 vectors = 16 accumulators, half its 32 registers; with AVX2 (16 registers of 32 bytes), 2 rows
@@ -253,7 +253,7 @@ def _forward_step(gates, packed, h_prev, c_prev, h, c, z_block, spill):
 
     Rows go in groups of ROW_GROUP: for each panel, the micro-kernel runs over the group's blocks of 4 rows (the
     panel is read from memory once per group, then from L1/L2), filling the group's recurrent pre-activations
-    (``z_block``, ROW_GROUP x 4H: 64 KiB at latent 256, in L2); then the cell (``numba_kernels.lstm_cell_forward``)
+    (``z_block``, ROW_GROUP x 4H: 64 KiB at latent 256, in L2); then the cell (``kernels.lstm_cell_forward``)
     runs on the group while it is there. Measured: this beat running the cell on the registers inside each panel,
     whose vector activations made the 12 accumulators of the other rows spill to the stack (13 vs 17.5 ms per 75
     steps of 32 rows)."""

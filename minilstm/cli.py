@@ -63,23 +63,6 @@ def unit_fraction(text: str) -> float:
     return bounded_float(text, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
-def length_penalty(text: str) -> float:
-    """GNMT's alpha, 0 to ``seq2seq.MAX_LENGTH_PENALTY`` (10: far above, the penalty overflows a double)."""
-    return bounded_float(text, lambda v: 0.0 <= v <= 10.0, "a number from 0 to 10")
-
-
-LENGTH_PENALTY_HELP = ("rank beams by log-probability over GNMT's length penalty ((5 + length) / 6) ** ALPHA "
-                       "(0: none); needs --beam-width 2 or more")
-
-
-def require_beams_for_length_penalty(args) -> None:
-    """--length-penalty ranks beams: without beam search there is nothing for it to do, so say so."""
-    from .errors import MinilstmError
-
-    if args.length_penalty and args.beam_width < 2:
-        raise MinilstmError("--length-penalty ranks the beams of beam search: give --beam-width 2 or more too")
-
-
 COMMANDS = {
     "train": "train a model (the Keras example by default)",
     "translate": "translate sentences with a checkpoint",

@@ -38,12 +38,14 @@ from pathlib import Path
 import numpy as np
 import safetensors.numpy
 
+from .architecture import DTYPES
 from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from .cli import positive_int, run_main
-from .data import Dataset, resolve_pairs
+from .data import Dataset
 from .errors import MinilstmError
 from .files import describe_os_error, write_bytes_atomic
-from .seq2seq import DTYPES, Seq2Seq
+from .pairs import resolve_pairs
+from .seq2seq import Seq2Seq
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 TORCH_SUFFIX = ".safetensors"
@@ -157,7 +159,7 @@ def keras_to_checkpoint(src: Path, dest: Path, data, num_samples):
                             f"model reads {num_in} and predicts {num_out}: pass the --data and --num-samples it was "
                             "trained on")
     model = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                    dataset.max_decoder_len, encoder.units, _keras_dtype(enc_w))
+                    dataset.max_decoder_len, latent_dim=encoder.units, dtype=_keras_dtype(enc_w))
     model.set_weights({"encoder.kernel": enc_w[0], "encoder.recurrent_kernel": enc_w[1], "encoder.bias": enc_w[2],
                        "decoder.kernel": dec_w[0], "decoder.recurrent_kernel": dec_w[1], "decoder.bias": dec_w[2],
                        "dense.kernel": dense_w[0], "dense.bias": dense_w[1]})
@@ -260,16 +262,16 @@ def torch_metadata(model: Seq2Seq) -> dict[str, str]:
                         "one-hot English characters; decoder nn.LSTM(num_decoder_tokens, latent_dim, "
                         "batch_first=True) from the encoder's final (h, c); dense nn.Linear(latent_dim, "
                         "num_decoder_tokens), softmax",
-        "latent_dim": str(model.latent_dim),
+        "latent_dim": str(model.arch.latent_dim),
         "num_encoder_tokens": str(len(model.input_vocab)),
         "num_decoder_tokens": str(len(model.target_vocab)),
         "max_encoder_seq_length": str(model.max_encoder_len),
         "max_decoder_seq_length": str(model.max_decoder_len),
-        "dtype": str(model.dtype),
-        "mask_padding": json.dumps(model.mask_padding),
+        "dtype": model.arch.dtype,
+        "mask_padding": json.dumps(model.arch.mask_padding),
         "input_vocab": json.dumps(model.input_vocab.to_json(), ensure_ascii=False),
         "target_vocab": json.dumps(model.target_vocab.to_json(), ensure_ascii=False),
-        **{key: json.dumps(value) for key, value in model.architecture().items()},
+        **{key: json.dumps(value) for key, value in model.arch.beyond_example().items()},
     }
 
 
@@ -336,8 +338,8 @@ def main(argv=None) -> int:
         print(f"Wrote {dest}: a PyTorch state dict for encoder/decoder nn.LSTM and dense nn.Linear"
               f"{' and attention' if model.attention else ''} (hyper-parameters and vocabularies in its metadata)")
         return 0
-    if not model.is_example_architecture():
-        options = ", ".join(f"{k}={v}" for k, v in model.architecture().items() if k != "input_feed")
+    if not model.arch.is_example():
+        options = ", ".join(f"{k}={v}" for k, v in model.arch.beyond_example().items() if k != "input_feed")
         raise MinilstmError(f"{path} is not the Keras example's model ({options}); the Keras export writes that one "
                             "only (the PyTorch export, to a .safetensors file, takes every model)")
     else:

@@ -2,315 +2,45 @@
 
 Text flows one way: a tab-separated file -> ``(english, french)`` pairs -> :class:`Dataset` (vocabularies
 and int32 token-id matrices) -> index batches. The Keras example one-hot encodes characters; we keep integer
-ids instead (``onehot(x) @ W`` is ``W[x]``, see DESIGN.md section 1), so ``np.eye(V)[ids]`` *is* the
-example's array.
+ids instead (``onehot(x) @ W`` is ``W[x]``: ``vocab``), so ``np.eye(V)[ids]`` *is* the example's array.
+Reading the files is ``pairs``'s job, numbering the characters ``vocab``'s; both are re-exported here, the
+data pipeline's one entry point.
 
 Every problem the user can cause (a missing or malformed file, a character the model has never seen, a
 failed download) is raised as :class:`~minilstm.errors.MinilstmError` with a one-line message that names the
 place and says what to do; the command-line tools print it and exit 2.
 """
 
+
 from __future__ import annotations
 
-import contextlib
-import gzip
-import http.client
-import io
 import operator
-import os
-import tempfile
-import urllib.error
-import urllib.request
-import zipfile
-import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib.resources import files
-from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from .errors import MinilstmError
 from .layers import IGNORE
-
-START = "\t"
-"""Start-of-sequence character: the Keras example prefixes every French target with a tab."""
-END = "\n"
-"""End-of-sequence character: the Keras example appends a newline to every French target."""
-PAD = " "
-"""Padding character: the Keras example pads with one-hot spaces (not a dedicated pad token, not zeros)."""
-
-DEFAULT_URL = "https://www.manythings.org/anki/fra-eng.zip"
-"""Where the full English-French file comes from (Tatoeba sentences, packaged by manythings.org)."""
-
-DEFAULT_DATA = files("minilstm") / "default_data" / "fra-eng-10k.txt.gz"
-"""The built-in subset: the first 10,000 lines of the 2019-04-07 ``fra.txt`` (what the Keras example uses).
-
-Shipped so that training works out of the box without a download; see ``default_data/ATTRIBUTION.txt``.
-"""
-
-DEFAULT_NUM_PAIRS = 10_000
-"""Number of sentence pairs in :data:`DEFAULT_DATA`."""
-
-USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
-"""manythings.org answers HTTP 406 to urllib's own ``Python-urllib/3.x`` User-Agent (and to none at all)."""
-
-_DATA_HINT = (
-    "pass --data PATH to a tab-separated English<TAB>French file, or omit --data for the built-in subset"
+from .pairs import (  # noqa: F401 - re-exported: the data pipeline's entry point
+    DEFAULT_DATA,
+    DEFAULT_NUM_PAIRS,
+    DEFAULT_URL,
+    download,
+    load_default_pairs,
+    read_pairs,
+    resolve_pairs,
 )
-
-
-# --------------------------------------------------------------------------------------------------- reading
-
-
-def _describe(path) -> str:
-    return str(path)
-
-
-@contextlib.contextmanager
-def _open_binary(path):
-    """Open ``path`` (str, PathLike or importlib Traversable) for binary reading, gunzipping ``*.gz``."""
-    p = path if hasattr(path, "is_dir") and hasattr(path, "open") else Path(path)
-    name = _describe(path)
-    if p.is_dir():
-        raise MinilstmError(f"data path is a directory, not a file: {name} ({_DATA_HINT})")
-    if not p.is_file():
-        raise MinilstmError(f"data file not found: {name} ({_DATA_HINT})")
-    try:
-        raw = p.open("rb")
-    except OSError as exc:
-        raise MinilstmError(f"cannot open data file {name}: {exc.strerror or exc}") from None
-    with raw:
-        if p.name.endswith(".gz"):
-            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                yield gz
-        else:
-            yield raw
-
-
-def read_pairs(path, num_samples: int | None = None) -> list[tuple[str, str]]:
-    """Read ``english<TAB>french[<TAB>attribution]`` lines from a UTF-8 file (``*.gz`` is gunzipped).
-
-    Like the Keras example, the first ``num_samples`` lines are taken (``None`` = all) and a third column
-    (the attribution that newer manythings.org releases add) is ignored. Reading stops after ``num_samples``
-    pairs, so only those lines are validated and ``--num-samples 10000`` on the full 167k-line file is fast.
-
-    Unlike the example (which splits on "\\n" and drops the last element, assuming a trailing newline), a
-    final line without a newline is kept, a CRLF line ending loses its "\\r", a UTF-8 BOM is ignored, and
-    trailing empty lines are fine. Everything else that would silently shift or corrupt the data is an error
-    with its file and line number: invalid UTF-8, an empty line followed by more pairs, a line without a tab,
-    more than three columns, an empty English or French side.
-    """
-    if num_samples is not None:
-        num_samples = operator.index(num_samples)
-        if num_samples < 1:
-            raise MinilstmError(f"--num-samples must be at least 1, got {num_samples}")
-    name = _describe(path)
-    pairs: list[tuple[str, str]] = []
-    blank_at = 0  # line number of the first empty line not (yet) known to be trailing
-    with _open_binary(path) as f:
-        try:
-            for lineno, raw in enumerate(f, 1):
-                line = raw[:-1] if raw.endswith(b"\n") else raw
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
-                    line = line[3:]
-                if not line:
-                    blank_at = blank_at or lineno
-                    continue
-                if blank_at:
-                    raise MinilstmError(f"{name}:{blank_at}: empty line between sentence pairs (remove it)")
-                pairs.append(_parse_line(line, name, lineno))
-                if len(pairs) == num_samples:
-                    break
-        except (OSError, EOFError, zlib.error) as exc:  # unreadable or corrupt .gz, I/O error
-            raise MinilstmError(f"cannot read data file {name}: {exc}") from None
-    if not pairs:
-        raise MinilstmError(f"{name}: no sentence pairs found, the file is empty ({_DATA_HINT})")
-    return pairs
-
-
-def _parse_line(line: bytes, name: str, lineno: int) -> tuple[str, str]:
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MinilstmError(
-            f"{name}:{lineno}: not valid UTF-8 (byte 0x{line[exc.start]:02x} at byte {exc.start + 1}"
-            " of the line); the file must be UTF-8 text"
-        ) from None
-    cols = text.split("\t")
-    if len(cols) == 1:
-        raise MinilstmError(f"{name}:{lineno}: expected 'english<TAB>french', found no tab")
-    if len(cols) > 3:
-        raise MinilstmError(
-            f"{name}:{lineno}: expected 'english<TAB>french' (optionally <TAB>attribution),"
-            f" found {len(cols)} tab-separated columns"
-        )
-    english, french = cols[0], cols[1]
-    if not english.strip():
-        raise MinilstmError(f"{name}:{lineno}: the English side (first column) is empty")
-    if not french.strip():
-        raise MinilstmError(f"{name}:{lineno}: the French side (second column) is empty")
-    return english, french
-
-
-def resolve_pairs(data=None, num_samples: int | None = None) -> list[tuple[str, str]]:
-    """The pairs the CLI trains on: ``--data PATH`` if given, else the built-in 10,000-pair subset.
-
-    For a user's file, asking for more samples than it has gives what is there (as the Keras example does;
-    the summary line "Number of samples" shows it). For the built-in subset it is an error instead, because
-    the user most likely expected the full file and would silently train on a different problem.
-    ``num_samples=None`` means all pairs of the chosen file.
-    """
-    if data is not None:
-        return read_pairs(data, num_samples)
-    pairs = read_pairs(DEFAULT_DATA, num_samples)
-    if num_samples is not None and len(pairs) < num_samples:
-        raise MinilstmError(
-            f"the built-in data subset has {len(pairs):,} sentence pairs but --num-samples asks for"
-            f" {num_samples:,}; pass --data PATH to the full fra.txt (from {DEFAULT_URL})"
-            " or lower --num-samples"
-        )
-    return pairs
-
-
-def load_default_pairs(num_samples: int | None = None) -> list[tuple[str, str]]:
-    """The built-in subset's first ``num_samples`` pairs (error if fewer); see :func:`resolve_pairs`."""
-    return resolve_pairs(None, num_samples)
-
-
-# ------------------------------------------------------------------------------------------- vocabularies
-
-
-def _show_text(text: str, limit: int = 80) -> str:
-    """A sentence quoted for a one-line message: control characters escaped, long ones shortened."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    if len(shown) > limit:
-        shown = shown[: limit - 1] + "…"
-    return f'"{shown}"'
-
-
-class Vocab:
-    """A character vocabulary: id ``i`` is ``chars[i]``.
-
-    Built with :meth:`from_texts` as the sorted set of characters, which is exactly how the Keras example
-    numbers its one-hot positions; so our ids are the example's one-hot indices.
-    """
-
-    def __init__(self, chars: Sequence[str]):
-        self.chars: list[str] = list(chars)
-        self.index: dict[str, int] = {c: i for i, c in enumerate(self.chars)}
-        if len(self.index) != len(self.chars):
-            raise MinilstmError("vocabulary has duplicate characters (corrupt checkpoint?)")
-        # For vectorised encoding: a table from code point to id (-1 = not in the vocabulary).
-        codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
-        self._table = np.full(int(codes.max(initial=-1)) + 1, -1, dtype=np.int32)
-        self._table[codes] = np.arange(len(codes), dtype=np.int32)
-
-    @classmethod
-    def from_texts(cls, texts: Iterable[str], extra: str = PAD) -> Vocab:
-        """Sorted set of all characters in ``texts``, plus those in ``extra``.
-
-        ``extra`` defaults to the space because padding uses it: a corpus without any space would otherwise
-        have no id to pad with (the Keras example would crash with a KeyError). For the real data the space
-        is already there, so this changes nothing and the vocabulary is identical to the example's.
-        """
-        return cls(sorted(set("".join(texts)) | set(extra)))
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def __contains__(self, char: str) -> bool:
-        return char in self.index
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocab) and self.chars == other.chars
-
-    def __repr__(self) -> str:
-        return f"Vocab({len(self.chars)} chars: {''.join(self.chars)!r})"
-
-    def unknown_chars(self, text: str) -> list[str]:
-        """Sorted unique characters of ``text`` that are not in the vocabulary."""
-        return sorted(set(text) - self.index.keys())
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of the characters of ``text``; unknown characters raise :class:`MinilstmError` naming them."""
-        unknown = self.unknown_chars(text)
-        if unknown:
-            raise MinilstmError(f"unknown character(s) {_show_chars(unknown)} in {_show_text(text)}")
-        return [self.index[c] for c in text]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """The characters of ``ids`` joined into a string."""
-        return "".join(self.chars[int(i)] for i in ids)
-
-    def to_json(self) -> list[str]:
-        """The characters in id order: all a checkpoint needs to rebuild the vocabulary."""
-        return list(self.chars)
-
-    @classmethod
-    def from_json(cls, chars: list[str]) -> Vocab:
-        """Rebuild from :meth:`to_json`'s list, keeping its order (ids must not move)."""
-        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
-            raise MinilstmError("vocabulary must be a list of single characters (corrupt checkpoint?)")
-        return cls(chars)
-
-    def _lookup(self, codes: np.ndarray) -> np.ndarray:
-        """Ids for an array of code points (uint32), -1 for those not in the vocabulary."""
-        table = self._table
-        if len(codes) and int(codes.max()) >= len(table):  # only if some character is unknown
-            table = np.concatenate([table, np.full(int(codes.max()) + 1 - len(table), -1, np.int32)])
-        return table[codes]
-
-
-def _show_chars(chars: Iterable[str]) -> str:
-    return ", ".join(repr(c) for c in chars)
-
-
-def _encode_padded(texts: Sequence[str], vocab: Vocab, width: int, what: str) -> np.ndarray:
-    """``(len(texts), width)`` int32 ids: each text's characters, then PAD ids (vectorised, no Python loop
-    over characters: all texts are joined, turned into code points with one ``encode`` call, looked up in a
-    code-point table and scattered into place). Unknown characters raise, naming them and the first sentence
-    that contains one; the caller makes sure no text is longer than ``width``."""
-    if PAD not in vocab:
-        raise MinilstmError(
-            f"the {what} vocabulary has no space character, which padding needs (corrupt checkpoint?)"
-        )
-    n = len(texts)
-    out = np.full((n, width), vocab.index[PAD], dtype=np.int32)
-    if n == 0:
-        return out
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
-    utf32 = "".join(texts).encode("utf-32-le", "surrogatepass")
-    codes = np.frombuffer(utf32, dtype=np.uint32)
-    ids = vocab._lookup(codes)
-    if len(ids) and ids.min() < 0:
-        bad = np.flatnonzero(ids < 0)
-        unknown = sorted({chr(c) for c in np.unique(codes[bad])})
-        bad_rows = np.unique(np.searchsorted(np.cumsum(lengths), bad, side="right"))
-        others = len(bad_rows) - 1
-        more = f" (and {others:,} more sentence{'s' if others > 1 else ''})" if others else ""
-        raise MinilstmError(
-            f"unknown character(s) {_show_chars(unknown)} in {_show_text(texts[bad_rows[0]])}{more}"
-            f" — not in the model's {what} vocabulary"
-        )
-    # Character j of text i goes to flat position i*width + j; in ``codes`` it sits at starts[i] + j.
-    starts = np.cumsum(lengths) - lengths
-    shift = np.arange(n, dtype=np.int64) * width - starts
-    flat = np.arange(len(codes), dtype=np.int64) + np.repeat(shift, lengths)
-    out.reshape(-1)[flat] = ids
-    return out
-
-
-def _check_lengths(texts: Sequence[str], max_len: int, what: str, note: str = "") -> None:
-    for text in texts:
-        if len(text) > max_len:
-            raise MinilstmError(
-                f"{what} sentence {_show_text(text)} is too long: {len(text)} characters{note},"
-                f" the model takes at most {max_len}"
-            )
-
+from .vocab import (  # noqa: F401 - re-exported
+    END,
+    PAD,
+    START,
+    Vocab,
+    _check_lengths,
+    _encode_padded,
+    _show_text,
+    encode_inputs,
+)
 
 # ------------------------------------------------------------------------------------------------ dataset
 
@@ -427,20 +157,6 @@ class Dataset:
             decoder_target_ids=self.decoder_target_ids[idx],
         )
 
-
-def encode_inputs(texts: Sequence[str], vocab: Vocab, min_len: int) -> np.ndarray:
-    """English sentences to translate as int32 ids ``(n, max(min_len, longest))``, padded with PAD.
-
-    Pass the model's ``max_encoder_len`` as ``min_len``: the encoder also reads the padding, so a sentence
-    padded to the training width gets exactly the state it got in training (the example decodes rows of its
-    padded training array). Longer sentences are allowed; the encoder simply runs more steps.
-    """
-    texts = list(texts)
-    for text in texts:
-        if not text.strip():
-            raise MinilstmError("cannot translate an empty sentence")
-    width = max([min_len, *map(len, texts)])
-    return _encode_padded(texts, vocab, width, "input")
 
 
 # ------------------------------------------------------------------------------------- split and batches
@@ -651,67 +367,3 @@ class Batches:
         return Batch(arrays if share_rows else None, int(steps.sum()), row_offset)
 
 
-# ---------------------------------------------------------------------------------------------- download
-
-
-def download(dest_dir, url: str = DEFAULT_URL, timeout: float = 60) -> Path:
-    """Download the manythings.org zip and extract its ``fra.txt`` into ``dest_dir``; return that path.
-
-    The site rejects urllib's default User-Agent with HTTP 406 (a problem users of the Keras example hit), so
-    a browser-like one is sent. ``fra.txt`` is written to a temporary file in ``dest_dir`` and renamed over
-    the target, so an interrupted download never leaves a truncated ``fra.txt`` that later looks valid.
-    """
-    hint = f"download {url} by hand, unzip it and pass --data PATH/TO/fra.txt"
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        raise MinilstmError(f"download of {url} failed: HTTP {exc.code} {exc.reason} ({hint})") from None
-    except urllib.error.URLError as exc:
-        raise MinilstmError(f"download of {url} failed: {exc.reason} ({hint})") from None
-    except (OSError, http.client.HTTPException, ValueError) as exc:  # timeouts, resets, bad URLs
-        raise MinilstmError(f"download of {url} failed: {exc or type(exc).__name__} ({hint})") from None
-
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(body))
-    except zipfile.BadZipFile:
-        raise MinilstmError(
-            f"download of {url} did not give a zip archive ({len(body):,} bytes) ({hint})"
-        ) from None
-    dest = Path(dest_dir)
-    target = dest / "fra.txt"
-    with archive:
-        members = [m for m in archive.infolist() if not m.is_dir()]
-        member = next((m for m in members if PurePosixPath(m.filename).name == "fra.txt"), None)
-        if member is None:
-            names = ", ".join(m.filename for m in members) or "nothing"
-            raise MinilstmError(f"the zip archive from {url} has no fra.txt (it holds {names}) ({hint})")
-        try:
-            dest.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest, prefix=".fra.txt.", suffix=".part")
-        except OSError as exc:
-            raise MinilstmError(f"cannot write to {dest}: {exc.strerror or exc}") from None
-        try:
-            with os.fdopen(fd, "wb") as out, archive.open(member) as src:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-            _remove(tmp)
-            raise MinilstmError(f"the zip archive from {url} is damaged: {exc} ({hint})") from None
-        except OSError as exc:
-            _remove(tmp)
-            raise MinilstmError(f"cannot write {target}: {exc.strerror or exc}") from None
-        except BaseException:
-            _remove(tmp)
-            raise
-    return target
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .cli import run_main
-from .data import DEFAULT_URL, download, read_pairs
+from .pairs import DEFAULT_URL, download, read_pairs
 
 
 def main(argv=None) -> int:

@@ -20,17 +20,13 @@ from rapidfuzz.distance import Levenshtein
 
 from . import layers
 from .checkpoint import load_checkpoint, resolve_checkpoint
-from .cli import (
-    LENGTH_PENALTY_HELP,
-    length_penalty,
-    positive_float,
-    positive_int,
-    require_beams_for_length_penalty,
-    run_main,
-)
-from .data import END, START, Dataset, bucketed_batches, read_pairs, resolve_pairs, validation_rows
+from .cli import positive_int, run_main
+from .data import Dataset, bucketed_batches, validation_rows
+from .decoding import add_decoding_flags, check_decoding_flags
 from .errors import MinilstmError
 from .files import write_text_atomic
+from .pairs import read_pairs, resolve_pairs
+from .vocab import END, START
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -185,11 +181,7 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default=None, help="array backend (default: the checkpoint's)")
     p.add_argument("--json", type=Path, help="also write the metrics and every translation here")
     p.add_argument("--examples", type=int, default=8, help="example translations to show")
-    p.add_argument("--beam-width", type=positive_int, default=1, help="decode with beam search (1: greedy)")
-    p.add_argument("--length-penalty", type=length_penalty, default=0.0, metavar="ALPHA",
-                   help=LENGTH_PENALTY_HELP)
-    p.add_argument("--temperature", type=positive_float, default=None, help="decode by sampling at this temperature")
-    p.add_argument("--seed", type=int, default=0, help="seeds --temperature sampling")
+    add_decoding_flags(p)
     args = p.parse_args(argv)
     if args.num_samples is not None and args.data is None:
         p.error("--num-samples needs --data (the checkpoint's own validation pairs are scored whole)")
@@ -222,9 +214,7 @@ def main(argv=None) -> int:
             checkpoint = load_checkpoint(args.checkpoint, backend=training["backend"])
         except MinilstmError:
             pass  # e.g. trained on a GPU, evaluated on a machine without one: numpy gives the same numbers
-    if args.temperature is not None and args.beam_width > 1:
-        raise MinilstmError("--temperature and --beam-width exclude each other: sample, or search, not both")
-    require_beams_for_length_penalty(args)
+    check_decoding_flags(args)
     metrics, examples = evaluate_pairs(checkpoint.model, pairs, all_pairs, beam_width=args.beam_width,
                                        temperature=args.temperature, seed=args.seed,
                                        length_penalty=args.length_penalty)

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import END, PAD, START
 from .errors import MinilstmError
 from .files import describe_os_error
+from .vocab import END, PAD, START
 
 OPSET = 17
 # ONNX gate k is Keras gate KERAS_GATE[k]: ONNX orders i, o, f, c; Keras i, f, c, o.
@@ -259,10 +259,10 @@ def vocab_and_settings(model) -> dict:
         "pad_char": PAD,
         # inputs are padded with pad_char to max(pad_to, their own length); sentences of one padded length decode
         # together (minilstm translate does the same): a model trained with --mask-padding pads nothing
-        "pad_to": 0 if model.mask_padding else model.max_encoder_len,
+        "pad_to": 0 if model.arch.mask_padding else model.max_encoder_len,
         "max_steps": model.max_decoder_len + 1,  # decoding stops at END or after this many characters
-        "attention": model.attention or "none",
-        "input_feed": model.input_feed,
+        "attention": model.arch.attention,
+        "input_feed": model.arch.input_feed,
         # the encoder's outputs, which decoder_step reads by the same names; those of them that every step
         # changes come back from it as NAME_out
         "state_names": ["h", "c", *(["memory", "keys", "mask"] if model.attention else []),

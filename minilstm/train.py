@@ -27,6 +27,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import distributed
+from .architecture import DTYPES, Architecture
 from .attention import SCORES
 from .backends import available_backends, default_backend_name, get_backend
 from .checkpoint import load_checkpoint, resumable_checkpoint, save_checkpoint
@@ -40,13 +41,14 @@ from .cli import (
     run_main,
     unit_fraction,
 )
-from .data import VALIDATION_SPLIT_MODES, Batch, Batches, Dataset, read_pairs, resolve_pairs, validation_rows
+from .data import VALIDATION_SPLIT_MODES, Batch, Batches, Dataset, validation_rows
 from .distributed import SINGLE_PROCESS
 from .errors import MinilstmError
 from .files import prepare_output_dir, write_text_atomic
 from .nn import dropout_key
 from .optim import DEFAULT_LEARNING_RATE, OPTIMIZERS, Optimizer, make_optimizer
-from .seq2seq import DTYPES, Seq2Seq
+from .pairs import read_pairs, resolve_pairs
+from .seq2seq import Seq2Seq
 
 EXIT_TERMINATED = 143
 RANKS_READ_EVERY = 16  # steps between reads of a GPU's pending metrics when several ranks train together
@@ -466,9 +468,7 @@ class Training:
         init_seed, shuffle_seed = np.random.SeedSequence(args.seed).spawn(2)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                             dataset.max_decoder_len, args.latent_dim, args.dtype, args.mask_padding,
-                             args.encoder_layers, args.decoder_layers, args.bidirectional_encoder, args.dropout,
-                             args.attention, args.input_feed)
+                             dataset.max_decoder_len, Architecture.from_args(args))
         own = {"rmsprop": {"rho": args.rho, "epsilon": args.epsilon, "epsilon_inside_sqrt": args.epsilon_inside_sqrt},
                "adam": {"beta_1": args.beta_1, "beta_2": args.beta_2, "epsilon": args.epsilon},
                "sgd": {"momentum": args.momentum}}[args.optimizer]
@@ -485,7 +485,7 @@ class Training:
         print(f"Training on {len(self.train_idx)} pairs, validating on {len(self.val_idx)}; backend "
               f"{backend.describe()}, {args.dtype}, batch {args.batch_size}, latent {args.latent_dim}; writing to "
               f"{args.out}", flush=True)
-        if not self.model.is_example_architecture():
+        if not self.model.arch.is_example():
             enc, dec = self.model.encoder, self.model.decoder
             attention = "no attention" if args.attention == "none" else \
                 f"{args.attention} attention {'with' if args.input_feed else 'without'} input feeding"

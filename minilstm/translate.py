@@ -12,14 +12,8 @@ from pathlib import Path
 
 from .backends import available_backends, default_backend_name
 from .checkpoint import load_checkpoint, resolve_checkpoint
-from .cli import (
-    LENGTH_PENALTY_HELP,
-    length_penalty,
-    positive_float,
-    positive_int,
-    require_beams_for_length_penalty,
-    run_main,
-)
+from .cli import positive_int, run_main
+from .decoding import add_decoding_flags, check_decoding_flags
 from .errors import MinilstmError
 from .files import write_bytes_atomic
 
@@ -32,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=default_backend_name(),
                    help=f"array backend: {', '.join(available_backends())}")
     p.add_argument("--batch-size", type=positive_int, default=512, help="sentences decoded at once")
-    p.add_argument("--beam-width", type=positive_int, default=1,
-                   help="beam search with this many beams (1: greedy, the Keras example's algorithm)")
-    p.add_argument("--length-penalty", type=length_penalty, default=0.0, metavar="ALPHA",
-                   help=LENGTH_PENALTY_HELP)
-    p.add_argument("--temperature", type=positive_float, default=None,
-                   help="sample each character from softmax(logits / T) instead of taking the argmax")
-    p.add_argument("--seed", type=int, default=0, help="seeds --temperature sampling")
+    add_decoding_flags(p)
     p.add_argument("--skip-unknown", action="store_true",
                    help="drop characters the model never saw instead of stopping with an error")
     p.add_argument("--attention-map", type=Path, default=None, metavar="PNG",
@@ -101,9 +89,7 @@ def main(argv=None) -> int:
         for number, sentence in enumerate(sentences, start=1):
             if not sentence:
                 raise MinilstmError(f"sentence {number} has no character the model knows")
-    if args.temperature is not None and args.beam_width > 1:
-        raise MinilstmError("--temperature and --beam-width exclude each other: sample, or search, not both")
-    require_beams_for_length_penalty(args)
+    check_decoding_flags(args)
     maps = None
     if args.attention_map is not None:
         if model.attention is None:

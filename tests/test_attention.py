@@ -20,8 +20,9 @@ NUMPY = get_backend("numpy")
 def attention_model(backend, score, input_feed=True, units=3, layers=1, bidirectional=False, dropout=0.0,
                     enc_len=4, dec_len=5, dtype="float64", seed=0, mask_padding=False):
     """A small Seq2Seq with attention and every weight perturbed off Keras's initialisers (no gradient zero)."""
-    model = Seq2Seq(backend, Vocab(list(" abcd")), Vocab(list("\t\n ABC")), enc_len, dec_len, units, dtype,
-                    mask_padding, layers, layers, bidirectional, dropout, score, input_feed)
+    model = Seq2Seq(backend, Vocab(list(" abcd")), Vocab(list("\t\n ABC")), enc_len, dec_len, latent_dim=units,
+                    dtype=dtype, mask_padding=mask_padding, encoder_layers=layers, decoder_layers=layers,
+                    bidirectional_encoder=bidirectional, dropout=dropout, attention=score, input_feed=input_feed)
     model.initialize(seed)
     rng = np.random.default_rng(seed + 1)
     model.set_weights({k: v + 0.3 * rng.standard_normal(v.shape) for k, v in model.get_weights().items()})
@@ -304,7 +305,8 @@ def trained_vocab_model(backend, score, input_feed, mask_padding=False):
     end before the length limit and some do not: random weights, then the smallest END bias (of a few) that does it."""
     input_vocab = Vocab(list(" .?HIWacdeghilnorstuwy"))
     target_vocab = Vocab(list("\t\n !.?JSabeilnorstuv"))
-    model = Seq2Seq(backend, input_vocab, target_vocab, 12, 14, 8, "float64", mask_padding, attention=score,
+    model = Seq2Seq(backend, input_vocab, target_vocab, 12, 14, latent_dim=8, dtype="float64",
+                    mask_padding=mask_padding, attention=score,
                     input_feed=input_feed)
     model.initialize(5)
     rng = np.random.default_rng(6)
@@ -502,7 +504,7 @@ def test_translate_draws_the_attention_map_and_refuses_what_it_cannot(tmp_path, 
         translate_main([str(checkpoint), "Hi.", "--attention-map", str(png), "--beam-width", "2"])
     with pytest.raises(MinilstmError, match="not a directory"):
         translate_main([str(checkpoint), "Hi.", "--attention-map", str(tmp_path / "no" / "map.png")])
-    plain = Seq2Seq(NUMPY, model.input_vocab, model.target_vocab, 12, 14, 8).initialize(0)
+    plain = Seq2Seq(NUMPY, model.input_vocab, model.target_vocab, 12, 14, latent_dim=8).initialize(0)
     plain_checkpoint = save_checkpoint(tmp_path / "plain", plain)
     with pytest.raises(MinilstmError, match="has no attention"):
         translate_main([str(plain_checkpoint), "Hi.", "--attention-map", str(png)])

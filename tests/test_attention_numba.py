@@ -197,7 +197,7 @@ def test_seq2seq_thread_shards(monkeypatch, rng, dtype):
     loss and gradients (mixed source lengths)."""
     backend = NumbaBackend(workers=3, split="rows")
     vocab_in, vocab_out = Vocab(list(" abcdefg")), Vocab(list("\t\n ABCDE"))
-    models = [Seq2Seq(b, vocab_in, vocab_out, 6, 7, 12, d, attention="general")
+    models = [Seq2Seq(b, vocab_in, vocab_out, 6, 7, latent_dim=12, dtype=d, attention="general")
               for b, d in ((get_backend("numpy"), "float64"), (backend, dtype))]
     models[0].initialize(int(rng.integers(1 << 30)))
     models[1].set_weights(models[0].get_weights())
@@ -234,7 +234,8 @@ def decoding_problem(rng, backend, dtype, score, input_feed, layers, units, batc
     """A model, sentences (mixed source lengths) and weights under which ``decode(model, enc, lengths)`` (a list of
     token lists per sentence) ends the rows at the most different steps: END's bias made likely enough."""
     vocab_in, vocab_out = Vocab(list(" abcdefg")), Vocab(list("\t\n ABCDE"))
-    model = Seq2Seq(backend, vocab_in, vocab_out, positions, 14, units, dtype, attention=score, input_feed=input_feed,
+    model = Seq2Seq(backend, vocab_in, vocab_out, positions, 14, latent_dim=units, dtype=dtype,
+                    attention=score, input_feed=input_feed,
                     encoder_layers=layers, decoder_layers=layers).initialize(int(rng.integers(1 << 30)))
     initial = model.get_weights()
     enc = rng.integers(0, len(vocab_in), (batch, positions))
@@ -322,7 +323,7 @@ def test_compiled_beam_search_equals_the_step_loop(monkeypatch, rng, dtype, scor
 def test_pairwise_sum_is_numpys():
     """The compiled sampler's sum adds in numpy's order (pairwise along a contiguous axis), every length that takes
     each branch: under 8, blocks up to 128, halves above (several levels)."""
-    from minilstm.backends.numba.attention import _pairwise_sum
+    from minilstm.backends.numba.attention_decode import _pairwise_sum
 
     rng = np.random.default_rng(0)
     for n in [*range(1, 300), 511, 512, 777, 1025, 2049, 5000]:

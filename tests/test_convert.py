@@ -41,7 +41,7 @@ def dataset():
 def random_model(dataset, seed=0):
     """A float32 model over tiny.txt's vocabularies, Keras's initial weights plus noise (biases too): decodes vary."""
     model = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                    dataset.max_decoder_len, UNITS, "float32").initialize(seed)
+                    dataset.max_decoder_len, latent_dim=UNITS, dtype="float32").initialize(seed)
     rng = np.random.default_rng(seed)
     model.set_weights({name: value + rng.normal(0.0, 1.0, value.shape)
                        for name, value in model.get_weights().items()})

@@ -23,7 +23,7 @@ def test_stepwise_decoding_reproduces_teacher_forcing(cpu_backend, rng):
     forced = model.teacher_forced_logits(enc, dec_in)
     h, c = model.encode(enc)
     for t in range(model.max_decoder_len):
-        logits, h, c = model.decode_step(cpu_backend.asarray(dec_in[:, t]), h, c)
+        logits, (h, c), _ = model.step(cpu_backend.asarray(dec_in[:, t]), (h, c))
         logits = cpu_backend.to_numpy(logits)
         np.testing.assert_allclose(logits, forced[:, t], rtol=1e-12, atol=1e-12)
         assert (logits.argmax(axis=1) == forced[:, t].argmax(axis=1)).all()
@@ -162,7 +162,7 @@ def sequence_log_prob(model, text, output_ids):
     h, c = model.encode(encode_ids(model, [text]))
     prev, total = model.target_vocab.index[START], 0.0
     for token in target[: model.max_decoder_len + 1]:
-        logits, h, c = model.decode_step(model.backend.asarray(np.array([prev])), h, c)
+        logits, (h, c), _ = model.step(model.backend.asarray(np.array([prev])), (h, c))
         z = model.backend.to_numpy(logits)[0].astype(np.float64)
         total += z[token] - z.max() - np.log(np.exp(z - z.max()).sum())
         prev = token

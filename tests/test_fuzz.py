@@ -54,7 +54,8 @@ def test_reader_returns_pairs_or_a_clear_error(tmp_path, data, gz, num_samples):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    model = Seq2Seq("numpy", Vocab(list(" .!?GHIRabcdegilnoprstuw")), Vocab(list("\t\n !.CVaeinorstu")), 8, 12, 8)
+    model = Seq2Seq("numpy", Vocab(list(" .!?GHIRabcdegilnoprstuw")), Vocab(list("\t\n !.CVaeinorstu")), 8, 12,
+                    latent_dim=8)
     model.initialize(0)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model", model)
 

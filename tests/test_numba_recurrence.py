@@ -126,7 +126,7 @@ def test_dense_equals_reference(numba_backend, rng, dtype, batch, units, vocab):
 
 
 class StepByStep(type(get_backend("numba"))):
-    """The numba backend with greedy decoding left to Seq2Seq's loop of ``decode_step`` calls."""
+    """The numba backend with greedy decoding left to the step loop (``decoding.greedy``)."""
 
     greedy_decode = None
 

@@ -45,8 +45,8 @@ def trained_model(data, options, steps=300):
     """A model trained ``steps`` RMSprop steps (learning rate 0.01, batch 32) from Keras's initial weights: weights
     that are neither the initial ones nor random noise, so decodes vary from sentence to sentence."""
     pairs, ds = data
-    model = Seq2Seq("numba", ds.input_vocab, ds.target_vocab, ds.max_encoder_len, ds.max_decoder_len, UNITS,
-                    "float32", **options).initialize(0)
+    model = Seq2Seq("numba", ds.input_vocab, ds.target_vocab, ds.max_encoder_len, ds.max_decoder_len,
+                    latent_dim=UNITS, dtype="float32", **options).initialize(0)
     optimizer = RMSprop(model.backend, model.params.flat.size, model.dtype, learning_rate=0.01)
     rng = np.random.default_rng(0)
     lengths = np.array([len(english) for english, _ in pairs])
@@ -170,8 +170,8 @@ def test_the_files_are_valid_onnx_with_symbolic_batch_and_time(data, tmp_path):
 
 def test_onnx_export_refusals(data, tmp_path, capsys):
     pairs, ds = data
-    float64 = Seq2Seq("numpy", ds.input_vocab, ds.target_vocab, ds.max_encoder_len, ds.max_decoder_len, 4,
-                      "float64").initialize(0)
+    float64 = Seq2Seq("numpy", ds.input_vocab, ds.target_vocab, ds.max_encoder_len, ds.max_decoder_len,
+                      latent_dim=4, dtype="float64").initialize(0)
     ck64 = save_checkpoint(tmp_path / "ck64", float64)
     refuse = lambda *args: assert_refused(capsys, tmp_path, args[:-1], *args[-1])  # noqa: E731
     refuse(ck64, tmp_path / "out", "--to", "onnx", ["float64", "float32 models only", "--dtype float32"])

@@ -23,7 +23,8 @@ OPTIONS = [(2, 2, False, 0.0), (1, 1, True, 0.0), (2, 2, True, 0.3), (2, 1, True
 def options_model(backend, options, n_in=5, n_out=6, units=3, enc_len=3, dec_len=4, dtype="float64", seed=0):
     encoder_layers, decoder_layers, bidirectional, dropout = options
     in_chars, out_chars = " abcdefghijklmnopqrstuvwxyz"[:n_in], "\t\n ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:n_out]
-    model = Seq2Seq(backend, Vocab(list(in_chars)), Vocab(list(out_chars)), enc_len, dec_len, units, dtype,
+    model = Seq2Seq(backend, Vocab(list(in_chars)), Vocab(list(out_chars)), enc_len, dec_len,
+                    latent_dim=units, dtype=dtype,
                     encoder_layers=encoder_layers, decoder_layers=decoder_layers,
                     bidirectional_encoder=bidirectional, dropout=dropout).initialize(seed)
     rng = np.random.default_rng(seed + 1)
@@ -33,7 +34,7 @@ def options_model(backend, options, n_in=5, n_out=6, units=3, enc_len=3, dec_len
 
 def test_default_model_is_the_example():
     model = options_model("numpy", (1, 1, False, 0.0))
-    assert model.is_example_architecture()
+    assert model.arch.is_example()
     assert list(model.params.shapes) == ["encoder.kernel", "encoder.recurrent_kernel", "encoder.bias",
                                          "decoder.kernel", "decoder.recurrent_kernel", "decoder.bias",
                                          "dense.kernel", "dense.bias"]
@@ -105,7 +106,7 @@ def test_decoders_for_every_option(cpu_backend, tmp_path, options):
     forced = model.teacher_forced_logits(enc, dec_in)
     h, c = model.encode(enc)
     for t in range(model.max_decoder_len):
-        logits, h, c = model.decode_step(cpu_backend.asarray(dec_in[:, t]), h, c)
+        logits, (h, c), _ = model.step(cpu_backend.asarray(dec_in[:, t]), (h, c))
         np.testing.assert_allclose(cpu_backend.to_numpy(logits), forced[:, t], rtol=1e-12, atol=1e-12)
     save_checkpoint(tmp_path / "ck", model)
     loaded = load_checkpoint(tmp_path / "ck", backend=cpu_backend.name).model

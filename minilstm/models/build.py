@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     checkpoint = load_checkpoint(best)
     extra = {key: checkpoint.config[key] for key in ("training", "metrics") if key in checkpoint.config}
     save_checkpoint(args.dest, checkpoint.model, optimizer=None, extra=extra)
-    print(f"wrote {args.dest} from {best}")
+    print(f"wrote {args.dest} from {best}: {checkpoint.model.arch}")
     return 0
 
 

@@ -15,13 +15,8 @@ from pathlib import Path
 
 from ..backends import available_backends, default_backend_name
 from ..checkpoint import load_checkpoint, resolve_checkpoint
-from ..cli import (
-    LENGTH_PENALTY_HELP,
-    length_penalty,
-    non_negative_float,
-    positive_int,
-    require_beams_for_length_penalty,
-)
+from ..cli import non_negative_float, positive_int
+from ..decoding import add_decoding_flags, check_decoding_flags
 from ..errors import MinilstmError
 
 
@@ -48,11 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-delay-ms", type=non_negative_float, default=5.0,
                    help="how long the oldest waiting sentence may wait for others to join its batch (not after a "
                    "batch of one sentence, until a batch holds more)")
-    p.add_argument("--beam-width", type=positive_int, default=1,
-                   help="beam search with this many beams (1: greedy); beams beyond the best are the n-best "
-                   "alternatives a request may ask for")
-    p.add_argument("--length-penalty", type=length_penalty, default=0.0, metavar="ALPHA",
-                   help=LENGTH_PENALTY_HELP)
+    add_decoding_flags(p, sampling=False, beam_help="; beams beyond the best are the n-best alternatives a "
+                       "request may ask for")
     p.add_argument("--char-limit", type=positive_int, default=1000, help="most characters in one text")
     p.add_argument("--batch-limit", type=positive_int, default=64, help="most texts in one request")
     p.add_argument("--max-queue", type=positive_int, default=1024,
@@ -99,7 +91,7 @@ def main(argv=None) -> int:
     if args.max_queue < args.batch_limit:
         raise MinilstmError(f"--max-queue ({args.max_queue}) is below --batch-limit ({args.batch_limit}): a request "
                             "of that many texts could never be queued")
-    require_beams_for_length_penalty(args)
+    check_decoding_flags(args)
     uvicorn = _import_server()
     for name, flag in ((args.http, "--http"), (args.loop, "--loop")):
         if name not in ("auto", "h11", "asyncio") and importlib.util.find_spec(name) is None:

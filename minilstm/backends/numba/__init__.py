@@ -51,13 +51,14 @@ class NumbaBackend(Backend):
 
     def __init__(self, workers: int | None = None, split: str | None = None):
         try:
-            from . import attention, barrier, kernels, recurrence
+            from . import attention, attention_decode, barrier, kernels, recurrence
         except ImportError as e:
             raise MinilstmError(f"the numba backend needs numba ({e}); pip install numba, or use --backend numpy") \
                 from None
         self.kernels = kernels
         self.time_loops = recurrence
         self.attention_loops = attention
+        self.attention_decoders = attention_decode
         self._barrier = barrier
         self.workers = max(1, workers if workers is not None else int(os.environ.get("MINILSTM_THREADS", 0))
                            or cpu_count())
@@ -350,12 +351,12 @@ class NumbaBackend(Backend):
         weights as ``attention_feed_forward`` takes them (``input_kernels[0]`` with no rows without input feeding),
         plus layer 0's whole ``kernel0`` and every layer's bias; ``concat``: (query_kernel, query_bias,
         score_vector) or None; ``maps`` (B, steps, S) or None."""
-        attn = self.attention_loops
+        attn, group = self.attention_decoders, self.attention_loops.GROUP
         args = self._attention_decoding(kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                                         dense_bias, memory, keys, lengths, h0, c0, concat)
         maps = np.empty((0, 0, 0), dtype=h0.dtype) if maps is None else maps
         self._attention_rows(tokens.shape[0], lambda first, stop: attn.attention_greedy_decode(
-            *args, start_id, end_id, tokens, maps, attn.GROUP, first, stop))
+            *args, start_id, end_id, tokens, maps, group, first, stop))
 
     def attention_beam_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                               dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, tokens, scores,
@@ -363,11 +364,11 @@ class NumbaBackend(Backend):
         """Beam search of an attention model in one call (``attention.attention_beam_decode``): ``tokens``
         (B, K, steps) filled with END, ``scores`` (B, K) float64 are written; ``length_penalty`` is GNMT's alpha
         (``Seq2Seq.beam_decode_ids``); the rest as ``attention_greedy_decode``."""
-        attn = self.attention_loops
+        attn, group = self.attention_decoders, self.attention_loops.GROUP
         args = self._attention_decoding(kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                                         dense_bias, memory, keys, lengths, h0, c0, concat)
         self._attention_rows(tokens.shape[0], lambda first, stop: attn.attention_beam_decode(
-            *args, start_id, end_id, tokens, scores, length_penalty, attn.GROUP, first, stop))
+            *args, start_id, end_id, tokens, scores, length_penalty, group, first, stop))
 
     def attention_sample_decode(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                                 dense_bias, memory, keys, lengths, h0, c0, concat, start_id, end_id, temperature,
@@ -375,10 +376,10 @@ class NumbaBackend(Backend):
         """Sampling of an attention model in one call (``attention.attention_sample_decode``), on this thread:
         ``tokens`` (B, steps) filled with END is written with the numbers ``uniforms`` (steps, B); returns the steps
         run. The rest as ``attention_greedy_decode``."""
-        attn = self.attention_loops
+        attn, group = self.attention_decoders, self.attention_loops.GROUP
         args = self._attention_decoding(kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                                         dense_bias, memory, keys, lengths, h0, c0, concat)
-        return attn.attention_sample_decode(*args, start_id, end_id, float(temperature), uniforms, tokens, attn.GROUP)
+        return attn.attention_sample_decode(*args, start_id, end_id, float(temperature), uniforms, tokens, group)
 
     def attention_feed_backward(self, gates, cs, masks, input_kernels, recurrent_kernels, output_kernel, memory, keys,
                                 lengths, queries, weights, outputs, d_outputs, dh, dc, dz, d_pre, d_memory, d_keys,

@@ -1,0 +1,71 @@
+"""One description of a model's shape, shared by everything that builds, stores or exports a model.
+
+``Architecture`` is what ``Seq2Seq`` is built from, what a checkpoint's ``config.json`` stores (beside the
+vocabularies and the sequence lengths, which come from the data), what the train command's flags make, and what
+``models.build``, the ONNX export and the Keras conversion read. All fields at their defaults: the Keras example's
+model (one-layer encoder and decoder of 256 units, no attention, float32, padding computed as the example does).
+"""
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from .attention import SCORES
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    latent_dim: int = 256
+    """LSTM units of the encoder and of the decoder (the decoder has twice as many with a bidirectional encoder)."""
+    dtype: str = "float32"
+    mask_padding: bool = False
+    """Train on real characters only (length-bucketed batches, padding targets ignored); decode without padding."""
+    encoder_layers: int = 1
+    decoder_layers: int = 1
+    bidirectional_encoder: bool = False
+    dropout: float = 0.0
+    """Inverted dropout between stacked LSTM layers, in training only."""
+    attention: str = "none"
+    """``none`` (the example's model) or a Luong score: ``dot``, ``general``, ``concat``."""
+    input_feed: bool = True
+    """With attention: the decoder's input is the previous character and the previous attentional output. Always
+    False without attention (there is nothing to feed)."""
+
+    def __post_init__(self):
+        dtype = str(np.dtype(self.dtype))
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
+        if self.attention not in ("none", *SCORES):
+            raise ValueError(f"attention must be 'none' or one of {SCORES}, not {self.attention!r}")
+        normal = {"latent_dim": int(self.latent_dim), "dtype": dtype, "mask_padding": bool(self.mask_padding),
+                  "encoder_layers": int(self.encoder_layers), "decoder_layers": int(self.decoder_layers),
+                  "bidirectional_encoder": bool(self.bidirectional_encoder), "dropout": float(self.dropout),
+                  "input_feed": bool(self.input_feed) and self.attention != "none"}
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Architecture":
+        """The architecture a ``config.json`` (or any mapping with these keys) describes; keys a checkpoint from
+        before an option existed lacks take that option's default, and other keys are ignored."""
+        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
+
+    @classmethod
+    def from_args(cls, args) -> "Architecture":
+        """The architecture the train command's parsed flags ask for."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    def to_config(self) -> dict:
+        return asdict(self)
+
+    def beyond_example(self) -> dict:
+        """The options the Keras example's model does not have (all at their defaults: the example's model)."""
+        return {name: getattr(self, name) for name in ("encoder_layers", "decoder_layers", "bidirectional_encoder",
+                                                       "dropout", "attention", "input_feed")}
+
+    def is_example(self) -> bool:
+        """Whether this is the Keras example's model (whatever its size, dtype and padding handling)."""
+        defaults = Architecture()
+        return all(getattr(self, name) == getattr(defaults, name) for name in self.beyond_example())

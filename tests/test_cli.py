@@ -436,7 +436,8 @@ def test_random_split_leaves_the_weights_and_shuffling_streams_alone(tmp_path):
     out the Keras split (the last pairs), so its bits are those it had before the flag existed."""
     from minilstm.data import split_validation
     from minilstm.distributed import SINGLE_PROCESS
-    from minilstm.train import Training, parse_args
+    from minilstm.train import parse_args
+    from minilstm.training import Training
 
     def start(*flags):
         args, _ = parse_args(["--num-samples", "320", "--latent-dim", "4", "--backend", "numpy", "--seed", "5",

@@ -1,0 +1,337 @@
+"""The training loop of ``minilstm.train``: data -> batches -> this rank's gradient part -> the sum over the ranks ->
+the optimizer -> the run's files (``run_outputs``), with the NaN check, the stop signals and the validation."""
+
+import math
+import signal
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .architecture import Architecture
+from .backends import get_backend
+from .cli import (
+    EXIT_INTERRUPTED,
+)
+from .data import Batch, Batches, Dataset, validation_rows
+from .distributed import SINGLE_PROCESS
+from .errors import MinilstmError
+from .nn import dropout_key
+from .optim import make_optimizer
+from .pairs import read_pairs, resolve_pairs
+from .run_outputs import Progress, ProgressBar, RunFiles, args_record, peak_memory_mib
+from .seq2seq import Seq2Seq
+
+EXIT_TERMINATED = 143
+RANKS_READ_EVERY = 16  # steps between reads of a GPU's pending metrics when several ranks train together
+
+
+class StopSignals:
+    """SIGINT/SIGTERM ask training to stop at the next step boundary (checkpoint, then exit 130/143). A second
+    SIGINT acts at once (KeyboardInterrupt); checkpoints are renamed into place whole, so that is safe too. Under
+    mpiexec every rank gets the signal; only rank 0 (``announce``) says so."""
+
+    def __init__(self, announce: bool = True):
+        self.received = None
+        self.announce = announce
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        if self.announce:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)", file=sys.stderr,
+                  flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def training_data(args) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """The dataset and its training and validation rows: ``--validation-split`` of the pairs, the last ones as Keras
+    does or, with ``--validation-split-mode random``, those of English sentences drawn with ``--seed``; or the pairs
+    of ``--validation-data``, with every training pair of the same English sentences left out (the file has several
+    translations per sentence). Vocabularies and lengths cover both parts, as in Keras."""
+    pairs = resolve_pairs(args.data, args.num_samples)
+    if args.validation_data is None:
+        dataset = Dataset.from_pairs(pairs)
+        train_idx, val_idx = validation_rows(pairs, args.validation_split, args.validation_split_mode, args.seed)
+        if args.validation_split_mode == "random":
+            sentences = len({pairs[k][0] for k in val_idx})
+            print(f"Holding out the {len(val_idx):,} pairs of {sentences:,} English sentences drawn at random "
+                  f"(--seed {args.seed}); no English sentence is in both parts", flush=True)
+        return dataset, train_idx, val_idx
+    val_pairs = read_pairs(args.validation_data)
+    held_out = {english for english, _ in val_pairs}
+    train_pairs = [pair for pair in pairs if pair[0] not in held_out]
+    if not train_pairs:
+        raise MinilstmError(f"every training pair has its English sentence in {args.validation_data}: nothing is "
+                            "left to train on")
+    print(f"Validating on the {len(val_pairs):,} pairs of {args.validation_data}; left out "
+          f"{len(pairs) - len(train_pairs):,} training pairs with the same English sentences", flush=True)
+    dataset = Dataset.from_pairs(train_pairs + val_pairs)
+    return dataset, np.arange(len(train_pairs)), np.arange(len(train_pairs), len(dataset))
+
+
+def check_finite(model: Seq2Seq, loss: float | None, epoch: int, step: int):
+    """Stop on NaN/Inf in the loss or any gradient (before the update) or any weight (after it), naming the step
+    and the tensor, so that no checkpoint ever holds a non-finite number."""
+    where = f"training diverged at epoch {epoch}, step {step}"
+    advice = "lower --learning-rate (the checkpoints already written are intact)"
+    if loss is not None and not math.isfinite(loss):
+        raise MinilstmError(f"{where}: the loss is {loss}; {advice}")
+    xp = model.backend.xp
+    tensors, what = (model.grads, "the gradient of") if loss is not None else (model.params, "the update made")
+    if not bool(xp.isfinite(tensors.flat).all()):
+        bad = next(name for name, g in tensors.items() if not bool(xp.isfinite(g).all()))
+        raise MinilstmError(f"{where}: {what} {bad} {'hold' if loss is None else 'holds'} NaN or Inf; {advice}")
+
+
+def rank_part(model: Seq2Seq, batch: Batch, compute_grads: bool = True, dropout_seed: int | None = None):
+    """This rank's loss sum and hits for ``batch`` and, with ``compute_grads``, its part of the gradient in
+    ``model.grads`` (a mean over the global batch's positions, so the ranks' parts add up to the whole). A rank
+    with no rows in the batch (a batch shorter than the number of ranks) adds zeros."""
+    if batch.arrays is None:
+        if compute_grads:
+            model.grads.flat[...] = 0
+        return 0.0, 0.0
+    return model.forward_backward(*batch.arrays, compute_grads=compute_grads, positions=batch.positions,
+                                  dropout_seed=dropout_seed, row_offset=batch.row_offset,
+                                  source_lengths=batch.source_lengths)
+
+
+def evaluate(model: Seq2Seq, batches: Batches, plan: list[np.ndarray], comm=SINGLE_PROCESS):
+    """Loss and accuracy over the batches of ``plan``, counted as in training: Keras's val_loss / val_accuracy, or
+    over real characters with --mask-padding. Each rank runs its rows; the per-batch sums are added over the ranks
+    in one message and then over the batches in order, as one process adds them. One read-back at the end."""
+    parts, positions = [], 0
+    for batch in batches.epoch(plan):
+        parts.append(rank_part(model, batch, compute_grads=False))
+        positions += batch.positions
+    loss_sum = correct = 0.0
+    for batch_loss, batch_correct in comm.sum_metrics(parts):
+        loss_sum = loss_sum + batch_loss
+        correct = correct + batch_correct
+    return float(loss_sum) / positions, float(correct) / positions
+
+
+class PendingMetrics:
+    """The training steps' losses and hits, kept where the backend computed them until they are read. Reading a
+    GPU value waits for the GPU, so there they are read in bulk (progress bar refresh, checkpoint, epoch end); on the
+    CPU reading is free and happens every step, which lets the NaN check name the exact step and tensor."""
+
+    def __init__(self):
+        self.steps = []
+
+    def add(self, epoch, step, loss, correct, positions):
+        self.steps.append((epoch, step, loss, correct, positions))
+
+    def flush(self, progress: "Progress", model: Seq2Seq):
+        for epoch, step, loss, correct, positions in self.steps:
+            check_finite(model, float(loss) / positions, epoch, step)
+            progress.loss_sum += float(loss)
+            progress.correct += float(correct)
+            progress.positions += positions
+        if self.steps:
+            check_finite(model, None, *self.steps[-1][:2])
+        self.steps.clear()
+
+
+class Training:
+    """One run of ``minilstm.train``: the model, the optimizer, the batches and where training stands, on this
+    rank. Data flows one way: ``training_data`` (text -> ids) -> ``Batches`` (this rank's rows of each batch) ->
+    ``rank_part`` (its gradient part) -> the communicator (the sum over the ranks) -> the optimizer -> ``RunFiles``."""
+
+    def __init__(self, args, resumed, comm):
+        self.args, self.comm = args, comm
+        self.backend = backend = get_backend(args.backend)
+        if comm.size > 1 and not backend.name.startswith("cupy"):
+            # Each rank's BLAS single-threaded, as in a thread shard: MINILSTM_THREADS threads per rank, no more, and
+            # the same GEMM code a shard runs (2 ranks x 1 thread = 1 process x 2 shards, to the bit).
+            self._blas_limit = threadpool_limits(1, user_api="blas")
+        self.dataset, self.train_idx, self.val_idx = comm.agree(lambda: training_data(args))
+        dataset = self.dataset
+        comm.check_same({"settings": {k: v for k, v in args_record(args).items() if k != "out"},
+                         "pair count": [len(dataset), len(self.train_idx), len(self.val_idx)],
+                         "vocabularies": [dataset.input_vocab.chars, dataset.target_vocab.chars]})
+        print(dataset.summary(), flush=True)
+        init_seed, shuffle_seed = np.random.SeedSequence(args.seed).spawn(2)
+        self.shuffle_rng = np.random.default_rng(shuffle_seed)
+        self.model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
+                             dataset.max_decoder_len, Architecture.from_args(args))
+        own = {"rmsprop": {"rho": args.rho, "epsilon": args.epsilon, "epsilon_inside_sqrt": args.epsilon_inside_sqrt},
+               "adam": {"beta_1": args.beta_1, "beta_2": args.beta_2, "epsilon": args.epsilon},
+               "sgd": {"momentum": args.momentum}}[args.optimizer]
+        self.optimizer = make_optimizer(args.optimizer, backend, self.model.params.flat.size, self.model.dtype,
+                                        learning_rate=args.learning_rate, clip_norm=args.clip_norm, **own)
+        if resumed is None:
+            self.model.initialize(np.random.default_rng(init_seed))
+            self.progress = Progress()
+        else:
+            self._resume(resumed)
+        comm.broadcast_array(self.model.params.flat)  # every rank starts from rank 0's weights and state
+        for array in self.optimizer.state().values():
+            comm.broadcast_array(array)
+        print(f"Training on {len(self.train_idx)} pairs, validating on {len(self.val_idx)}; backend "
+              f"{backend.describe()}, {args.dtype}, batch {args.batch_size}, latent {args.latent_dim}; writing to "
+              f"{args.out}", flush=True)
+        if not self.model.arch.is_example():
+            enc, dec = self.model.encoder, self.model.decoder
+            attention = "no attention" if args.attention == "none" else \
+                f"{args.attention} attention {'with' if args.input_feed else 'without'} input feeding"
+            print(f"Model: {enc.num_layers}-layer {'bidirectional ' if enc.bidirectional else ''}encoder, "
+                  f"{dec.num_layers}-layer decoder of {dec.units} units, dropout {enc.dropout} between layers, "
+                  f"{attention}", flush=True)
+        if args.mask_padding:
+            print("--mask-padding: loss and accuracy count real characters only (not comparable with the Keras-style "
+                  "numbers of a run without it)", flush=True)
+        self.batches = Batches(dataset, backend, args.mask_padding, comm.rank, comm.size)
+        self.val_plan = self.batches.plan(self.val_idx, 256, None)
+        self.files = RunFiles(args.out, comm, args)
+        self.pending = PendingMetrics()
+        self.show_progress = comm.is_root and (args.progress == "always" or (args.progress == "auto"
+                                                                            and sys.stderr.isatty()))
+        comm.on_lost_peer(f"{args.out / 'latest'} is intact; resume with: mpiexec -n {comm.size} python -m "
+                          f"minilstm.train --resume {args.out}")
+
+    def _resume(self, resumed):
+        args, training = self.args, resumed.config["training"]
+        if resumed.model.config() != self.model.config():
+            raise MinilstmError(f"cannot resume {args.resume}: its data ({args.data or 'the built-in subset'}) no "
+                                "longer gives the vocabularies and lengths the checkpoint was trained on")
+        self.model.set_weights(resumed.model.get_weights())
+        self.progress = Progress(**training["progress"])
+        self.optimizer.load_state(resumed.optimizer_state)
+        self.optimizer.iterations = resumed.config["optimizer"]["iterations"]
+        if self.progress.epoch_rng_state is not None:
+            self.shuffle_rng.bit_generator.state = self.progress.epoch_rng_state
+        print(f"Resuming {args.resume} after epoch {self.progress.epoch}, step {self.progress.step}", flush=True)
+        ranks = training.get("ranks", 1)
+        if ranks != self.comm.size:
+            print(f"The run was trained on {ranks} rank{'s' if ranks > 1 else ''}, it goes on with {self.comm.size}: "
+                  "the gradient parts are now summed in another order, so the weights will not be bit-identical to "
+                  "an uninterrupted run", flush=True)
+
+    def run(self) -> int:
+        """Train the remaining epochs; the exit code (130/143 when a signal stopped it)."""
+        args, progress = self.args, self.progress
+        self.files.history(progress)
+        first_epoch = progress.epoch + 1
+        with StopSignals(announce=self.comm.is_root) as signals:
+            for epoch in range(first_epoch, args.epochs + 1):
+                stopped_by = self.train_epoch(epoch, signals)
+                if stopped_by:
+                    return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_TERMINATED
+                if self.patience_exhausted(epoch):
+                    break
+        self.comm.finish()
+        if first_epoch > args.epochs:
+            print("Nothing to train: the run already has all its epochs (pass a larger --epochs to go on)")
+        self.files.checkpoint("final", self.model, self.optimizer, self.progress)
+        self.files.plot(self.progress.history)
+        print(f"Checkpoints: {args.out / 'final'} (last epoch), {args.out / 'best'} (lowest val_loss "
+              f"{self.progress.best_val_loss:.4f}); resume or extend with --resume {args.out}")
+        if self.comm.is_root:
+            self.print_decodes()
+        return 0
+
+    def train_epoch(self, epoch: int, signals: StopSignals) -> int:
+        """One epoch (from where a resumed run stopped), validation and the epoch's checkpoints; the signal that
+        stopped it (after a checkpoint), else 0."""
+        args, progress, model, comm = self.args, self.progress, self.model, self.comm
+        if progress.step == 0:
+            progress.epoch_rng_state = self.shuffle_rng.bit_generator.state
+        plan = self.batches.plan(self.train_idx, args.batch_size, self.shuffle_rng)
+        bar = ProgressBar(len(plan), self.show_progress)
+        started = time.perf_counter()
+        steps_run = 0
+        for step, batch in enumerate(self.batches.epoch(plan, start=progress.step), start=progress.step + 1):
+            steps_run += 1
+            # Dropout masks from (seed, optimizer step): a resumed run draws the ones it would have drawn.
+            batch_loss, batch_correct = rank_part(model, batch, dropout_seed=dropout_key(args.seed,
+                                                                                         self.optimizer.iterations))
+            comm.allreduce_sum(model.grads.flat)
+            batch_loss, batch_correct = comm.sum_metrics([(batch_loss, batch_correct)])[0]
+            if self.backend.cheap_sync:  # check before the update: a NaN gradient never reaches the weights
+                check_finite(model, float(batch_loss) / batch.positions, epoch, step)
+            self.optimizer.step(model.params.flat, model.grads.flat)
+            progress.step = step
+            self.pending.add(epoch, step, batch_loss, batch_correct, batch.positions)
+            if self.backend.cheap_sync or self.metrics_due(step, bar):
+                self.pending.flush(progress, model)
+                bar.update(step, progress.loss_sum / progress.positions, progress.correct / progress.positions)
+            stop = comm.max_int(signals.received or 0)  # every rank stops after the same step
+            if stop:
+                self.pending.flush(progress, model)
+                bar.close()
+                self.files.checkpoint("latest", model, self.optimizer, progress)
+                comm.finish()
+                if comm.is_root:
+                    print(f"{signal.Signals(stop).name}: stopped at epoch {epoch}, step {step}; saved "
+                          f"{args.out / 'latest'}. Resume with: {self.command()} --resume {args.out}",
+                          file=sys.stderr, flush=True)
+                return stop
+            if args.checkpoint_every and self.optimizer.iterations % args.checkpoint_every == 0 \
+                    and step < len(plan):
+                self.pending.flush(progress, model)
+                self.files.checkpoint("latest", model, self.optimizer, progress)
+        self.pending.flush(progress, model)
+        self.backend.synchronize()
+        train_seconds = time.perf_counter() - started
+        bar.close()
+        self.end_epoch(epoch, started, train_seconds, steps_run)
+        return 0
+
+    def metrics_due(self, step: int, bar: ProgressBar) -> bool:
+        """When a GPU run reads its pending metrics (and so checks them for NaN): when the progress bar redraws, or,
+        on several ranks, every ``RANKS_READ_EVERY`` steps on all of them alike, so that all stop at the same step."""
+        if self.comm.size == 1:
+            return bar.due()
+        return step % RANKS_READ_EVERY == 0
+
+    def end_epoch(self, epoch: int, started: float, train_seconds: float, steps_run: int):
+        """Validate, record the epoch (history.jsonl, its line), write best/ (on a new lowest val_loss) and latest/."""
+        args, progress = self.args, self.progress
+        val_loss, val_accuracy = evaluate(self.model, self.batches, self.val_plan, self.comm)
+        record = {"epoch": epoch, "loss": progress.loss_sum / progress.positions,
+                  "accuracy": progress.correct / progress.positions, "val_loss": val_loss,
+                  "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started,
+                  "ms_per_step": 1000 * train_seconds / max(1, steps_run), "peak_memory_mib": peak_memory_mib()}
+        self.progress = progress = Progress(epoch=epoch, epoch_rng_state=self.shuffle_rng.bit_generator.state,
+                                            best_val_loss=progress.best_val_loss, history=[*progress.history, record])
+        self.files.history(progress)
+        print(f"Epoch {epoch}/{args.epochs} - {record['seconds']:.1f}s {record['ms_per_step']:.0f}ms/step - "
+              f"loss: {record['loss']:.4f} - accuracy: {record['accuracy']:.4f} - val_loss: {val_loss:.4f} - "
+              f"val_accuracy: {val_accuracy:.4f}", flush=True)
+        if val_loss < progress.best_val_loss:
+            progress.best_val_loss = val_loss
+            self.files.checkpoint("best", self.model, self.optimizer, progress, record)
+        self.files.checkpoint("latest", self.model, self.optimizer, progress)
+
+    def patience_exhausted(self, epoch: int) -> bool:
+        progress, patience = self.progress, self.args.patience
+        best_epoch = min(progress.history, key=lambda h: h["val_loss"])["epoch"]
+        if patience and epoch - best_epoch >= patience:
+            print(f"Early stop: val_loss has not improved for {patience} epochs (best "
+                  f"{progress.best_val_loss:.4f} at epoch {best_epoch})", flush=True)
+            return True
+        return False
+
+    def print_decodes(self):
+        """The example's ending: greedy decodes of the first ``--num-decodes`` training inputs."""
+        n = min(self.args.num_decodes, len(self.train_idx))
+        if n > 0:
+            inputs = self.dataset.input_texts[:n]
+            for text, decoded in zip(inputs, self.model.translate(inputs), strict=True):
+                print("-")
+                print("Input sentence:", text)
+                print("Decoded sentence:", decoded)
+
+    def command(self) -> str:
+        launcher = f"mpiexec -n {self.comm.size} " if self.comm.size > 1 else ""
+        return f"{launcher}python -m minilstm.train"

@@ -7,8 +7,8 @@ faster backend kernels are tested against.
 import numpy as np
 
 # ---------------------------------------------------------------------------------------------------------------
-# Initialisers (Keras 3 / tf.keras recipes, DESIGN.md §5). They draw on the host with a numpy Generator, so the same
-# seed gives the same weights on every backend.
+# Initialisers (Keras 3 / tf.keras recipes; docs/design.md, "Keras semantics kept"). They draw on the host with a numpy
+# Generator, so the same seed gives the same weights on every backend.
 
 
 def glorot_uniform(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:

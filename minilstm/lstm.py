@@ -1,11 +1,11 @@
 r"""The LSTM layer: forward over a sequence, and backward through time.
 
-Keras layout and gate order (DESIGN.md §1): ``kernel`` (D, 4H), ``recurrent_kernel`` (H, 4H), ``bias`` (4H), gate
-blocks i, f, c, o along the last axis. Inputs are token ids (T, B), where the input projection ``onehot(x_t) @ kernel``
-is the row gather ``kernel[x_t]`` (D = the vocabulary), or dense vectors (T, B, D), where it is one GEMM over all time
-steps at once. Arrays are time-major: ``(T, B, ...)``, so one time step is one contiguous slice. A ``reverse`` layer
-(the backward half of a bidirectional one) runs the same loop over the time-reversed inputs; its outputs are handed
-back in the inputs' time order.
+Keras layout and gate order (docs/design.md, "The LSTM cell"): ``kernel`` (D, 4H), ``recurrent_kernel`` (H, 4H),
+``bias`` (4H), gate blocks i, f, c, o along the last axis. Inputs are token ids (T, B), where the input projection
+``onehot(x_t) @ kernel`` is the row gather ``kernel[x_t]`` (D = the vocabulary), or dense vectors (T, B, D), where it is
+one GEMM over all time steps at once. Arrays are time-major: ``(T, B, ...)``, so one time step is one contiguous slice.
+A ``reverse`` layer (the backward half of a bidirectional one) runs the same loop over the time-reversed inputs; its
+outputs are handed back in the inputs' time order.
 
 Forward, for t = 1..T (z holds the four pre-activations side by side):
 

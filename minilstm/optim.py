@@ -2,8 +2,8 @@
 gradient clipping by the global norm. The math, once (g: the gradient, w: the weights, t: the step, from 1; every
 state array starts at 0):
 
-RMSprop, as tf.keras computed it when the Keras example's log was made (DESIGN.md §5); Keras defaults lr 0.001,
-rho 0.9, epsilon 1e-7, no momentum, not centred:
+RMSprop, as tf.keras computed it when the Keras example's log was made (docs/design.md, "Optimizers"); Keras defaults lr
+0.001, rho 0.9, epsilon 1e-7, no momentum, not centred:
 
     v <- rho * v + (1 - rho) * g^2
     w <- w - lr * g / (sqrt(v) + epsilon)                  (default: epsilon outside the square root)

@@ -9,6 +9,13 @@ from minilstm.backends import BACKENDS
 CPU_BACKENDS = [name for name in ("numpy", "numba") if name in BACKENDS]
 
 
+def pytest_collection_modifyitems(items):
+    """mpi and browser tests are slow tests too: ``-m "not slow"`` (the quick tier) leaves them out."""
+    for item in items:
+        if item.get_closest_marker("mpi") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(params=CPU_BACKENDS)
 def cpu_backend(request):
     from minilstm.backends import get_backend

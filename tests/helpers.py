@@ -1,6 +1,7 @@
 """Shared test utilities: small models, random batches, a finite-difference gradient checker."""
 
 import numpy as np
+import pytest
 
 from minilstm import lstm
 from minilstm.backends import Backend
@@ -100,3 +101,11 @@ def run_backward(backend, gates, cs, recurrent_kernel, d_outputs, dh0, dc0):
     dh, dc, dz = dh0.copy(), dc0.copy(), np.full_like(gates, np.nan)
     backend.lstm_recurrence_backward(gates, cs, recurrent_kernel, d_outputs, dh, dc, dz, lstm.Workspace(np))
     return dz, dh, dc
+
+
+def slow_beyond(cases, keep: int = 1) -> list:
+    """``cases`` for ``pytest.mark.parametrize`` with all but the first ``keep`` marked slow: the quick tier
+    (``-m "not slow"``) runs a representative few, the full suite every one."""
+    cases = list(cases)
+    return cases[:keep] + [pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=pytest.mark.slow)
+                           for case in cases[keep:]]

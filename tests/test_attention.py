@@ -4,7 +4,7 @@ exactly zero weight, and the decoders (batched greedy == one at a time == step b
 
 import numpy as np
 import pytest
-from helpers import numerical_gradient, relative_error
+from helpers import numerical_gradient, relative_error, slow_beyond
 
 from minilstm.attention import SCORES, AttentionDecoder
 from minilstm.backends import get_backend
@@ -133,7 +133,7 @@ def gradient_check(model, batch_arrays, dropout_seed=None):
 
 @pytest.mark.parametrize("score", SCORES)
 @pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
-@pytest.mark.parametrize("architecture", ["1+1", "2+2-bidirectional-dropout"])
+@pytest.mark.parametrize("architecture", slow_beyond(["1+1", "2+2-bidirectional-dropout"]))
 def test_seq2seq_attention_gradients(rng, score, input_feed, architecture):
     stacked = architecture != "1+1"
     model = attention_model(NUMPY, score, input_feed, layers=2 if stacked else 1, bidirectional=stacked,
@@ -237,7 +237,7 @@ class TorchAttentionSeq2Seq(torch.nn.Module):
 
 @pytest.mark.parametrize("score", SCORES)
 @pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
-@pytest.mark.parametrize("architecture", ["1+1", "2+2-bidirectional"])
+@pytest.mark.parametrize("architecture", slow_beyond(["1+1", "2+2-bidirectional"]))
 def test_logits_loss_and_gradients_match_pytorch(cpu_backend, rng, score, input_feed, architecture):
     stacked = architecture != "1+1"
     model = attention_model(cpu_backend, score, input_feed, units=5, layers=2 if stacked else 1,
@@ -265,7 +265,7 @@ def test_logits_loss_and_gradients_match_pytorch(cpu_backend, rng, score, input_
 @pytest.mark.parametrize("dtype,tolerance", [("float32", 2e-5), ("float64", 1e-12)])
 @pytest.mark.parametrize("score", SCORES)
 @pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
-@pytest.mark.parametrize("batch,units,enc_len,layers", [(1, 3, 1, 1), (5, 7, 4, 1), (3, 4, 3, 2)])
+@pytest.mark.parametrize("batch,units,enc_len,layers", slow_beyond([(1, 3, 1, 1), (5, 7, 4, 1), (3, 4, 3, 2)]))
 def test_numba_equals_numpy(rng, dtype, tolerance, score, input_feed, batch, units, enc_len, layers):
     """Loss and every gradient. Float64 checks the math: numba's gradients are numpy's to 1e-12, each relative to
     its own norm. Float32 checks that the same code keeps float32's accuracy, relative to the scale the optimizer
@@ -461,6 +461,7 @@ def test_torch_export_names_rebuild_the_model_in_pytorch(tmp_path, score):
 # The commands: resume, data parallel, translate's picture, errors
 
 
+@pytest.mark.slow
 def test_attention_run_resumes_bit_identical(tmp_path):
     """1 epoch + --resume (killed inside the second epoch, resumed again) == 2 epochs at once, to the byte, with
     general attention, input feeding and --mask-padding."""
@@ -473,6 +474,7 @@ def test_attention_run_resumes_bit_identical(tmp_path):
     assert load_checkpoint(out / "final").model.attention == "general"
 
 
+@pytest.mark.mpi
 def test_attention_on_two_ranks_equals_two_shards(tmp_path):
     """A 2+2-layer model with a bidirectional encoder, dropout and concat attention with input feeding trains to
     the same bytes on 2 MPI ranks as on 2 thread shards (each rank attends over its rows' own source lengths)."""
@@ -525,7 +527,7 @@ def test_no_input_feed_without_attention_is_one_line(tmp_path):
 # The CUDA kernels (kernels/lstm.cu: masked_softmax, masked_softmax_backward), on a GPU or the CPU emulator
 
 
-@pytest.fixture(params=["cuda", "emulator"])
+@pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulator"])
 def device(request):
     from test_cupy_backend import Device
 

@@ -7,7 +7,7 @@ into thread shards."""
 
 import numpy as np
 import pytest
-from helpers import random_batch, relative_error
+from helpers import random_batch, relative_error, slow_beyond
 
 from minilstm.attention import AttentionDecoder
 from minilstm.backends import get_backend
@@ -113,7 +113,7 @@ class CountCalls:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("steps,batch,units,positions,mem_size,score", SHAPES)
+@pytest.mark.parametrize("steps,batch,units,positions,mem_size,score", slow_beyond(SHAPES, 2))
 def test_compiled_loops_equal_reference(numba_backend, monkeypatch, rng, dtype, steps, batch, units, positions,
                                         mem_size, score):
     decoder, weights, inputs = problem(rng, steps, batch, units, positions, mem_size, score)
@@ -149,8 +149,8 @@ STACKED = [(2, 0.0, "general", 3, 5, 7, 4), (2, 0.3, "dot", 4, 19, 16, 3), (3, 0
            (3, 0.0, "dot", 2, 1, 3, 1), (2, 0.4, "concat", 3, 6, 9, 4)]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layers,dropout,score,steps,batch,units,positions", STACKED)
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES[::-1]))
+@pytest.mark.parametrize("layers,dropout,score,steps,batch,units,positions", slow_beyond(STACKED))
 def test_stacked_layers_equal_reference(numba_backend, monkeypatch, rng, dtype, layers, dropout, score, steps, batch,
                                         units, positions):
     decoder, weights, inputs = problem(rng, steps, batch, units, positions, None, score, layers, dropout)
@@ -261,8 +261,8 @@ GREEDY_CASES = [("dot", True, 1, 3, 1, 1, 1), ("general", True, 1, 16, 21, 5, 1)
                 ("general", False, 3, 8, 40, 6, 3)]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,workers", GREEDY_CASES)
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES[::-1]))
+@pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,workers", slow_beyond(GREEDY_CASES))
 def test_compiled_greedy_decoding_equals_the_step_loop(monkeypatch, rng, dtype, score, input_feed, layers, units,
                                                        batch, positions, workers):
     """``greedy_decode_ids`` of an attention model as one compiled call (``attention_greedy_decode``) gives the
@@ -293,6 +293,7 @@ BEAM_CASES = [("dot", True, 1, 3, 1, 1, 3, 1, 0.0), ("general", True, 1, 16, 13,
               ("concat", False, 1, 7, 6, 3, 3, 2, 0.6), ("general", False, 3, 8, 11, 4, 2, 1, 0.0)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,width,workers,alpha", BEAM_CASES)
 def test_compiled_beam_search_equals_the_step_loop(monkeypatch, rng, dtype, score, input_feed, layers, units, batch,
@@ -336,8 +337,8 @@ SAMPLE_CASES = [("dot", True, 1, 3, 1, 1, 0.7), ("general", True, 2, 16, 37, 5, 
                 ("dot", False, 3, 8, 20, 3, 1.3), ("concat", False, 2, 5, 3, 2, 1.0)]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,temperature", SAMPLE_CASES)
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES[::-1]))
+@pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,temperature", slow_beyond(SAMPLE_CASES))
 def test_compiled_sampling_equals_the_step_loop(monkeypatch, rng, dtype, score, input_feed, layers, units, batch,
                                                 positions, temperature):
     """``sample_decode_ids`` as one compiled call (``attention_sample_decode``) draws the step loop's characters

@@ -94,6 +94,7 @@ def test_translate_and_evaluate_take_a_run_directory(trained, tmp_path):
     assert_user_error(run("translate", tmp_path, "Go."), "neither a checkpoint", "nor a training run")
 
 
+@pytest.mark.slow
 def test_translate_bad_inputs(trained, tmp_path):
     out, _ = trained
     assert_user_error(run("translate", out / "final", "Go.", "Straße €"), "'ß'", "'€'", "Straße")
@@ -238,6 +239,7 @@ def test_evaluate(trained, tmp_path):
     assert_user_error(run("evaluate", out / "best", "--data", tmp_path / "absent.txt"), "not found")
 
 
+@pytest.mark.slow
 def test_evaluate_says_where_the_training_data_is_missing(tmp_path):
     """A checkpoint records its --data as training was given it, here relative: from another directory the file is
     not there, and the message says so (not "omit --data", which the user did)."""
@@ -264,6 +266,7 @@ def test_edit_distance():
     assert edit_distance("Va !", "Va !") == 0
 
 
+@pytest.mark.slow
 def test_patience_stops_early(tmp_path):
     """With a learning rate far too high val_loss stops improving at once; --patience 1 ends the run early."""
     result = run("train", "--num-samples", 128, "--epochs", 30, "--batch-size", 32, "--latent-dim", 8,
@@ -297,6 +300,7 @@ def test_chrf_with_several_references(monkeypatch):
     assert 0 < score < 100
 
 
+@pytest.mark.slow
 def test_translate_beam_and_temperature_flags(trained):
     out, _ = trained
     greedy = run("translate", out / "final", "Go.", "Run!")
@@ -313,6 +317,7 @@ def test_translate_beam_and_temperature_flags(trained):
     assert "Traceback" not in negative.stderr
 
 
+@pytest.mark.slow
 def test_mask_padding_end_to_end(trained, tmp_path):
     """Train with --mask-padding; evaluate reproduces the logged real-character val numbers, refuses the Keras-style
     ones; translate works; and the flag may not be switched on when resuming a run trained without it."""
@@ -335,6 +340,7 @@ def test_mask_padding_end_to_end(trained, tmp_path):
     assert_user_error(run("train", "--resume", parity_run, "--mask-padding"), "--mask-padding", "contradicts")
 
 
+@pytest.mark.slow
 def test_validation_data_holds_out_its_sentences(tmp_path):
     held_out = tmp_path / "held_out.txt"
     held_out.write_text("Go.\tVa !\nGo.\tBouge !\nThanks!\tMerci !\n", encoding="utf-8")
@@ -356,6 +362,7 @@ def test_validation_data_holds_out_its_sentences(tmp_path):
                       "nothing is left to train on")
 
 
+@pytest.mark.slow
 def test_evaluate_decoding_options(trained, tmp_path):
     out, _ = trained
     greedy, beam = tmp_path / "greedy.json", tmp_path / "beam.json"
@@ -380,6 +387,7 @@ def first_pairs(n):
     return load_default_pairs(n)
 
 
+@pytest.mark.slow
 def test_random_validation_split_end_to_end(trained, tmp_path):
     """--validation-split-mode random: training holds out the split's pairs, the checkpoint stores the mode, evaluate
     scores exactly those pairs, and 1 epoch + --resume == 2 epochs at once, to the byte."""

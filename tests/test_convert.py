@@ -117,6 +117,7 @@ def example_keras_model(num_in, num_out, units=UNITS, seed=1, **changes):
     return model
 
 
+@pytest.mark.slow
 def test_checkpoint_to_keras_predicts_what_minilstm_predicts(dataset, tmp_path):
     """minilstm -> .keras (by the command, in a subprocess) -> keras.saving.load_model."""
     model = random_model(dataset)

@@ -216,6 +216,7 @@ def test_the_kernels_as_written_agree(name):
     assert run_kernels(name) < 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,line", barriers("lstm.cu") + barriers("lstm_persistent.cu"))
 def test_without_any_one_barrier_the_results_are_wrong(name, line):
     try:

@@ -31,6 +31,7 @@ def test_there_are_kernels():
     assert [k.name for k in KERNELS] == ["lstm.cu", "lstm_persistent.cu"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on the PATH")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("source", KERNELS, ids=lambda p: p.name)
@@ -107,6 +108,7 @@ def test_kernel_compiles_with_nvrtc(source, options):
         nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_kernels(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
                             capture_output=True, text=True, timeout=600)
@@ -179,7 +181,7 @@ class Device:
         return cuda_emulator.emulated_cupy_backend(recurrence, **emulated)
 
 
-@pytest.fixture(params=["cuda", "emulator"])
+@pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulator"])
 def device(request):
     return Device(request.param)
 
@@ -376,6 +378,7 @@ def test_persistent_recurrence(device, rng, dtype, with_outputs, steps, batch, u
             close(device, actual, ref, dtype)
 
 
+@pytest.mark.slow
 def test_persistent_recurrence_split_as_on_an_h100(rng):
     """The emulator at the split an H100 gets at the example's width (132 SMs: 128 blocks of 2 units, h staged in
     4 chunks of 64, dz in 16), batch 8 instead of 64 to keep it to seconds: against numpy float64, three launches."""
@@ -443,6 +446,7 @@ def test_loss_and_grads_equal_numpy_backend(device, rng, recurrence, dtype, tole
             assert relative_error(device.xp.asnumpy(model.grads[name]), grad) < tolerance, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recurrence", RECURRENCES)
 def test_gradient_check_on_gpu(device, rng, recurrence):
     xp = device.xp
@@ -516,6 +520,7 @@ def test_mask_padding_on_gpu(device, rng, dtype):
 
 @pytest.mark.parametrize("recurrence,mask_padding", [("per-step", False), ("persistent", False),
                                                      ("persistent", True)])
+@pytest.mark.slow
 def test_train_command_on_the_emulator_matches_numpy(tmp_path, monkeypatch, capsys, recurrence, mask_padding):
     """`python -m minilstm.train` end to end with the GPU backend (emulated): its own code path - metrics kept on
     the device and read in bulk, the NaN check deferred to those reads - gives numpy's history and decodes."""

@@ -59,7 +59,8 @@ def keras_read(path: Path, num_samples: int) -> list[tuple[str, str]]:
 
 
 def keras_onehot(pairs):
-    """The example's vocabulary and one-hot arrays, built with its own loop (DESIGN.md section 1)."""
+    """The example's vocabulary and one-hot arrays, built with its own loop (docs/design.md, "One-hot input as a
+    row gather")."""
     input_texts, target_texts = [], []
     input_characters, target_characters = set(), set()
     for input_text, target_text in pairs:

@@ -72,6 +72,7 @@ def keras_greedy_decode(model, text):
     return decoded.removesuffix(END)
 
 
+@pytest.mark.slow
 def test_greedy_decoding_equals_keras_loop(cpu_backend):
     dataset, model = tiny_model(cpu_backend, dtype="float64")
     texts = dataset.input_texts + ["Go. Go. Go. Go. Go. Go. Go."]  # the last is longer than max_encoder_len

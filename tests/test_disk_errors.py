@@ -53,6 +53,7 @@ def weights(checkpoint_dir):
     return {k: v.tobytes() for k, v in load_checkpoint(checkpoint_dir).model.get_weights().items()}
 
 
+@pytest.mark.slow
 def test_full_disk_stops_with_one_line_and_resume_goes_on_from_best(tmp_path, small_disk):
     """The issue's case: room for best/ but not for latest/ after the first epoch. The old code then said there
     was nothing to resume; now --resume goes on from best/ (which holds the same training state) and ends with the

@@ -121,6 +121,7 @@ def two_ranks(tmp_path_factory):
     return out, stdout
 
 
+@pytest.mark.mpi
 def test_two_ranks_give_the_two_shard_weights_to_the_byte(two_shard_reference, two_ranks):
     out, stdout = two_ranks
     assert stdout.startswith(DATA_PARALLEL_LINE + "\n") and stdout.count("Epoch 3/3") == 1  # rank 0 alone prints
@@ -133,6 +134,7 @@ def test_two_ranks_give_the_two_shard_weights_to_the_byte(two_shard_reference, t
     assert load_checkpoint(out / "final").config["training"]["ranks"] == 2
 
 
+@pytest.mark.mpi
 def test_three_ranks_match_three_shards_to_1e12_in_float64(tmp_path):
     run = [*RUN, "--num-samples", "360", "--batch-size", "96", "--dtype", "float64"]  # 288 train = 3 x 96
     rc, _, stderr = train(*run, "--out", tmp_path / "one", threads=3)
@@ -146,6 +148,7 @@ def test_three_ranks_match_three_shards_to_1e12_in_float64(tmp_path):
         assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-12)
 
 
+@pytest.mark.mpi
 def test_mask_padding_two_ranks_give_the_two_shard_weights_to_the_byte(tmp_path):
     """Buckets make short batches; the reference splits every batch of two or more rows into two shards (its
     MIN_SHARD_ROWS lowered to 1), as two ranks do. A one-row batch is one shard there and 0 + a here: the same."""
@@ -210,6 +213,7 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
+@pytest.mark.mpi
 def test_a_killed_rank_ends_the_job_and_resuming_ends_as_if_never_killed(uninterrupted, tmp_path):
     out = tmp_path / "killed"
     rc, seconds, _, stderr = start_and_kill_rank(out, rank=1)  # MPICH's mpiexec kills the other rank at once
@@ -232,6 +236,7 @@ def assert_no_rank_left(out: Path, seconds: float = 10):
         time.sleep(0.1)
 
 
+@pytest.mark.mpi
 def test_a_rank_that_leaves_on_its_own_ends_the_job(tmp_path):
     """A rank that exits on its own (here rank 1 after 3 steps, as after an error only it met) while the other waits
     in an allreduce: no hang (it leaves without MPI_Finalize, which would wait for the others, so mpiexec ends the
@@ -286,6 +291,7 @@ def test_peer_watch_ends_a_rank_left_alone_with_one_line(finished):
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.mpi
 def test_ctrl_c_to_mpiexec_stops_every_rank_after_the_same_step(uninterrupted, tmp_path):
     """mpiexec passes Ctrl-C on to every rank; they agree on the step to stop after (each rank may see the signal
     during another step), rank 0 writes latest/ and says so once, all exit 130, and resuming ends as if never
@@ -306,6 +312,7 @@ def test_ctrl_c_to_mpiexec_stops_every_rank_after_the_same_step(uninterrupted, t
     assert_same_bytes(out / "final", uninterrupted / "final")
 
 
+@pytest.mark.mpi
 def test_adam_with_clipping_on_two_ranks_resumes_to_the_two_shard_weights(tmp_path):
     """Every rank clips the same summed gradient and keeps the same Adam state: 1 epoch on 2 ranks, then --resume
     under mpiexec (every rank starting from rank 0's broadcast m and v) gives the weights of one process with two
@@ -322,6 +329,7 @@ def test_adam_with_clipping_on_two_ranks_resumes_to_the_two_shard_weights(tmp_pa
     assert load_checkpoint(tmp_path / "two" / "final").config["optimizer"]["name"] == "adam"
 
 
+@pytest.mark.mpi
 def test_stacked_model_with_dropout_on_two_ranks_equals_two_shards(tmp_path):
     """Dropout masks follow the global rows: rank 1 draws the masks of its rows as thread shard 1 does, so a
     2+2-layer model with a bidirectional encoder and dropout trains to the same bytes on 2 ranks as on 2 shards."""
@@ -335,6 +343,7 @@ def test_stacked_model_with_dropout_on_two_ranks_equals_two_shards(tmp_path):
     assert_same_bytes(tmp_path / "two" / "final", tmp_path / "one" / "final")
 
 
+@pytest.mark.mpi
 def test_resume_on_another_number_of_ranks_goes_on_and_says_so(two_ranks, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(two_ranks[0], out)
@@ -344,6 +353,7 @@ def test_resume_on_another_number_of_ranks_goes_on_and_says_so(two_ranks, tmp_pa
     assert len(history(out)) == 4
 
 
+@pytest.mark.mpi
 def test_one_rank_under_mpiexec_changes_nothing(two_shard_reference, tmp_path):
     rc, stdout, stderr = train_mpi(1, *RUN, "--out", tmp_path / "one", env={"MINILSTM_THREADS": "2"})
     assert rc == 0, stderr
@@ -351,6 +361,7 @@ def test_one_rank_under_mpiexec_changes_nothing(two_shard_reference, tmp_path):
     assert_same_bytes(tmp_path / "one" / "final", two_shard_reference / "final")
 
 
+@pytest.mark.mpi
 def test_mpiexec_without_mpi4py_is_one_line(tmp_path):
     hidden = tmp_path / "hide" / "mpi4py"
     hidden.mkdir(parents=True)
@@ -359,6 +370,7 @@ def test_mpiexec_without_mpi4py_is_one_line(tmp_path):
     one_line_error(*train_mpi(2, *RUN, "--out", tmp_path / "run", env=env), "mpi4py", "2 ranks", "pip install")
 
 
+@pytest.mark.mpi
 def test_ranks_that_read_different_data_are_one_line(tmp_path):
     """Two ranks run in two folders, each with its own data.txt (as on two machines whose copies differ)."""
     pairs = [f"word {k}\tmot {k}" for k in range(200)]
@@ -373,6 +385,7 @@ def test_ranks_that_read_different_data_are_one_line(tmp_path):
     one_line_error(result.returncode, result.stdout, result.stderr, "rank 1: vocabularies", "same data file")
 
 
+@pytest.mark.mpi
 def test_divergence_on_two_ranks_is_one_line(tmp_path):
     """The NaN check reads the summed loss and gradient, so every rank stops at the same step; rank 0 says so."""
     one_line_error(*train_mpi(2, *RUN, "--learning-rate", "1e38", "--checkpoint-every", "1", "--out", tmp_path / "r"),
@@ -380,12 +393,14 @@ def test_divergence_on_two_ranks_is_one_line(tmp_path):
     load_checkpoint(tmp_path / "r" / "latest")
 
 
+@pytest.mark.mpi
 def test_more_ranks_than_gpus_is_one_line(tmp_path):
     rc, stdout, stderr = train_mpi(2, *RUN, "--backend", "cupy", "--out", tmp_path / "run",
                                    env={"CUDA_VISIBLE_DEVICES": ""})
     one_line_error(rc, stdout, stderr, "--backend cupy: 2 ranks on", "0 GPUs", "a GPU of its own")
 
 
+@pytest.mark.gpu
 def test_nccl_sums_device_arrays_where_there_is_a_gpu():
     """The NCCL communicator on this machine's first GPU (one rank: NCCL's own setup, allreduce of both dtypes and of
     the metrics, broadcast). Two ranks on two GPUs are the 2-rank tests above with --backend cupy."""
@@ -406,6 +421,8 @@ def test_nccl_sums_device_arrays_where_there_is_a_gpu():
     assert float(loss) == 1.5 and float(hits) == 3.0
 
 
+@pytest.mark.gpu
+@pytest.mark.mpi
 @pytest.mark.skipif(distributed.gpu_count() < 2, reason="needs two GPUs (one per rank) for NCCL between ranks")
 def test_two_ranks_on_two_gpus_match_one(tmp_path):
     run = [*RUN, "--backend", "cupy", "--dtype", "float64"]
@@ -417,6 +434,7 @@ def test_two_ranks_on_two_gpus_match_one(tmp_path):
     assert_close_weights(tmp_path / "one" / "final", tmp_path / "two" / "final", 1e-10)
 
 
+@pytest.mark.mpi
 def test_data_parallel_bench_runs(tmp_path):
     """bench/data_parallel.py end to end at a tiny size (it times nothing here): both step runs, the per-rank
     compute, MPI's allreduce, one whole-file epoch both ways (here the file's first 400 pairs) and the model table."""

@@ -215,7 +215,7 @@ def test_cuda_kernels_equal_numpy(device, rng, dtype, kind, shape):
     _compare_with_numpy(device.backend(), rng, kind, shape, dtype)
 
 
-@pytest.fixture(params=["cuda", "emulator"])
+@pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulator"])
 def device(request):
     return Device(request.param)
 

@@ -210,6 +210,7 @@ def width_results(path):
     np.savez(path, **out)
 
 
+@pytest.mark.slow
 def test_the_other_simd_width_gives_the_same_bits(tmp_path):
     import os
     import subprocess

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import slow_beyond
 from test_cli import REPO
 from test_convert import assert_refused, convert_main
 from test_readme_example import readme_example
@@ -74,7 +75,7 @@ def readme_onnx_functions():
     return namespace["load"], namespace["onnx_translate"]
 
 
-@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("name", slow_beyond(ARCHITECTURES, 3))
 def test_onnxruntime_gives_our_logits_and_translations(data, tmp_path, name):
     pairs, ds = data
     model = trained_model(data, ARCHITECTURES[name])

@@ -44,6 +44,7 @@ def has_checkpoint(out: Path) -> bool:
     return (out / "latest").exists() or any(out.glob(".latest.old-*"))
 
 
+@pytest.mark.slow
 def test_killed_at_random_moments_resumes_bit_identical(reference, tmp_path):
     ref_out = reference
     out = tmp_path / "run"
@@ -122,6 +123,7 @@ def test_sigterm_exits_143(tmp_path):
     assert load_checkpoint(out / "latest").config["training"]["progress"]["epoch"] >= 1
 
 
+@pytest.mark.slow
 def test_resume_refuses_contradicting_flags_and_extends_epochs(reference, tmp_path):
     ref_out = reference
     out = tmp_path / "copy"
@@ -181,6 +183,7 @@ def resume_in_pieces(tmp_path, run, before_last=None) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_mask_padding_run_resumes_bit_identical(tmp_path):
     """The length-bucketed epochs are drawn from the stored generator state too: 1 epoch + --resume to 2 epochs
     (with a checkpoint inside the second epoch, from which a SIGKILLed run resumes) == 2 epochs at once."""
@@ -193,6 +196,7 @@ def test_mask_padding_run_resumes_bit_identical(tmp_path):
 @pytest.mark.parametrize("optimizer", [["--optimizer", "adam", "--beta-1", "0.8", "--clip-norm", "0.1"],
                                        ["--optimizer", "sgd", "--momentum", "0.9", "--clip-norm", "0.1"]],
                          ids=["adam", "sgd"])
+@pytest.mark.slow
 def test_adam_and_sgd_runs_resume_bit_identical(tmp_path, optimizer):
     """Every optimizer's whole state goes through a checkpoint (Adam's m and v and its step count, which its bias
     correction needs; SGD's momentum), and so does clipping: 1 epoch, then --resume killed inside the second epoch

@@ -114,6 +114,7 @@ def test_decoders_for_every_option(cpu_backend, tmp_path, options):
     assert loaded.translate(texts) == greedy
 
 
+@pytest.mark.slow
 def test_stacked_training_resumes_bit_identical(tmp_path):
     """--encoder-layers 2 --decoder-layers 2 --bidirectional-encoder --dropout 0.3: 1 epoch + --resume to 2 (with
     a checkpoint inside the second epoch) == 2 epochs at once, so the dropout masks are redrawn identically."""
@@ -170,7 +171,7 @@ def test_convert_keras_refuses_other_models_and_torch_names_their_layers(tmp_pat
                        torch.from_numpy(model.get_weights()["encoder_l1_reverse.kernel"].T.copy()))
 
 
-@pytest.fixture(params=["cuda", "emulator"])
+@pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulator"])
 def device(request):
     return Device(request.param)
 

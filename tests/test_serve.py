@@ -315,6 +315,7 @@ def test_command_line_errors_are_one_line(tmp_path, capsys, checkpoint):
                                        "more too\n")
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(server, tmp_path):
     """A schema-driven fuzzer (schemathesis, every check: server errors, responses against the schema, invalid
     requests accepted, valid ones refused, undeclared methods) against the app's own OpenAPI schema."""

@@ -19,8 +19,9 @@ from serve_helpers import Server, save_tiny_model  # noqa: E402
 CHROMIUM = os.environ.get("MINILSTM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no chromium at {CHROMIUM} (Debian: apt-get "
-                                "install chromium; or set MINILSTM_CHROMIUM to a Chromium binary)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no chromium at {CHROMIUM} (Debian: apt-get "
+                                 "install chromium; or set MINILSTM_CHROMIUM to a Chromium binary)")]
 
 
 def minilstm_translate(checkpoint, *args) -> list[str]:

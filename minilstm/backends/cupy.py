@@ -1,6 +1,6 @@
 """The GPU backend: CuPy arrays, cuBLAS GEMMs, and our own CUDA kernels from ``kernels/``.
 
-Two ways to run the recurrence (DESIGN.md §3), chosen by ``recurrence``:
+Two ways to run the recurrence (docs/design.md, "The CuPy backend"), chosen by ``recurrence``:
 
 - ``per-step`` (the reference, ``kernels/lstm.cu``): one cuBLAS GEMM and one fused cell kernel per time step.
 - ``persistent`` (``kernels/lstm_persistent.cu``): one cooperative launch per layer and direction runs every time

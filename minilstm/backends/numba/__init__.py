@@ -30,11 +30,11 @@ class NumbaBackend(Backend):
     """NumPy arrays, fused Numba kernels for the pointwise work, BLAS for the GEMMs, and the batch split over
     ``workers`` threads (default: one per core) each calling single-threaded BLAS.
 
-    Why threads over the batch instead of BLAS's own threads: the GEMM on the critical path, one time step
-    (64x256 @ 256x1024), is too small for OpenBLAS to split well; its two threads spend the gain on the hand-off
-    (DESIGN.md §3). Two shards of 32 rows, each with its own single-threaded GEMMs and kernels, run the whole
-    sequence with no hand-off at all. While the shards run, BLAS is held to one thread (threadpoolctl), so our
-    threads and BLAS's never fight over the cores; outside them BLAS keeps its own setting.
+    Why threads over the batch instead of BLAS's own threads: the GEMM on the critical path, one time step (64x256 @
+    256x1024), is too small for OpenBLAS to split well; its two threads spend the gain on the hand-off (docs/design.md,
+    "The Numba backend"). Two shards of 32 rows, each with its own single-threaded GEMMs and kernels, run the whole
+    sequence with no hand-off at all. While the shards run, BLAS is held to one thread (threadpoolctl), so our threads
+    and BLAS's never fight over the cores; outside them BLAS keeps its own setting.
 
     Where the batch split leaves the cores too few rows (below 16 it is a single shard: one core does all the work)
     and the recurrent kernel is large (latent 256 and up; at latent 512 also at 16-23 rows), the workers split the

@@ -1,14 +1,14 @@
 """A layer's whole time loop on the CPU as one compiled function: no Python and no BLAS call per time step.
 
-The CPU twin of kernels/lstm_persistent.cu (DESIGN.md §3). The reference (``lstm.recurrence_forward/backward``)
-calls BLAS once per time step, and each call repacks the whole recurrent kernel (1 MiB at latent 256) into
-OpenBLAS's internal layout before it multiplies 32 or 64 rows by it: a fixed cost paid 150 times per training
-step. Here the recurrent kernel is packed once per call of the time loop, into the layout our own register-tiled
-micro-kernel reads, and the whole loop runs inside one ``nogil`` function. The cores share the work in one of two
-ways (``NumbaBackend.unit_split`` chooses): the batch split (a shard of rows per core, each core runs the whole
-sequence for its rows, no barrier; every core streams the whole recurrent kernel at every step) or the unit split
-(``recurrence_forward_units``/``recurrence_backward_units``: every core runs every row, each owning a range of
-hidden units and its slice of the kernel, which stays in its own cache; a barrier per time step, ``barrier.wait``).
+The CPU twin of kernels/lstm_persistent.cu (docs/design.md, "The Numba backend"). The reference
+(``lstm.recurrence_forward/backward``) calls BLAS once per time step, and each call repacks the whole recurrent kernel
+(1 MiB at latent 256) into OpenBLAS's internal layout before it multiplies 32 or 64 rows by it: a fixed cost paid 150
+times per training step. Here the recurrent kernel is packed once per call of the time loop, into the layout our own
+register-tiled micro-kernel reads, and the whole loop runs inside one ``nogil`` function. The cores share the work in
+one of two ways (``NumbaBackend.unit_split`` chooses): the batch split (a shard of rows per core, each core runs the
+whole sequence for its rows, no barrier; every core streams the whole recurrent kernel at every step) or the unit split
+(``recurrence_forward_units``/``recurrence_backward_units``: every core runs every row, each owning a range of hidden
+units and its slice of the kernel, which stays in its own cache; a barrier per time step, ``barrier.wait``).
 
 The micro-kernel (``_product4``, or ``_product2`` without AVX-512: ``MICRO_ROWS``) multiplies 4 (2) rows by one
 panel of 4 vectors (64 columns in float32 with AVX-512, 32 with AVX2: ``simd.REGISTER_BYTES``): 16 (8) accumulators

@@ -51,13 +51,13 @@ class NumbaBackend(Backend):
 
     def __init__(self, workers: int | None = None, split: str | None = None):
         try:
-            from . import attention, attention_decode, barrier, kernels, recurrence
+            from . import attention_decode, attention_train, barrier, kernels, recurrence
         except ImportError as e:
             raise MinilstmError(f"the numba backend needs numba ({e}); pip install numba, or use --backend numpy") \
                 from None
         self.kernels = kernels
         self.time_loops = recurrence
-        self.attention_loops = attention
+        self.attention_loops = attention_train
         self.attention_decoders = attention_decode
         self._barrier = barrier
         self.workers = max(1, workers if workers is not None else int(os.environ.get("MINILSTM_THREADS", 0))

@@ -4,7 +4,7 @@ output layer and the choice of the next characters run inside one ``nogil`` func
 
 Each is checked against the step-by-step loops of ``minilstm.decoding`` (the same operations in the same order,
 so the same characters and scores; tests/test_attention_numba.py). The weights are packed and the row groups
-formed as in the training loops (``attention``), whose helpers for the gates, scores and context are reused here.
+formed as in the training loops (``attention_train``), whose helpers for the gates, scores and context are reused here.
 """
 
 import math
@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from . import simd
-from .attention import _concat_scores, _depth, _dot_scores, _gate_panels, _softmax_context, _transpose_rows
+from .attention_train import _concat_scores, _depth, _dot_scores, _gate_panels, _softmax_context, _transpose_rows
 from .kernels import act_tanh, lstm_cell_forward
 from .recurrence import _argmax, _multiply
 

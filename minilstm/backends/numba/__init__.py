@@ -334,7 +334,7 @@ class NumbaBackend(Backend):
 
     def _attention_decoding(self, kernel0, biases, input_kernels, recurrent_kernels, output_kernel, dense_kernel,
                             dense_bias, memory, keys, lengths, h0, c0, concat):
-        """The arguments ``attention``'s decoders share, from the weights (``attention_greedy_decode``)."""
+        """The arguments ``attention_decode``'s decoders share, from the weights (``attention_greedy_decode``)."""
         loops, dtype = self.time_loops, h0.dtype
         packed_gates, packed_output, packed_concat = self._packed_attention_forward(
             input_kernels, recurrent_kernels, output_kernel, concat, dtype)

@@ -2,9 +2,9 @@
 decoding, beam search (with GNMT's length penalty) and sampling. Every step of every layer, the attention, the
 output layer and the choice of the next characters run inside one ``nogil`` function per group of rows.
 
-Each is checked against the step-by-step loops of ``minilstm.decoding`` (the same operations in the same order,
-so the same characters and scores; tests/test_attention_numba.py). The weights are packed and the row groups
-formed as in the training loops (``attention_train``), whose helpers for the gates, scores and context are reused here.
+Each is checked against the step-by-step loops of ``minilstm.decoding`` (the same operations in the same order, so the
+same characters and scores; tests/test_attention_numba.py). The weights are packed and the row groups formed as in the
+training loops (``attention_train``), whose helpers for the gates, scores and context are reused here.
 """
 
 import math

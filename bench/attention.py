@@ -1,8 +1,8 @@
 """Attention with input feeding, side by side: minilstm's training step and batched greedy decoding against PyTorch's
 same model written the two ways OpenNMT-py runs it.
 
-    python bench/attention.py --json bench/results/attention/cpu.json
-    python bench/attention.py --quick          # seconds; a test runs it so the script cannot rot
+    python -m bench.attention --json bench/results/attention/cpu.json
+    python -m bench.attention --quick          # seconds; a test runs it so the script cannot rot
 
 Contestants of the training step (batch 64, latent 256, the example's 16 + 59 steps, ``general`` score, RMSprop):
 - ``minilstm-feed``: our model with input feeding (``--attention general``), on the given backend;
@@ -17,7 +17,6 @@ validation sentences (the data's last 20%) by batched greedy decoding, ours agai
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -27,17 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-_spec = importlib.util.spec_from_file_location("bench_base", HERE / "bench.py")
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
-
-from minilstm.backends import get_backend  # noqa: E402
-from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation  # noqa: E402
-from minilstm.layers import IGNORE  # noqa: E402
-from minilstm.optim import RMSprop  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
+from bench.bench import cpu_name, sgemm_peak, time_train_steps
+from minilstm.backends import get_backend
+from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation
+from minilstm.layers import IGNORE
+from minilstm.optim import RMSprop
+from minilstm.seq2seq import Seq2Seq
 
 
 def attention_step_flops(batch, latent, encoder_len, decoder_len, n_out, input_feed=True) -> float:
@@ -257,15 +251,15 @@ def main(argv=None):
                    Ours("minilstm-plain", args.backend, dataset, latent, "none", True),
                    TorchAttention("torch-feed", dataset, latent, True, args.threads),
                    TorchAttention("torch-no-feed", dataset, latent, False, args.threads)]
-    steps = base.time_train_steps(contestants, dataset, train_idx, args.batch_size, 2, args.rounds,
-                                  args.steps_per_round, settle=0.2, turn_warmup=0.0 if args.quick else 0.1)
+    steps = time_train_steps(contestants, dataset, train_idx, args.batch_size, 2, args.rounds, args.steps_per_round,
+                             settle=0.2, turn_warmup=0.0 if args.quick else 0.1)
     flops = attention_step_flops(args.batch_size, latent, dataset.max_encoder_len, dataset.max_decoder_len,
                                  len(dataset.target_vocab))
-    peak = base.sgemm_peak(args.threads, size=256 if args.quick else 2048)
+    peak = sgemm_peak(args.threads, size=256 if args.quick else 2048)
     texts = [pairs[i][0] for i in val_idx]
     decoders = [contestants[0], contestants[3]]
     decoding = time_decoding(decoders, texts, 512 if not args.quick else 16, args.decode_repeats)
-    record = {"cpu": base.cpu_name(), "threads": args.threads, "backend": args.backend,
+    record = {"cpu": cpu_name(), "threads": args.threads, "backend": args.backend,
               "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"), "batch": args.batch_size, "latent": latent,
               "steps": {name: {"median_ms": s * 1e3, "n": n} for name, (s, n) in steps.items()},
               "flop_floor": {"gflop_per_step": flops / 1e9, "sgemm_gflops": peak / 1e9,

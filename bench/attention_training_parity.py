@@ -1,6 +1,6 @@
 """Correctness at scale: our attention model and PyTorch's, trained from the same weights on the same batches.
 
-    python bench/attention_training_parity.py --steps 300 --json bench/results/attention/training-parity.json
+    python -m bench.attention_training_parity --steps 300 --json bench/results/attention/training-parity.json
 
 PyTorch's model is the issue's (a), ``bench/attention.py``'s ``TorchAttention`` (the model its timings run),
 written as OpenNMT-py runs it: an ``nn.LSTM`` encoder, the decoder an ``nn.LSTMCell`` loop with input feeding,
@@ -17,23 +17,18 @@ compiled loops), so the two drift apart like any two float32 runs; 3% says the m
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from attention import TorchAttention  # noqa: E402 (bench/attention.py: the timed PyTorch model (a), shared)
-
-from minilstm.backends import get_backend  # noqa: E402
-from minilstm.data import Batches  # noqa: E402
-from minilstm.optim import make_optimizer  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
-from minilstm.train import build_parser, training_data  # noqa: E402
+from bench.attention import TorchAttention
+from minilstm.backends import get_backend
+from minilstm.data import Batches
+from minilstm.optim import make_optimizer
+from minilstm.seq2seq import Seq2Seq
+from minilstm.train import build_parser, training_data
 
 
 def main(argv=None):

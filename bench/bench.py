@@ -1,7 +1,7 @@
 """Side-by-side benchmark: minilstm's backends and PyTorch, at the Keras example's shape, with real batches.
 
-    python bench/bench.py --json bench/results/cpu.json --plot bench/results/cpu.png
-    python bench/bench.py --quick                # under a minute; a test runs it so the benchmark cannot rot
+    python -m bench.bench --json bench/results/cpu.json --plot bench/results/cpu.png
+    python -m bench.bench --quick                # under a minute; a test runs it so the benchmark cannot rot
 
 Cases: one training step (forward + backward + RMSprop; median over many steps after warm-up), one full epoch
 (all training steps + validation), greedy decoding of the validation sentences (batched vs one at a time; every
@@ -27,14 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from minilstm.backends import default_backend_name, get_backend
-from minilstm.backends.numba import NumbaBackend  # noqa: E402
-from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation  # noqa: E402
-from minilstm.errors import MinilstmError  # noqa: E402
-from minilstm.optim import RMSprop  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
+from minilstm.backends.numba import NumbaBackend
+from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation
+from minilstm.errors import MinilstmError
+from minilstm.optim import RMSprop
+from minilstm.seq2seq import Seq2Seq
 
 
 def cpu_name() -> str:
@@ -83,7 +81,8 @@ class MinilstmContestant:
 class TorchContestant:
     def __init__(self, device, dataset, latent_dim, dtype, threads):
         import torch
-        from peers import TorchSeq2Seq
+
+        from bench.peers import TorchSeq2Seq
 
         torch.set_num_threads(threads)
         if device == "cuda":

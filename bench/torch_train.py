@@ -1,6 +1,6 @@
 """The Keras example's training run in PyTorch (the peer of ``python -m minilstm.train``), for whole-run timings.
 
-    python bench/torch_train.py --epochs 100 --out runs/torch-seed0
+    python -m bench.torch_train --epochs 100 --out runs/torch-seed0
 
 The same data, split, batch size and epochs as ``minilstm.train``'s defaults, reshuffled every epoch (by its own
 generator), initial weights drawn by minilstm's Keras initialisers (copied into nn.LSTM/nn.Linear; not the same
@@ -13,19 +13,14 @@ its wall time, like minilstm's.
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from peers import TorchSeq2Seq  # noqa: E402
-
-from minilstm.data import Dataset, resolve_pairs, split_validation  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
+from bench.peers import TorchSeq2Seq
+from minilstm.data import Dataset, resolve_pairs, split_validation
+from minilstm.seq2seq import Seq2Seq
 
 
 def main(argv=None):

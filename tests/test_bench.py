@@ -119,7 +119,7 @@ def test_attention_bench_quick(tmp_path):
 
 
 def test_attention_training_parity_in_float64_agrees_to_rounding(tmp_path):
-    """bench/attention_training_parity.py's PyTorch model (bench/attention.py's TorchAttention, our weights copied
+    """bench/attention_training_parity.py's PyTorch model (bench/torch_models.py's TorchSeq2Seq, our weights copied
     in) trained beside ours in float64 for a few steps from the same weights on the same batches: the held-out
     losses agree to rounding, which a wrong weight mapping, gate order, bias or optimizer setting would break."""
     import gzip

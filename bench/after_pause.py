@@ -1,25 +1,20 @@
 """Training-step times by position after a pause: how long minilstm (numba) and PyTorch take to get back to their
 steady speed once their threads have slept (what bench.py's ``--settle`` and ``--turn-warmup`` are about).
 
-    python bench/after_pause.py --batch 1 --latent 512 --steps 40
+    python -m bench.after_pause --batch 1 --latent 512 --steps 40
 
 Each round sleeps ``--pause`` seconds before each contestant's turn of ``--steps`` timed steps, like bench.py's
 interleaving; printed: the median over rounds of the time of the k-th step of a turn, k = 1, 2, ...
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-
-from bench import MinilstmContestant, TorchContestant  # noqa: E402
-from minilstm.backends.blas import cpu_count  # noqa: E402
-from minilstm.data import Dataset, resolve_pairs, split_validation  # noqa: E402
+from bench.bench import MinilstmContestant, TorchContestant
+from minilstm.backends.blas import cpu_count
+from minilstm.data import Dataset, resolve_pairs, split_validation
 
 
 def main(argv=None):

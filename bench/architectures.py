@@ -2,8 +2,8 @@
 seed and settings, each trained with ``minilstm.train`` and its best checkpoint scored by ``minilstm.evaluate``
 (held-out real-character loss and accuracy, exact matches, CER, chrF), plus its time per epoch.
 
-    python bench/architectures.py --out bench/results/architectures/10k --epochs 40 --patience 5
-    python bench/architectures.py --out bench/results/architectures/whole-file --data ../shared/data/fra-eng/fra.txt \\
+    python -m bench.architectures --out bench/results/architectures/10k --epochs 40 --patience 5
+    python -m bench.architectures --out bench/results/architectures/whole-file --data ../shared/data/fra-eng/fra.txt \\
         --num-samples all --mask-padding --epochs 2
 
 Writes, per model, its ``history.jsonl`` and ``evaluate-best.json``, and ``summary.md``, ``summary.json`` and

@@ -2,7 +2,7 @@
 call each (``attention.attention_greedy_decode`` / ``attention_beam_decode`` / ``attention_sample_decode``)
 against the step-by-step loops of ``Seq2Seq`` (a call per step), on the same sentences, interleaved round by round.
 
-    python bench/attention_decode.py [--checkpoint DIR] [--sentences 2000] [--beam-widths 3,5] [--rounds 3]
+    python -m bench.attention_decode [--checkpoint DIR] [--sentences 2000] [--beam-widths 3,5] [--rounds 3]
 
 Default checkpoint: the shipped model (``general`` attention without input feeding). The "step loop" is the code
 path before the decoders were compiled: for a model without input feeding, each step is the LSTM's compiled one-step
@@ -17,15 +17,12 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minilstm.backends.numba import NumbaBackend  # noqa: E402
-from minilstm.checkpoint import load_checkpoint  # noqa: E402
-from minilstm.data import load_default_pairs  # noqa: E402
+from minilstm.backends.numba import NumbaBackend
+from minilstm.checkpoint import load_checkpoint
+from minilstm.data import load_default_pairs
 
 SHIPPED = Path(__file__).resolve().parents[1] / "minilstm" / "models" / "en-fr-default"
 

@@ -1,6 +1,6 @@
 """Held-out loss against training wall time for runs started together (the attention quality runs).
 
-    python bench/attention_quality_curves.py RUN_DIR... --minutes 20,40,60 --out bench/results/attention/DIR
+    python -m bench.attention_quality_curves RUN_DIR... --minutes 20,40,60 --out bench/results/attention/DIR
 
 Each RUN_DIR holds ``at-20min/`` ... (copies of ``latest/`` taken while the runs trained) and ``latest/`` (where the
 run stopped). Every checkpoint is scored on the same held-out pairs: every ``--val-stride``-th of the run's
@@ -10,15 +10,12 @@ and curves.png (one line per run).
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minilstm.backends import get_backend  # noqa: E402
-from minilstm.checkpoint import load_checkpoint  # noqa: E402
-from minilstm.data import Batches  # noqa: E402
-from minilstm.train import build_parser, evaluate, training_data  # noqa: E402
+from minilstm.backends import get_backend
+from minilstm.checkpoint import load_checkpoint
+from minilstm.data import Batches
+from minilstm.train import build_parser, evaluate, training_data
 
 
 def main(argv=None):

@@ -2,20 +2,20 @@
 on the numba backend: the reference decoder loop (Python over the time steps, BLAS per step) vs the compiled one
 (``attention``), at the Keras example's shape by default.
 
-    python bench/attention_step.py --attention general --steps 20
+    python -m bench.attention_step --attention general --steps 20
 
 Both contestants hold the same weights and see the same real batches (the first 10,000 built-in pairs, batch 64,
 latent 256, 16 + 59 steps), alternating step by step so that drifting load hits both alike; each gets 3 untimed
 steps first (the compile, on first use, is not timed). Prints the median seconds per step of each, their ratio, and
 the machine's load average before and after (other jobs on the machine change the numbers; nothing is written).
 
-    python bench/attention_step.py --decoder-only --rows 32
+    python -m bench.attention_step --decoder-only --rows 32
 
 times the decoder alone instead (``AttentionDecoder.forward`` and ``backward``, the latter with its weight-gradient
 GEMMs) on one thread with BLAS held to one thread, as one row shard of a training step runs it: where the step's
 time goes between the time loop and the rest.
 
-    python bench/attention_step.py --profile
+    python -m bench.attention_step --profile
 
 times whole training steps of the compiled model (forward_backward and the RMSprop update) with a timer around each
 of the backend's operations, per thread (each row shard is one): the compiled loops, the BLAS GEMMs, the encoder's
@@ -25,17 +25,13 @@ time loops, the rest.
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minilstm.backends.numba import NumbaBackend  # noqa: E402
-from minilstm.data import Dataset, resolve_pairs, split_validation  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
+from minilstm.backends.numba import NumbaBackend
+from minilstm.data import Dataset, resolve_pairs, split_validation
+from minilstm.seq2seq import Seq2Seq
 
 
 def contestants(dataset, args):

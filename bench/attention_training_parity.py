@@ -1,9 +1,9 @@
 """Correctness at scale: our attention model and PyTorch's, trained from the same weights on the same batches.
 
-    python bench/attention_training_parity.py --steps 300 --json bench/results/attention/training-parity.json
+    python -m bench.attention_training_parity --steps 300 --json bench/results/attention/training-parity.json
 
-PyTorch's model is the issue's (a), ``bench/attention.py``'s ``TorchAttention`` (the model its timings run),
-written as OpenNMT-py runs it: an ``nn.LSTM`` encoder, the decoder an ``nn.LSTMCell`` loop with input feeding,
+PyTorch's model is ``bench.torch_models.TorchSeq2Seq`` (the reference of the tests; bench.attention times it as
+(a)), written as OpenNMT-py runs it: an ``nn.LSTM`` encoder, the decoder an ``nn.LSTMCell`` loop with input feeding,
 ``general`` attention (scores ``linear_in(h) . hbar``, softmax over the real source characters,
 ``tanh(linear_out([c, h]))``), ``nn.Linear`` logits, cross-entropy over real characters, ``torch.optim.RMSprop``
 (alpha 0.9, eps 1e-7, lr 0.001: Keras's RMSprop, ours), float32 (``--dtype float64``: both in float64).
@@ -17,23 +17,18 @@ compiled loops), so the two drift apart like any two float32 runs; 3% says the m
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from attention import TorchAttention  # noqa: E402 (bench/attention.py: the timed PyTorch model (a), shared)
-
-from minilstm.backends import get_backend  # noqa: E402
-from minilstm.data import Batches  # noqa: E402
-from minilstm.optim import make_optimizer  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
-from minilstm.train import build_parser, training_data  # noqa: E402
+from bench.torch_models import TorchSeq2Seq
+from minilstm.backends import get_backend
+from minilstm.data import Batches
+from minilstm.optim import make_optimizer
+from minilstm.seq2seq import Seq2Seq
+from minilstm.train import build_parser, training_data
 
 
 def main(argv=None):
@@ -59,9 +54,8 @@ def main(argv=None):
     model.initialize(np.random.default_rng(init_seed))
     optimizer = make_optimizer("rmsprop", backend, model.params.flat.size, model.dtype, learning_rate=0.001,
                                rho=0.9, epsilon=1e-7, epsilon_inside_sqrt=False)
-    theirs = TorchAttention("pytorch", dataset, args.latent_dim, True, a.threads, a.dtype)
-    theirs.copy_weights(model)
-    torch_optimizer = theirs.optimizer
+    theirs = TorchSeq2Seq.from_minilstm(model)  # our initial weights, in our dtype
+    torch_optimizer = theirs.keras_rmsprop()
     batches = Batches(dataset, backend, True)
     plan = batches.plan(train_idx, args.batch_size, np.random.default_rng(shuffle_seed))[: a.steps]
     val_plan = batches.plan(val_idx, 256, None)[:: a.val_stride]
@@ -75,7 +69,7 @@ def main(argv=None):
                 arrays = [backend.to_numpy(x) for x in batch.arrays]
                 ours_sum += float(model.forward_backward(*batch.arrays, compute_grads=False,
                                                          positions=batch.positions)[0])
-                torch_sum += float(theirs.loss_sum(*arrays))
+                torch_sum += float(theirs.loss(*arrays, reduction="sum"))
                 positions += batch.positions
         return ours_sum / positions, torch_sum / positions
 
@@ -88,7 +82,7 @@ def main(argv=None):
         seconds["minilstm"] += time.perf_counter() - started
         started = time.perf_counter()
         torch_optimizer.zero_grad(set_to_none=True)
-        (theirs.loss_sum(*arrays) / batch.positions).backward()
+        (theirs.loss(*arrays, reduction="sum") / batch.positions).backward()
         torch_optimizer.step()
         seconds["pytorch"] += time.perf_counter() - started
         if step % a.report_every == 0 or step == len(plan):

@@ -2,7 +2,7 @@
 (a) with no barrier (as the batch split runs), (b) meeting at ``barrier.wait`` (spin, then sleep on a futex: what
 the unit split uses), (c) meeting at a spin-then-``sched_yield`` barrier (the first version, kept here to compare).
 
-    python bench/barrier_wait.py --burners 0,1,2        # CPU burner processes beside the two threads
+    python -m bench.barrier_wait --burners 0,1,2        # CPU burner processes beside the two threads
 
 Prints microseconds per step (median of interleaved repeats) and the load average. The burners stand for other
 jobs: with as many runnable threads as cores or more, a thread that waits at a barrier often waits for one the OS
@@ -16,15 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 from numba import njit, types
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minilstm.backends.numba import barrier  # noqa: E402
-from minilstm.backends.numba.barrier import COUNT, atomic_add, load_acquire, pause  # noqa: E402
+from minilstm.backends.numba import barrier
+from minilstm.backends.numba.barrier import COUNT, atomic_add, load_acquire, pause
 
 _sched_yield = types.ExternalFunction("sched_yield", types.int32())
 

@@ -1,7 +1,7 @@
 """Side-by-side benchmark: minilstm's backends and PyTorch, at the Keras example's shape, with real batches.
 
-    python bench/bench.py --json bench/results/cpu.json --plot bench/results/cpu.png
-    python bench/bench.py --quick                # under a minute; a test runs it so the benchmark cannot rot
+    python -m bench.bench --json bench/results/cpu.json --plot bench/results/cpu.png
+    python -m bench.bench --quick                # under a minute; a test runs it so the benchmark cannot rot
 
 Cases: one training step (forward + backward + RMSprop; median over many steps after warm-up), one full epoch
 (all training steps + validation), greedy decoding of the validation sentences (batched vs one at a time; every
@@ -27,14 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from minilstm.backends import default_backend_name, get_backend
-from minilstm.backends.numba import NumbaBackend  # noqa: E402
-from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation  # noqa: E402
-from minilstm.errors import MinilstmError  # noqa: E402
-from minilstm.optim import RMSprop  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
+from minilstm.backends.numba import NumbaBackend
+from minilstm.data import END, START, Dataset, encode_inputs, resolve_pairs, split_validation
+from minilstm.errors import MinilstmError
+from minilstm.optim import RMSprop
+from minilstm.seq2seq import Seq2Seq
 
 
 def cpu_name() -> str:
@@ -81,38 +79,48 @@ class MinilstmContestant:
 
 
 class TorchContestant:
-    def __init__(self, device, dataset, latent_dim, dtype, threads):
+    """PyTorch's model (``bench.torch_models.TorchSeq2Seq``: the Keras example's, or with ``attention``) on
+    ``device``, trained by tf.keras's RMSprop, decoded by batched greedy decoding."""
+
+    def __init__(self, device, dataset, latent_dim, dtype, threads, attention=None, input_feed=True, name=None):
         import torch
-        from peers import TorchSeq2Seq
+
+        from bench.torch_models import TorchSeq2Seq
 
         torch.set_num_threads(threads)
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        self.name = f"pytorch-{device}" + ("-cudnn" if device == "cuda" else "")
+        self.torch = torch
+        self.name = name or f"pytorch-{device}" + ("-cudnn" if device == "cuda" else "")
         self.device = "gpu" if device == "cuda" else "cpu"
         self.dataset = dataset
-        self.model = TorchSeq2Seq(len(dataset.input_vocab), len(dataset.target_vocab), latent_dim, device, dtype)
+        self.model = TorchSeq2Seq(len(dataset.input_vocab), len(dataset.target_vocab), latent_dim, attention=attention,
+                                  input_feed=input_feed, dtype=dtype, device=device)
+        self.optimizer = self.model.keras_rmsprop()
+        self.lengths = None if attention is None else dataset.input_lengths()  # attention: each its own source
 
     def prepare(self, idx):
         d = self.dataset
-        return self.model.upload(d.encoder_input_ids[idx], d.decoder_input_ids[idx], d.decoder_target_ids[idx])
+        return self.model.upload(d.encoder_input_ids[idx], d.decoder_input_ids[idx], d.decoder_target_ids[idx],
+                                 None if self.lengths is None else self.lengths[idx])
 
     def train_step(self, batch):
-        self.model.train_step(*batch)
+        self.model.train_step(self.optimizer, batch)
 
     def evaluate(self, batch):
-        return self.model.evaluate(*batch)
+        with self.torch.no_grad():
+            return self.model.batch_loss(batch, reduction="sum")
 
     def decode(self, texts, batch_size):
-        d = self.dataset
+        d, model = self.dataset, self.model
         start, end = d.target_vocab.index[START], d.target_vocab.index[END]
         out = []
         for k in range(0, len(texts), batch_size):
             chunk = texts[k : k + batch_size]
-            ids = encode_inputs(chunk, d.input_vocab, d.max_encoder_len)
-            enc_x = self.model.upload(ids, ids[:, :1], ids[:, :1])[0]
-            for row in self.model.greedy_decode(enc_x, start, end, d.max_decoder_len).tolist():
+            enc_x = model.one_hot(encode_inputs(chunk, d.input_vocab, d.max_encoder_len), model.n_in)
+            valid = None if self.lengths is None else model.valid([len(text) for text in chunk], enc_x.shape[0])
+            for row in model.greedy_decode(enc_x, valid, start, end, d.max_decoder_len).tolist():
                 out.append(d.target_vocab.decode(row[: row.index(end)] if end in row else row))
         return out
 
@@ -166,7 +174,7 @@ def set_decode_weights(contestants, weights):
     """The same weights (minilstm's names and layout) for every decoding contestant."""
     for c in contestants:
         if isinstance(c, TorchContestant):
-            c.model.load_keras_weights(weights)
+            c.model.set_weights(weights)
         elif isinstance(c, OnnxRuntimeContestant):
             c.set_weights(weights)
         else:

@@ -1,9 +1,9 @@
 """Data-parallel training measured: 1 rank x 2 threads against 2 ranks x 1 thread, the allreduce's share of a step,
 MPI's allreduce on this machine (loopback), and the on-paper step time on N = 1..64 nodes.
 
-    python bench/data_parallel.py --out bench/results/data-parallel                        # the step, allreduce
-    python bench/data_parallel.py --out bench/results/data-parallel --full-data ../shared/data/fra-eng/fra.txt
-    python bench/data_parallel.py --quick --out /tmp/dp                                   # tiny; a test runs it
+    python -m bench.data_parallel --out bench/results/data-parallel                        # the step, allreduce
+    python -m bench.data_parallel --out bench/results/data-parallel --full-data ../shared/data/fra-eng/fra.txt
+    python -m bench.data_parallel --quick --out /tmp/dp                                   # tiny; a test runs it
 
 Parts (each a subprocess, the 2-rank ones under the mpiexec next to this Python):
 - ``step``: training steps at the Keras example's shape (built-in 10,000 pairs, batch 64, latent 256, float32): the
@@ -29,17 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from minilstm import distributed
+from minilstm.backends import get_backend
+from minilstm.data import Batches, Dataset, resolve_pairs, split_validation
+from minilstm.optim import RMSprop
+from minilstm.seq2seq import Seq2Seq
+from minilstm.train import rank_part
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from minilstm import distributed  # noqa: E402
-from minilstm.backends import get_backend  # noqa: E402
-from minilstm.data import Batches, Dataset, resolve_pairs, split_validation  # noqa: E402
-from minilstm.optim import RMSprop  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
-from minilstm.train import rank_part  # noqa: E402
-
-ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 NODES = (1, 2, 4, 8, 16, 32, 64)
 # Published NCCL all-reduce bus bandwidths (not measured by us): stas00/ml-engineering, network/benchmarks/README.md,
 # all_reduce_bench.py on 4 nodes: 23.79 GB/s at 2 MiB, 40.30 GB/s at 4 MiB, ~92 GB/s from 1 GiB on. Our 2.9 MB
@@ -122,12 +119,12 @@ def worker_allreduce(args) -> dict:
 
 def run_worker(part: str, ranks: int, threads: int, args) -> dict:
     out = Path(args.out) / f".{part}-{ranks}x{threads}.json"
-    command = [sys.executable, __file__, "--worker", part, "--worker-out", str(out), "--steps", str(args.steps),
-               "--num-samples", str(args.num_samples), "--latent-dim", str(args.latent_dim),
+    command = [sys.executable, "-m", "bench.data_parallel", "--worker", part, "--worker-out", str(out),
+               "--steps", str(args.steps), "--num-samples", str(args.num_samples), "--latent-dim", str(args.latent_dim),
                "--batch-size", str(args.batch_size), *(["--quick"] if args.quick else [])]
     if ranks > 1:
         command = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(ranks), *command]
-    subprocess.run(command, check=True, env={**ENV, "MINILSTM_THREADS": str(threads)})
+    subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "MINILSTM_THREADS": str(threads)})
     result = json.loads(out.read_text())
     out.unlink()
     return result
@@ -146,7 +143,8 @@ def _full_file_epoch(args, ranks: int, threads: int, out: Path) -> dict:
         command += ["--latent-dim", str(args.latent_dim)]
     if ranks > 1:
         command = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(ranks), *command]
-    subprocess.run(command, check=True, env={**ENV, "MINILSTM_THREADS": str(threads)}, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "MINILSTM_THREADS": str(threads)},
+                   stdout=subprocess.DEVNULL)
     record = json.loads((out / "history.jsonl").read_text().splitlines()[0])
     return {"ranks": ranks, "threads": threads, "epoch_seconds": record["seconds"],
             "ms_per_step": record["ms_per_step"]}
@@ -215,8 +213,11 @@ def main(argv=None):
         return 0
     if args.quick:
         args.steps, args.num_samples, args.latent_dim = 3, 400, 16
+    # The workers run from the repository root (python -m bench.data_parallel): paths given here, absolute.
+    args.out = args.out.resolve()
+    args.full_data = args.full_data.resolve() if args.full_data else None
     args.out.mkdir(parents=True, exist_ok=True)
-    from bench import cpu_name
+    from bench.bench import cpu_name
 
     results = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "command": " ".join(sys.argv),
                "step": [run_worker("step", 1, 2, args), run_worker("step", 2, 1, args)],

@@ -3,7 +3,7 @@ the README's loop) take turns decoding the 2,000 validation sentences (``transla
 for the others, 2 threads each), a first untimed turn each, then ``--rounds`` timed turns each, interleaved;
 medians and the ratios. Without bench.py's one-sentence-at-a-time decoding, which takes minutes here.
 
-    python bench/decode_batched.py [--checkpoint DIR] [--rounds N] [--json OUT]
+    python -m bench.decode_batched [--checkpoint DIR] [--rounds N] [--json OUT]
 
 Without ``--checkpoint``: bench.py's ``to_limit`` weights (untrained, END never wins: every row to the length limit).
 """
@@ -12,14 +12,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench import (  # noqa: E402
+from bench.bench import (
     MinilstmContestant,
     OnnxRuntimeContestant,
     TorchContestant,
@@ -27,7 +23,7 @@ from bench import (  # noqa: E402
     set_decode_weights,
     weights_to_limit,
 )
-from minilstm.data import Dataset, resolve_pairs, split_validation  # noqa: E402
+from minilstm.data import Dataset, resolve_pairs, split_validation
 
 
 def main():

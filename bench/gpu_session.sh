@@ -12,16 +12,16 @@ set -uo pipefail
 out=${1:?usage: bash bench/gpu_session.sh OUT tests|profile|bench|curves|sanitize}
 stage=${2:?usage: bash bench/gpu_session.sh OUT tests|profile|bench|curves|sanitize}
 mkdir -p "$out"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1  # every command below runs as python -m: the repository root is on its path
 python=${PYTHON:-python3}
 nvidia-smi -L > "$out/device.txt" 2>&1
 case $stage in
 tests)
     $python -m pytest -rs -k "cuda or compiles" tests/test_cupy_backend.py 2>&1 | tee "$out/gpu-tests.log" ;;
 profile)
-    $python bench/profile_gpu.py --json "$out/gpu-profile.json" 2>&1 | tee "$out/gpu-profile.md" ;;
+    $python -m bench.profile_gpu --json "$out/gpu-profile.json" 2>&1 | tee "$out/gpu-profile.md" ;;
 bench)
-    $python bench/bench.py --backends cupy,cupy-persistent --torch-devices cuda --json "$out/gpu-bench.json" \
+    $python -m bench.bench --backends cupy,cupy-persistent --torch-devices cuda --json "$out/gpu-bench.json" \
         --plot "$out/gpu-bench.png" 2>&1 | tee "$out/gpu-bench.md" ;;
 curves)
     for backend in numpy cupy cupy-persistent; do

@@ -1,7 +1,7 @@
 """Keras parity vs ``--mask-padding``: time per epoch side by side, the work each does, and the evaluate metrics
 of two trained runs, in one table.
 
-    python bench/mask_padding.py --parity runs/parity-seed0 --masked runs/mask-seed0 \
+    python -m bench.mask_padding --parity runs/parity-seed0 --masked runs/mask-seed0 \
         --out bench/results/mask-padding
 
 Epochs are timed as ``minilstm.train`` runs them (``data.Batches``, ``train.evaluate``: every training step with
@@ -14,22 +14,19 @@ steps, encoder and decoder): the work the padding adds. The metrics come from ``
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench import cpu_name  # noqa: E402
-from minilstm.backends import get_backend  # noqa: E402
-from minilstm.checkpoint import load_checkpoint  # noqa: E402
-from minilstm.data import Batches, Dataset, resolve_pairs, split_validation  # noqa: E402
-from minilstm.evaluate import evaluate_pairs  # noqa: E402
-from minilstm.optim import RMSprop  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
-from minilstm.train import evaluate  # noqa: E402
+from bench.bench import cpu_name
+from minilstm.backends import get_backend
+from minilstm.checkpoint import load_checkpoint
+from minilstm.data import Batches, Dataset, resolve_pairs, split_validation
+from minilstm.evaluate import evaluate_pairs
+from minilstm.optim import RMSprop
+from minilstm.seq2seq import Seq2Seq
+from minilstm.train import evaluate
 
 
 class Mode:
@@ -135,7 +132,7 @@ def main(argv=None):
         f"# Keras parity vs --mask-padding ({cpu_name()}, backend {args.backend}, float32, batch 64, latent "
         f"{args.latent_dim})",
         "",
-        f"Measured by `python bench/mask_padding.py --parity {args.parity} --masked {args.masked}"
+        f"Measured by `python -m bench.mask_padding --parity {args.parity} --masked {args.masked}"
         + (f" --full-data {args.full_data}" if args.full_data else "") + f" --out {args.out}`"
         f" on {time.strftime('%Y-%m-%d')}.",
         "",

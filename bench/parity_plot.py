@@ -1,6 +1,6 @@
 """Draw minilstm's training curves against the Keras example's published log, and summarise them.
 
-    python bench/parity_plot.py bench/results/parity/seed0/history.jsonl bench/results/parity/seed1/history.jsonl \\
+    python -m bench.parity_plot bench/results/parity/seed0/history.jsonl bench/results/parity/seed1/history.jsonl \\
         --reference bench/results/parity/keras_reference_log.csv --out bench/results/parity/parity.png
 
 Prints, per run and for the reference: best val_accuracy (and its epoch), lowest val_loss (and its epoch), and the

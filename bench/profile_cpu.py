@@ -1,26 +1,22 @@
 """Where the numba backend's training step goes on this CPU: the GEMM shapes on its critical path, timed alone with
 single-threaded BLAS, and one training step split into the backend's operations, per thread.
 
-    python bench/profile_cpu.py
+    python -m bench.profile_cpu
 
 Used for the analysis in the README's performance section; numbers vary with the machine's load.
 """
 
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minilstm.backends.numba import NumbaBackend  # noqa: E402
-from minilstm.data import Dataset, resolve_pairs  # noqa: E402
-from minilstm.optim import RMSprop  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
+from minilstm.backends.numba import NumbaBackend
+from minilstm.data import Dataset, resolve_pairs
+from minilstm.optim import RMSprop
+from minilstm.seq2seq import Seq2Seq
 
 
 def median_us(fn, repeats=100):

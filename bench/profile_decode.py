@@ -10,7 +10,7 @@ timed alone on fixed inputs, one thread, at a chunk's 512 rows and latent 256:
 - the argmax over the logits and the compaction copies of the rows still going,
 - the packing of the two kernels (once per call) and the encoder (once per chunk).
 
-    python bench/profile_decode.py [--checkpoint DIR] [--rounds N]
+    python -m bench.profile_decode [--checkpoint DIR] [--rounds N]
 
 With ``--checkpoint`` the decode uses trained weights (rows stop at END); without, untrained ones (every row runs
 all max_decoder_len + 1 steps). Prints the FLOP floor of the decode (its GEMMs) next to the measured parts.
@@ -18,23 +18,16 @@ all max_decoder_len + 1 steps). Prints the FLOP floor of the decode (its GEMMs) 
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 from numba import njit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from profile_cpu import median_us  # noqa: E402 - bench/ is on the path: this script's folder
-
-from minilstm.backends.numba import (
-    NumbaBackend,  # noqa: E402
-    simd,  # noqa: E402
-)
-from minilstm.backends.numba import recurrence as loops  # noqa: E402
-from minilstm.data import Dataset, encode_inputs, resolve_pairs, split_validation  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
+from bench.profile_cpu import median_us
+from minilstm.backends.numba import NumbaBackend, simd
+from minilstm.backends.numba import recurrence as loops
+from minilstm.data import Dataset, encode_inputs, resolve_pairs, split_validation
+from minilstm.seq2seq import Seq2Seq
 
 
 @njit(nogil=True, error_model="numpy")

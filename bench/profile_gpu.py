@@ -3,7 +3,7 @@ cell kernel per time step), persistent (one cooperative launch), and PyTorch's n
 and the whole training step of each minilstm recurrence, so the rest (Dense, softmax, weight-gradient GEMMs,
 RMSprop) is the difference. GPU times from CUDA events (cupyx.profiler.benchmark), medians; fp32, TF32 off.
 
-    python bench/profile_gpu.py --json bench/results/gpu-profile-<device>.json
+    python -m bench.profile_gpu --json bench/results/gpu-profile-<device>.json
 """
 
 import argparse
@@ -14,15 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minilstm import lstm  # noqa: E402
-from minilstm.backends import get_backend  # noqa: E402
-from minilstm.cli import run_main  # noqa: E402
-from minilstm.data import Dataset, resolve_pairs  # noqa: E402
-from minilstm.errors import MinilstmError  # noqa: E402
-from minilstm.optim import RMSprop  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
+from minilstm import lstm
+from minilstm.backends import get_backend
+from minilstm.cli import run_main
+from minilstm.data import Dataset, resolve_pairs
+from minilstm.errors import MinilstmError
+from minilstm.optim import RMSprop
+from minilstm.seq2seq import Seq2Seq
 
 
 def gpu_ms(function, repeats):

@@ -1,9 +1,9 @@
 """The recurrent time loop alone, on one core and split over the cores: each version checked against the float64
 reference, then timed.
 
-    python bench/recurrent_step.py                      # rows 16, 32, 64; hidden 256; 75 steps (the example's 16 + 59)
-    python bench/recurrent_step.py --rows 1,8,32 --units 512 --json out.json
-    python bench/recurrent_step.py --rows 1,4,16,64 --units 256,512 --threads 2     # the splits over 2 threads
+    python -m bench.recurrent_step                      # rows 16, 32, 64; hidden 256; 75 steps (the example's 16 + 59)
+    python -m bench.recurrent_step --rows 1,8,32 --units 512 --json out.json
+    python -m bench.recurrent_step --rows 1,4,16,64 --units 256,512 --threads 2     # the splits over 2 threads
 
 Like llm.c's dev/cuda: every version runs on the same random inputs, its outputs are compared with the NumPy
 float64 loop (``lstm.recurrence_forward/backward``) first, and only then timed (interleaved, median of
@@ -26,20 +26,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minilstm import lstm  # noqa: E402
+from minilstm import lstm
 from minilstm.backends.base import Backend
-from minilstm.backends.numba import NumbaBackend  # noqa: E402
-from minilstm.backends.numba.kernels import lstm_cell_backward, lstm_cell_forward  # noqa: E402
-from minilstm.seq2seq import MIN_SHARD_ROWS  # noqa: E402
+from minilstm.backends.numba import NumbaBackend
+from minilstm.backends.numba.kernels import lstm_cell_backward, lstm_cell_forward
+from minilstm.seq2seq import MIN_SHARD_ROWS
 
 
 class PerStepNumba(Backend):

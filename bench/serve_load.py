@@ -1,7 +1,7 @@
 """Load on ``minilstm serve``: closed-loop clients on loopback, throughput and latency per concurrency level.
 
-    python bench/serve_load.py --out bench/results/serve            # the issue's run: 1, 4, 16, 64 clients, 10 s each
-    python bench/serve_load.py --smoke                              # 2 s in all: checks the script works
+    python -m bench.serve_load --out bench/results/serve            # the issue's run: 1, 4, 16, 64 clients, 10 s each
+    python -m bench.serve_load --smoke                              # 2 s in all: checks the script works
 
 Each mode has its own server (``python -m minilstm.serve CHECKPOINT --port 0 ...``, the shipped model by default),
 all started first; at every concurrency level the modes take turns (so that a drift of the machine's speed, up to
@@ -36,11 +36,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minilstm.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
-from minilstm.data import resolve_pairs, validation_rows  # noqa: E402
-from minilstm.models import DEFAULT_MODEL  # noqa: E402
+from minilstm.checkpoint import load_checkpoint, resolve_checkpoint
+from minilstm.data import resolve_pairs, validation_rows
+from minilstm.models import DEFAULT_MODEL
 
 MODES = {"batched": ([], 1), "max-batch-1": (["--max-batch", "1"], 1), "lists32": ([], 32),
          # the same batched server on uvicorn's pure-Python stack (h11 parser, asyncio loop): what the C ones buy

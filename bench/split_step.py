@@ -1,7 +1,7 @@
 """Training steps in steady state, each contestant alone in a process of its own: the numba backend's batch split vs
 its unit split (vs PyTorch) at chosen shapes.
 
-    python bench/split_step.py --shapes 1x256,8x512,16x512,64x256 --contestants rows,units,auto,torch --repeats 2
+    python -m bench.split_step --shapes 1x256,8x512,16x512,64x256 --contestants rows,units,auto,torch --repeats 2
 
 Each (shape, contestant, repeat) is a fresh subprocess: a few warm-up steps, then training steps (forward, backward,
 RMSprop, as bench.py's) back to back for ``--seconds``, median. Why not bench.py's interleaving: at small batches a
@@ -22,15 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-
+REPO = Path(__file__).resolve().parents[1]
 SPLITS = {"rows": "numba:rows", "units": "numba:units", "auto": "numba"}
 
 
 def one(contestant, batch, latent, seconds, dtype="float32", blas_hold=True):
     """Median seconds per training step of ``contestant`` alone (the subprocess's work)."""
-    from bench import MinilstmContestant, TorchContestant
+    from bench.bench import MinilstmContestant, TorchContestant
     from minilstm.backends import base as backend_base
     from minilstm.backends import numba as backend_numba
     from minilstm.data import Dataset, resolve_pairs, split_validation
@@ -81,12 +79,13 @@ def main(argv=None):
     for batch, latent in shapes:
         for _ in range(args.repeats):
             for contestant in contestants:
-                out = subprocess.run([sys.executable, __file__, "--one", contestant, str(batch), str(latent),
-                                      "--seconds", str(args.seconds)] + ["--no-blas-hold"] * args.no_blas_hold,
-                                     capture_output=True, text=True, check=True)
+                out = subprocess.run([sys.executable, "-m", "bench.split_step", "--one", contestant, str(batch),
+                                      str(latent), "--seconds", str(args.seconds)]
+                                     + ["--no-blas-hold"] * args.no_blas_hold,
+                                     capture_output=True, text=True, check=True, cwd=REPO)
                 runs.setdefault((batch, latent, contestant), []).append(json.loads(out.stdout.splitlines()[-1]))
     load_after = os.getloadavg()[0]
-    from bench import cpu_name
+    from bench.bench import cpu_name
 
     print(f"# {cpu_name()}; {len(os.sched_getaffinity(0))} threads; float32; steady-state training steps, each "
           f"contestant alone in its process; median of each run, {args.repeats} run(s) each; load average (1 min) "

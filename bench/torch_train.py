@@ -1,6 +1,6 @@
 """The Keras example's training run in PyTorch (the peer of ``python -m minilstm.train``), for whole-run timings.
 
-    python bench/torch_train.py --epochs 100 --out runs/torch-seed0
+    python -m bench.torch_train --epochs 100 --out runs/torch-seed0
 
 The same data, split, batch size and epochs as ``minilstm.train``'s defaults, reshuffled every epoch (by its own
 generator), initial weights drawn by minilstm's Keras initialisers (copied into nn.LSTM/nn.Linear; not the same
@@ -13,19 +13,14 @@ its wall time, like minilstm's.
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from peers import TorchSeq2Seq  # noqa: E402
-
-from minilstm.data import Dataset, resolve_pairs, split_validation  # noqa: E402
-from minilstm.seq2seq import Seq2Seq  # noqa: E402
+from bench.torch_models import TorchSeq2Seq
+from minilstm.data import Dataset, resolve_pairs, split_validation
+from minilstm.seq2seq import Seq2Seq
 
 
 def main(argv=None):
@@ -45,7 +40,8 @@ def main(argv=None):
     model = TorchSeq2Seq(len(dataset.input_vocab), len(dataset.target_vocab), 256)
     init = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
                    dataset.max_decoder_len, 256, "float32").initialize(args.seed)
-    model.load_keras_weights(init.get_weights())
+    model.set_weights(init.get_weights(), freeze_bias_hh=False)  # bias_hh from 0 and trained, as the recorded runs
+    optimizer = model.keras_rmsprop()
     arrays = (dataset.encoder_input_ids, dataset.decoder_input_ids, dataset.decoder_target_ids)
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -57,14 +53,14 @@ def main(argv=None):
         loss_sum = positions = 0.0
         for k in range(0, len(order), args.batch_size):
             batch = model.upload(*(a[order[k : k + args.batch_size]] for a in arrays))
-            loss = model.train_step(*batch)
+            loss = model.train_step(optimizer, batch)
             loss_sum += float(loss) * batch[2].numel()
             positions += batch[2].numel()
         val = np.zeros(3)
         for k in range(0, len(val_idx), 256):
-            enc_x, dec_x, targets = model.upload(*(a[val_idx[k : k + 256]] for a in arrays))
+            enc_x, dec_x, targets, _ = model.upload(*(a[val_idx[k : k + 256]] for a in arrays))
             with torch.no_grad():
-                logits = model.logits(enc_x, dec_x)
+                logits = model(enc_x, dec_x).reshape(-1, model.n_out)
                 val += (float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum")),
                         float((logits.argmax(1) == targets).sum()), targets.numel())
         seconds = time.perf_counter() - start

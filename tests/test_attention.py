@@ -1,6 +1,7 @@
 """Attention with input feeding (minilstm/attention.py): float64 finite differences of the layer and of the whole
-model, a PyTorch reference (an nn.LSTMCell loop, as OpenNMT-py runs it) to 1e-10, numba == numpy, padding that gets
-exactly zero weight, and the decoders (batched greedy == one at a time == step by step; beam 1 == greedy)."""
+model, a PyTorch reference (bench/torch_models.py: an nn.LSTMCell loop, as OpenNMT-py runs it) to 1e-10, numba ==
+numpy, padding that gets exactly zero weight, and the decoders (batched greedy == one at a time == step by step;
+beam 1 == greedy)."""
 
 import numpy as np
 import pytest
@@ -145,96 +146,6 @@ torch = pytest.importorskip("torch", reason="PyTorch is the reference; install t
                             "torch==2.13.0")
 
 
-class TorchAttentionSeq2Seq(torch.nn.Module):
-    """The same model in PyTorch, written as OpenNMT-py runs it: a fused nn.LSTM encoder (one bias, the other zero
-    and frozen), a Python loop of nn.LSTMCell per decoder layer with input feeding, the attention in torch ops.
-    Encoder and decoder have the same number of layers (layer l starts from encoder layer l's final state, the
-    directions concatenated)."""
-
-    def __init__(self, model: Seq2Seq):
-        super().__init__()
-        weights = {k: torch.from_numpy(v) for k, v in model.get_weights().items()}
-        enc, dec = model.encoder, model.decoder
-        self.layers, self.units, self.directions = dec.num_layers, dec.units, enc.directions
-        self.score, self.input_feed = model.attention, model.input_feed
-        self.encoder = torch.nn.LSTM(len(model.input_vocab), enc.units, enc.num_layers, dtype=torch.float64,
-                                     bidirectional=enc.bidirectional)
-        self.cells = torch.nn.ModuleList(
-            torch.nn.LSTMCell(weights[f"{cell}.kernel"].shape[0], dec.units, dtype=torch.float64)
-            for _, _, cell in dec.cells())
-        with torch.no_grad():
-            for layer, direction, cell in enc.cells():
-                suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                getattr(self.encoder, f"weight_ih{suffix}").copy_(weights[f"{cell}.kernel"].T)
-                getattr(self.encoder, f"weight_hh{suffix}").copy_(weights[f"{cell}.recurrent_kernel"].T)
-                getattr(self.encoder, f"bias_ih{suffix}").copy_(weights[f"{cell}.bias"])
-                getattr(self.encoder, f"bias_hh{suffix}").zero_()
-                getattr(self.encoder, f"bias_hh{suffix}").requires_grad_(False)
-            for torch_cell, (_, _, cell) in zip(self.cells, dec.cells(), strict=True):
-                torch_cell.weight_ih.copy_(weights[f"{cell}.kernel"].T)
-                torch_cell.weight_hh.copy_(weights[f"{cell}.recurrent_kernel"].T)
-                torch_cell.bias_ih.copy_(weights[f"{cell}.bias"])
-                torch_cell.bias_hh.zero_()
-                torch_cell.bias_hh.requires_grad_(False)
-        # Our own layout for the attention and the output layer: the formulas are the ones under test.
-        self.named = torch.nn.ParameterDict({k.replace(".", "__"): torch.nn.Parameter(v.clone())
-                                             for k, v in weights.items() if k.startswith(("attention.", "dense."))})
-        self.vocab_in, self.vocab_out = len(model.input_vocab), len(model.target_vocab)
-
-    def w(self, name):
-        return self.named[name.replace(".", "__")]
-
-    def attend(self, h, memory, valid):
-        if self.score == "dot":
-            scores = torch.einsum("bh,bsh->bs", h, memory)
-        elif self.score == "general":
-            scores = torch.einsum("bh,bsh->bs", h, memory @ self.w("attention.score_kernel"))
-        else:
-            query = h @ self.w("attention.query_kernel") + self.w("attention.query_bias")
-            hidden = torch.tanh(query[:, None, :] + memory @ self.w("attention.key_kernel"))
-            scores = hidden @ self.w("attention.score_vector")
-        weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=1)
-        context = torch.einsum("bs,bsh->bh", weights, memory)
-        return torch.tanh(torch.cat([context, h], dim=1) @ self.w("attention.output_kernel"))
-
-    def logits(self, enc, dec_in, lengths):
-        onehot = torch.nn.functional.one_hot
-        enc_x = onehot(torch.from_numpy(enc.T.copy()), self.vocab_in).double()
-        dec_x = onehot(torch.from_numpy(dec_in.T.copy()), self.vocab_out).double()
-        memory, (h_n, c_n) = self.encoder(enc_x)
-        memory = memory.transpose(0, 1)  # (B, S, M)
-        valid = torch.arange(memory.shape[1])[None, :] < torch.from_numpy(lengths)[:, None]
-        d = self.directions
-        h = [torch.cat(list(h_n[d * layer : d * layer + d]), dim=1) for layer in range(self.layers)]
-        c = [torch.cat(list(c_n[d * layer : d * layer + d]), dim=1) for layer in range(self.layers)]
-        feed = torch.zeros_like(h[0])
-        outputs = []
-        for t in range(dec_x.shape[0]):
-            x = torch.cat([dec_x[t], feed], dim=1) if self.input_feed else dec_x[t]
-            for layer, cell in enumerate(self.cells):
-                h[layer], c[layer] = cell(x, (h[layer], c[layer]))
-                x = h[layer]
-            feed = self.attend(x, memory, valid)
-            outputs.append(feed)
-        htilde = torch.stack(outputs)  # (T, B, H)
-        return htilde @ self.w("dense.kernel") + self.w("dense.bias")
-
-    def grads_keras_layout(self, model):
-        out = {}
-        for layer, direction, cell in model.encoder.cells():
-            suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            out[f"{cell}.kernel"] = getattr(self.encoder, f"weight_ih{suffix}").grad.numpy().T
-            out[f"{cell}.recurrent_kernel"] = getattr(self.encoder, f"weight_hh{suffix}").grad.numpy().T
-            out[f"{cell}.bias"] = getattr(self.encoder, f"bias_ih{suffix}").grad.numpy()
-        for torch_cell, (_, _, cell) in zip(self.cells, model.decoder.cells(), strict=True):
-            out[f"{cell}.kernel"] = torch_cell.weight_ih.grad.numpy().T
-            out[f"{cell}.recurrent_kernel"] = torch_cell.weight_hh.grad.numpy().T
-            out[f"{cell}.bias"] = torch_cell.bias_ih.grad.numpy()
-        for key, value in self.named.items():
-            out[key.replace("__", ".")] = value.grad.numpy()
-        return out
-
-
 @pytest.mark.parametrize("score", SCORES)
 @pytest.mark.parametrize("input_feed", [True, False], ids=["feed", "no-feed"])
 @pytest.mark.parametrize("architecture", slow_beyond(["1+1", "2+2-bidirectional"]))
@@ -243,7 +154,9 @@ def test_logits_loss_and_gradients_match_pytorch(cpu_backend, rng, score, input_
     model = attention_model(cpu_backend, score, input_feed, units=5, layers=2 if stacked else 1,
                             bidirectional=stacked, enc_len=6, dec_len=7, seed=int(rng.integers(1000)))
     enc, dec_in, dec_out, lengths = random_attention_batch(rng, model, 4)
-    reference = TorchAttentionSeq2Seq(model)
+    from bench.torch_models import TorchSeq2Seq
+
+    reference = TorchSeq2Seq.from_minilstm(model)
     ref_logits = reference.logits(enc, dec_in, lengths)
     ref_loss = torch.nn.functional.cross_entropy(ref_logits.reshape(-1, ref_logits.shape[-1]),
                                                  torch.from_numpy(dec_out.T.copy()).reshape(-1))
@@ -252,7 +165,7 @@ def test_logits_loss_and_gradients_match_pytorch(cpu_backend, rng, score, input_
     assert relative_error(logits, ref_logits.detach().numpy().transpose(1, 0, 2)) < 1e-10
     loss, _ = model.loss_and_grads(enc, dec_in, dec_out, lengths)
     assert abs(loss - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
-    ref_grads = reference.grads_keras_layout(model)
+    ref_grads = reference.get_grads()
     assert set(ref_grads) == set(model.grads.views)
     for name, grad in model.grads.items():
         assert relative_error(grad, ref_grads[name]) < 1e-10, name

@@ -12,8 +12,8 @@ ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHO
 
 def test_bench_quick(tmp_path):
     out = tmp_path / "quick.json"
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "bench.py"), "--quick", "--json", str(out),
-                             "--plot", str(tmp_path / "quick.png")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "bench.bench", "--quick", "--json", str(out), "--plot",
+                             str(tmp_path / "quick.png")], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     records = json.loads(out.read_text())
     cases = {(r["case"], r["contestant"]) for r in records}
@@ -38,10 +38,10 @@ def test_mask_padding_bench_runs(tmp_path):
         result = subprocess.run([sys.executable, "-m", "minilstm.train", *common, *extra, "--out", tmp_path / name],
                                 capture_output=True, text=True, env=ENV, timeout=600)
         assert result.returncode == 0, result.stderr
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "mask_padding.py"), "--parity", tmp_path / "parity",
+    result = subprocess.run([sys.executable, "-m", "bench.mask_padding", "--parity", tmp_path / "parity",
                              "--masked", tmp_path / "masked", "--num-samples", "320", "--latent-dim", "16",
                              "--repeats", "1", "--out", tmp_path / "report"],
-                            capture_output=True, text=True, env=ENV, timeout=600)
+                            capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr
     report = (tmp_path / "report" / "README.md").read_text()
     assert "| per epoch (256 training pairs + validation) |" in report
@@ -63,8 +63,8 @@ def test_gpu_profile_without_a_gpu_says_so():
             pytest.skip("a GPU is here: bench/profile_gpu.py would run for real")
     except Exception:  # noqa: BLE001, S110 - absent or unusable: the case this test is about
         pass
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "profile_gpu.py"), "--repeats", "1"],
-                            capture_output=True, text=True, timeout=120, env=ENV)
+    result = subprocess.run([sys.executable, "-m", "bench.profile_gpu", "--repeats", "1"],
+                            capture_output=True, text=True, cwd=REPO, timeout=120, env=ENV)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and "GPU" in result.stderr
 
@@ -73,9 +73,9 @@ def test_recurrent_step_bench_checks_then_times(tmp_path):
     """bench/recurrent_step.py at tiny, odd shapes: every version is checked against float64 before it is timed; with
     --threads 2 the row shards (17 rows: two) and the unit split too."""
     out = tmp_path / "step.json"
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "recurrent_step.py"), "--rows", "5,17", "--units",
+    result = subprocess.run([sys.executable, "-m", "bench.recurrent_step", "--rows", "5,17", "--units",
                              "21", "--steps", "3", "--repeats", "2", "--threads", "2", "--json", str(out)],
-                            capture_output=True, text=True, env=ENV, timeout=300)
+                            capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     records = json.loads(out.read_text())
     assert {r["version"] for r in records} == {"forward/per-step BLAS", "forward/compiled", "backward/per-step BLAS",
@@ -88,17 +88,18 @@ def test_recurrent_step_bench_checks_then_times(tmp_path):
 
 
 def test_barrier_wait_bench_runs():
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "barrier_wait.py"), "--burners", "0", "--steps", "50",
-                             "--rounds", "1", "--repeats", "1"], capture_output=True, text=True, env=ENV, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "bench.barrier_wait", "--burners", "0", "--steps", "50",
+                             "--rounds", "1", "--repeats", "1"], capture_output=True, text=True, env=ENV, cwd=REPO,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
     assert "| 0 |" in result.stdout
 
 
 def test_split_step_bench_runs(tmp_path):
     out = tmp_path / "split.json"
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "split_step.py"), "--shapes", "3x16",
+    result = subprocess.run([sys.executable, "-m", "bench.split_step", "--shapes", "3x16",
                              "--contestants", "rows,units", "--repeats", "1", "--seconds", "0.05", "--json", str(out)],
-                            capture_output=True, text=True, env=ENV, timeout=600)
+                            capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr
     assert {r["contestant"] for r in json.loads(out.read_text())} == {"rows", "units"}
 
@@ -107,8 +108,8 @@ def test_attention_bench_quick(tmp_path):
     """bench/attention.py's five training-step contestants, its FLOP floor and the decoding case, on a tiny setting
     (its times mean nothing)."""
     out = tmp_path / "attention.json"
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "attention.py"), "--quick", "--json", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "bench.attention", "--quick", "--json", str(out)],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     record = json.loads(out.read_text())
     assert set(record["steps"]) == {"minilstm-feed", "minilstm-no-feed", "minilstm-plain", "torch-feed",
@@ -118,7 +119,7 @@ def test_attention_bench_quick(tmp_path):
 
 
 def test_attention_training_parity_in_float64_agrees_to_rounding(tmp_path):
-    """bench/attention_training_parity.py's PyTorch model (bench/attention.py's TorchAttention, our weights copied
+    """bench/attention_training_parity.py's PyTorch model (bench/torch_models.py's TorchSeq2Seq, our weights copied
     in) trained beside ours in float64 for a few steps from the same weights on the same batches: the held-out
     losses agree to rounding, which a wrong weight mapping, gate order, bias or optimizer setting would break."""
     import gzip
@@ -129,10 +130,10 @@ def test_attention_training_parity_in_float64_agrees_to_rounding(tmp_path):
     with gzip.open(REPO / "minilstm" / "default_data" / "fra-eng-10k.txt.gz", "rt", encoding="utf-8") as f:
         data.write_text("".join(line for _, line in zip(range(700), f, strict=False)), encoding="utf-8")
     out = tmp_path / "parity.json"
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "attention_training_parity.py"), "--data", str(data),
+    result = subprocess.run([sys.executable, "-m", "bench.attention_training_parity", "--data", str(data),
                              "--steps", "3", "--report-every", "3", "--val-stride", "1", "--threads", "1",
                              "--dtype", "float64", "--json", str(out)],
-                            capture_output=True, text=True, env=dict(ENV, MINILSTM_THREADS="1"), timeout=600)
+                            capture_output=True, text=True, env=dict(ENV, MINILSTM_THREADS="1"), cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(out.read_text())["rows"]
     assert row["step"] == 3 and abs(row["ratio"] - 1) < 1e-9, row

@@ -439,10 +439,10 @@ def test_data_parallel_bench_runs(tmp_path):
     """bench/data_parallel.py end to end at a tiny size (it times nothing here): both step runs, the per-rank
     compute, MPI's allreduce, one whole-file epoch both ways (here the file's first 400 pairs) and the model table."""
     mpiexec_path()
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "data_parallel.py"), "--quick", "--out",
+    result = subprocess.run([sys.executable, "-m", "bench.data_parallel", "--quick", "--out",
                              str(tmp_path), "--full-data", str(REPO / "minilstm" / "default_data" /
                                                                 "fra-eng-10k.txt.gz")],
-                            capture_output=True, text=True, timeout=600, env=ENV)
+                            capture_output=True, text=True, cwd=REPO, timeout=600, env=ENV)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert [(r["ranks"], r["threads"]) for r in results["step"]] == [(1, 2), (2, 1)]

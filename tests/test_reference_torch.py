@@ -1,4 +1,5 @@
-"""The same weights and batch through PyTorch (CPU, float64) give the same loss and every gradient (~1e-10).
+"""The same weights and batch through PyTorch (CPU, float64; bench/torch_models.py's TorchSeq2Seq, the model the
+benchmarks time too) give the same loss and every gradient (~1e-10).
 
 PyTorch's nn.LSTM keeps weights as (4H, in) with gate order i, f, g, o (= Keras's i, f, c, o), so the mapping is a
 transpose; its second bias (bias_hh) is set to zero and frozen. Inputs are real one-hot tensors, so this also checks
@@ -17,50 +18,7 @@ from minilstm.optim import RMSprop, make_optimizer
 torch = pytest.importorskip("torch", reason="PyTorch is the reference; install the CPU build: pip install "
                             "torch==2.13.0")
 
-
-class TorchSeq2Seq(torch.nn.Module):
-    def __init__(self, weights):
-        super().__init__()
-        n_in, four_units = weights["encoder.kernel"].shape
-        units, n_out = weights["dense.kernel"].shape
-        self.encoder = torch.nn.LSTM(n_in, units, dtype=torch.float64)
-        self.decoder = torch.nn.LSTM(weights["decoder.kernel"].shape[0], units, dtype=torch.float64)
-        self.dense = torch.nn.Linear(units, n_out, dtype=torch.float64)
-        with torch.no_grad():
-            for name, lstm in (("encoder", self.encoder), ("decoder", self.decoder)):
-                lstm.weight_ih_l0.copy_(torch.from_numpy(weights[f"{name}.kernel"].T))
-                lstm.weight_hh_l0.copy_(torch.from_numpy(weights[f"{name}.recurrent_kernel"].T))
-                lstm.bias_ih_l0.copy_(torch.from_numpy(weights[f"{name}.bias"]))
-                lstm.bias_hh_l0.zero_()
-                lstm.bias_hh_l0.requires_grad_(False)
-            self.dense.weight.copy_(torch.from_numpy(weights["dense.kernel"].T))
-            self.dense.bias.copy_(torch.from_numpy(weights["dense.bias"]))
-
-    def loss(self, enc, dec_in, dec_out, n_in, n_out):
-        onehot = torch.nn.functional.one_hot
-        enc_x = onehot(torch.from_numpy(enc.T.copy()), n_in).double()  # (T, B, V): PyTorch is time-major too
-        dec_x = onehot(torch.from_numpy(dec_in.T.copy()), n_out).double()
-        _, state = self.encoder(enc_x)
-        outputs, _ = self.decoder(dec_x, state)
-        logits = self.dense(outputs).reshape(-1, n_out)
-        targets = torch.from_numpy(dec_out.T.copy()).reshape(-1)
-        return torch.nn.functional.cross_entropy(logits, targets)  # mean over all T*B positions
-
-    def grads_keras_layout(self):
-        return self.keras_layout(lambda tensor: tensor.grad)
-
-    def weights_keras_layout(self):
-        return self.keras_layout(lambda tensor: tensor.detach())
-
-    def keras_layout(self, part):
-        out = {}
-        for name, lstm in (("encoder", self.encoder), ("decoder", self.decoder)):
-            out[f"{name}.kernel"] = part(lstm.weight_ih_l0).numpy().T
-            out[f"{name}.recurrent_kernel"] = part(lstm.weight_hh_l0).numpy().T
-            out[f"{name}.bias"] = part(lstm.bias_ih_l0).numpy()
-        out["dense.kernel"] = part(self.dense.weight).numpy().T
-        out["dense.bias"] = part(self.dense.bias).numpy()
-        return out
+from bench.torch_models import TorchSeq2Seq  # noqa: E402 - it needs torch: after the skip above
 
 
 @pytest.mark.parametrize("batch,units,n_in,n_out,enc_len,dec_len", [
@@ -73,11 +31,11 @@ def test_loss_and_gradients_match_pytorch(cpu_backend, rng, batch, units, n_in, 
     enc, dec_in, dec_out = random_batch(rng, model, batch)
     loss, accuracy = model.loss_and_grads(enc, dec_in, dec_out)
 
-    reference = TorchSeq2Seq(model.get_weights())
-    ref_loss = reference.loss(enc, dec_in, dec_out, n_in, n_out)
+    reference = TorchSeq2Seq.from_minilstm(model)
+    ref_loss = reference.loss(enc, dec_in, dec_out)
     ref_loss.backward()
     assert abs(loss - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
-    ref_grads = reference.grads_keras_layout()
+    ref_grads = reference.get_grads()
     for name, grad in model.grads.items():
         assert relative_error(grad, ref_grads[name]) < 1e-10, name
 
@@ -86,7 +44,7 @@ def test_rmsprop_trajectory_matches_pytorch(cpu_backend, rng):
     """Ten RMSprop steps on ten batches: the same loss curve as torch.optim.RMSprop (alpha = rho = 0.9, eps
     outside the square root in both)."""
     model = small_model(cpu_backend, 7, 9, 8, 4, 6)
-    reference = TorchSeq2Seq(model.get_weights())
+    reference = TorchSeq2Seq.from_minilstm(model)
     ours = RMSprop(cpu_backend, model.params.flat.size, model.dtype, learning_rate=0.01)
     theirs = torch.optim.RMSprop([p for p in reference.parameters() if p.requires_grad], lr=0.01, alpha=0.9,
                                  eps=1e-7)
@@ -95,11 +53,11 @@ def test_rmsprop_trajectory_matches_pytorch(cpu_backend, rng):
         loss, _ = model.loss_and_grads(enc, dec_in, dec_out)
         ours.step(model.params.flat, model.grads.flat)
         theirs.zero_grad()
-        ref_loss = reference.loss(enc, dec_in, dec_out, 7, 9)
+        ref_loss = reference.loss(enc, dec_in, dec_out)
         ref_loss.backward()
         theirs.step()
         assert abs(loss - ref_loss.item()) <= 1e-10 * abs(ref_loss.item())
-    final = reference.grads_keras_layout()  # shapes only; compare weights after the last step
+    final = reference.get_grads()  # shapes only; compare weights after the last step
     with torch.no_grad():
         assert np.allclose(model.params["dense.kernel"], reference.dense.weight.numpy().T, rtol=1e-9, atol=1e-12)
         assert np.allclose(model.params["encoder.recurrent_kernel"], reference.encoder.weight_hh_l0.numpy().T,
@@ -117,7 +75,7 @@ def test_adam_sgd_and_clipping_trajectories_match_pytorch(cpu_backend, rng, name
     smaller, relatively, by up to 1e-6 / (norm + 1e-6): each step checks that bound and torch's norm against ours
     (1e-12), then turns torch's factor into Keras's (g *= ours / torch's), so the trajectories still agree to 1e-10."""
     model = small_model(cpu_backend, 7, 9, 8, 4, 6)
-    reference = TorchSeq2Seq(model.get_weights())
+    reference = TorchSeq2Seq.from_minilstm(model)
     params = [p for p in reference.parameters() if p.requires_grad]
     batches = [random_batch(rng, model, 4) for _ in range(5)]
     clip_norm = None
@@ -138,7 +96,7 @@ def test_adam_sgd_and_clipping_trajectories_match_pytorch(cpu_backend, rng, name
         norm = math.sqrt(cpu_backend.sum_of_squares(model.grads.flat))
         ours.step(model.params.flat, model.grads.flat)
         theirs.zero_grad()
-        ref_loss = reference.loss(enc, dec_in, dec_out, 7, 9)
+        ref_loss = reference.loss(enc, dec_in, dec_out)
         ref_loss.backward()
         if clip:
             torch_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm).item()  # the norm before clipping
@@ -153,7 +111,7 @@ def test_adam_sgd_and_clipping_trajectories_match_pytorch(cpu_backend, rng, name
         theirs.step()
         assert abs(loss - ref_loss.item()) <= 1e-10 * abs(ref_loss.item())
     assert clipped_steps >= (1 if clip else 0)
-    final = reference.weights_keras_layout()
+    final = reference.get_weights()
     assert set(final) == set(model.params.views)
     for key, value in final.items():
         assert relative_error(model.params[key], value) < 1e-10, key

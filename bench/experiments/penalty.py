@@ -1,8 +1,9 @@
 """Prototype decoding remedies for the shipped model's repetitions on long inputs, on the tuning tenth of the
-held-out sentences (``make_tune.py``), by the step loop (slow, plain numpy over ``Seq2Seq.step``); results in
-``results.txt``. Not built into minilstm: none helped beyond the length penalty, which is (``--length-penalty``).
+held-out sentences (``python -m bench.experiments.make_tune``), by the step loop (slow, plain numpy over
+``Seq2Seq.step``); results in ``bench/results/attention/long-sentences/decoding-penalties/results.txt``. Not built
+into minilstm: none helped beyond the length penalty, which is (``--length-penalty``).
 
-    python penalty.py CHECKPOINT tune.json WIDTH ALPHA BETA KIND OUT.json
+    python -m bench.experiments.penalty CHECKPOINT tune.json WIDTH ALPHA BETA KIND OUT.json
 
 KIND: ``wu`` (GNMT's coverage penalty, -sum_s log min(coverage_s, 1)), ``summary`` (attention beyond 1 per source
 character: sum_s max(coverage_s, 1) - 1), either with ``-final`` (the penalty only on a beam's END candidate; else

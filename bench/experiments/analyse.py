@@ -4,7 +4,7 @@ than evaluate's buckets: chrF (evaluate's corpus chrF over the bucket), CER, how
 3-gram that no reference repeats, how often it is over 1.5x or under 0.67x the closest reference's length, and the
 bucket's share of the whole file's pairs (what training sees of that length: the random split is uniform in it).
 
-    python bench/results/attention/long-sentences/analyse.py greedy.json [beam3.json ...]
+    python -m bench.experiments.analyse greedy.json [beam3.json ...]
 """
 
 import json
@@ -12,10 +12,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
+from minilstm.evaluate import chrf, edit_distance
 
-from minilstm.evaluate import chrf, edit_distance  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[2]
 BUCKETS = [(1, 3), (4, 6), (7, 8), (9, 10), (11, 12), (13, 15), (16, 99)]
 
 
@@ -26,7 +25,7 @@ def repeats(text: str) -> bool:
 
 
 def main():
-    fra = Path(__file__).resolve().parents[5] / "shared" / "data" / "fra-eng" / "fra.txt"
+    fra = REPO.parent / "shared" / "data" / "fra-eng" / "fra.txt"
     words = Counter(len(line.split("\t")[0].split()) for line in fra.open(encoding="utf-8") if line.strip())
     total = sum(words.values())
     print(f"{fra}: {total:,} pairs; share by English words: " + ", ".join(

@@ -8,26 +8,22 @@ LSTM cell, 8 the gate GEMM ([feed, h] @ [V; U]), 16 htilde's tanh and its two st
 outside the loop (packing, the gather, allocations). The variants are made from the function's own source, each
 switched-off call wrapped in ``if MODE & bit == 0``.
 
-    python bench/results/attention/loop-experiments/ablation.py
+    python -m bench.experiments.ablation
 """
 
 import inspect
 import statistics
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 from numba import njit
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
-
-import minilstm.backends.numba.attention as attn  # noqa: E402
-from minilstm.attention import AttentionDecoder  # noqa: E402
-from minilstm.backends.numba import NumbaBackend  # noqa: E402
-from minilstm.nn import Parameters  # noqa: E402
+import minilstm.backends.numba.attention as attn
+from minilstm.attention import AttentionDecoder
+from minilstm.backends.numba import NumbaBackend
+from minilstm.nn import Parameters
 
 GUARDS = {  # a line of the loop -> the bit that switches it off
     "_gate_panels(x_flat, rows, depth, units, packed_gates[layer], z_flat, spill)": 8,

@@ -7,23 +7,23 @@ set -euo pipefail
 . .venv/bin/activate
 export OPENBLAS_CORETYPE=Haswell
 D=bench/results/haswell-repeats
-AB=$PWD/bench/results/serve/mixed-lengths/translate_ab.py
+AB=$PWD/bench/experiments/translate_ab.py  # PYTHONPATH=.: the tree it runs in supplies the code
 { date -u; lscpu | grep -E "Model name|^CPU\(s\)|Flags"; echo "OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE";
   git log -1 --format="head %h %s"; python -c "import numpy, numba; print('numpy', numpy.__version__, 'numba', numba.__version__)"; } > $D/machine.txt
 # 1. the decode table (compiled decoders against the step loops)
-python bench/attention_decode.py --json $D/decode.json > $D/decode.txt 2>&1
+python -m bench.attention_decode --json $D/decode.json > $D/decode.txt 2>&1
 # 2. the mixed-lengths translate A/B: e551f34 (one batch per source length) against this tree, interleaved
-(cd /tmp/old && NUMBA_CACHE_DIR=/tmp/nc_old python $AB warm-old > /dev/null)
+(cd /tmp/old && NUMBA_CACHE_DIR=/tmp/nc_old PYTHONPATH=. python $AB warm-old > /dev/null)
 : > $D/translate-ab.txt
 for i in 1 2; do
-    (cd /tmp/old && NUMBA_CACHE_DIR=/tmp/nc_old python $AB old) >> $D/translate-ab.txt
-    python $AB new >> $D/translate-ab.txt
+    (cd /tmp/old && NUMBA_CACHE_DIR=/tmp/nc_old PYTHONPATH=. python $AB old) >> $D/translate-ab.txt
+    PYTHONPATH=. python $AB new >> $D/translate-ab.txt
 done
 python -c "import json; o, n = (json.load(open(f'/tmp/mb/out-{k}.json')) for k in ('old', 'new')); \
 print('same translations', sum(a == b for a, b in zip(o, n)), 'of', len(n))" >> $D/translate-ab.txt
 # 3. serve load: the full table, then the 64-client level three more times
-python bench/serve_load.py --out $D/serve --modes batched,max-batch-1,lists32,batched-h11 > $D/serve.txt 2>&1
-for i in 1 2 3; do python bench/serve_load.py --levels 64 --modes batched,max-batch-1 2>&1 | grep "64 clients"; done > $D/serve-64-repeats.txt
+python -m bench.serve_load --out $D/serve --modes batched,max-batch-1,lists32,batched-h11 > $D/serve.txt 2>&1
+for i in 1 2 3; do python -m bench.serve_load --levels 64 --modes batched,max-batch-1 2>&1 | grep "64 clients"; done > $D/serve-64-repeats.txt
 # 4. where the compiled forward loop's time goes
-python bench/results/attention/loop-experiments/ablation.py > $D/ablation.txt 2>&1
+python -m bench.experiments.ablation > $D/ablation.txt 2>&1
 date -u >> $D/machine.txt

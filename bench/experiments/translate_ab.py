@@ -1,12 +1,17 @@
 """Translate timing of the shipped model on the numba backend (2 threads): 2,000 random held-out sentences in one
 ``translate`` call (batches of 512), and 10 batches of 64 (a server's batch). Run from a repository root with the
-name of the tree as argument; the A/B of ab.txt runs it in two trees, interleaved:
+name of the tree as argument; the tree in the current directory supplies ``minilstm`` and ``bench.serve_load``
+(``PYTHONPATH=.``: the script itself may come from another tree). The A/B of
+bench/results/serve/mixed-lengths/ab.txt runs it in two trees, interleaved:
 
     git worktree add /tmp/old e551f34 && ln -sfn "$PWD/../shared" /tmp/shared
-    AB=$PWD/bench/results/serve/mixed-lengths/translate_ab.py
-    for i in 1 2; do (cd /tmp/old && NUMBA_CACHE_DIR=/tmp/nc_old python $AB old); python $AB new; done
+    AB=$PWD/bench/experiments/translate_ab.py
+    for i in 1 2; do
+        (cd /tmp/old && NUMBA_CACHE_DIR=/tmp/nc_old PYTHONPATH=. python $AB old); PYTHONPATH=. python $AB new
+    done
 
-Writes /tmp/mb/out-NAME.json (the 2,000 translations), so that the two trees' translations can be compared.
+In one tree alone: ``python -m bench.experiments.translate_ab NAME``. Writes /tmp/mb/out-NAME.json (the 2,000
+translations), so that the two trees' translations can be compared.
 """
 
 import json
@@ -17,11 +22,8 @@ import time
 
 import numpy as np
 
-sys.path[:0] = ["bench", "."]
-
-from serve_load import held_out_sentences  # noqa: E402
-
-from minilstm.checkpoint import load_checkpoint  # noqa: E402
+from bench.serve_load import held_out_sentences
+from minilstm.checkpoint import load_checkpoint
 
 PATH = "minilstm/models/en-fr-default"
 held = held_out_sentences(PATH)

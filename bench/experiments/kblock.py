@@ -5,20 +5,17 @@ KiB, stay in L1 while every pair of rows of the group passes; the accumulators a
 blocks, which changes no bit: a float32 store and load is exact). Asserts the blocked results equal the unblocked
 ones bit for bit, prints ms and GFLOP/s per kc (0: unblocked).
 
-    python bench/results/attention/loop-experiments/kblock.py [DEPTH]
+    python -m bench.experiments.kblock [DEPTH]
 """
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from numba import njit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
-
-from minilstm.backends.numba import simd  # noqa: E402
-from minilstm.backends.numba.attention import _gate_panels, pack_gates, packed_gates_size  # noqa: E402
+from minilstm.backends.numba import simd
+from minilstm.backends.numba.attention import _gate_panels, pack_gates, packed_gates_size
 
 F = np.float32
 H, G, T, R = 256, 16, 59, 32

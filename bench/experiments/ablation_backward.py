@@ -10,24 +10,19 @@ backward (d query += d score_s keys_s, and d keys += d score_s h), 4 the W_c GEM
 read-modify-writes of the (S, M) and (S, H) arrays of every row at every step). MODE 31 leaves what is outside the
 loop (packing, the weight-gradient GEMMs, allocations).
 
-    python bench/results/attention/loop-experiments/ablation_backward.py
+    python -m bench.experiments.ablation_backward
 """
 
 import inspect
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 from numba import njit
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
-
-from ablation import one_shard, report  # noqa: E402 - beside this file: the same shard, the same table
-
-import minilstm.backends.numba.attention as attn  # noqa: E402
+import minilstm.backends.numba.attention as attn
+from bench.experiments.ablation import one_shard, report
 
 GUARDS = {  # the first line of a call in the loop -> the bit that switches it off
     "_multiply(d_pre_flat, 0, rows, units, packed_output_t, d_joined_flat, mem_size + units, spill)": 4,

@@ -21,5 +21,5 @@ while kill -0 ${pids[0]} 2>/dev/null || kill -0 ${pids[1]} 2>/dev/null; do
   it $R/plain >> $R/plain.ticks; it $R/best >> $R/best.ticks; sleep 0.5
 done
 for n in plain best; do
-  python3 bench/results/attention/equal-time-best/ticks_rate.py $R/$n.ticks "$n (side by side)"
+  python3 -m bench.experiments.ticks_rate $R/$n.ticks "$n (side by side)"
 done

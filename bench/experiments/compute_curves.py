@@ -1,21 +1,22 @@
 """Held-out loss and chrF of the three equal-time-best runs against compute rather than wall time.
 
-    python bench/results/attention/equal-time-best/compute_curves.py
+    python -m bench.experiments.compute_curves
 
 The runs shared the 2-core machine unevenly (plain and best side by side with a test run, the control mostly
 alone, and side by side a MINILSTM_THREADS=1 run still ran its BLAS on both cores before fbcd32f), so wall time is
 no common axis. Compute here is steps x the model's own cost of one training step, measured one model at a time on
-one core with nothing else running (rate.sh -> rate-one-core.txt), in minutes of that core. Loss: the whole
-held-out split at each epoch's end (longer/history-*.jsonl, the runs resumed by longer.sh; history-control.jsonl;
-2,187 steps an epoch). chrF: the evaluate reports of the snapshots whose step counts snapshot-steps.json records.
-Writes compute-curves.png and compute-curves.txt.
+one core with nothing else running (bench/experiments/equal-time-best/rate.sh -> rate-one-core.txt), in minutes of
+that core. Loss: the whole held-out split at each epoch's end (longer/history-*.jsonl, the runs resumed by
+equal-time-best/longer.sh; history-control.jsonl; 2,187 steps an epoch). chrF: the evaluate reports of the snapshots
+whose step counts snapshot-steps.json records. Reads and writes (compute-curves.png, compute-curves.txt) in
+bench/results/attention/equal-time-best/.
 """
 
 import json
 import re
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "results" / "attention" / "equal-time-best"  # inputs and outputs
 STEPS_PER_EPOCH = 2187  # 133,704 training pairs in length-sorted batches of 64 (every checkpoint's iterations agree)
 NAMES = {"plain": "no attention (1 layer)", "control": "bidirectional 2 x 128, no attention",
          "best": "bidirectional 2 x 128 + general attention"}

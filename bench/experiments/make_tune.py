@@ -1,5 +1,8 @@
 """The tuning tenth: every tenth distinct English sentence of the shipped model's random held-out split (seed 0,
-20%), in held-out order, with all its references from the whole file. ``python make_tune.py tune.json``"""
+20%), in held-out order, with all its references from the whole file.
+
+    python -m bench.experiments.make_tune tune.json
+"""
 
 import json
 import sys

@@ -1,7 +1,7 @@
-"""Per-step rate from a ticks file of "mtime iterations" lines (rate.sh, together.sh): between the first and the
-last periodic checkpoint (every 100 steps), not the one written at SIGINT.
+"""Per-step rate from a ticks file of "mtime iterations" lines (bench/experiments/equal-time-best/rate.sh,
+together.sh): between the first and the last periodic checkpoint (every 100 steps), not the one written at SIGINT.
 
-    python3 ticks_rate.py TICKS LABEL
+    python3 -m bench.experiments.ticks_rate TICKS LABEL
 """
 
 import sys

@@ -1,5 +1,8 @@
-"""Length penalty ALPHA for beam widths 3 and 5 on the tuning tenth (``make_tune.py``), by the real
-``--length-penalty`` (the compiled beam search). ``python tune_alpha.py CHECKPOINT tune.json``"""
+"""Length penalty ALPHA for beam widths 3 and 5 on the tuning tenth (``python -m bench.experiments.make_tune``), by
+the real ``--length-penalty`` (the compiled beam search).
+
+    python -m bench.experiments.tune_alpha CHECKPOINT tune.json
+"""
 
 import json
 import sys

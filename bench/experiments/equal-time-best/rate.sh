@@ -20,5 +20,5 @@ for spec in "plain:" "best:--bidirectional-encoder --latent-dim 128 --attention 
   timeout -s INT $SECS python -m minilstm.train $COMMON $flags --out $R/$n > $R/train-$n.log 2>&1 &
   pid=$!; sleep $T1; : > $R/$n.ticks
   while kill -0 $pid 2>/dev/null; do it $R/$n >> $R/$n.ticks; sleep 0.5; done
-  python3 bench/results/attention/equal-time-best/ticks_rate.py $R/$n.ticks $n
+  python3 -m bench.experiments.ticks_rate $R/$n.ticks $n
 done

@@ -15,7 +15,8 @@ from pathlib import Path
 from minilstm.backends import get_backend
 from minilstm.checkpoint import load_checkpoint
 from minilstm.data import Batches
-from minilstm.train import build_parser, evaluate, training_data
+from minilstm.train import build_parser
+from minilstm.training import evaluate, training_data
 
 
 def main(argv=None):

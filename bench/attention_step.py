@@ -42,7 +42,8 @@ def contestants(dataset, args):
         if name == "reference":
             backend.attention_feed_scores = ()  # AttentionDecoder._compiled then says no
         out[name] = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                            dataset.max_decoder_len, args.latent_dim, args.dtype, attention=args.attention,
+                            dataset.max_decoder_len, latent_dim=args.latent_dim, dtype=args.dtype,
+                            attention=args.attention,
                             input_feed=not args.no_input_feed).initialize(0)
     return out
 

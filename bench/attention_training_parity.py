@@ -28,7 +28,8 @@ from minilstm.backends import get_backend
 from minilstm.data import Batches
 from minilstm.optim import make_optimizer
 from minilstm.seq2seq import Seq2Seq
-from minilstm.train import build_parser, training_data
+from minilstm.train import build_parser
+from minilstm.training import training_data
 
 
 def main(argv=None):
@@ -49,7 +50,8 @@ def main(argv=None):
     dataset, train_idx, val_idx = training_data(args)
     backend = get_backend("numba")
     model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                    dataset.max_decoder_len, args.latent_dim, args.dtype, True, attention="general")
+                    dataset.max_decoder_len, latent_dim=args.latent_dim, dtype=args.dtype, mask_padding=True,
+                    attention="general")
     init_seed, shuffle_seed = np.random.SeedSequence(args.seed).spawn(2)  # as minilstm.train draws them
     model.initialize(np.random.default_rng(init_seed))
     optimizer = make_optimizer("rmsprop", backend, model.params.flat.size, model.dtype, learning_rate=0.001,

@@ -56,7 +56,7 @@ class MinilstmContestant:
         self.device = "gpu" if backend_name.startswith("cupy") else "cpu"
         self.dataset = dataset
         self.model = Seq2Seq(self.backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                             dataset.max_decoder_len, latent_dim, dtype).initialize(0)
+                             dataset.max_decoder_len, latent_dim=latent_dim, dtype=dtype).initialize(0)
         self.optimizer = RMSprop(self.backend, self.model.params.flat.size, self.model.dtype)
 
     def prepare(self, idx):
@@ -146,7 +146,7 @@ class OnnxRuntimeContestant:
         self._load, self._translate = namespace["load"], namespace["onnx_translate"]
         self.name, self.device, self.threads = "onnxruntime-cpu", "cpu", threads
         self.model = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                             dataset.max_decoder_len, latent_dim, dtype).initialize(0)
+                             dataset.max_decoder_len, latent_dim=latent_dim, dtype=dtype).initialize(0)
         self._folder = tempfile.TemporaryDirectory(prefix="bench-onnx-")
         self._sessions = None
 
@@ -185,7 +185,7 @@ def weights_to_limit(dataset, dtype, latent_dim=256):
     """Untrained weights (Keras's initialisers, seed 0) with END's output bias at -100: END never wins, so every
     sentence decodes to the length limit (the decode step's cost, not hidden by sentences that end early)."""
     weights = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                      dataset.max_decoder_len, latent_dim, dtype).initialize(0).get_weights()
+                      dataset.max_decoder_len, latent_dim=latent_dim, dtype=dtype).initialize(0).get_weights()
     weights["dense.bias"][dataset.target_vocab.index[END]] = -100.0
     return weights
 

@@ -34,7 +34,7 @@ from minilstm.backends import get_backend
 from minilstm.data import Batches, Dataset, resolve_pairs, split_validation
 from minilstm.optim import RMSprop
 from minilstm.seq2seq import Seq2Seq
-from minilstm.train import rank_part
+from minilstm.training import rank_part
 
 REPO = Path(__file__).resolve().parents[1]
 NODES = (1, 2, 4, 8, 16, 32, 64)
@@ -56,7 +56,7 @@ def worker_setup(args):
     dataset = Dataset.from_pairs(resolve_pairs(None, args.num_samples))
     train_idx, _ = split_validation(len(dataset))
     model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                    dataset.max_decoder_len, args.latent_dim, "float32").initialize(0)
+                    dataset.max_decoder_len, latent_dim=args.latent_dim, dtype="float32").initialize(0)
     return backend, comm, dataset, train_idx, model
 
 

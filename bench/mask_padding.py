@@ -26,7 +26,7 @@ from minilstm.data import Batches, Dataset, resolve_pairs, split_validation
 from minilstm.evaluate import evaluate_pairs
 from minilstm.optim import RMSprop
 from minilstm.seq2seq import Seq2Seq
-from minilstm.train import evaluate
+from minilstm.training import evaluate
 
 
 class Mode:
@@ -35,7 +35,8 @@ class Mode:
         self.backend = backend
         self.batches = Batches(dataset, backend, mask_padding)
         self.model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                             dataset.max_decoder_len, latent_dim, "float32", mask_padding).initialize(0)
+                             dataset.max_decoder_len, latent_dim=latent_dim, dtype="float32",
+                             mask_padding=mask_padding).initialize(0)
         self.optimizer = RMSprop(backend, self.model.params.flat.size, self.model.dtype)
         self.train_idx = train_idx
         self.val_plan = self.batches.plan(val_idx, 256, None)

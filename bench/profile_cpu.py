@@ -52,7 +52,7 @@ def step_profile(batch=64, latent=256, steps=30):
     dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
     backend = NumbaBackend()
     model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                    dataset.max_decoder_len, latent, "float32").initialize(0)
+                    dataset.max_decoder_len, latent_dim=latent, dtype="float32").initialize(0)
     optimizer = RMSprop(backend, model.params.flat.size, model.dtype)
     rng = np.random.default_rng(0)
     totals: dict[tuple[str, int], float] = {}

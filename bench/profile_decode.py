@@ -72,7 +72,7 @@ def main():
     dataset = Dataset.from_pairs(resolve_pairs(None, 10000))
     backend = NumbaBackend()
     model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                    dataset.max_decoder_len, 256, "float32").initialize(0)
+                    dataset.max_decoder_len, latent_dim=256, dtype="float32").initialize(0)
     if args.checkpoint:
         from minilstm.checkpoint import load_checkpoint
 

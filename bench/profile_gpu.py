@@ -115,7 +115,7 @@ def main(argv=None):
                      "forward_ms": fwd, "backward_ms": bwd})
     for name, backend in backends.items():
         model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                        dataset.max_decoder_len, args.latent_dim, "float32").initialize(0)
+                        dataset.max_decoder_len, latent_dim=args.latent_dim, dtype="float32").initialize(0)
         optimizer = RMSprop(backend, model.params.flat.size, model.dtype)
         idx = rng.choice(len(dataset), args.batch, replace=False)
         batch = tuple(backend.asarray(a[idx]) for a in (dataset.encoder_input_ids, dataset.decoder_input_ids,

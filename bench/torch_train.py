@@ -39,7 +39,7 @@ def main(argv=None):
     train_idx, val_idx = split_validation(len(dataset))
     model = TorchSeq2Seq(len(dataset.input_vocab), len(dataset.target_vocab), 256)
     init = Seq2Seq("numpy", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                   dataset.max_decoder_len, 256, "float32").initialize(args.seed)
+                   dataset.max_decoder_len, latent_dim=256, dtype="float32").initialize(args.seed)
     model.set_weights(init.get_weights(), freeze_bias_hh=False)  # bias_hh from 0 and trained, as the recorded runs
     optimizer = model.keras_rmsprop()
     arrays = (dataset.encoder_input_ids, dataset.decoder_input_ids, dataset.decoder_target_ids)

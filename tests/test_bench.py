@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+@pytest.mark.slow
 def test_bench_quick(tmp_path):
     out = tmp_path / "quick.json"
     result = subprocess.run([sys.executable, "-m", "bench.bench", "--quick", "--json", str(out), "--plot",
@@ -29,6 +32,7 @@ def test_bench_quick(tmp_path):
     assert (tmp_path / "quick.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_mask_padding_bench_runs(tmp_path):
     """bench/mask_padding.py end to end on two tiny runs (one parity, one --mask-padding): it times both modes and
     writes the comparison table with both runs' evaluate metrics."""
@@ -54,8 +58,6 @@ def test_mask_padding_bench_runs(tmp_path):
 
 def test_gpu_profile_without_a_gpu_says_so():
     """bench/profile_gpu.py needs a GPU; without one (CI) it stops with one line, not a traceback."""
-    import pytest
-
     try:
         import cupy
 
@@ -69,6 +71,7 @@ def test_gpu_profile_without_a_gpu_says_so():
     assert result.stderr.startswith("error: ") and "GPU" in result.stderr
 
 
+@pytest.mark.slow
 def test_recurrent_step_bench_checks_then_times(tmp_path):
     """bench/recurrent_step.py at tiny, odd shapes: every version is checked against float64 before it is timed; with
     --threads 2 the row shards (17 rows: two) and the unit split too."""
@@ -87,6 +90,7 @@ def test_recurrent_step_bench_checks_then_times(tmp_path):
     assert all(r["relative_error"] < 1e-4 for r in records if r["relative_error"] is not None)
 
 
+@pytest.mark.slow
 def test_barrier_wait_bench_runs():
     result = subprocess.run([sys.executable, "-m", "bench.barrier_wait", "--burners", "0", "--steps", "50",
                              "--rounds", "1", "--repeats", "1"], capture_output=True, text=True, env=ENV, cwd=REPO,
@@ -95,6 +99,7 @@ def test_barrier_wait_bench_runs():
     assert "| 0 |" in result.stdout
 
 
+@pytest.mark.slow
 def test_split_step_bench_runs(tmp_path):
     out = tmp_path / "split.json"
     result = subprocess.run([sys.executable, "-m", "bench.split_step", "--shapes", "3x16",
@@ -104,6 +109,7 @@ def test_split_step_bench_runs(tmp_path):
     assert {r["contestant"] for r in json.loads(out.read_text())} == {"rows", "units"}
 
 
+@pytest.mark.slow
 def test_attention_bench_quick(tmp_path):
     """bench/attention.py's five training-step contestants, its FLOP floor and the decoding case, on a tiny setting
     (its times mean nothing)."""
@@ -118,6 +124,7 @@ def test_attention_bench_quick(tmp_path):
     assert record["flop_floor"]["gflop_per_step"] > 0 and len(record["decode_validation"]) == 2
 
 
+@pytest.mark.slow
 def test_attention_training_parity_in_float64_agrees_to_rounding(tmp_path):
     """bench/attention_training_parity.py's PyTorch model (bench/torch_models.py's TorchSeq2Seq, our weights copied
     in) trained beside ours in float64 for a few steps from the same weights on the same batches: the held-out

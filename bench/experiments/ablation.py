@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 from threadpoolctl import threadpool_limits
 
-import minilstm.backends.numba.attention as attn
+import minilstm.backends.numba.attention_train as attn
 from minilstm.attention import AttentionDecoder
 from minilstm.backends.numba import NumbaBackend
 from minilstm.nn import Parameters

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 from threadpoolctl import threadpool_limits
 
-import minilstm.backends.numba.attention as attn
+import minilstm.backends.numba.attention_train as attn
 from bench.experiments.ablation import one_shard, report
 
 GUARDS = {  # the first line of a call in the loop -> the bit that switches it off

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from minilstm.backends.numba import simd
-from minilstm.backends.numba.attention import _gate_panels, pack_gates, packed_gates_size
+from minilstm.backends.numba.attention_train import _gate_panels, pack_gates, packed_gates_size
 
 F = np.float32
 H, G, T, R = 256, 16, 59, 32

@@ -28,7 +28,7 @@ def penalised_beam(model, enc_ids, k, lengths, alpha, beta, kind, final, block):
     state = model.start_decoding(enc_ids, lengths)
     n, vocab, src = np.shape(enc_ids)[0], len(model.target_vocab), np.shape(enc_ids)[1]
     real = np.arange(src)[None, :] < np.asarray(lengths)[:, None]
-    state = model.select_rows(state, model.backend.asarray(np.repeat(np.arange(n), k)))
+    state = model.decoder_steps().select(state, model.backend.asarray(np.repeat(np.arange(n), k)))
     logp = np.full((n, k), -np.inf)
     logp[:, 0] = 0.0
     rank, cov = logp.copy(), np.zeros((n, k, src))
@@ -72,7 +72,7 @@ def penalised_beam(model, enc_ids, k, lengths, alpha, beta, kind, final, block):
         cov, tokens, was_finished = new_cov[rows, parent], tokens[rows, parent], finished[rows, parent]
         tokens[:, :, step] = np.where(was_finished, tokens[:, :, step], token)
         finished = was_finished | (token == end_id)
-        state = model.select_rows(state, model.backend.asarray((rows * k + parent).reshape(-1)))
+        state = model.decoder_steps().select(state, model.backend.asarray((rows * k + parent).reshape(-1)))
         prev = model.backend.asarray(token.reshape(-1))
         if finished[np.isfinite(rank)].all():
             break

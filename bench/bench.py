@@ -139,7 +139,7 @@ class OnnxRuntimeContestant:
         if str(dtype) != "float32":
             raise MinilstmError(f"the ONNX export is float32 only, not {dtype}")
 
-        readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+        readme = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "convert.md").read_text(encoding="utf-8")
         code = re.search(r"<!-- onnx-example -->\n```python\n(.*?)```", readme, re.S).group(1)
         namespace = {}
         exec(compile(code[: code.index("\nprint(onnx_translate")], "README.md:onnx-example", "exec"), namespace)

@@ -1,6 +1,7 @@
 """minilstm.convert --to onnx: the files are valid ONNX that onnxruntime runs to our logits (to 1e-5 at every step
-of a teacher-forced batch), and the README's onnxruntime-only decoding loop, run as written there, translates 200
-sentences exactly as ``Seq2Seq.translate`` does, for every architecture. Refusals: one line, exit 2, nothing left."""
+of a teacher-forced batch), and the onnxruntime-only decoding loop of docs/guide/convert.md, run as written there,
+translates 200 sentences exactly as ``Seq2Seq.translate`` does, for every architecture. Refusals: one line, exit 2,
+nothing left."""
 
 import json
 import subprocess
@@ -67,11 +68,12 @@ def export(model, tmp_path, name="model-onnx"):
 
 
 def readme_onnx_functions():
-    """The README's ``load`` and ``onnx_translate``, exactly as written there (its last line, the usage example, left
-    out). bench/bench.py's onnxruntime contestant runs the same code."""
+    """docs/guide/convert.md's ``load`` and ``onnx_translate``, exactly as written there (its last line, the usage
+    example, left out). bench/bench.py's onnxruntime contestant runs the same code."""
     code = readme_example("onnx-example")
     namespace = {}
-    exec(compile(code[: code.index("\nprint(onnx_translate")], "README.md:onnx-example", "exec"), namespace)
+    exec(compile(code[: code.index("\nprint(onnx_translate")], "docs/guide/convert.md:onnx-example", "exec"),
+         namespace)
     return namespace["load"], namespace["onnx_translate"]
 
 
@@ -112,7 +114,7 @@ def test_onnxruntime_gives_our_logits_and_translations(data, tmp_path, name):
     assert np.abs(expected_logits).max() > 1.0  # trained: the logits are not all near 0
     np.testing.assert_allclose(got_logits, expected_logits, rtol=0, atol=1e-5)
 
-    # Greedy decoding with onnxruntime alone (the README's loop) == minilstm's, sentence for sentence.
+    # Greedy decoding with onnxruntime alone (docs/guide/convert.md's loop) == minilstm's, sentence for sentence.
     texts = [english for english, _ in pairs[::3]][:200]
     ours = model.translate(texts)
     assert len(set(ours)) > 10, ours[:20]  # the decodes differ from sentence to sentence

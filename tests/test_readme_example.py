@@ -1,6 +1,6 @@
-"""The README's layer-API examples, run exactly as written there: the language model must train (the loss falls far
-below the uniform guess's log(28) = 3.3) and then generate the sentence it was trained on; the attention model must
-learn to reverse its input."""
+"""The layer-API examples of the README (the language model) and of docs/guide/layers.md (the attention model), run
+exactly as written there: the language model must train (the loss falls far below the uniform guess's log(28) = 3.3)
+and then generate the sentence it was trained on; the attention model must learn to reverse its input."""
 
 import re
 import subprocess
@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_FILES = {"layer-api-example": "README.md", "attention-example": "docs/guide/layers.md",
+                 "onnx-example": "docs/guide/convert.md"}  # where each marked example lives
 
 
 def readme_example(marker: str = "layer-api-example") -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = (REPO / EXAMPLE_FILES[marker]).read_text(encoding="utf-8")
     match = re.search(rf"<!-- {marker} -->\n```python\n(.*?)```", text, re.S)
-    assert match, f"the README lost its example (or its marker {marker})"
+    assert match, f"{EXAMPLE_FILES[marker]} lost its example (or its marker {marker})"
     return match.group(1)
 
 

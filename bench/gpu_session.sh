@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What the CuPy backend still owes on a GPU (issue 4), as few commands as a device session allows (each call there
-# may run 10 minutes; the session has 30). Runs from the repository root with the packages the machine already has
+# What the CuPy backend still owes on a GPU , in as few commands as a lent GPU machine allows (each call there
+# may run 10 minutes; a lease has 15 minutes in all). Runs from the repository root with the packages the machine already has
 # (CuPy, PyTorch with cuDNN, NumPy, Numba, pytest); writes logs and results under OUT.
 #
 #   bash bench/gpu_session.sh OUT tests     # the GPU tests (cuda-parametrized ones), ~2 min

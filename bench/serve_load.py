@@ -1,6 +1,6 @@
 """Load on ``minilstm serve``: closed-loop clients on loopback, throughput and latency per concurrency level.
 
-    python -m bench.serve_load --out bench/results/serve            # the issue's run: 1, 4, 16, 64 clients, 10 s each
+    python -m bench.serve_load --out bench/results/serve            # the recorded run: 1, 4, 16, 64 clients, 10 s each
     python -m bench.serve_load --smoke                              # 2 s in all: checks the script works
 
 Each mode has its own server (``python -m minilstm.serve CHECKPOINT --port 0 ...``, the shipped model by default),

@@ -55,9 +55,8 @@ def weights(checkpoint_dir):
 
 @pytest.mark.slow
 def test_full_disk_stops_with_one_line_and_resume_goes_on_from_best(tmp_path, small_disk):
-    """The issue's case: room for best/ but not for latest/ after the first epoch. The old code then said there
-    was nothing to resume; now --resume goes on from best/ (which holds the same training state) and ends with the
-    weights of a run that never ran out of space."""
+    """Room for best/ but not for latest/ after the first epoch: --resume goes on from best/ (which holds the same
+    training state) and ends with the weights of a run that never ran out of space."""
     reference = tmp_path / "reference"
     result = run("train", *RUN, "--out", reference)
     assert result.returncode == 0, result.stderr

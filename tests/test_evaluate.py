@@ -20,7 +20,7 @@ PAIRS = [(e, f"Phrase {k} !") for k, e in enumerate(ENGLISH)] + [(ENGLISH[k], f"
 
 
 def words_bucket(english):
-    """The buckets as the issue states them, written out without evaluate's table."""
+    """The buckets as the guide states them (1-3, 4-6, 7-10, 11+ words), written out without evaluate's table."""
     words = len(english.split())
     return "1-3" if words <= 3 else "4-6" if words <= 6 else "7-10" if words <= 10 else "11+"
 

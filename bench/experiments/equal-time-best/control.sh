@@ -1,6 +1,6 @@
 #!/bin/bash
 # The control for the encoder's share: the best model's bidirectional encoder (128 units a direction, decoder 256)
-# WITHOUT attention, trained the same way for the same 100 minutes of wall time on one thread (twelfth session; the
+# WITHOUT attention, trained the same way for the same 100 minutes of wall time on one thread (2026-12-02/03; the
 # other core ran short jobs: edits, tests, no second training run). Snapshots of latest/ every 20 min.
 cd /work/main && . .venv/bin/activate
 SECS=${SECS:-6000}

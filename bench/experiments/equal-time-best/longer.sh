@@ -1,6 +1,6 @@
 #!/bin/bash
 # The plain model and the best one resumed (bit-exact) from their 100-minute checkpoints, side by side, one thread
-# each, for $SECS more seconds (fourteenth session), so each can be compared with the control at equal compute: the
+# each, for $SECS more seconds (2026-12-03), so each can be compared with the control at equal compute: the
 # control's last checkpoint (58,268 steps) cost 58,268 x 87.6 ms measured alone (rate.txt), which is ~48,500
 # steps of the best model (105.2 ms) and ~55,000 of the plain one (92.8 ms). A poller copies latest/ whenever it
 # has moved 500+ steps, named by its optimizer iterations (the control's poll.sh did the same).

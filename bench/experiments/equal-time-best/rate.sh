@@ -1,6 +1,6 @@
 #!/bin/bash
 # Per-step cost of the three models of the equal-time comparison, measured one after another on one thread with
-# nothing else running (thirteenth session): the 100-minute runs shared the 2-core machine differently (plain and
+# nothing else running (2026-12-03): the 100-minute runs shared the 2-core machine differently (plain and
 # best together, 3 processes on 2 cores for their first hour; the control mostly alone), so wall time is not a fair
 # common axis. Each run trains for $SECS s; from T1 on, latest/config.json's mtime and iteration count are read at
 # every checkpoint (every 100 steps), and the rate is taken between the first and the last of them.

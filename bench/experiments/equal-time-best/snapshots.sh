@@ -1,6 +1,6 @@
 #!/bin/bash
 # Every snapshot of the two 100-minute runs evaluated on all held-out pairs (greedy, per length bucket), to see how
-# the gain per bucket moves with training time (twelfth session; one thread, beside the control run). The 80-min
+# the gain per bucket moves with training time (2026-12-02/03; one thread, beside the control run). The 80-min
 # snapshots are left out: they are byte-identical to the 65-min ones (see resume.sh).
 cd /work/main && . .venv/bin/activate
 R=/work/runs/best

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The timings of the fifteenth session that were made with OPENBLAS_CORETYPE unset only, again with
+# The timings of 2026-12-03 that were made with OPENBLAS_CORETYPE unset only, again with
 # OPENBLAS_CORETYPE=Haswell set in this command alone (the standards: the machine's setting and the other one).
 # Nothing else running; each script warms Numba up before its clock starts. Run from the repository root, with
 # e551f34 checked out at /tmp/old (git worktree add /tmp/old e551f34) for the translate A/B.

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The best model's snapshots from longer.sh, and the control's at equal compute with them, evaluated on all held-out
-# pairs (one thread each, two at a time; fourteenth session). Equal compute: the control's steps = the best's x
+# pairs (one thread each, two at a time; 2026-12-03). Equal compute: the control's steps = the best's x
 # 105.2 / 87.6 (rate.txt, as the runs ran) or x 129.4 / 84.6 (rate-one-core.txt, one core in all):
 # 11,297 -> 13,700 | 17,400; 20,200 -> 24,400 | 30,700; 38,100 -> 45,500 | 58,268 (the control's last).
 # best/ (41,553 steps, the end of epoch 19, the lowest held-out loss) is the model shipped since.

@@ -24,6 +24,8 @@ Backward of the whole model (the LSTM part is in ``lstm`` and ``nn``):
     encoder BPTT with d_outputs = None, those final-state gradients -> d(initial state of the encoder)
 """
 
+import dataclasses
+
 import numpy as np
 
 from . import decoding
@@ -53,7 +55,7 @@ class Seq2Seq:
         if architecture is not None and options:
             raise TypeError("give an Architecture or its fields, not both")
         arch = architecture if architecture is not None else Architecture(**options)
-        self.arch = arch
+        self.arch = arch  # the model's one description: config() stores it
         self.backend = get_backend(backend)
         self.input_vocab = input_vocab
         self.target_vocab = target_vocab
@@ -61,7 +63,6 @@ class Seq2Seq:
         self.max_decoder_len = max_decoder_len
         self.latent_dim = arch.latent_dim
         self.dtype = np.dtype(arch.dtype)
-        self.mask_padding = arch.mask_padding
         self.encoder = LSTM(arch.latent_dim, vocab_size=len(input_vocab), num_layers=arch.encoder_layers,
                             bidirectional=arch.bidirectional_encoder, dropout=arch.dropout, name="encoder")
         self.attention = None if arch.attention == "none" else arch.attention
@@ -88,6 +89,15 @@ class Seq2Seq:
     @property
     def decoder_units(self) -> int:
         return self.decoder.units
+
+    @property
+    def mask_padding(self) -> bool:
+        """Whether the model reads each sentence's own characters only (its weights do not depend on it)."""
+        return self.arch.mask_padding
+
+    @mask_padding.setter
+    def mask_padding(self, value: bool):
+        self.arch = dataclasses.replace(self.arch, mask_padding=bool(value))
 
     # -- weights -------------------------------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ def test_no_import_circle():
 
 
 def test_every_cited_document_exists():
-    """``docs/...md``, ``README.md`` and ``bench/README.md`` paths named in the code, the kernels, the tests and the
+    """Markdown paths under ``docs/`` and ``bench/`` named in the code, the kernels, the tests and the
     docs exist; nothing cites a design document outside the repository."""
     cited = re.compile(r"(?<![\w/.-])((?:docs|bench)/[\w./-]+\.md)")
     sources = [*PACKAGE.rglob("*.py"), *(REPO / "kernels").glob("*.cu"), *(REPO / "tests").glob("*.py"),

@@ -1,5 +1,5 @@
 """A ``mask_padding`` model batches English sentences of any lengths: the encoder's time loop is cut at each
-distinct length (``Seq2Seq._run_encoder``; a bidirectional encoder's reverse direction reads each row reversed
+distinct length (``encoding.run_encoder``; a bidirectional encoder's reverse direction reads each row reversed
 within its own length), and every row gets exactly what it gets alone."""
 
 from pathlib import Path
@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minilstm import decoding
 from minilstm.backends import get_backend
 from minilstm.data import END, Dataset, encode_inputs, read_pairs
+from minilstm.encoding import run_encoder
 from minilstm.errors import MinilstmError
 from minilstm.seq2seq import Seq2Seq
 
@@ -67,9 +69,9 @@ def test_each_row_gets_the_state_it_gets_alone(cpu_backend, rng, architecture, d
     def same(a, b):
         assert_same(model, cpu_backend.to_numpy(a), cpu_backend.to_numpy(b))
     assert model.takes_mixed_lengths()
-    outputs, (h, c) = model._run_encoder(ids, lengths)
+    outputs, (h, c) = run_encoder(model, ids, lengths)
     for k, text in enumerate(texts):
-        out_k, (h_k, c_k) = model._run_encoder(encode_inputs([text], model.input_vocab, 0), [len(text)])
+        out_k, (h_k, c_k) = run_encoder(model, encode_inputs([text], model.input_vocab, 0), [len(text)])
         same(h[:, k], h_k[:, 0])
         same(c[:, k], c_k[:, 0])
         same(outputs[: len(text), k], out_k[:, 0])
@@ -130,13 +132,13 @@ def test_the_backend_caps_a_mixed_batch_and_each_row_still_gets_what_it_gets_alo
     alone = [model.translate([t])[0] for t in texts]
     monkeypatch.setattr(cpu_backend, "mixed_batch_rows", 5)
     rows = []
-    greedy = model.greedy_decode_ids
+    greedy = decoding.greedy
 
-    def counting(ids, *args, **kwargs):
+    def counting(steps, ids, *args, **kwargs):
         rows.append(len(ids))
-        return greedy(ids, *args, **kwargs)
+        return greedy(steps, ids, *args, **kwargs)
 
-    monkeypatch.setattr(model, "greedy_decode_ids", counting)
+    monkeypatch.setattr(decoding, "greedy", counting)
     assert model.translate(texts) == alone
     assert max(rows) == 5 and sum(rows) == len(texts)
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# What the CuPy backend still owes on a GPU , in as few commands as a lent GPU machine allows (each call there
-# may run 10 minutes; a lease has 15 minutes in all). Runs from the repository root with the packages the machine already has
-# (CuPy, PyTorch with cuDNN, NumPy, Numba, pytest); writes logs and results under OUT.
+# What the CuPy backend still owes on a GPU, in as few commands as a lent GPU machine allows (each call there may
+# run 10 minutes; a lease has 15 minutes in all). Runs from the repository root with the packages the machine already
+# has (CuPy, PyTorch with cuDNN, NumPy, Numba, pytest); writes logs and results under OUT.
 #
-#   bash bench/gpu_session.sh OUT tests     # the GPU tests (cuda-parametrized ones), ~2 min
+#   bash bench/gpu_session.sh OUT tests     # the GPU tests (marker gpu: every cuda-parametrized one), ~2 min
 #   bash bench/gpu_session.sh OUT profile   # each layer's time loop: per step, persistent, cuDNN; ~1 min
 #   bash bench/gpu_session.sh OUT bench     # bench.py: cupy, cupy-persistent, PyTorch cuDNN; ~5 min
 #   bash bench/gpu_session.sh OUT curves    # 3 epochs on numpy, cupy, cupy-persistent; the curves side by side
@@ -17,7 +17,8 @@ python=${PYTHON:-python3}
 nvidia-smi -L > "$out/device.txt" 2>&1
 case $stage in
 tests)
-    $python -m pytest -rs -k "cuda or compiles" tests/test_cupy_backend.py 2>&1 | tee "$out/gpu-tests.log" ;;
+    { $python -m pytest -rs -m gpu tests; $python -m pytest -rs -k compiles tests/test_cupy_backend.py; } 2>&1 \
+        | tee "$out/gpu-tests.log" ;;
 profile)
     $python -m bench.profile_gpu --json "$out/gpu-profile.json" 2>&1 | tee "$out/gpu-profile.md" ;;
 bench)

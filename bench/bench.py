@@ -3,11 +3,11 @@
     python -m bench.bench --json bench/results/cpu.json --plot bench/results/cpu.png
     python -m bench.bench --quick                # under a minute; a test runs it so the benchmark cannot rot
 
-Cases: one training step (forward + backward + RMSprop; median over many steps after warm-up), one full epoch
-(all training steps + validation), greedy decoding of the validation sentences (batched vs one at a time; every
-contestant warmed up untimed first; onnxruntime joins here, running our ONNX export with the README's loop), and a
-sweep of the training step over batch size and latent size. Decoding runs with untrained weights (Keras's initial
-ones, END's output bias set to -100 so that no sentence ends early: every row runs to the length limit,
+Cases: one training step (forward + backward + RMSprop; median over many steps after warm-up), one full epoch (all
+training steps + validation), greedy decoding of the validation sentences (batched vs one at a time; every contestant
+warmed up untimed first; onnxruntime joins here, running our ONNX export with the loop of docs/guide/convert.md), and a
+sweep of the training step over batch size and latent size. Decoding runs with untrained weights (Keras's initial ones,
+END's output bias set to -100 so that no sentence ends early: every row runs to the length limit,
 ``decode_*_to_limit``) and, given ``--checkpoint``, with those trained weights (``decode_*_trained``), the same
 weights for every contestant.
 Contestants are interleaved (round-robin, a few steps each) so that drifting machine load hits them all alike;
@@ -130,7 +130,8 @@ class TorchContestant:
 
 class OnnxRuntimeContestant:
     """onnxruntime (``intra_op_num_threads`` = threads) running minilstm's ONNX export of the same weights, decoded
-    by the README's onnxruntime-only loop exactly as written there (batched greedy, finished rows dropped)."""
+    by docs/guide/convert.md's onnxruntime-only loop exactly as written there (batched greedy, finished rows
+    dropped)."""
 
     def __init__(self, dataset, latent_dim, dtype, threads):
         import onnx  # noqa: F401 - fail here (skipped) when either is not installed

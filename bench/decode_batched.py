@@ -1,7 +1,7 @@
 """bench.py's decode_batched case alone, repeated: minilstm numba, PyTorch CPU and onnxruntime (our ONNX export,
-the README's loop) take turns decoding the 2,000 validation sentences (``translate(texts, 512)``, batches of 512
-for the others, 2 threads each), a first untimed turn each, then ``--rounds`` timed turns each, interleaved;
-medians and the ratios. Without bench.py's one-sentence-at-a-time decoding, which takes minutes here.
+docs/guide/convert.md's loop) take turns decoding the 2,000 validation sentences (``translate(texts, 512)``, batches of
+512 for the others, 2 threads each), a first untimed turn each, then ``--rounds`` timed turns each, interleaved; medians
+and the ratios. Without bench.py's one-sentence-at-a-time decoding, which takes minutes here.
 
     python -m bench.decode_batched [--checkpoint DIR] [--rounds N] [--json OUT]
 

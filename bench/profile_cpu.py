@@ -3,7 +3,7 @@ single-threaded BLAS, and one training step split into the backend's operations,
 
     python -m bench.profile_cpu
 
-Used for the analysis in the README's performance section; numbers vary with the machine's load.
+Used for the analysis in docs/experiments/compiled-loops.md; numbers vary with the machine's load.
 """
 
 import statistics

@@ -14,7 +14,7 @@
   (batch, target vocabulary), the next state as ``h_out``, ``c_out`` [, ``feed_out``], and, with attention,
   ``attention`` (batch, source_len): this step's weights.
 - ``vocab.json``: both vocabularies and the decoding settings (the ids of START and END, the padding character and
-  the length to pad to, the longest output): with it a program needs nothing of minilstm (README, "Convert").
+  the length to pad to, the longest output): with it a program needs nothing of minilstm (docs/guide/convert.md).
 
 The layers are ONNX's own operators (opset 17): the standard ``LSTM`` (``layout`` 0, time-major: onnxruntime
 refuses 1), a ``Gather`` from an identity matrix for the one-hot characters, ``MatMul``/``Add`` for Dense and the

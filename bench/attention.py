@@ -52,7 +52,7 @@ class Ours:
         self.name, self.dataset = name, dataset
         self.backend = get_backend(backend)
         self.model = Seq2Seq(self.backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
-                             dataset.max_decoder_len, latent, "float32", attention=attention,
+                             dataset.max_decoder_len, latent_dim=latent, dtype="float32", attention=attention,
                              input_feed=input_feed).initialize(0)
         self.optimizer = RMSprop(self.backend, self.model.params.flat.size, self.model.dtype)
         self.lengths = dataset.input_lengths()

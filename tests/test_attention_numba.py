@@ -112,7 +112,7 @@ class CountCalls:
         return counted
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES[::-1]))
 @pytest.mark.parametrize("steps,batch,units,positions,mem_size,score", slow_beyond(SHAPES, 2))
 def test_compiled_loops_equal_reference(numba_backend, monkeypatch, rng, dtype, steps, batch, units, positions,
                                         mem_size, score):

@@ -149,8 +149,9 @@ STACKED = [(2, 0.0, "general", 3, 5, 7, 4), (2, 0.3, "dot", 4, 19, 16, 3), (3, 0
            (3, 0.0, "dot", 2, 1, 3, 1), (2, 0.4, "concat", 3, 6, 9, 4)]
 
 
-@pytest.mark.parametrize("dtype", slow_beyond(DTYPES[::-1]))
-@pytest.mark.parametrize("layers,dropout,score,steps,batch,units,positions", slow_beyond(STACKED))
+@pytest.mark.slow  # stacked attention loops compile anew (~20 s on a cold cache); the quick tier has one layer
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layers,dropout,score,steps,batch,units,positions", STACKED)
 def test_stacked_layers_equal_reference(numba_backend, monkeypatch, rng, dtype, layers, dropout, score, steps, batch,
                                         units, positions):
     decoder, weights, inputs = problem(rng, steps, batch, units, positions, None, score, layers, dropout)
@@ -191,7 +192,7 @@ def test_decoding_steps_match_teacher_forcing(numba_backend, rng):
         assert np.array_equal(htilde, outputs[t])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES[::-1]))
 def test_seq2seq_thread_shards(monkeypatch, rng, dtype):
     """A batch split into 3 row shards, each running the compiled loops on its own thread, gives the numpy model's
     loss and gradients (mixed source lengths)."""

@@ -127,6 +127,7 @@ def test_a_mixed_batch_runs_one_encoder_call_per_distinct_length(cpu_backend, mo
     assert calls == [(1, 5), (1, 4), (1, 3), (2, 2)]  # steps x rows: lengths 1, 2, 3, 5
 
 
+@pytest.mark.slow  # a float32 attention model: its compiled decoders take ~20 s to build on a cold cache
 def test_the_backend_caps_a_mixed_batch_and_each_row_still_gets_what_it_gets_alone(cpu_backend, rng, monkeypatch):
     """``Backend.mixed_batch_rows`` (numba: 128) holds translate's batches of mixed lengths to that many rows."""
     model = model_of(cpu_backend, "float32", "bidirectional, general attention")

@@ -112,7 +112,7 @@ class CountCalls:
         return counted
 
 
-@pytest.mark.parametrize("dtype", slow_beyond(DTYPES[::-1]))
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES))
 @pytest.mark.parametrize("steps,batch,units,positions,mem_size,score", slow_beyond(SHAPES, 2))
 def test_compiled_loops_equal_reference(numba_backend, monkeypatch, rng, dtype, steps, batch, units, positions,
                                         mem_size, score):
@@ -192,7 +192,7 @@ def test_decoding_steps_match_teacher_forcing(numba_backend, rng):
         assert np.array_equal(htilde, outputs[t])
 
 
-@pytest.mark.parametrize("dtype", slow_beyond(DTYPES[::-1]))
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES))
 def test_seq2seq_thread_shards(monkeypatch, rng, dtype):
     """A batch split into 3 row shards, each running the compiled loops on its own thread, gives the numpy model's
     loss and gradients (mixed source lengths)."""
@@ -262,7 +262,7 @@ GREEDY_CASES = [("dot", True, 1, 3, 1, 1, 1), ("general", True, 1, 16, 21, 5, 1)
                 ("general", False, 3, 8, 40, 6, 3)]
 
 
-@pytest.mark.parametrize("dtype", slow_beyond(DTYPES[::-1]))
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES))
 @pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,workers", slow_beyond(GREEDY_CASES))
 def test_compiled_greedy_decoding_equals_the_step_loop(monkeypatch, rng, dtype, score, input_feed, layers, units,
                                                        batch, positions, workers):
@@ -338,7 +338,7 @@ SAMPLE_CASES = [("dot", True, 1, 3, 1, 1, 0.7), ("general", True, 2, 16, 37, 5, 
                 ("dot", False, 3, 8, 20, 3, 1.3), ("concat", False, 2, 5, 3, 2, 1.0)]
 
 
-@pytest.mark.parametrize("dtype", slow_beyond(DTYPES[::-1]))
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES))
 @pytest.mark.parametrize("score,input_feed,layers,units,batch,positions,temperature", slow_beyond(SAMPLE_CASES))
 def test_compiled_sampling_equals_the_step_loop(monkeypatch, rng, dtype, score, input_feed, layers, units, batch,
                                                 positions, temperature):

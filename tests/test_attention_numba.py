@@ -129,15 +129,16 @@ def test_compiled_loops_equal_reference(numba_backend, monkeypatch, rng, dtype, 
     assert np.all(actual["weights"][np.broadcast_to(padding[:, None, :], actual["weights"].shape)] == 0)
 
 
-def test_padding_changes_nothing(numba_backend, rng):
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES))
+def test_padding_changes_nothing(numba_backend, rng, dtype):
     """What a padded source position holds never enters a sum (it is skipped, not multiplied by 0): NaN there
     leaves every result the same, bit for bit."""
     decoder, weights, inputs = problem(rng, 4, 6, 9, 5, None, "general")
     inputs["lengths"][1:] = rng.integers(1, 5, 5)
-    clean = run(numba_backend, np.float64, decoder, weights, inputs)
+    clean = run(numba_backend, dtype, decoder, weights, inputs)
     padding = np.arange(5)[:, None] >= inputs["lengths"][None, :]
     inputs["memory"][padding] = np.nan
-    dirty = run(numba_backend, np.float64, decoder, weights, inputs)
+    dirty = run(numba_backend, dtype, decoder, weights, inputs)
     for name in clean:
         if name != "grad attention.score_kernel":  # memory^T d keys (Attention.finish): NaN * 0 there
             assert np.array_equal(clean[name], dirty[name]), name

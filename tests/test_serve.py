@@ -418,6 +418,7 @@ def test_n_best_begins_with_the_beam_searchs_answer(checkpoint, beam_width):
         assert any(len(beams) == beam_width for beams in n_best)
 
 
+@pytest.mark.slow  # a float64 attention model: its compiled decoder takes ~15 s to build on a cold cache
 def test_attention_maps_of_an_attention_model(tmp_path):
     """A model with attention, greedy: ``attention: true`` returns each text's weights (a row per output character
     and the end, a column per input character the model read), those ``Seq2Seq.translate`` gives, to 4 decimals."""

@@ -180,14 +180,16 @@ def test_without_compiled_scores_the_reference_runs(monkeypatch, rng, score, num
     assert_close(actual, expected, np.float64)
 
 
-def test_decoding_steps_match_teacher_forcing(numba_backend, rng):
+@pytest.mark.parametrize("dtype", slow_beyond(DTYPES))
+def test_decoding_steps_match_teacher_forcing(numba_backend, rng, dtype):
     """One ``step`` at a time (decoding) runs the compiled loop one step long and gives the teacher-forced outputs."""
     decoder, weights, inputs = problem(rng, 5, 4, 6, 3, None, "general")
-    params = Parameters(numba_backend, [decoder], np.float64)
+    params = Parameters(numba_backend, [decoder], dtype)
     params.set_weights(weights)
-    outputs, _, _ = decoder.forward(params, inputs["ids"], inputs["state"], inputs["memory"], inputs["lengths"],
+    initial, memory = tuple(np.asarray(s, dtype=dtype) for s in inputs["state"]), inputs["memory"].astype(dtype)
+    outputs, _, _ = decoder.forward(params, inputs["ids"], initial, memory, inputs["lengths"],
                                     exact_keys=True)  # the keys ``start`` computes
-    state = decoder.start(params, inputs["state"], inputs["memory"], inputs["lengths"])
+    state = decoder.start(params, initial, memory, inputs["lengths"])
     for t in range(5):
         htilde, state, _ = decoder.step(params, inputs["ids"][t], state)
         assert np.array_equal(htilde, outputs[t])

@@ -275,6 +275,7 @@ print("not stopped")
 """
 
 
+@pytest.mark.slow  # waits for the watch to notice the lost peer: ~8 s
 @pytest.mark.parametrize("finished", [False, True])
 def test_peer_watch_ends_a_rank_left_alone_with_one_line(finished):
     """The watch itself, on a peer that is a plain process: once it exits, a rank that is not done says so in one

@@ -90,15 +90,6 @@ class Seq2Seq:
     def decoder_units(self) -> int:
         return self.decoder.units
 
-    @property
-    def mask_padding(self) -> bool:
-        """Whether the model reads each sentence's own characters only (its weights do not depend on it)."""
-        return self.arch.mask_padding
-
-    @mask_padding.setter
-    def mask_padding(self, value: bool):
-        self.arch = dataclasses.replace(self.arch, mask_padding=bool(value))
-
     # -- weights -------------------------------------------------------------------------------------------------
 
     def initialize(self, seed: int | np.random.Generator = 0):
@@ -112,6 +103,15 @@ class Seq2Seq:
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return self.params.get_weights()
+
+    @property
+    def mask_padding(self) -> bool:
+        """Whether the model reads each sentence's own characters only (its weights do not depend on it)."""
+        return self.arch.mask_padding
+
+    @mask_padding.setter
+    def mask_padding(self, value: bool):
+        self.arch = dataclasses.replace(self.arch, mask_padding=bool(value))
 
     def config(self) -> dict:
         """What ``config.json`` stores of the model: the vocabularies, the lengths and the architecture."""

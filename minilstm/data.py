@@ -31,16 +31,7 @@ from .pairs import (  # noqa: F401 - re-exported: the data pipeline's entry poin
     read_pairs,
     resolve_pairs,
 )
-from .vocab import (  # noqa: F401 - re-exported
-    END,
-    PAD,
-    START,
-    Vocab,
-    _check_lengths,
-    _encode_padded,
-    _show_text,
-    encode_inputs,
-)
+from .vocab import END, PAD, START, Vocab, _check_lengths, _encode_padded, encode_inputs  # noqa: F401 - re-exports
 
 # ------------------------------------------------------------------------------------------------ dataset
 

@@ -66,8 +66,8 @@ class DecoderSteps:
     def compiled_beam(self, state, tokens, scores, length_penalty) -> bool:
         return False
 
-    def compiled_sample(self, state, temperature, uniforms, tokens) -> int | None:
-        return None
+    def compiled_sample(self, state, temperature, rng, tokens) -> bool:
+        return False
 
     def maps_dtype(self):
         """The dtype greedy decoding writes attention weights in (the compiled loop: the model's)."""
@@ -118,11 +118,18 @@ class AttentionSteps(DecoderSteps):
                                  length_penalty)
         return True
 
-    def compiled_sample(self, state, temperature, uniforms, tokens) -> int | None:
+    def compiled_sample(self, state, temperature, rng, tokens) -> bool:
         if not self.decoder.compiled_sample(self.backend):
-            return None
-        return self.decoder.sample_decode(self.params, state, *self.dense, self.start_id, self.end_id, temperature,
-                                          uniforms, tokens)
+            return False
+        # The step loop draws one number per row and step until every row has ended: draw enough for the longest
+        # run, then put the generator back and advance it by as many as the loop would have drawn.
+        before = rng.bit_generator.state
+        uniforms = rng.random((self.max_steps, tokens.shape[0]))
+        steps = self.decoder.sample_decode(self.params, state, *self.dense, self.start_id, self.end_id, temperature,
+                                           uniforms, tokens)
+        rng.bit_generator.state = before
+        rng.random((steps, tokens.shape[0]))
+        return True
 
 
 # -- the algorithms ----------------------------------------------------------------------------------------------
@@ -238,13 +245,7 @@ def sample(steps: DecoderSteps, encoder_input_ids, temperature: float, rng: np.r
     state = steps.start(encoder_input_ids, source_lengths)
     batch = np.shape(encoder_input_ids)[0]
     tokens = np.full((batch, steps.max_steps), end_id, dtype=np.int64)
-    # The step loop draws one number per row and step until every row has ended: the compiled loop gets enough
-    # for the longest run, then the generator is put back and advanced by as many as the loop would have drawn.
-    before = rng.bit_generator.state
-    ran = steps.compiled_sample(state, temperature, rng.random((steps.max_steps, batch)), tokens)
-    rng.bit_generator.state = before
-    if ran is not None:
-        rng.random((ran, batch))
+    if steps.compiled_sample(state, temperature, rng, tokens):
         return cut_at_end(tokens.tolist(), end_id)
     done = np.zeros(batch, dtype=bool)
     prev = backend.xp.full(batch, steps.start_id, dtype=np.int64)

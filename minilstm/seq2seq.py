@@ -61,12 +61,8 @@ class Seq2Seq:
         self.target_vocab = target_vocab
         self.max_encoder_len = max_encoder_len
         self.max_decoder_len = max_decoder_len
-        self.latent_dim = arch.latent_dim
-        self.dtype = np.dtype(arch.dtype)
         self.encoder = LSTM(arch.latent_dim, vocab_size=len(input_vocab), num_layers=arch.encoder_layers,
                             bidirectional=arch.bidirectional_encoder, dropout=arch.dropout, name="encoder")
-        self.attention = None if arch.attention == "none" else arch.attention
-        self.input_feed = arch.input_feed
         if self.attention is None:
             self.attention_decoder = None
             self.decoder = LSTM(self.encoder.output_size, vocab_size=len(target_vocab),
@@ -75,7 +71,7 @@ class Seq2Seq:
         else:  # the decoder's LSTM stack plus the attention's weights (minilstm/attention.py)
             self.attention_decoder = AttentionDecoder(
                 self.encoder.output_size, vocab_size=len(target_vocab), memory_size=self.encoder.output_size,
-                score=self.attention, input_feed=self.input_feed, num_layers=arch.decoder_layers,
+                score=arch.attention, input_feed=arch.input_feed, num_layers=arch.decoder_layers,
                 dropout=arch.dropout)
             self.decoder = self.attention_decoder.lstm
             decoder_layers = [self.attention_decoder]
@@ -86,9 +82,28 @@ class Seq2Seq:
         self._workspaces = {}  # shard -> {layer name: lstm.Workspace}: big arrays reused from batch to batch
         self.d_initial_state = None  # (dh0, dc0) of the encoder after the last loss_and_grads
 
+    # What the architecture says, read where the model is used.
+
     @property
     def decoder_units(self) -> int:
         return self.decoder.units
+
+    @property
+    def latent_dim(self) -> int:
+        return self.arch.latent_dim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.arch.dtype)
+
+    @property
+    def attention(self) -> str | None:
+        """The attention score, or None: the Keras example's decoder."""
+        return None if self.arch.attention == "none" else self.arch.attention
+
+    @property
+    def input_feed(self) -> bool:
+        return self.arch.input_feed
 
     # -- weights -------------------------------------------------------------------------------------------------
 

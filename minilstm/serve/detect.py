@@ -15,6 +15,8 @@ evidence. The value was chosen on the training side of ``fra.txt``, English and 
 import math
 import threading
 
+from py3langid.langid import MODEL_FILE, RAW_FLOOR, LanguageIdentifier
+
 LANGUAGE_NAMES = {
     "en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
     "nl": "Dutch", "sv": "Swedish", "da": "Danish", "no": "Norwegian", "fi": "Finnish", "pl": "Polish",
@@ -57,8 +59,6 @@ class LanguageDetector:
         if self._identifier is None:
             with self._lock:
                 if self._identifier is None:
-                    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
                     # Our own instance: set_languages changes the identifier, and py3langid's module-level one is
                     # shared with anything else in the process that calls py3langid.classify.
                     identifier = LanguageIdentifier.from_model_file(MODEL_FILE)
@@ -75,8 +75,6 @@ class LanguageDetector:
         """Each language's naive Bayes log-likelihood of ``text`` (its first ``max_chars`` characters), English's
         with the prior added; None when the text has no letter (digits, punctuation, emoji: what the model would
         make of their bytes is noise) or no feature the model knows (too short, as "Go.")."""
-        from py3langid.langid import RAW_FLOOR
-
         text = text[: self.max_chars]
         if not any(character.isalpha() for character in text):
             return None

@@ -2,7 +2,8 @@
 
 Serves ``POST /translate``, ``GET /languages``, ``/health``, ``/metrics``, ``/openapi.json`` and a page at ``/``
 (uvicorn and Starlette: ``pip install "minilstm[serve]"``). Without a checkpoint it serves the small model shipped in
-the package. SIGTERM or Ctrl-C: stop accepting, answer every request already accepted, exit 0.
+the package. SIGTERM or Ctrl-C: stop accepting connections, answer every request a client has already sent (those on
+connections still waiting to be accepted, or sent but not yet read, included: drain.py), exit 0.
 """
 
 import argparse
@@ -98,6 +99,7 @@ def main(argv=None) -> int:
             raise MinilstmError(f"{flag} {name}: {name} is not installed (pip install {name}, or {flag} auto)")
     from .app import Metrics, Settings, create_app
     from .batcher import Batcher
+    from .drain import DrainingServer
     from .translator import Translator
 
     if args.checkpoint is None:
@@ -123,9 +125,9 @@ def main(argv=None) -> int:
     app = create_app(translator, batcher, settings, metrics, description=name)
     logging.basicConfig(format="%(levelname)s: %(message)s")
 
-    class Server(uvicorn.Server):
+    class Server(DrainingServer):
         def handle_exit(self, sig, frame):
-            batcher.flush()  # decode what is queued now: no more sentences are coming
+            batcher.flush()  # from now on decode what is queued without waiting for more to join it
             super().handle_exit(sig, frame)
 
     server = Server(uvicorn.Config(app, log_level=args.log_level, lifespan="off", access_log=args.log_level in (

@@ -13,8 +13,9 @@ tags (``It is <b>very</b> good.`` is one segment, ``It is very good.``), so the 
 
 Where the inline tags go in a translation is an approximation: each tag inside a segment sits at a character offset
 of the source text; that offset is scaled to the translation's length and moved to the nearest word start (an
-opening tag) or word end (a closing tag). Every tag is kept, in its order, so nesting and attributes are unchanged,
-but the words a tag wraps in the translation are a guess by position, not by meaning.
+opening tag) or word end (a closing tag), punctuation around a word left outside. Every tag is kept, in its order,
+so nesting and attributes are unchanged, but the words a tag wraps in the translation are a guess by position, not
+by meaning.
 
 Numeric character references that are not characters (``&#0;``, a surrogate such as ``&#xD800;``, beyond
 U+10FFFF, a control character such as ``&#1;`` or ``&#x81;``) are refused rather than mapped to U+FFFD, as the
@@ -112,7 +113,9 @@ KEPT_TEXT = re.compile(
     r"|(?<![\w@.+-])[\w.+-]*@\w+(?:[.-]\w+)*(?:@[\w-]+(?:\.[\w-]+)+)?"
     r"|(?<![\w&#])\#\w*[^\W\d]\w*"
 )
-WORD = re.compile(r"\S+")
+# A word for placing tags: from its first letter or digit to its last, so that "cats," ends before the comma and
+# "n'est-ce" is one word.
+WORD = re.compile(r"\w+(?:\S*\w)?")
 # Text that starts like a tag: what HTMLParser gives back as text when a tag or comment is cut off by the end.
 UNFINISHED_TAG = re.compile(r"<[a-zA-Z/!?]")
 URL_LIKE = re.compile(r"(?:[a-zA-Z][a-zA-Z0-9+.-]*://|www\.|mailto:|[@#])\S*|[\w-]+(?:\.[\w-]+)+(?:/\S*)?")
@@ -128,8 +131,14 @@ def _location(markup: str, offset: int) -> str:
     return f"line {line}, column {column}"
 
 
-def _malformed(markup: str, offset: int, what: str) -> MarkupError:
-    return MarkupError(f"Invalid request: malformed HTML: {what.format(at=_location(markup, offset))}")
+def _malformed(markup: str, offset: int, what: str, after: str = "") -> MarkupError:
+    """``what`` at line L, column C ``after``: one line, whatever the markup holds."""
+    return MarkupError(f"Invalid request: malformed HTML: {what} at {_location(markup, offset)}{after}")
+
+
+def _shown(name: str) -> str:
+    """A tag name or a character reference as quoted in a message, cut short: the markup may hold a long one."""
+    return name if len(name) <= 40 else name[:40] + "..."
 
 
 TEXT, START, END, OTHER = "text", "start", "end", "other"
@@ -210,7 +219,7 @@ class _Tokenizer(HTMLParser):
         if i < j:
             start, end = self.base + i, self.base + j
             if start != self.covered:
-                raise _malformed(self.markup, self.covered, "cannot read the markup at {at}")
+                raise _malformed(self.markup, self.covered, "cannot read the markup")
             self.covered = end
             kind, tag, attrs, self_closing, raw_text = self.pending or (OTHER, "", (), False, False)
             self.pending = None
@@ -223,7 +232,7 @@ class _Tokenizer(HTMLParser):
         tokens = self.tokens
         if token.kind == TEXT:
             if not token.raw_text and UNFINISHED_TAG.match(self.markup, token.start):
-                raise _malformed(self.markup, token.start, "unfinished tag or comment at {at}")
+                raise _malformed(self.markup, token.start, "unfinished tag or comment")
             previous = tokens[-1] if tokens else None
             if previous is not None and previous.kind == TEXT and previous.raw_text == token.raw_text:
                 previous.end = token.end  # "a < b" comes as three pieces of text
@@ -236,7 +245,7 @@ class _Tokenizer(HTMLParser):
 
     def _describe(self, index: int) -> str:
         token = self.tokens[index]
-        return f"<{token.tag}> ({_location(self.markup, token.start)})"
+        return f"<{_shown(token.tag)}> ({_location(self.markup, token.start)})"
 
     def _pop(self, closed_at: int, has_end_tag=False):
         index = self.stack.pop()
@@ -256,15 +265,14 @@ class _Tokenizer(HTMLParser):
                     open_tag = tokens[open_index].tag
                     if open_tag == closable:
                         raise _malformed(
-                            self.markup, tokens[index].start,
-                            f"<{tag}> at {{at}} would end {self._describe(open_index)} while "
-                            f"{self._describe(stack[-1])} is still open",
+                            self.markup, tokens[index].start, f"<{_shown(tag)}>",
+                            f" would end {self._describe(open_index)} while {self._describe(stack[-1])} is still open",
                         )
                     if open_tag in boundaries:
                         break
         if tag == "a" and self.open_count.get("a"):
             open_link = next(i for i in reversed(stack) if tokens[i].tag == "a")
-            raise _malformed(self.markup, tokens[index].start, f"<a> at {{at}} is inside {self._describe(open_link)}")
+            raise _malformed(self.markup, tokens[index].start, "<a>", f" is inside {self._describe(open_link)}")
         if tag in VOID_ELEMENTS or (self_closing and self.foreign_depth):
             tokens[index].content_end = index + 1
             return
@@ -273,21 +281,20 @@ class _Tokenizer(HTMLParser):
         if tag in FOREIGN_ELEMENTS:
             self.foreign_depth += 1
         if len(stack) > MAX_DEPTH:
-            raise _malformed(self.markup, tokens[index].start, f"elements nested deeper than {MAX_DEPTH} at {{at}}")
+            raise _malformed(self.markup, tokens[index].start, f"elements nested deeper than {MAX_DEPTH}")
 
     def _close(self, index: int):
         tokens, stack, tag = self.tokens, self.stack, self.tokens[index].tag
         if not self.open_count.get(tag):
-            raise _malformed(self.markup, tokens[index].start, f"</{tag}> at {{at}} closes no open <{tag}>")
+            raise _malformed(self.markup, tokens[index].start, f"</{_shown(tag)}>", f" closes no open <{_shown(tag)}>")
         position = len(stack) - 1
         while tokens[stack[position]].tag != tag:
             position -= 1
         for above in reversed(stack[position + 1:]):
             if tag in FORMATTING_ELEMENTS or tokens[above].tag not in OPTIONAL_END:
                 raise _malformed(
-                    self.markup, tokens[index].start,
-                    f"</{tag}> at {{at}} closes {self._describe(stack[position])} while {self._describe(above)} is "
-                    "still open",
+                    self.markup, tokens[index].start, f"</{_shown(tag)}>",
+                    f" closes {self._describe(stack[position])} while {self._describe(above)} is still open",
                 )
         while len(stack) > position + 1:
             self._pop(index)
@@ -297,19 +304,19 @@ class _Tokenizer(HTMLParser):
         """Close what HTML lets one leave open at the end; refuse the rest."""
         for index in reversed(self.stack):
             if self.tokens[index].tag not in OPTIONAL_END:
-                raise _malformed(self.markup, self.tokens[index].start, f"<{self.tokens[index].tag}> at {{at}} is "
-                                 "never closed")
+                raise _malformed(self.markup, self.tokens[index].start, f"<{_shown(self.tokens[index].tag)}>",
+                                 " is never closed")
         while self.stack:
             self._pop(len(self.tokens))
         if self.pending is not None or self.covered != len(self.markup):
-            raise _malformed(self.markup, self.covered, "cannot read the markup at {at}")
+            raise _malformed(self.markup, self.covered, "cannot read the markup")
 
 
 def _check_characters(markup: str):
     """Refuse control characters and lone surrogates, written as they are or as numeric character references."""
     bad = BAD_CHARACTER.search(markup)
     if bad:
-        raise _malformed(markup, bad.start(), f"control character U+{ord(bad.group()):04X} at {{at}}")
+        raise _malformed(markup, bad.start(), f"control character U+{ord(bad.group()):04X}")
     if "&#" not in markup:
         return
     for reference in NUMERIC_REFERENCE.finditer(markup):
@@ -323,7 +330,7 @@ def _check_characters(markup: str):
             or decoded == ""
             or any(ch < " " and ch not in ALLOWED_CONTROLS or "\x7f" <= ch <= "\x9f" for ch in decoded)
         ):
-            raise _malformed(markup, reference.start(), f"{reference.group()} at {{at}} is not a valid character")
+            raise _malformed(markup, reference.start(), _shown(reference.group()), " is not a valid character")
 
 
 def _classes(token: _Token) -> set[str]:

@@ -2,7 +2,8 @@
 
 The models are trained on single sentences: fed a paragraph, they translate its first sentence or two and lose the
 rest. ``split_texts`` cuts every text into sentences with sentencex (Wikimedia's segmenter, which knows
-abbreviations such as "Mr." and "e.g.", decimals, ellipses and "?!"); a line break always ends a sentence. A
+abbreviations such as "Mr." and "e.g.", decimals, ellipses and "?!"); a sentence ends only where whitespace follows
+(sentencex would also cut "Go.Go." in two), and a line break always ends one. A
 sentence longer than the model's longest training input is cut further, at a clause boundary (after ``, ; :`` or a
 dash, before a conjunction such as " and "), else at a space, else anywhere, so that no piece is longer than the
 limit. The plan remembers where each sentence sat, so that ``SentencePlan.join`` puts the translations back with
@@ -34,6 +35,10 @@ CLAUSE_CUT = re.compile(
 """Where a long sentence is best cut: the places that start a clause, empty matches at the cut."""
 
 SPACE_CUT = re.compile(r"(?=\s)")
+
+WIDE_SPACES_AS_SPACE = {code: " " for code in range(0x80, 0x3001) if chr(code).isspace()}
+"""Whitespace beyond ASCII (no-break and thin spaces...), which sentencex 1.0 is handed as plain spaces: it panics on
+"A\u00a0." (a byte offset inside the wide space); one character for one keeps the offsets."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ def _segment(line: str) -> list[tuple[int, int]]:
     whitespace only: where sentencex cuts between two characters that touch, the two sides stay one sentence. Its
     segments put together give the line back; should they ever not, the line is kept whole rather than lose text."""
     segments = []
+    line = line.translate(WIDE_SPACES_AS_SPACE)  # the offsets are the same; the caller slices the original
     for segment in sentencex.segment(LANGUAGE, line):
         if segments and not segments[-1][-1].isspace():  # a cut inside "file.Name" or "Go.Go.": not a sentence end
             segments[-1] += segment

@@ -30,6 +30,7 @@ def sentences_of(text, max_len=None):
     ("Go.Go. Now.", ["Go.Go.", "Now."]),  # no space after the full stop: not a sentence end
     ("no punctuation\nat all", ["no punctuation", "at all"]),  # a line break always ends one
     ("Go.", ["Go."]),
+    ("A\u00a0. Go.\u2009Now.", ["A\u00a0.", "Go.", "Now."]),  # wide spaces (sentencex 1.0 panics on the first)
 ])
 def test_sentences(text, expected):
     assert sentences_of(text) == expected
@@ -101,7 +102,7 @@ def test_attention_blocks_sit_at_the_sentences_places():
 
 @st.composite
 def texts_and_limits(draw):
-    text = draw(st.text(alphabet=st.sampled_from(list("ab AZ.?!,;:-'\"\n\r\t\u00a0…")), max_size=120))
+    text = draw(st.text(alphabet=st.sampled_from(list("ab AZé.?!,;:-'\"\n\r\t\u00a0\u2009…")), max_size=120))
     return text, draw(st.one_of(st.none(), st.integers(1, 40)))
 
 
@@ -167,3 +168,13 @@ def test_n_best_and_attention_of_a_two_sentence_text(shipped):
     np.testing.assert_array_equal(weights[len(t1) + 1 :, len(first) + 1 :], m2)
     assert not weights[: len(t1), len(first) :].any() and not weights[len(t1)].any()
     assert not weights[len(t1) + 1 :, : len(first) + 1].any()
+
+
+def test_translate_command_splits_unless_told_not_to(shipped, capsys):
+    from minilstm.cli import run_main
+    from minilstm.translate import main
+
+    for flags, expected in (([], shipped.translate([PARAGRAPH])),
+                            (["--no-split-sentences"], shipped.translate([PARAGRAPH], split_sentences=False))):
+        assert run_main(main, [str(DEFAULT_MODEL), "--backend", "numpy", *flags, PARAGRAPH, "Go."]) == 0
+        assert capsys.readouterr().out.splitlines() == [*expected, shipped.translate(["Go."])[0]]

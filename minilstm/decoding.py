@@ -8,7 +8,8 @@ decoding of a one-layer plain decoder, and all three for attention models); each
 interface (``compiled_greedy``, ``compiled_beam``, ``compiled_sample``) and is tested to give the step loop's
 characters, scores and random draws.
 
-On top of the algorithms: ``translate_texts`` (text in, text out, batched by length) and the decoding flags that
+On top of the algorithms: ``translate_texts`` (text in, text out, batched by length; texts of several sentences
+split into sentences and joined back, ``sentences``) and the decoding flags that
 ``translate``, ``evaluate`` and ``serve`` share (``add_decoding_flags``, ``check_decoding_flags``).
 """
 

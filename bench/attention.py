@@ -67,7 +67,7 @@ class Ours:
         self.optimizer.step(self.model.params.flat, self.model.grads.flat)
 
     def decode(self, texts, batch_size):
-        return self.model.translate(texts, batch_size=batch_size)
+        return self.model.translate(texts, batch_size=batch_size, split_sentences=False)
 
     def synchronize(self):
         self.backend.synchronize()

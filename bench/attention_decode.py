@@ -66,11 +66,11 @@ def main():
             for name, model in models.items():
                 start = time.perf_counter()
                 if case == "alone":
-                    out = [model.translate([text])[0] for text in texts[: args.alone]]
+                    out = [model.translate([text], split_sentences=False)[0] for text in texts[: args.alone]]
                 elif case.startswith("sample"):
-                    out = model.translate(texts, temperature=1.0, seed=0)
+                    out = model.translate(texts, temperature=1.0, seed=0, split_sentences=False)
                 else:
-                    out = model.translate(texts, beam_width=width) if width > 1 else model.translate(texts)
+                    out = model.translate(texts, beam_width=width, split_sentences=False)
                 elapsed = time.perf_counter() - start
                 if round_:
                     times[case, name].append(elapsed)

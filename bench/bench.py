@@ -72,7 +72,7 @@ class MinilstmContestant:
         return self.model.forward_backward(*batch, compute_grads=False)[0]
 
     def decode(self, texts, batch_size):
-        return self.model.translate(texts, batch_size=batch_size)
+        return self.model.translate(texts, batch_size=batch_size, split_sentences=False)
 
     def synchronize(self):
         self.backend.synchronize()

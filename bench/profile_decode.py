@@ -86,8 +86,8 @@ def main():
           f"MICRO_ROWS = {getattr(loops, 'MICRO_ROWS', '?')}")
 
     # The whole thing, as bench.py's decode_batched.
-    model.translate(texts[:64])
-    whole = [median_ms(lambda: model.translate(texts), 1) for _ in range(args.rounds)]
+    model.translate(texts[:64], split_sentences=False)
+    whole = [median_ms(lambda: model.translate(texts, split_sentences=False), 1) for _ in range(args.rounds)]
     ids = encode_inputs(texts, dataset.input_vocab, dataset.max_encoder_len)
     decoded = model.greedy_decode_ids(ids)
     tokens_run = sum(min(len(d) + 1, steps) for d in decoded)

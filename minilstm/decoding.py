@@ -8,7 +8,8 @@ decoding of a one-layer plain decoder, and all three for attention models); each
 interface (``compiled_greedy``, ``compiled_beam``, ``compiled_sample``) and is tested to give the step loop's
 characters, scores and random draws.
 
-On top of the algorithms: ``translate_texts`` (text in, text out, batched by length) and the decoding flags that
+On top of the algorithms: ``translate_texts`` (text in, text out, batched by length; texts of several sentences
+split into sentences and joined back, ``sentences``) and the decoding flags that
 ``translate``, ``evaluate`` and ``serve`` share (``add_decoding_flags``, ``check_decoding_flags``).
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from .cli import bounded_float, positive_float, positive_int
 from .errors import MinilstmError
+from .sentences import split_texts
 from .vocab import END, START, encode_inputs
 
 MAX_LENGTH_PENALTY = 10.0
@@ -269,26 +271,46 @@ def sample(steps: DecoderSteps, encoder_input_ids, temperature: float, rng: np.r
 
 def translate_texts(model, texts: list[str], batch_size: int = 512, beam_width: int = 1,
                     temperature: float | None = None, seed: int = 0, attention_maps: list | None = None,
-                    n_best: bool = False, length_penalty: float = 0.0) -> list:
+                    n_best: bool = False, length_penalty: float = 0.0, split_sentences: bool = True) -> list:
     """``Seq2Seq.translate``: translations of ``texts``, many at a time: greedy (the default, exactly the example's
     algorithm), beam search (``beam_width > 1``, ranked with ``length_penalty``; with ``n_best``, each text's list
     of beam translations, best first, the first being the translation without ``n_best``) or sampling
-    (``temperature``). Inputs are padded with spaces to ``max_encoder_len`` as in training (not at all for a
-    ``mask_padding`` model); a longer input is padded to its own length, and is batched only with inputs of that
-    same padded length (a ``mask_padding`` model batches any lengths: ``encoding.run_encoder``, sorted by length, at
-    most the backend's ``mixed_batch_rows`` at a time), so every sentence gets exactly the string it would get
-    decoded alone. An attention model attends over each sentence's own characters only. ``attention_maps`` (a list;
-    greedy decoding of an attention model) receives, per text, its attention weights (generated characters, the
-    text's characters) as a host array."""
+    (``temperature``). The models learnt single sentences, so with ``split_sentences`` (the default) each text is
+    cut into sentences (``sentences.split_texts``, none longer than ``max_encoder_len``), the sentences of all texts
+    are decoded together, and each text's translations are joined back with its own whitespace; a text that is one
+    sentence translates exactly as without splitting. ``attention_maps`` (a list; greedy decoding of an attention
+    model) receives, per text, its attention weights (generated characters, the text's characters) as a host array:
+    with splitting, each sentence's weights at its place (``SentencePlan.join_attention``)."""
     if n_best and temperature is not None:
         raise ValueError("n_best needs beam search, not sampling")
     check_length_penalty(length_penalty)
-    min_len = 0 if model.mask_padding else model.max_encoder_len
     if model.mask_padding:  # nothing to read: the encoder steps over a row's own characters only
         empty = [k for k, text in enumerate(texts) if not text]
         if empty:
             raise MinilstmError(f"text {empty[0]} is empty ({len(empty)} empty in all): a --mask-padding model "
                                 "reads a sentence's own characters, so give it at least one")
+    if not split_sentences:
+        return _translate_sentences(model, texts, batch_size, beam_width, temperature, seed, attention_maps, n_best,
+                                    length_penalty)
+    plan = split_texts(texts, model.max_encoder_len)
+    maps = None if attention_maps is None else []
+    decoded = _translate_sentences(model, plan.sentences, batch_size, beam_width, temperature, seed, maps, n_best,
+                                   length_penalty)
+    if maps:  # an attention model: every sentence has its map where greedy decoding drew them, none otherwise
+        drawn = all(weights is not None for weights in maps)
+        attention_maps.extend(plan.join_attention(maps, decoded) if drawn else [None] * len(texts))
+    return plan.join_n_best(decoded) if n_best else plan.join(decoded)
+
+
+def _translate_sentences(model, texts: list[str], batch_size: int, beam_width: int, temperature: float | None,
+                         seed: int, attention_maps: list | None, n_best: bool, length_penalty: float) -> list:
+    """``translate_texts`` without splitting: each text decoded as one input. Inputs are padded with spaces to
+    ``max_encoder_len`` as in training (not at all for a ``mask_padding`` model); a longer input is padded to its
+    own length, and is batched only with inputs of that same padded length (a ``mask_padding`` model batches any
+    lengths: ``encoding.run_encoder``, sorted by length, at most the backend's ``mixed_batch_rows`` at a time), so
+    every sentence gets exactly the string it would get decoded alone. An attention model attends over each
+    sentence's own characters only."""
+    min_len = 0 if model.mask_padding else model.max_encoder_len
     mixed = model.takes_mixed_lengths()  # then any lengths share a batch, sorted to pad little
     by_length: dict[int, list[int]] = {}
     for k in sorted(range(len(texts)), key=lambda k: len(texts[k])) if mixed else range(len(texts)):

@@ -119,7 +119,7 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
         references.setdefault(english, []).append(french)
     started = time.perf_counter()
     decoded = model.translate([e for e, _ in usable], beam_width=beam_width, temperature=temperature, seed=seed,
-                              length_penalty=length_penalty)
+                              length_penalty=length_penalty, split_sentences=False)  # each pair as it is
     decode_seconds = time.perf_counter() - started
     exact, errors, reference_chars, refs_per_sentence, examples = [], [], [], [], []
     buckets: dict[str, list[int]] = {label: [] for label, _ in LENGTH_BUCKETS}

@@ -366,9 +366,10 @@ class Seq2Seq:
 
     def translate(self, texts: list[str], batch_size: int = 512, beam_width: int = 1,
                   temperature: float | None = None, seed: int = 0, attention_maps: list | None = None,
-                  n_best: bool = False, length_penalty: float = 0.0) -> list:
+                  n_best: bool = False, length_penalty: float = 0.0, split_sentences: bool = True) -> list:
         """Translations of ``texts``: greedy by default (exactly the example's algorithm), beam search
         (``beam_width`` > 1, ``n_best``, ``length_penalty``) or sampling (``temperature``, ``seed``); every text gets
-        the string it would get decoded alone (``decoding.translate_texts``)."""
+        the string it would get decoded alone. With ``split_sentences`` (the default) a text of several sentences
+        is decoded sentence by sentence and joined back (``decoding.translate_texts``)."""
         return decoding.translate_texts(self, texts, batch_size, beam_width, temperature, seed, attention_maps,
-                                        n_best, length_penalty)
+                                        n_best, length_penalty, split_sentences)

@@ -327,7 +327,7 @@ class Training:
         n = min(self.args.num_decodes, len(self.train_idx))
         if n > 0:
             inputs = self.dataset.input_texts[:n]
-            for text, decoded in zip(inputs, self.model.translate(inputs), strict=True):
+            for text, decoded in zip(inputs, self.model.translate(inputs, split_sentences=False), strict=True):
                 print("-")
                 print("Input sentence:", text)
                 print("Decoded sentence:", decoded)

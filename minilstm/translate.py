@@ -1,8 +1,9 @@
 """``python -m minilstm.translate CHECKPOINT_OR_RUN_DIR "Go." "Hello!"``: batched greedy translation, one per line.
 
-With no sentence on the command line, reads one sentence per line from stdin. ``--attention-map out.png`` (a model
-trained with ``--attention``) also draws, for each sentence, its attention weights: source characters across,
-generated characters down, as the PyTorch and TensorFlow tutorials show theirs.
+With no text on the command line, reads one text per line from stdin; a text of several sentences is translated
+sentence by sentence and joined back (``--no-split-sentences``: as one input). ``--attention-map out.png`` (a model
+trained with ``--attention``) also draws, for each text, its attention weights: source characters across, generated
+characters down, as the PyTorch and TensorFlow tutorials show theirs.
 """
 
 import argparse
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_flags(p)
     p.add_argument("--skip-unknown", action="store_true",
                    help="drop characters the model never saw instead of stopping with an error")
+    p.add_argument("--no-split-sentences", dest="split_sentences", action="store_false",
+                   help="decode each text as one input instead of sentence by sentence (the models learnt single "
+                        "sentences, so by default a text is split into sentences and their translations joined)")
     p.add_argument("--attention-map", type=Path, default=None, metavar="PNG",
                    help="draw each sentence's attention weights (greedy decoding, models with --attention) into "
                         "this PNG file")
@@ -102,7 +106,7 @@ def main(argv=None) -> int:
         maps = []
     translations = model.translate(sentences, batch_size=args.batch_size, beam_width=args.beam_width,
                                    temperature=args.temperature, seed=args.seed, attention_maps=maps,
-                                   length_penalty=args.length_penalty)
+                                   length_penalty=args.length_penalty, split_sentences=args.split_sentences)
     if maps is not None:
         write_bytes_atomic(args.attention_map, attention_map_png(sentences, translations, maps), "the attention map")
     for translation in translations:

@@ -76,7 +76,7 @@ def keras_greedy_decode(model, text):
 def test_greedy_decoding_equals_keras_loop(cpu_backend):
     dataset, model = tiny_model(cpu_backend, dtype="float64")
     texts = dataset.input_texts + ["Go. Go. Go. Go. Go. Go. Go."]  # the last is longer than max_encoder_len
-    ours = model.translate(texts)
+    ours = model.translate(texts, split_sentences=False)  # each text one input, as the example decodes it
     assert ours == [keras_greedy_decode(model, t) for t in texts]
     assert len(set(ours)) > 1, "decodes do not depend on the input: the test would prove nothing"
 
@@ -85,8 +85,8 @@ def test_greedy_decoding_equals_keras_loop(cpu_backend):
 def test_batched_decoding_equals_one_by_one(cpu_backend, dtype):
     dataset, model = tiny_model(cpu_backend, dtype)
     texts = dataset.input_texts * 3 + ["Hi. " * 9]
-    batched = model.translate(texts, batch_size=7)
-    one_by_one = [model.translate([t])[0] for t in texts]
+    batched = model.translate(texts, batch_size=7, split_sentences=False)  # the long text as one input
+    one_by_one = [model.translate([t], split_sentences=False)[0] for t in texts]
     assert batched == one_by_one
     assert len(set(batched)) > 1
     # Some decodes stop at END, at least one runs to the length limit: both stopping rules are exercised.

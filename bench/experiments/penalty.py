@@ -94,7 +94,7 @@ def main():
     if width == 1:
         seq2seq.Seq2Seq.greedy_decode_ids = lambda self, ids, lengths=None, maps=None: search(self, ids, 1, lengths)
     started = time.perf_counter()
-    hyps = model.translate([e for e, _ in data], beam_width=width)
+    hyps = model.translate([e for e, _ in data], beam_width=width, split_sentences=False)
     result = {"width": width, "alpha": alpha, "beta": beta, "kind": kind, "final": final,
               "seconds": time.perf_counter() - started, "chrf": chrf(hyps, [r for _, r in data])}
     buckets = {}

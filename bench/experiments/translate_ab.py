@@ -30,17 +30,17 @@ held = held_out_sentences(PATH)
 rng = np.random.default_rng(0)
 sentences = [held[k] for k in rng.choice(len(held), 2000, replace=False)]
 model = load_checkpoint(PATH, backend="numba").model
-model.translate(sentences[:64])  # compile
+model.translate(sentences[:64], split_sentences=False)  # compile
 whole = []
 for _ in range(5):
     start = time.perf_counter()
-    out = model.translate(sentences, batch_size=512)
+    out = model.translate(sentences, batch_size=512, split_sentences=False)
     whole.append(time.perf_counter() - start)
 batches = []
 for _ in range(3):
     start = time.perf_counter()
     for i in range(0, 640, 64):
-        model.translate(sentences[i : i + 64], batch_size=64)
+        model.translate(sentences[i : i + 64], batch_size=64, split_sentences=False)
     batches.append(time.perf_counter() - start)
 os.makedirs("/tmp/mb", exist_ok=True)
 with open(f"/tmp/mb/out-{sys.argv[1]}.json", "w") as f:

@@ -17,7 +17,7 @@ texts, refs = [e for e, _ in data], [r for _, r in data]
 for width in (3, 5):
     for alpha in (0.0, 0.3, 0.6, 1.0, 1.5, 2.0):
         started = time.perf_counter()
-        hyps = model.translate(texts, beam_width=width, length_penalty=alpha)
+        hyps = model.translate(texts, beam_width=width, length_penalty=alpha, split_sentences=False)
         seconds = time.perf_counter() - started
         buckets = {}
         for english, hyp, ref in zip(texts, hyps, refs, strict=True):

@@ -9,7 +9,8 @@ all started first; at every concurrency level the modes take turns (so that a dr
 ``--seconds``: each sends one held-out English sentence per request (the checkpoint's validation pairs), waits for
 the answer, sends the next. Modes: ``batched``
 (the defaults: ``--max-batch 64 --max-delay-ms 5``), ``max-batch-1`` (one sentence at a time, what OpenNMT-py's
-server does) and ``lists32`` (batched, clients sending lists of 32 sentences). Reported per level: sentences/s,
+server does), ``lists32`` (batched, clients sending lists of 32 sentences) and ``paragraphs4`` (batched, each
+request one paragraph of 4 sentences, which the server splits into sentences). Reported per level: sentences/s,
 requests/s, p50/p95/p99 request latency, and the batch sizes the server decoded (from its /metrics); plus the
 latency of a direct ``Seq2Seq.translate`` call on one sentence, the floor a request pays over loopback. Traffic
 goes to 127.0.0.1 only; every run is bounded by ``--seconds`` per level.
@@ -40,11 +41,20 @@ from minilstm.checkpoint import load_checkpoint, resolve_checkpoint
 from minilstm.data import resolve_pairs, validation_rows
 from minilstm.models import DEFAULT_MODEL
 
-MODES = {"batched": ([], 1), "max-batch-1": (["--max-batch", "1"], 1), "lists32": ([], 32),
+# mode: (server flags, sentences per request, whether they are sent as one paragraph rather than a list)
+MODES = {"batched": ([], 1, False), "max-batch-1": (["--max-batch", "1"], 1, False), "lists32": ([], 32, False),
+         # batched, each request one paragraph of 4 sentences (split into sentences by the server)
+         "paragraphs4": ([], 4, True),
          # the same batched server on uvicorn's pure-Python stack (h11 parser, asyncio loop): what the C ones buy
-         "batched-h11": (["--http", "h11", "--loop", "asyncio"], 1),
-         "max-batch-1-h11": (["--max-batch", "1", "--http", "h11", "--loop", "asyncio"], 1)}
-DEFAULT_MODES = ("batched", "max-batch-1", "lists32")
+         "batched-h11": (["--http", "h11", "--loop", "asyncio"], 1, False),
+         "max-batch-1-h11": (["--max-batch", "1", "--http", "h11", "--loop", "asyncio"], 1, False)}
+DEFAULT_MODES = ("batched", "max-batch-1", "lists32", "paragraphs4")
+
+
+def request_body(batch: list[str], paragraph: bool) -> dict:
+    """A /translate request of ``batch``: one sentence, a list, or the sentences as one paragraph."""
+    q = " ".join(batch) if paragraph else batch if len(batch) > 1 else batch[0]
+    return {"q": q, "source": "en", "target": "fr"}
 
 
 def held_out_sentences(checkpoint) -> list[str]:
@@ -76,7 +86,7 @@ def batch_sizes(url) -> dict[str, float]:
     return out
 
 
-async def closed_loop(url, sentences, clients: int, per_request: int, seconds: float) -> dict:
+async def closed_loop(url, sentences, clients: int, per_request: int, seconds: float, paragraph: bool = False) -> dict:
     latencies, done_sentences, rejected = [], 0, 0
     stop_at = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -87,7 +97,7 @@ async def closed_loop(url, sentences, clients: int, per_request: int, seconds: f
         while time.perf_counter() < stop_at:
             batch = [sentences[(n + j) % len(sentences)] for j in range(per_request)]
             n += clients * per_request
-            body = {"q": batch if per_request > 1 else batch[0], "source": "en", "target": "fr"}
+            body = request_body(batch, paragraph)
             started = time.perf_counter()
             r = await http.post("/translate", json=body)
             if r.status_code == 429:  # the queue was full (--max-queue): counted, and the client tries again
@@ -141,7 +151,7 @@ end
 """
 
 
-def wrk_closed_loop(url, sentences, clients: int, per_request: int, seconds: float) -> dict:
+def wrk_closed_loop(url, sentences, clients: int, per_request: int, seconds: float, paragraph: bool = False) -> dict:
     """``closed_loop`` run by wrk: ``clients`` connections on one thread for ``seconds`` (whole seconds, at least
     1). A 429 (the queue was full) counts as rejected, not as a request done, and the thread's next request waits
     10 ms; any other answer than 200 or 429, or a socket error, stops the run. wrk's latency percentiles count every
@@ -150,7 +160,7 @@ def wrk_closed_loop(url, sentences, clients: int, per_request: int, seconds: flo
     bodies = []
     for k in range(0, len(sentences), per_request):
         batch = [sentences[(k + j) % len(sentences)] for j in range(per_request)]
-        body = json.dumps({"q": batch if per_request > 1 else batch[0], "source": "en", "target": "fr"})
+        body = json.dumps(request_body(batch, paragraph))
         bodies.append("[==[" + body + "]==]")  # JSON is ASCII here (ensure_ascii): a safe Lua long string
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % ",".join(bodies))
@@ -253,12 +263,12 @@ def main(argv=None):
         results["modes"] = {mode: [] for mode in modes}
         for clients in levels:
             for mode in modes:
-                per_request, url = MODES[mode][1], servers[mode][1]
+                (_, per_request, paragraph), url = MODES[mode], servers[mode][1]
                 before = batch_sizes(url)
                 if args.client == "wrk":
-                    r = wrk_closed_loop(url, sentences, clients, per_request, args.seconds)
+                    r = wrk_closed_loop(url, sentences, clients, per_request, args.seconds, paragraph)
                 else:
-                    r = asyncio.run(closed_loop(url, sentences, clients, per_request, args.seconds))
+                    r = asyncio.run(closed_loop(url, sentences, clients, per_request, args.seconds, paragraph))
                 after = batch_sizes(url)
                 # per-bucket counts (not cumulative) of the batches of this level
                 cumulative = {le: after[le] - before.get(le, 0) for le in after}

@@ -76,3 +76,46 @@ def test_the_page_translates_as_you_type(tmp_path, model, beam_width, sentence):
     finally:
         assert server.stop() == 0
     assert screenshot.stat().st_size > 1000
+
+
+def test_the_page_keeps_a_paragraphs_lines_shows_the_detected_language_and_logs_no_error(tmp_path):
+    """A paragraph of two lines, with the source language detected: the page shows the server's answer with its
+    line break, the language found, and the browser logs no error (no failed request either: no favicon 404)."""
+    if not (SHIPPED / "config.json").is_file():
+        pytest.skip(f"no shipped model at {SHIPPED}")
+    import httpx
+
+    text = "I am very tired today.\nWhere is my bag?"
+    server = Server(None)
+    try:
+        expected = httpx.post(server.url + "/translate", timeout=60,
+                              json={"q": text, "source": "auto", "target": "fr"}).json()["translatedText"]
+        assert expected.count("\n") == 1
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1000, "height": 520})
+                problems = []
+                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+                page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
+                page.on("response", lambda r: problems.append(f"{r.status}: {r.url}") if r.status >= 400 else None)
+                page.goto(server.url + "/")
+                page.select_option("#source-language", "auto")
+                page.locator("#source").press_sequentially(text, delay=20)
+                css_text = text.replace("\n", "\\A ")  # a line break in a CSS string
+                page.wait_for_selector(f'#translation[data-source="{css_text}"]', timeout=30_000)
+                assert page.locator("#translation").text_content() == expected
+                assert "detected: English" in page.locator("#detected").text_content()
+                assert problems == []
+                page.screenshot(path=str(Path(os.environ.get("MINILSTM_SCREENSHOTS", tmp_path)) /
+                                         "page-shipped-paragraph.png"))
+                page.locator("#source").fill("Je suis très fatigué aujourd'hui et je veux rentrer à la maison.")
+                page.locator("#source").dispatch_event("input")
+                page.wait_for_selector("#status.error", timeout=30_000)
+                assert "fr is not supported" in page.locator("#status").text_content()
+                assert page.locator("#translation").text_content() == ""
+                assert not page.locator("#attention-box").is_visible()
+            finally:
+                browser.close()
+    finally:
+        assert server.stop() == 0

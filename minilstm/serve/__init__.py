@@ -1,6 +1,7 @@
 """``minilstm serve [CHECKPOINT_OR_RUN_DIR]``: a LibreTranslate-compatible translation server with dynamic batching.
 
-Serves ``POST /translate``, ``GET /languages``, ``/health``, ``/metrics``, ``/openapi.json`` and a page at ``/``
+Serves ``POST /translate``, ``/detect``, ``/translate_file``, ``/suggest``, ``GET /languages``,
+``/frontend/settings``, ``/health``, ``/metrics``, ``/openapi.json`` and a page at ``/``
 (uvicorn and Starlette: ``pip install "minilstm[serve]"``). Without a checkpoint it serves the small model shipped in
 the package. SIGTERM or Ctrl-C: stop accepting connections, answer every request a client has already sent (those on
 connections still waiting to be accepted, or sent but not yet read, included: drain.py), exit 0.
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-limit", type=positive_int, default=64, help="most texts in one request")
     p.add_argument("--max-queue", type=positive_int, default=1024,
                    help="most sentences waiting to be decoded; a request beyond it gets 429")
+    p.add_argument("--disable-files-translation", action="store_true",
+                   help="refuse POST /translate_file (403), as LibreTranslate's flag of that name")
     p.add_argument("--api-key", default=None, help="require this api_key in every /translate request (403 "
                    "without it)")
     p.add_argument("--http", default="auto", choices=["auto", "httptools", "h11"],
@@ -100,6 +103,7 @@ def main(argv=None) -> int:
     from .app import Metrics, Settings, create_app
     from .batcher import Batcher
     from .drain import DrainingServer
+    from .file_store import FileStore
     from .translator import Translator
 
     if args.checkpoint is None:
@@ -122,30 +126,41 @@ def main(argv=None) -> int:
     settings = Settings(args.beam_width, args.char_limit, args.batch_limit, args.api_key)
     name = f"the shipped model {path.name}" if args.checkpoint is None else str(path)
     description = f"{name} ({model.backend.describe()})"
-    app = create_app(translator, batcher, settings, metrics, description=name)
+    files = None if args.disable_files_translation else FileStore()
+    app = create_app(translator, batcher, settings, metrics, description=name, files=files)
     logging.basicConfig(format="%(levelname)s: %(message)s")
 
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    ready = (f"ready: serving {description} on http://{shown}:{port} (max batch {args.max_batch}, max delay "
+             f"{args.max_delay_ms:g} ms, beam width {args.beam_width}"
+             + (f", length penalty {args.length_penalty:g}" if args.length_penalty else "") + ")")
+    # Until uvicorn's own handlers are in place, a SIGINT or SIGTERM is kept and acted on once they are; after the
+    # stop, uvicorn re-raises the signal it caught, which these handlers then ignore, and a graceful stop exits 0.
+    early_signals = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda sig, _: early_signals.append(sig))
+
     class Server(DrainingServer):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            print(ready, flush=True)  # said once signals reach uvicorn: a stop sent after this line is not lost
+            if early_signals:
+                self.handle_exit(early_signals[0], None)
+
         def handle_exit(self, sig, frame):
             batcher.flush()  # from now on decode what is queued without waiting for more to join it
             super().handle_exit(sig, frame)
 
     server = Server(uvicorn.Config(app, log_level=args.log_level, lifespan="off", access_log=args.log_level in (
         "info", "debug"), http=args.http, loop=args.loop))
-    # uvicorn re-raises a signal it caught once it has stopped; with these handlers in place that is a no-op, and
-    # a graceful stop exits 0.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
     sock.listen(2048)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"ready: serving {description} on http://{shown}:{port} (max batch {args.max_batch}, max delay "
-          f"{args.max_delay_ms:g} ms, beam width {args.beam_width}"
-          + (f", length penalty {args.length_penalty:g}" if args.length_penalty else "") + ")", flush=True)
     try:
         server.run(sockets=[sock])
     finally:
         batcher.stop(timeout=0 if server.force_exit else None)  # a second Ctrl-C: leave at once
+        if files is not None:
+            files.close()
     if server.force_exit:
         print("stopped at once (a second Ctrl-C): requests still in progress, if any, got no answer", flush=True)
         return 130

@@ -5,6 +5,7 @@ const source = $("source"), output = $("translation"), statusLine = $("status");
 const DEBOUNCE_MS = 250;
 let settings = { charLimit: 1000, beamWidth: 1, keyRequired: false };
 let timer = null, pending = null, sequence = 0;
+const languageNames = { en: "English", fr: "French" };
 
 async function loadSettings() {
   try {
@@ -71,12 +72,15 @@ async function translate() {
   if (!text) {
     show("", { translatedText: "" });
     statusLine.textContent = "";
+    $("detected").textContent = "";
     return;
   }
   pending = new AbortController();
-  const body = { q: text, source: "en", target: "fr", format: "text", alternatives: settings.beamWidth - 1 };
+  const html = $("html").checked;
+  const body = { q: text, source: $("source-language").value, target: "fr", format: html ? "html" : "text",
+                 alternatives: settings.beamWidth - 1 };
   if (settings.keyRequired) body.api_key = $("api-key").value;
-  if (settings.attention) body.attention = true;
+  if (settings.attention && !html) body.attention = true;
   statusLine.className = "meta";
   statusLine.textContent = "translating…";
   const started = performance.now();
@@ -87,8 +91,15 @@ async function translate() {
     });
     const result = await response.json();
     if (mine !== sequence) return;  // a newer request is on its way
-    if (!response.ok) throw new Error(result.error || response.statusText);
+    if (!response.ok) {
+      show(text, { translatedText: "" });  // no translation, alternatives or attention of an earlier text
+      $("detected").textContent = "";
+      throw new Error(result.error || response.statusText);
+    }
     show(text, result);
+    const found = result.detectedLanguage;
+    $("detected").textContent = found ? `· detected: ${languageNames[found.language] || found.language} ` +
+      `(confidence ${Math.round(found.confidence)})` : "";
     statusLine.textContent = Math.round(performance.now() - started) + " ms";
   } catch (e) {
     if (e.name === "AbortError" || mine !== sequence) return;
@@ -97,9 +108,12 @@ async function translate() {
   }
 }
 
-source.addEventListener("input", () => {
+function schedule() {
   $("count").textContent = source.value.length;
   clearTimeout(timer);
   timer = setTimeout(translate, DEBOUNCE_MS);
-});
+}
+source.addEventListener("input", schedule);
+$("source-language").addEventListener("change", schedule);
+$("html").addEventListener("change", schedule);
 loadSettings().then(() => { if (source.value.trim()) translate(); });

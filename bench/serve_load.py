@@ -26,6 +26,7 @@ server, set the throughput of one-sentence requests (measured: 94 sentences/s at
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -67,9 +68,11 @@ def held_out_sentences(checkpoint) -> list[str]:
     return [pairs[k][0] for k in val_idx]
 
 
-def start_server(checkpoint, flags) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint, flags, code_root: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A server of this checkout's minilstm, or of the checkout at ``code_root`` (its package first on the path)."""
+    env = None if code_root is None else {**os.environ, "PYTHONPATH": str(code_root.resolve())}
     proc = subprocess.Popen([sys.executable, "-m", "minilstm.serve", str(checkpoint), "--port", "0", *flags],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     if not line.startswith("ready:"):
         proc.kill()
@@ -244,6 +247,9 @@ def main(argv=None):
     p.add_argument("--backend", default="numba")
     p.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx",
                    help="the load generator (default: wrk where it is installed; module doc)")
+    p.add_argument("--baseline", type=Path, help="also run each mode's server from the checkout at this path (a "
+                   "git worktree of an earlier commit), as MODE@baseline taking turns with the others: a same-run "
+                   "comparison with earlier code")
     p.add_argument("--out", type=Path, help="write load.json, load.md and load.png here")
     p.add_argument("--smoke", action="store_true", help="a 2-second check that everything runs (levels 1,4; "
                    "0.25 s each); numbers meaningless")
@@ -256,14 +262,19 @@ def main(argv=None):
     results = {"checkpoint": str(checkpoint), "seconds_per_level": args.seconds, "modes": {}, "client": args.client,
                "direct_ms": direct_latency(checkpoint, sentences, args.backend, min(args.seconds, 2.0))}
     modes = args.modes.split(",")
+    if args.baseline is not None:  # the baseline's modes: those it can serve (it may not split paragraphs)
+        modes += [f"{mode}@baseline" for mode in modes if not MODES[mode][2]]
+        results["baseline"] = str(args.baseline)
     servers = {}
     try:
         for mode in modes:  # one server per mode, all started first: the modes then take turns at each level
-            servers[mode] = start_server(checkpoint, ["--backend", args.backend, *MODES[mode][0]])
+            name, _, baseline = mode.partition("@")
+            servers[mode] = start_server(checkpoint, ["--backend", args.backend, *MODES[name][0]],
+                                         args.baseline if baseline else None)
         results["modes"] = {mode: [] for mode in modes}
         for clients in levels:
             for mode in modes:
-                (_, per_request, paragraph), url = MODES[mode], servers[mode][1]
+                (_, per_request, paragraph), url = MODES[mode.partition("@")[0]], servers[mode][1]
                 before = batch_sizes(url)
                 if args.client == "wrk":
                     r = wrk_closed_loop(url, sentences, clients, per_request, args.seconds, paragraph)
@@ -276,7 +287,7 @@ def main(argv=None):
                 r["batch_sizes"] = {le: cumulative[le] - (cumulative[bounds[i - 1]] if i else 0)
                                     for i, le in enumerate(bounds)}
                 results["modes"][mode].append(r)
-                print(f"{mode:12} {clients:3} clients: {r['sentences_per_s']:8.1f} sentences/s, p50 "
+                print(f"{mode:20} {clients:3} clients: {r['sentences_per_s']:8.1f} sentences/s, p50 "
                       f"{r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms", flush=True)
     finally:
         for proc, _ in servers.values():

@@ -71,6 +71,27 @@ def translation_scores(rows, decoded, references, exact, errors, reference_chars
             "chrf": chrf([decoded[k] for k in rows], [references[k] for k in rows])}
 
 
+def score_translations(inputs: list[str], decoded: list[str], references: list[list[str]]) -> tuple[dict, list]:
+    """Exact match (against any reference), character error rate (against the closest one) and chrF of the
+    translations ``decoded`` of the English ``inputs``, each with its list of ``references``: overall and, under
+    ``length_buckets``, per :data:`LENGTH_BUCKETS` bucket; and one example record per sentence. Apart from
+    ``evaluate_pairs`` so that translations made elsewhere (another engine's, in ``bench.quality``) are scored by the
+    same code."""
+    exact, errors, reference_chars, examples = [], [], [], []
+    buckets: dict[str, list[int]] = {label: [] for label, _ in LENGTH_BUCKETS}
+    for k, (english, hypothesis, refs) in enumerate(zip(inputs, decoded, references, strict=True)):
+        exact.append(hypothesis in refs)
+        best = min(refs, key=lambda r: edit_distance(hypothesis, r) / max(1, len(r)))
+        errors.append(edit_distance(hypothesis, best))
+        reference_chars.append(len(best))
+        buckets[length_bucket(english)].append(k)
+        examples.append({"input": english, "output": hypothesis, "references": refs, "exact": exact[-1]})
+    per_sentence = (decoded, references, exact, errors, reference_chars)
+    overall = translation_scores(range(len(inputs)), *per_sentence)
+    overall["length_buckets"] = {label: translation_scores(rows, *per_sentence) for label, rows in buckets.items()}
+    return overall, examples
+
+
 def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temperature=None,
                    seed=0, length_penalty=0.0) -> tuple[dict, list[dict]]:
     """Metrics of ``model`` on ``pairs``; references for each English sentence come from ``all_pairs``. The
@@ -121,19 +142,8 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
     decoded = model.translate([e for e, _ in usable], beam_width=beam_width, temperature=temperature, seed=seed,
                               length_penalty=length_penalty, split_sentences=False)  # each pair as it is
     decode_seconds = time.perf_counter() - started
-    exact, errors, reference_chars, refs_per_sentence, examples = [], [], [], [], []
-    buckets: dict[str, list[int]] = {label: [] for label, _ in LENGTH_BUCKETS}
-    for k, ((english, french), hypothesis) in enumerate(zip(usable, decoded, strict=True)):
-        refs = references.get(english, [french])
-        refs_per_sentence.append(refs)
-        exact.append(hypothesis in refs)
-        best = min(refs, key=lambda r: edit_distance(hypothesis, r) / max(1, len(r)))
-        errors.append(edit_distance(hypothesis, best))
-        reference_chars.append(len(best))
-        buckets[length_bucket(english)].append(k)
-        examples.append({"input": english, "output": hypothesis, "references": refs, "exact": exact[-1]})
-    per_sentence = (decoded, refs_per_sentence, exact, errors, reference_chars)
-    overall = translation_scores(range(len(usable)), *per_sentence)
+    refs_per_sentence = [references.get(english, [french]) for english, french in usable]
+    overall, examples = score_translations([english for english, _ in usable], decoded, refs_per_sentence)
     metrics = {
         "pairs": len(usable), "skipped_pairs": skipped,
         # Keras-style numbers score predictions of padding, which a --mask-padding model was never trained on.
@@ -142,7 +152,7 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
         "loss_real_characters": real_loss_sum / real_positions,
         "accuracy_real_characters": float(real_hits / real_positions), "exact_match": overall["exact_match"],
         "character_error_rate": overall["character_error_rate"], "chrf": overall["chrf"],
-        "length_buckets": {label: translation_scores(rows, *per_sentence) for label, rows in buckets.items()},
+        "length_buckets": overall["length_buckets"],
         "decoding": "greedy" if temperature is None and beam_width == 1 else
                     f"sampling, temperature {temperature}, seed {seed}" if temperature is not None else
                     f"beam search, width {beam_width}" + (f", length penalty {length_penalty:g}" if length_penalty

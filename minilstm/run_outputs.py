@@ -1,9 +1,11 @@
 """What a training run writes and shows: ``history.jsonl``, ``history.png``, the checkpoints of its ``--out``, the
-progress bar, and the record of where training stands (``Progress``) that every checkpoint holds."""
+``--snapshot-minutes`` snapshots, the progress bar, and the record of where training stands (``Progress``) that every
+checkpoint holds."""
 
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +30,16 @@ class Progress:
     positions: int = 0
     best_val_loss: float = math.inf
     history: list = field(default_factory=list)
+    train_seconds: float = 0.0  # training wall time of the run so far, all its processes (--snapshot-minutes' clock)
+
+
+SNAPSHOTS_FILE = "snapshots.json"
+"""The list of a run's snapshots, beside its checkpoints: one record per snapshot (minutes, mark, epoch, step, path)."""
+
+
+def snapshot_name(minutes: float) -> str:
+    """``minute-0005.000``: names that sort as their minutes do, fine enough for marks a fraction of a minute apart."""
+    return f"minute-{minutes:08.3f}"
 
 
 class ProgressBar:
@@ -129,6 +141,42 @@ class RunFiles:
             extra["metrics"] = metrics
         with self.comm.exclusive():  # a lost peer waits for the write to finish
             save_checkpoint(self.out / name, model, optimizer, extra)
+
+    def snapshots(self) -> list[dict]:
+        try:
+            return json.loads((self.out / SNAPSHOTS_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as e:
+            raise MinilstmError(f"cannot read the list of snapshots {self.out / SNAPSHOTS_FILE}: {e}") from None
+
+    def forget_snapshots_after(self, train_seconds: float):
+        """Drop the snapshots taken after ``train_seconds`` of training (and their directories): a run resumed from
+        latest/ trains that time again and takes them anew, and a new run in the same --out starts from 0."""
+        if not self.enabled or not (self.out / SNAPSHOTS_FILE).exists():
+            return
+        kept = []
+        for record in self.snapshots():
+            if record["minutes"] * 60 <= train_seconds:
+                kept.append(record)
+            else:
+                shutil.rmtree(self.out / record["path"], ignore_errors=True)
+        self._write_snapshots(kept)
+
+    def snapshot(self, model: Seq2Seq, record: dict):
+        """Save the weights (no optimizer state: snapshots are for scoring, --resume goes on from latest/) into
+        snapshots/ under ``record``'s minutes (its mark, else the actual time), and add ``record`` to the list."""
+        if not self.enabled:
+            return
+        minutes = record["minutes"] if record["mark"] is None else record["mark"]
+        record = {**record, "path": f"snapshots/{snapshot_name(minutes)}"}
+        extra = {"training": {"args": args_record(self.args)}, "snapshot": record}
+        with self.comm.exclusive():
+            save_checkpoint(self.out / record["path"], model, None, extra)
+        self._write_snapshots([r for r in self.snapshots() if r["path"] != record["path"]] + [record])
+
+    def _write_snapshots(self, records: list[dict]):
+        write_text_atomic(self.out / SNAPSHOTS_FILE, json.dumps(records, indent=1) + "\n", "the list of snapshots")
 
     def plot(self, history: list[dict]):
         if self.enabled and history and plot_history(history, self.out / "history.png"):

@@ -2,9 +2,10 @@
 
 Prints the example's dataset summary, a progress bar inside each epoch (on a terminal), one line per epoch; writes
 into ``--out``: ``history.jsonl`` (one JSON object per epoch), ``history.png`` (when matplotlib is installed), the
-checkpoints ``latest/`` (after every epoch, every ``--checkpoint-every`` steps, and on Ctrl-C/SIGTERM: the point
-``--resume`` continues from), ``best/`` (lowest val_loss) and ``final/``; ends with the greedy decodes of the first
-20 training inputs, as the example does.
+checkpoints ``latest/`` (after every epoch, every ``--checkpoint-every`` steps, on Ctrl-C/SIGTERM and at the end of a
+``--max-minutes`` budget: the point ``--resume`` continues from), ``best/`` (lowest val_loss), ``final/`` and, with
+``--snapshot-minutes``, ``snapshots/`` (the weights along the way, for scoring quality against training time); ends
+with the greedy decodes of the first 20 training inputs, as the example does.
 
 A run stopped at any moment (kill -9 included) and resumed with ``--resume OUT`` ends with weights bit-identical to
 an uninterrupted run with the same seed on the same backend: the checkpoint holds the weights, the optimizer state,
@@ -55,7 +56,8 @@ def _validation_split(text: str) -> float:
 
 
 # Settings a resumed run may change; every other flag must agree with the stored run (or be left out).
-CHANGEABLE_ON_RESUME = {"epochs", "progress", "num_decodes", "checkpoint_every", "backend", "resume", "patience"}
+CHANGEABLE_ON_RESUME = {"epochs", "progress", "num_decodes", "checkpoint_every", "backend", "resume", "patience",
+                        "max_minutes", "snapshot_minutes"}
 
 
 def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
@@ -117,6 +119,12 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                    help="also write latest/ every N training steps (it is always written after each epoch)")
     p.add_argument("--patience", type=positive_int, default=None, metavar="N",
                    help="stop early once val_loss has not improved for N epochs (the example over-fits after ~25)")
+    p.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
+                   help="stop at the first step boundary after M minutes of training wall time (from the start of the "
+                        "first step; a resumed run's budget counts afresh), with latest/ written as on Ctrl-C; exit 0")
+    p.add_argument("--snapshot-minutes", type=positive_float, default=None, metavar="K",
+                   help="every K minutes of the run's training wall time, save the weights into "
+                        "snapshots/minute-MMMM.MMM/ and list them in snapshots/snapshots.json")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the run whose --out was DIR, with its stored settings")
     p.add_argument("--num-decodes", type=int, default=default(20),

@@ -1,5 +1,6 @@
 """The training loop of ``minilstm.train``: data -> batches -> this rank's gradient part -> the sum over the ranks ->
-the optimizer -> the run's files (``run_outputs``), with the NaN check, the stop signals and the validation."""
+the optimizer -> the run's files (``run_outputs``), with the NaN check, the stop signals, the time budget, the
+snapshots and the validation."""
 
 import math
 import signal
@@ -24,6 +25,7 @@ from .run_outputs import Progress, ProgressBar, RunFiles, args_record, peak_memo
 from .seq2seq import Seq2Seq
 
 EXIT_TERMINATED = 143
+OUT_OF_TIME = 1  # the stop code of --max-minutes: below every signal's number, so that a signal wins the ranks' max
 RANKS_READ_EVERY = 16  # steps between reads of a GPU's pending metrics when several ranks train together
 
 
@@ -50,6 +52,48 @@ class StopSignals:
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+class TrainingClock:
+    """Training wall time, which ``--max-minutes`` and ``--snapshot-minutes`` count. It starts with training, after the
+    data is read and the model built (each run pays those apart from training, and unequally), so that equal-time
+    runs of different configurations get the same training time; the steps (Numba's compilation in the first ones
+    included), validation and checkpoint writes all count. The budget is this process's: a resumed run gets its
+    ``--max-minutes`` afresh. The snapshots count the whole run's time (``earlier_seconds``: what the processes before
+    a ``--resume`` trained, ``Progress.train_seconds``), so a resumed run's snapshots go on from where it stopped."""
+
+    def __init__(self, max_minutes: float | None, snapshot_minutes: float | None, earlier_seconds: float = 0.0):
+        self.max_seconds = None if max_minutes is None else 60.0 * max_minutes
+        self.snapshot_minutes = snapshot_minutes
+        self.earlier_seconds = earlier_seconds
+        self.started = None
+        # the number of the last snapshot mark passed: marks are whole multiples of snapshot_minutes
+        self.last_mark = None if snapshot_minutes is None else math.floor(earlier_seconds / 60 / snapshot_minutes)
+
+    def start(self):
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        """This process's training time so far."""
+        return 0.0 if self.started is None else time.perf_counter() - self.started
+
+    def run_seconds(self) -> float:
+        """The run's training time so far, all its processes."""
+        return self.earlier_seconds + self.seconds()
+
+    def out_of_time(self) -> bool:
+        return self.max_seconds is not None and self.seconds() >= self.max_seconds
+
+    def snapshot_due(self) -> float | None:
+        """The latest snapshot mark (in minutes) passed since the last snapshot, or None. A step that spans several
+        marks (validation at an epoch's end may) gives one snapshot, at the latest of them."""
+        if self.snapshot_minutes is None:
+            return None
+        mark = math.floor(self.run_seconds() / 60 / self.snapshot_minutes)
+        if mark <= self.last_mark:
+            return None
+        self.last_mark = mark
+        return round(mark * self.snapshot_minutes, 9)
 
 
 def training_data(args) -> tuple[Dataset, np.ndarray, np.ndarray]:
@@ -193,6 +237,9 @@ class Training:
         self.batches = Batches(dataset, backend, args.mask_padding, comm.rank, comm.size)
         self.val_plan = self.batches.plan(self.val_idx, 256, None)
         self.files = RunFiles(args.out, comm, args)
+        self.files.forget_snapshots_after(self.progress.train_seconds)
+        self.clock = TrainingClock(args.max_minutes, args.snapshot_minutes, self.progress.train_seconds)
+        self.last_snapshot_step = None
         self.pending = PendingMetrics()
         self.show_progress = comm.is_root and (args.progress == "always" or (args.progress == "auto"
                                                                             and sys.stderr.isatty()))
@@ -218,13 +265,20 @@ class Training:
                   "an uninterrupted run", flush=True)
 
     def run(self) -> int:
-        """Train the remaining epochs; the exit code (130/143 when a signal stopped it)."""
+        """Train the remaining epochs; the exit code (130/143 when a signal stopped it, 0 at the end of the epochs or
+        of the --max-minutes budget)."""
         args, progress = self.args, self.progress
         self.files.history(progress)
         first_epoch = progress.epoch + 1
+        self.clock.start()
         with StopSignals(announce=self.comm.is_root) as signals:
             for epoch in range(first_epoch, args.epochs + 1):
+                # the budget may run out during the previous epoch's validation: latest/ is written, stop here
+                if epoch > first_epoch and self.comm.max_int(OUT_OF_TIME if self.clock.out_of_time() else 0):
+                    return self.stop_for_time(f"at the end of epoch {epoch - 1}")
                 stopped_by = self.train_epoch(epoch, signals)
+                if stopped_by == OUT_OF_TIME:
+                    return self.stop_for_time(f"at epoch {epoch}, step {self.progress.step}")
                 if stopped_by:
                     return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_TERMINATED
                 if self.patience_exhausted(epoch):
@@ -233,6 +287,8 @@ class Training:
         if first_epoch > args.epochs:
             print("Nothing to train: the run already has all its epochs (pass a larger --epochs to go on)")
         self.files.checkpoint("final", self.model, self.optimizer, self.progress)
+        if args.snapshot_minutes is not None:
+            self.snapshot(mark=None)
         self.files.plot(self.progress.history)
         print(f"Checkpoints: {args.out / 'final'} (last epoch), {args.out / 'best'} (lowest val_loss "
               f"{self.progress.best_val_loss:.4f}); resume or extend with --resume {args.out}")
@@ -240,9 +296,32 @@ class Training:
             self.print_decodes()
         return 0
 
+    def stop_for_time(self, where: str) -> int:
+        """The end of the --max-minutes budget, latest/ already written: a last snapshot (with --snapshot-minutes),
+        one line, exit code 0."""
+        args = self.args
+        self.comm.finish()
+        if args.snapshot_minutes is not None:
+            self.snapshot(mark=None)
+        print(f"Time budget: stopped {where}, {self.clock.seconds() / 60:.2f} minutes into training "
+              f"(--max-minutes {args.max_minutes:g}); saved {args.out / 'latest'}. Resume with: {self.command()} "
+              f"--resume {args.out}", flush=True)
+        return 0
+
+    def snapshot(self, mark: float | None):
+        """Save the weights into snapshots/ (``mark``: the snapshot mark passed, None for the one where training
+        ends), unless this step already has its snapshot."""
+        if self.last_snapshot_step == self.optimizer.iterations:
+            return
+        self.last_snapshot_step = self.optimizer.iterations
+        progress = self.progress
+        self.files.snapshot(self.model, {"minutes": self.clock.run_seconds() / 60, "mark": mark,
+                                         "epoch": progress.epoch, "step_in_epoch": progress.step,
+                                         "step": self.optimizer.iterations})
+
     def train_epoch(self, epoch: int, signals: StopSignals) -> int:
-        """One epoch (from where a resumed run stopped), validation and the epoch's checkpoints; the signal that
-        stopped it (after a checkpoint), else 0."""
+        """One epoch (from where a resumed run stopped), validation, the epoch's checkpoints and the snapshots due;
+        the signal that stopped it or ``OUT_OF_TIME`` (after writing latest/), else 0."""
         args, progress, model, comm = self.args, self.progress, self.model, self.comm
         if progress.step == 0:
             progress.epoch_rng_state = self.shuffle_rng.bit_generator.state
@@ -261,21 +340,29 @@ class Training:
                 check_finite(model, float(batch_loss) / batch.positions, epoch, step)
             self.optimizer.step(model.params.flat, model.grads.flat)
             progress.step = step
+            progress.train_seconds = self.clock.run_seconds()
             self.pending.add(epoch, step, batch_loss, batch_correct, batch.positions)
             if self.backend.cheap_sync or self.metrics_due(step, bar):
                 self.pending.flush(progress, model)
                 bar.update(step, progress.loss_sum / progress.positions, progress.correct / progress.positions)
-            stop = comm.max_int(signals.received or 0)  # every rank stops after the same step
+            # every rank stops after the same step, for a signal or (lower code) the end of the time budget
+            stop = comm.max_int(signals.received or (OUT_OF_TIME if self.clock.out_of_time() else 0))
             if stop:
                 self.pending.flush(progress, model)
                 bar.close()
                 self.files.checkpoint("latest", model, self.optimizer, progress)
+                if stop == OUT_OF_TIME:
+                    return stop
                 comm.finish()
                 if comm.is_root:
                     print(f"{signal.Signals(stop).name}: stopped at epoch {epoch}, step {step}; saved "
                           f"{args.out / 'latest'}. Resume with: {self.command()} --resume {args.out}",
                           file=sys.stderr, flush=True)
                 return stop
+            mark = self.clock.snapshot_due()
+            if mark is not None:
+                self.pending.flush(progress, model)  # checks for NaN: no snapshot holds a non-finite number
+                self.snapshot(mark)
             if args.checkpoint_every and self.optimizer.iterations % args.checkpoint_every == 0 \
                     and step < len(plan):
                 self.pending.flush(progress, model)
@@ -303,7 +390,8 @@ class Training:
                   "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started,
                   "ms_per_step": 1000 * train_seconds / max(1, steps_run), "peak_memory_mib": peak_memory_mib()}
         self.progress = progress = Progress(epoch=epoch, epoch_rng_state=self.shuffle_rng.bit_generator.state,
-                                            best_val_loss=progress.best_val_loss, history=[*progress.history, record])
+                                            best_val_loss=progress.best_val_loss, history=[*progress.history, record],
+                                            train_seconds=self.clock.run_seconds())
         self.files.history(progress)
         print(f"Epoch {epoch}/{args.epochs} - {record['seconds']:.1f}s {record['ms_per_step']:.0f}ms/step - "
               f"loss: {record['loss']:.4f} - accuracy: {record['accuracy']:.4f} - val_loss: {val_loss:.4f} - "

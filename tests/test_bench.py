@@ -144,3 +144,24 @@ def test_attention_training_parity_in_float64_agrees_to_rounding(tmp_path):
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(out.read_text())["rows"]
     assert row["step"] == 3 and abs(row["ratio"] - 1) < 1e-9, row
+
+
+@pytest.mark.slow
+def test_quality_bench_smoke(tmp_path):
+    """bench/quality.py --smoke: our two configurations and PyTorch's trained side by side for seconds, with
+    snapshots, every snapshot scored greedy and the last with beam search; the report, its table and the curves."""
+    result = subprocess.run([sys.executable, "-m", "bench.quality", "--smoke", "--out", tmp_path], capture_output=True,
+                            text=True, env=ENV, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "quality.json").read_text())
+    assert list(report["configs"]) == ["minilstm-bi128", "minilstm-256", "torch-256-adam"]
+    for run in report["configs"].values():
+        minutes = [point["minutes"] for point in run["points"]]
+        assert minutes == sorted(minutes) and run["steps"] > 0
+        assert run["points"][-1]["mark"] is None  # the snapshot where the budget stopped it
+        assert all(point["greedy"]["pairs"] == 30 for point in run["points"])
+        assert run["final"]["beam"]["chrf"] is not None and set(run["final"]["greedy"]["length_buckets"]) == \
+            {"1-3", "4-6", "7-10", "11+"}
+    table = (tmp_path / "quality.md").read_text()
+    assert "| config | steps | ms/step | chrF greedy | chrF beam |" in table and "| torch-256-adam |" in table
+    assert (tmp_path / "curves.png").stat().st_size > 0

@@ -12,10 +12,11 @@ from .nn import LSTM, Dense, Parameters
 from .optim import SGD, Adam, RMSprop, make_optimizer
 
 
-def softmax_cross_entropy(backend, logits, target_ids, grad_scale):
+def softmax_cross_entropy(backend, logits, target_ids, grad_scale, label_smoothing=0.0):
     """Loss sum, argmax hits and d(grad_scale * loss)/d logits for logits (n, V) and targets (n,) (negative: not
-    counted), on ``backend``'s fused kernel."""
-    return get_backend(backend).softmax_cross_entropy(logits, target_ids, grad_scale)
+    counted), on ``backend``'s fused kernel; ``label_smoothing`` eps: against the target (1 - eps) onehot + eps / V,
+    as torch's ``CrossEntropyLoss(label_smoothing=eps)``."""
+    return get_backend(backend).softmax_cross_entropy(logits, target_ids, grad_scale, label_smoothing)
 
 
 __version__ = "0.1.0"

@@ -36,6 +36,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def bounded_float(text: str, accept, expected: str) -> float:
     """``float(text)`` where ``accept(value)`` holds, else argparse's one-line error "expected EXPECTED"."""
     import argparse

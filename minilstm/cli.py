@@ -81,6 +81,7 @@ COMMANDS = {
     "evaluate": "loss, accuracy, exact match and more on validation pairs",
     "convert": "to and from Keras models (.keras, .h5); to PyTorch state dicts (.safetensors) and ONNX (--to onnx)",
     "download": "fetch the full English-French file",
+    "average": "average the weights of checkpoints of one model",
     "serve": "a LibreTranslate-compatible translation server with dynamic batching, and its page",
 }
 

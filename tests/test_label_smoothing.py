@@ -115,6 +115,18 @@ def test_whole_model_on_every_backend_against_numpy(rng, eps):
         assert relative_error(model.grads[name], grad) < 1e-12, name
 
 
+def test_whole_model_on_the_gpu_against_numpy(device, rng):  # noqa: F811
+    """The same with the CUDA kernels (on a GPU, or on the emulator)."""
+    ref = small_model("numpy", n_in=9, n_out=11, units=5, enc_len=4, dec_len=6, seed=4)
+    enc, dec_in, dec_out = random_batch(rng, ref, 3)
+    expected = ref.forward_backward(enc, dec_in, dec_out, label_smoothing=0.1)
+    model = copy_to_backend(ref, device.backend())
+    got = model.forward_backward(enc, dec_in, dec_out, label_smoothing=0.1)
+    assert float(got[0]) == pytest.approx(float(expected[0]), rel=1e-12) and int(got[1]) == int(expected[1])
+    for name, grad in ref.grads.items():
+        assert relative_error(device.xp.asnumpy(model.grads[name]), grad) < 1e-12, name
+
+
 def test_smoothing_zero_is_the_plain_cross_entropy_to_the_bit(cpu_backend, rng):
     """eps = 0 runs the code of the plain cross-entropy: the same bits as a call without the argument."""
     for dtype in (np.float32, np.float64):

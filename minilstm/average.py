@@ -1,5 +1,6 @@
-"""``minilstm average CKPT_DIR... --out DIR``: one checkpoint whose weights are the element-wise mean of the weights
-of several checkpoints of the same model (architecture, vocabularies, lengths).
+"""``minilstm average CKPT_DIR... --out DIR``: one checkpoint with the mean of the weights of several checkpoints.
+
+The element-wise mean of the weights of checkpoints of the same model (architecture, dtype, vocabularies, lengths).
 
 Why: the weights of a run's last few checkpoints, averaged, often translate better than any one of them (Vaswani
 et al. 2017; fairseq's ``average_checkpoints``), at no cost of training. The mean is taken in float64, in the order

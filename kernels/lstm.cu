@@ -89,13 +89,18 @@ MINILSTM_DEVICE void scatter_add_sorted(T* out, const long long* order, const lo
 // later in a fixed order), and d_logits = (softmax - onehot) * grad_scale. Ties in the argmax go to the lowest
 // index, as numpy's argmax. A negative target (IGNORE, a padding position under --mask-padding) gives loss 0, no
 // hit and a zero gradient row. blockDim.x must be a power of two, 2 to 1024.
+// With label_smoothing eps > 0 the target is q = (1 - eps) onehot + eps / V (minilstm/layers.py): the loss is
+// log(sum exp(z - max)) - (1 - eps)(z_y - max) - (eps / V) sum_k (z_k - max), which takes one more block sum, and
+// d_logits = (softmax - q) * grad_scale. eps = 0 computes exactly what it computed without smoothing.
 template <typename T>
 MINILSTM_DEVICE void softmax_cross_entropy(const T* logits, const long long* targets, double grad_scale, T* d_logits,
-                                           double* row_loss, int* row_hit, int vocab) {
-    extern __shared__ __align__(16) unsigned char shared_bytes[];  // blockDim.x * (sizeof(T) + sizeof(int) + sizeof(double))
+                                           double* row_loss, int* row_hit, int vocab, double label_smoothing) {
+    // blockDim.x * (sizeof(T) + sizeof(int) + 2 * sizeof(double))
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
     T* best_value = reinterpret_cast<T*>(shared_bytes);
     int* best_index = reinterpret_cast<int*>(best_value + blockDim.x);
     double* partial = reinterpret_cast<double*>(best_index + blockDim.x);  // 8-aligned: blockDim.x even
+    double* partial_shifted = partial + blockDim.x;
     const long long r = blockIdx.x;
     const T* z = logits + r * vocab;
     T* d = d_logits + r * vocab;
@@ -149,12 +154,29 @@ MINILSTM_DEVICE void softmax_cross_entropy(const T* logits, const long long* tar
         }
         return;
     }
+    const double off = label_smoothing / vocab;     // every class's share of eps
+    const double on = 1.0 - label_smoothing + off;  // the true class's; 1 and 0 when eps = 0: p - 0.0 is p
+    double shifted_sum = 0.0;                       // sum_k (z_k - max): the smoothed loss's extra term
+    if (label_smoothing != 0.0) {                   // a kernel argument: the whole block takes this branch or none
+        double s = 0.0;
+        for (int k = t; k < vocab; k += blockDim.x) s += (double)(z[k] - row_max);
+        partial_shifted[t] = s;
+        __syncthreads();
+        for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+            if (t < stride) partial_shifted[t] += partial_shifted[t + stride];
+            __syncthreads();
+        }
+        shifted_sum = partial_shifted[0];
+    }
     for (int k = t; k < vocab; k += blockDim.x) {
         const double p = (double)d[k] / total;
-        d[k] = (T)((k == target ? p - 1.0 : p) * grad_scale);
+        d[k] = (T)((p - (k == target ? on : off)) * grad_scale);
     }
     if (t == 0) {
-        row_loss[r] = log(total) - (double)(z[target] - row_max);
+        const double target_term = (double)(z[target] - row_max);
+        row_loss[r] = label_smoothing == 0.0
+                          ? log(total) - target_term
+                          : log(total) - (1.0 - label_smoothing) * target_term - off * shifted_sum;
         row_hit[r] = argmax == target;
     }
 }
@@ -320,8 +342,9 @@ extern "C" __global__ void global_norm_scale(const double* partials, int count, 
     }                                                                                                              \
     extern "C" __global__ void softmax_cross_entropy_##SUFFIX(const T* logits, const long long* targets,          \
                                                               double grad_scale, T* d_logits, double* row_loss,   \
-                                                              int* row_hit, int vocab) {                          \
-        softmax_cross_entropy<T>(logits, targets, grad_scale, d_logits, row_loss, row_hit, vocab);                \
+                                                              int* row_hit, int vocab, double label_smoothing) {  \
+        softmax_cross_entropy<T>(logits, targets, grad_scale, d_logits, row_loss, row_hit, vocab,                 \
+                                 label_smoothing);                                                                 \
     }                                                                                                              \
     extern "C" __global__ void rmsprop_update_##SUFFIX(T* params, const T* grads, T* velocity, long long n,       \
                                                        double learning_rate, double rho, double epsilon,          \

@@ -36,6 +36,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def bounded_float(text: str, accept, expected: str) -> float:
     """``float(text)`` where ``accept(value)`` holds, else argparse's one-line error "expected EXPECTED"."""
     import argparse
@@ -69,6 +81,7 @@ COMMANDS = {
     "evaluate": "loss, accuracy, exact match and more on validation pairs",
     "convert": "to and from Keras models (.keras, .h5); to PyTorch state dicts (.safetensors) and ONNX (--to onnx)",
     "download": "fetch the full English-French file",
+    "average": "average the weights of checkpoints of one model",
     "serve": "a LibreTranslate-compatible translation server with dynamic batching, and its page",
 }
 

@@ -61,17 +61,27 @@ def scatter_add_rows(xp, out, ids, values):
 #   loss  = -sum_n log p[n, y_n]                          (the caller divides by the number of positions)
 #   dL/dz = softmax(z) - onehot(y)                         (times grad_scale, i.e. 1 / positions for the mean)
 #
+# With label smoothing eps (torch.nn.CrossEntropyLoss(label_smoothing=eps)) the target is the distribution
+# q = (1 - eps) * onehot(y) + eps / V over the V classes instead of onehot(y):
+#
+#   loss_n = -sum_k q_k log p_k = -(1 - eps) log p[y] - (eps / V) sum_k log p_k
+#          = log(sum(exp(z - max))) - (1 - eps) (z_y - max) - (eps / V) sum_k (z_k - max)
+#   dL/dz  = softmax(z) - q                                (sum_k q_k = 1, so the log-sum-exp term gives softmax)
+#
+# eps = 0 runs the code without it, so its bits are the plain cross-entropy's. The hits stay argmax == y.
+#
 # A target id below 0 (IGNORE) marks a padding position under --mask-padding: its row adds nothing to the loss or
 # the hits, and its gradient row is exactly zero.
 
 IGNORE = -1
 
 
-def softmax_cross_entropy(xp, logits, target_ids, grad_scale):
+def softmax_cross_entropy(xp, logits, target_ids, grad_scale, label_smoothing=0.0):
     """Loss sum, number of argmax hits, and the gradient of ``grad_scale * loss_sum`` w.r.t. the logits.
 
-    ``logits`` (n, V), ``target_ids`` (n,) ints, negative for rows to ignore. The two counts are returned as 0-d
-    device arrays so a GPU backend can accumulate them over an epoch without synchronising each step.
+    ``logits`` (n, V), ``target_ids`` (n,) ints, negative for rows to ignore; ``label_smoothing`` eps in [0, 1).
+    The two counts are returned as 0-d device arrays so a GPU backend can accumulate them over an epoch without
+    synchronising each step.
     """
     rows = xp.arange(logits.shape[0])
     counted = target_ids >= 0
@@ -79,10 +89,17 @@ def softmax_cross_entropy(xp, logits, target_ids, grad_scale):
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_norm = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
     log_probs = shifted - log_norm
-    loss_sum = -(log_probs[rows, safe_targets] * counted).sum()
     n_correct = ((logits.argmax(axis=1) == target_ids) & counted).sum()
     d_logits = xp.exp(log_probs)
-    d_logits[rows, safe_targets] -= 1.0
+    if label_smoothing:
+        off = label_smoothing / logits.shape[1]  # every class's share
+        row_loss = -(1.0 - label_smoothing) * log_probs[rows, safe_targets] - off * log_probs.sum(axis=1)
+        loss_sum = xp.where(counted, row_loss, 0.0).sum()
+        d_logits -= off
+        d_logits[rows, safe_targets] -= 1.0 - label_smoothing
+    else:
+        loss_sum = -(log_probs[rows, safe_targets] * counted).sum()
+        d_logits[rows, safe_targets] -= 1.0
     d_logits *= grad_scale
     d_logits[~counted] = 0.0
     return loss_sum, n_correct, d_logits

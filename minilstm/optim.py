@@ -46,10 +46,15 @@ Each update is one fused pass over the flat buffers on every backend (``Backend.
 ``sgd_update``); the clipping factor comes from ``Backend.clip_scale`` (a host float on the CPU; on a GPU a device
 array that the update kernels read, so clipping never waits for the GPU). The gradient buffer itself is never
 written: the factor is applied as each element is read.
+
+A learning-rate schedule (``schedule=``, a ``schedules.Schedule``) gives each step its rate, lr_t, in place of lr in
+the formulas above (Adam's step size is lr_t / (1 - beta_1^t)); without one every step uses ``learning_rate``. The
+rate is a host float passed to the update as lr always was, so a schedule costs nothing on any backend.
 """
 
 from .backends import get_backend
 from .errors import MinilstmError
+from .schedules import Schedule
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 # Keras's defaults, per optimizer, for a learning rate left out.
@@ -63,13 +68,15 @@ class Optimizer:
     name = ""
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, backend, num_params, dtype, learning_rate, clip_norm=None):
+    def __init__(self, backend, num_params, dtype, learning_rate, clip_norm=None, schedule: Schedule | None = None):
         if clip_norm is not None and not clip_norm > 0:
             raise ValueError(f"clip_norm must be positive (or None: no clipping), got {clip_norm}")
         self.backend = backend = get_backend(backend)  # a backend or its name
         self.learning_rate = learning_rate
         self.clip_norm = clip_norm
+        self.schedule = schedule  # None: every step at learning_rate
         self.iterations = 0  # steps taken
+        self.last_learning_rate = None  # the rate of the last step taken
         self._state = {name: backend.xp.zeros(num_params, dtype=dtype) for name in self.state_names}
 
     def step(self, flat_params, flat_grads):
@@ -77,9 +84,17 @@ class Optimizer:
         only read, clipped or not."""
         grad_scale = None if self.clip_norm is None else self.backend.clip_scale(flat_grads, self.clip_norm)
         self.iterations += 1
-        self._update(flat_params, flat_grads, grad_scale)
+        self.last_learning_rate = self.current_learning_rate()
+        self._update(flat_params, flat_grads, grad_scale, self.last_learning_rate)
 
-    def _update(self, flat_params, flat_grads, grad_scale):
+    def current_learning_rate(self) -> float:
+        """The rate of step ``iterations`` (the step just taken or being taken): the schedule's, or
+        ``learning_rate`` itself."""
+        if self.schedule is None:
+            return self.learning_rate
+        return self.schedule.rate(self.learning_rate, max(1, self.iterations))
+
+    def _update(self, flat_params, flat_grads, grad_scale, learning_rate):
         raise NotImplementedError
 
     def hyper(self) -> dict:
@@ -88,7 +103,10 @@ class Optimizer:
 
     def config(self) -> dict:
         """Name and hyper-parameters (a checkpoint stores this, with ``iterations``)."""
-        return {"name": self.name, "learning_rate": self.learning_rate, **self.hyper(), "clip_norm": self.clip_norm}
+        config = {"name": self.name, "learning_rate": self.learning_rate, **self.hyper(), "clip_norm": self.clip_norm}
+        if self.schedule is not None:
+            config["schedule"] = {**self.schedule.config(), "state": self.schedule.state()}
+        return config
 
     def state(self) -> dict:
         """The state arrays by name: the live device arrays (a checkpoint copies them to the host)."""
@@ -113,8 +131,8 @@ class RMSprop(Optimizer):
     state_names = ("velocity",)
 
     def __init__(self, backend, num_params, dtype, learning_rate=0.001, rho=0.9, epsilon=1e-7,
-                 epsilon_inside_sqrt=False, clip_norm=None):
-        super().__init__(backend, num_params, dtype, learning_rate, clip_norm)
+                 epsilon_inside_sqrt=False, clip_norm=None, schedule=None):
+        super().__init__(backend, num_params, dtype, learning_rate, clip_norm, schedule)
         self.rho = rho
         self.epsilon = epsilon
         self.epsilon_inside_sqrt = epsilon_inside_sqrt
@@ -123,8 +141,8 @@ class RMSprop(Optimizer):
     def velocity(self):
         return self._state["velocity"]
 
-    def _update(self, flat_params, flat_grads, grad_scale):
-        self.backend.rmsprop_update(flat_params, flat_grads, self.velocity, self.learning_rate, self.rho,
+    def _update(self, flat_params, flat_grads, grad_scale, learning_rate):
+        self.backend.rmsprop_update(flat_params, flat_grads, self.velocity, learning_rate, self.rho,
                                     self.epsilon, self.epsilon_inside_sqrt, grad_scale)
 
     def hyper(self) -> dict:
@@ -139,15 +157,15 @@ class Adam(Optimizer):
     state_names = ("m", "v")
 
     def __init__(self, backend, num_params, dtype, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 clip_norm=None):
-        super().__init__(backend, num_params, dtype, learning_rate, clip_norm)
+                 clip_norm=None, schedule=None):
+        super().__init__(backend, num_params, dtype, learning_rate, clip_norm, schedule)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
 
-    def _update(self, flat_params, flat_grads, grad_scale):
+    def _update(self, flat_params, flat_grads, grad_scale, learning_rate):
         t = self.iterations
-        step_size = self.learning_rate / (1.0 - self.beta_1**t)
+        step_size = learning_rate / (1.0 - self.beta_1**t)
         bias_correction2_sqrt = (1.0 - self.beta_2**t) ** 0.5
         self.backend.adam_update(flat_params, flat_grads, self._state["m"], self._state["v"], step_size, self.beta_1,
                                  self.beta_2, self.epsilon, bias_correction2_sqrt, grad_scale)
@@ -162,12 +180,12 @@ class SGD(Optimizer):
     name = "sgd"
     state_names = ("momentum",)
 
-    def __init__(self, backend, num_params, dtype, learning_rate=0.01, momentum=0.0, clip_norm=None):
-        super().__init__(backend, num_params, dtype, learning_rate, clip_norm)
+    def __init__(self, backend, num_params, dtype, learning_rate=0.01, momentum=0.0, clip_norm=None, schedule=None):
+        super().__init__(backend, num_params, dtype, learning_rate, clip_norm, schedule)
         self.momentum = momentum
 
-    def _update(self, flat_params, flat_grads, grad_scale):
-        self.backend.sgd_update(flat_params, flat_grads, self._state["momentum"], self.learning_rate, self.momentum,
+    def _update(self, flat_params, flat_grads, grad_scale, learning_rate):
+        self.backend.sgd_update(flat_params, flat_grads, self._state["momentum"], learning_rate, self.momentum,
                                 grad_scale)
 
     def hyper(self) -> dict:
@@ -179,7 +197,7 @@ _CLASSES = {"rmsprop": RMSprop, "adam": Adam, "sgd": SGD}
 
 def make_optimizer(name, backend, num_params, dtype, **hyper) -> Optimizer:
     """The optimizer called ``name`` (one of ``OPTIMIZERS``) over ``num_params`` parameters; ``hyper``: its
-    constructor's keyword arguments (learning_rate, clip_norm, and its own)."""
+    constructor's keyword arguments (learning_rate, clip_norm, schedule, and its own)."""
     if name not in _CLASSES:
         raise MinilstmError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     return _CLASSES[name](backend, num_params, dtype, **hyper)

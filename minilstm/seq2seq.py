@@ -220,7 +220,8 @@ class Seq2Seq:
         return self.backend.to_numpy(logits).reshape(steps, batch, -1).transpose(1, 0, 2)
 
     def forward_backward(self, encoder_input_ids, decoder_input_ids, decoder_target_ids, compute_grads=True,
-                         initial_state=None, positions=None, dropout_seed=None, row_offset=0, source_lengths=None):
+                         initial_state=None, positions=None, dropout_seed=None, row_offset=0, source_lengths=None,
+                         label_smoothing=0.0):
         """Loss sum and argmax hits over the counted decoder positions (0-d arrays, not synchronised), and, with
         ``compute_grads``, the gradient of the *mean* loss in ``self.grads``. ``positions`` is how many targets
         count: all B*T (the default), or, where targets hold IGNORE, the caller's count of the others (the caller
@@ -228,6 +229,7 @@ class Seq2Seq:
         (training; e.g. derived from the run's seed and step) for rows ``row_offset..`` of the global batch.
         ``source_lengths`` (B,): each row's real English characters, the positions attention may look at (None:
         every position, as in a ``mask_padding`` batch of one English length; models without attention ignore it).
+        ``label_smoothing`` eps: the loss and its gradient against (1 - eps) onehot + eps / V (``layers``).
 
         Where the backend has several workers the batch is split into row shards run in parallel; each shard
         writes its part of the gradient into its own buffer, and the parts are summed here."""
@@ -240,7 +242,7 @@ class Seq2Seq:
         if n_shards == 1:
             loss_sum, n_correct, d_state = self._forward_backward_shard(
                 0, encoder_input_ids, decoder_input_ids, decoder_target_ids, initial_state, grad_scale,
-                self.grads if compute_grads else None, dropout_seed, row_offset, source_lengths)
+                self.grads if compute_grads else None, dropout_seed, row_offset, source_lengths, label_smoothing)
             self.d_initial_state = d_state
             return loss_sum, n_correct
         while compute_grads and len(self._shard_grads) < n_shards:
@@ -253,7 +255,8 @@ class Seq2Seq:
                                                 decoder_target_ids[rows], state, grad_scale,
                                                 self._shard_grads[k] if compute_grads else None, dropout_seed,
                                                 row_offset + rows.start,
-                                                None if source_lengths is None else source_lengths[rows])
+                                                None if source_lengths is None else source_lengths[rows],
+                                                label_smoothing)
 
         results = self.backend.parallel_map(run_shard, range(n_shards))
         loss_sum = sum(r[0] for r in results)
@@ -268,7 +271,7 @@ class Seq2Seq:
 
     def _forward_backward_shard(self, shard, encoder_input_ids, decoder_input_ids, decoder_target_ids,
                                 initial_state, grad_scale, grads, dropout_seed=None, row_offset=0,
-                                source_lengths=None):
+                                source_lengths=None, label_smoothing=0.0):
         """One shard: loss sum, hits, and (when ``grads`` is given) its gradient part written into ``grads``,
         plus the gradient w.r.t. the encoder's initial state (shaped as ``initial_state`` was)."""
         p = self.params
@@ -278,7 +281,8 @@ class Seq2Seq:
         enc, dec, outputs, logits = self._forward(self.time_major(encoder_input_ids), dec_ids, initial_state, shard,
                                                   dropout_seed if grads is not None else None, row_offset,
                                                   source_lengths, blas_keys=True)
-        loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, grad_scale)
+        loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, grad_scale,
+                                                                           label_smoothing)
         if grads is None:
             return loss_sum, n_correct, None
         d_outputs = self.dense.backward(p, outputs, d_logits, grads).reshape(steps, batch, self.decoder_units)

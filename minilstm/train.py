@@ -30,6 +30,7 @@ from .cli import (
     EXIT_USER_ERROR,
     bounded_float,
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
     run_main,
@@ -39,6 +40,7 @@ from .data import VALIDATION_SPLIT_MODES
 from .errors import MinilstmError
 from .files import prepare_output_dir
 from .optim import DEFAULT_LEARNING_RATE, OPTIMIZERS
+from .schedules import SCHEDULES
 from .training import Training
 
 
@@ -53,6 +55,10 @@ def _num_samples(text: str):
 
 def _validation_split(text: str) -> float:
     return bounded_float(text, lambda v: 0.0 < v < 1.0, "a fraction strictly between 0 and 1")
+
+
+def _open_fraction(text: str) -> float:
+    return bounded_float(text, lambda v: 0.0 < v < 1.0, "a number strictly between 0 and 1")
 
 
 # Settings a resumed run may change; every other flag must agree with the stored run (or be left out).
@@ -100,6 +106,22 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=non_negative_float, default=default(0.0), help="SGD momentum")
     p.add_argument("--beta-1", type=unit_fraction, default=default(0.9), help="Adam's first-moment decay")
     p.add_argument("--beta-2", type=unit_fraction, default=default(0.999), help="Adam's second-moment decay")
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default=default("constant"),
+                   help="the learning rate of each step: constant, inverse-sqrt (1/sqrt(step) after warm-up), "
+                        "cosine (down to --min-learning-rate over --epochs), plateau (times --plateau-factor when "
+                        "val_loss stalls); formulas in minilstm/schedules.py")
+    p.add_argument("--warmup-steps", type=non_negative_int, default=default(0), metavar="N",
+                   help="raise the learning rate linearly from 0 over the first N steps (any --lr-schedule)")
+    p.add_argument("--min-learning-rate", type=non_negative_float, default=default(0.0),
+                   help="--lr-schedule cosine: the rate it ends at")
+    p.add_argument("--plateau-factor", type=_open_fraction, default=default(0.5),
+                   help="--lr-schedule plateau: what the rate is multiplied by when val_loss stalls")
+    p.add_argument("--plateau-patience", type=positive_int, default=default(2), metavar="N",
+                   help="--lr-schedule plateau: epochs in a row without a lower val_loss before the rate is "
+                        "reduced")
+    p.add_argument("--label-smoothing", type=unit_fraction, default=default(0.0), metavar="EPS",
+                   help="train against (1 - EPS) on the true character + EPS spread over all of them (torch's "
+                        "CrossEntropyLoss(label_smoothing)); val_loss stays the plain cross-entropy")
     p.add_argument("--validation-split", type=_validation_split, default=default(0.2),
                    help="the fraction of the pairs held out for validation (see --validation-split-mode)")
     p.add_argument("--validation-split-mode", choices=VALIDATION_SPLIT_MODES, default=default("last"),
@@ -146,6 +168,20 @@ def _check_optimizer_flags(optimizer: str, given: set):
                                 f"this run's is {optimizer}")
 
 
+# The flags of one learning-rate schedule.
+SCHEDULE_FLAGS = {"min_learning_rate": "cosine", "plateau_factor": "plateau", "plateau_patience": "plateau"}
+
+
+def _check_schedule_flags(args, given: set):
+    for name in sorted(given & set(SCHEDULE_FLAGS)):
+        if args.lr_schedule != SCHEDULE_FLAGS[name]:
+            raise MinilstmError(f"--{name.replace('_', '-')} is for --lr-schedule {SCHEDULE_FLAGS[name]}, this "
+                                f"run's is {args.lr_schedule}")
+    if args.lr_schedule == "cosine" and args.min_learning_rate >= args.learning_rate:
+        raise MinilstmError(f"--min-learning-rate {args.min_learning_rate} is where cosine ends: it must be below "
+                            f"--learning-rate {args.learning_rate}")
+
+
 def parse_args(argv, prepare_out=True):
     """Parse, and with ``--resume`` take the stored run's settings, refusing flags that contradict them. With
     ``prepare_out`` (rank 0 of a data-parallel run: the one that writes), the output directory is created and
@@ -165,6 +201,7 @@ def parse_args(argv, prepare_out=True):
         _check_optimizer_flags(args.optimizer, given)
         if args.learning_rate is None:
             args.learning_rate = DEFAULT_LEARNING_RATE[args.optimizer]
+        _check_schedule_flags(args, given)
         if prepare_out:
             prepare_output_dir(args.out)  # a bad --out fails at once
         return args, None
@@ -200,6 +237,7 @@ def parse_args(argv, prepare_out=True):
                                 "leave it out to resume, or start a new run with another --out")
     for name in CHANGEABLE_ON_RESUME & given:
         setattr(resumed, name, getattr(args, name))
+    _check_schedule_flags(resumed, given)
     resumed.resume = args.resume
     resumed.backend = backend
     for name in ("checkpoint_every", "num_decodes", "progress", "patience"):

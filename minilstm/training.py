@@ -22,6 +22,7 @@ from .nn import dropout_key
 from .optim import make_optimizer
 from .pairs import read_pairs, resolve_pairs
 from .run_outputs import Progress, ProgressBar, RunFiles, args_record, peak_memory_mib
+from .schedules import Schedule
 from .seq2seq import Seq2Seq
 
 EXIT_TERMINATED = 143
@@ -136,7 +137,8 @@ def check_finite(model: Seq2Seq, loss: float | None, epoch: int, step: int):
         raise MinilstmError(f"{where}: {what} {bad} {'hold' if loss is None else 'holds'} NaN or Inf; {advice}")
 
 
-def rank_part(model: Seq2Seq, batch: Batch, compute_grads: bool = True, dropout_seed: int | None = None):
+def rank_part(model: Seq2Seq, batch: Batch, compute_grads: bool = True, dropout_seed: int | None = None,
+              label_smoothing: float = 0.0):
     """This rank's loss sum and hits for ``batch`` and, with ``compute_grads``, its part of the gradient in
     ``model.grads`` (a mean over the global batch's positions, so the ranks' parts add up to the whole). A rank
     with no rows in the batch (a batch shorter than the number of ranks) adds zeros."""
@@ -146,7 +148,7 @@ def rank_part(model: Seq2Seq, batch: Batch, compute_grads: bool = True, dropout_
         return 0.0, 0.0
     return model.forward_backward(*batch.arrays, compute_grads=compute_grads, positions=batch.positions,
                                   dropout_seed=dropout_seed, row_offset=batch.row_offset,
-                                  source_lengths=batch.source_lengths)
+                                  source_lengths=batch.source_lengths, label_smoothing=label_smoothing)
 
 
 def evaluate(model: Seq2Seq, batches: Batches, plan: list[np.ndarray], comm=SINGLE_PROCESS):
@@ -208,11 +210,13 @@ class Training:
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.model = Seq2Seq(backend, dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
                              dataset.max_decoder_len, Architecture.from_args(args))
+        self.batches = Batches(dataset, backend, args.mask_padding, comm.rank, comm.size)
         own = {"rmsprop": {"rho": args.rho, "epsilon": args.epsilon, "epsilon_inside_sqrt": args.epsilon_inside_sqrt},
                "adam": {"beta_1": args.beta_1, "beta_2": args.beta_2, "epsilon": args.epsilon},
                "sgd": {"momentum": args.momentum}}[args.optimizer]
         self.optimizer = make_optimizer(args.optimizer, backend, self.model.params.flat.size, self.model.dtype,
-                                        learning_rate=args.learning_rate, clip_norm=args.clip_norm, **own)
+                                        learning_rate=args.learning_rate, clip_norm=args.clip_norm,
+                                        schedule=self._schedule(resumed), **own)
         if resumed is None:
             self.model.initialize(np.random.default_rng(init_seed))
             self.progress = Progress()
@@ -234,7 +238,6 @@ class Training:
         if args.mask_padding:
             print("--mask-padding: loss and accuracy count real characters only (not comparable with the Keras-style "
                   "numbers of a run without it)", flush=True)
-        self.batches = Batches(dataset, backend, args.mask_padding, comm.rank, comm.size)
         self.val_plan = self.batches.plan(self.val_idx, 256, None)
         self.files = RunFiles(args.out, comm, args)
         self.files.forget_snapshots_after(self.progress.train_seconds)
@@ -245,6 +248,19 @@ class Training:
                                                                             and sys.stderr.isatty()))
         comm.on_lost_peer(f"{args.out / 'latest'} is intact; resume with: mpiexec -n {comm.size} python -m "
                           f"minilstm.train --resume {args.out}")
+
+    def _schedule(self, resumed) -> Schedule:
+        """The learning-rate schedule: a resumed run's as its checkpoint left it (settings and state, cosine's total
+        steps included, so that a larger --epochs on --resume trains the extra steps at --min-learning-rate); else
+        from the flags, cosine over --epochs times this data's batches per epoch."""
+        stored = None if resumed is None else resumed.config["optimizer"].get("schedule")
+        if stored is not None:
+            stored = dict(stored)
+            return Schedule.from_config(stored, stored.pop("state"))
+        args = self.args
+        total = args.epochs * len(self.batches.plan(self.train_idx, args.batch_size, None))
+        return Schedule(args.lr_schedule, args.warmup_steps, total if args.lr_schedule == "cosine" else None,
+                        args.min_learning_rate, args.plateau_factor, args.plateau_patience)
 
     def _resume(self, resumed):
         args, training = self.args, resumed.config["training"]
@@ -333,7 +349,8 @@ class Training:
             steps_run += 1
             # Dropout masks from (seed, optimizer step): a resumed run draws the ones it would have drawn.
             batch_loss, batch_correct = rank_part(model, batch, dropout_seed=dropout_key(args.seed,
-                                                                                         self.optimizer.iterations))
+                                                                                         self.optimizer.iterations),
+                                                  label_smoothing=args.label_smoothing)
             comm.allreduce_sum(model.grads.flat)
             batch_loss, batch_correct = comm.sum_metrics([(batch_loss, batch_correct)])[0]
             if self.backend.cheap_sync:  # check before the update: a NaN gradient never reaches the weights
@@ -385,17 +402,25 @@ class Training:
         """Validate, record the epoch (history.jsonl, its line), write best/ (on a new lowest val_loss) and latest/."""
         args, progress = self.args, self.progress
         val_loss, val_accuracy = evaluate(self.model, self.batches, self.val_plan, self.comm)
+        schedule = self.optimizer.schedule
         record = {"epoch": epoch, "loss": progress.loss_sum / progress.positions,
                   "accuracy": progress.correct / progress.positions, "val_loss": val_loss,
-                  "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started,
+                  "val_accuracy": val_accuracy, "learning_rate": schedule.learning_rate,
+                  "seconds": time.perf_counter() - started,
                   "ms_per_step": 1000 * train_seconds / max(1, steps_run), "peak_memory_mib": peak_memory_mib()}
         self.progress = progress = Progress(epoch=epoch, epoch_rng_state=self.shuffle_rng.bit_generator.state,
                                             best_val_loss=progress.best_val_loss, history=[*progress.history, record],
                                             train_seconds=self.clock.run_seconds())
         self.files.history(progress)
+        scheduled = schedule.name != "constant" or schedule.warmup_steps  # the example's line has no rate
         print(f"Epoch {epoch}/{args.epochs} - {record['seconds']:.1f}s {record['ms_per_step']:.0f}ms/step - "
               f"loss: {record['loss']:.4f} - accuracy: {record['accuracy']:.4f} - val_loss: {val_loss:.4f} - "
-              f"val_accuracy: {val_accuracy:.4f}", flush=True)
+              f"val_accuracy: {val_accuracy:.4f}" + (f" - lr: {schedule.learning_rate:.4g}" if scheduled else ""),
+              flush=True)
+        if schedule.end_epoch(val_loss):
+            epochs = f"{schedule.plateau_patience} epoch{'s' if schedule.plateau_patience > 1 else ''}"
+            print(f"Plateau: val_loss has not improved for {epochs}; the learning rate "
+                  f"is multiplied by {schedule.plateau_factor} (now {schedule.scale:g} x --learning-rate)", flush=True)
         if val_loss < progress.best_val_loss:
             progress.best_val_loss = val_loss
             self.files.checkpoint("best", self.model, self.optimizer, progress, record)

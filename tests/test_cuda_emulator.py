@@ -152,17 +152,18 @@ def worst_recurrence_error(backend_for) -> float:
 
 
 def softmax_error(backend) -> float:
-    """Softmax cross-entropy against numpy float64, three launches; each row's maximum is placed at a different
-    index (low, high, in the last warp's reach) and half the rows are hits, so a wrong argmax shows."""
+    """Softmax cross-entropy against numpy float64, three launches without label smoothing and three with; each
+    row's maximum is placed at a different index (low, high, in the last warp's reach) and half the rows are hits,
+    so a wrong argmax shows."""
     rng = np.random.default_rng(2)
     worst = 0.0
-    for _ in range(3):
+    for label_smoothing in (0.0, 0.0, 0.0, 0.1, 0.1, 0.1):
         logits = rng.standard_normal((12, 70)) * 3
         top = np.array([0, 1, 31, 32, 63, 64, 65, 69, 5, 40, 66, 68])
         logits[np.arange(12), top] = logits.max(axis=1) + 1
         targets = np.where(np.arange(12) % 2, top, rng.integers(0, 70, size=12))
-        loss, hits, d = backend.softmax_cross_entropy(logits, targets, 1 / 12)
-        ref_loss, ref_hits, ref_d = layers.softmax_cross_entropy(np, logits, targets, 1 / 12)
+        loss, hits, d = backend.softmax_cross_entropy(logits, targets, 1 / 12, label_smoothing)
+        ref_loss, ref_hits, ref_d = layers.softmax_cross_entropy(np, logits, targets, 1 / 12, label_smoothing)
         worst = max(worst, relative_error(d, ref_d), relative_error([loss], [ref_loss]), float(hits != ref_hits))
     return worst
 

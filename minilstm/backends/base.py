@@ -110,8 +110,9 @@ class Backend:
     def scatter_add_rows(self, out, ids, values):
         layers.scatter_add_rows(self.xp, out, ids, values)
 
-    def softmax_cross_entropy(self, logits, target_ids, grad_scale):
-        return layers.softmax_cross_entropy(self.xp, logits, target_ids, grad_scale)
+    def softmax_cross_entropy(self, logits, target_ids, grad_scale, label_smoothing=0.0):
+        """Loss sum, hits and d(grad_scale * loss)/d logits, with ``label_smoothing`` (``layers``)."""
+        return layers.softmax_cross_entropy(self.xp, logits, target_ids, grad_scale, label_smoothing)
 
     def dropout_mask(self, shape, rate, key, row_offset, dtype):
         """Inverted-dropout multipliers of a (T, B, F) tensor, a function of (key, position) only (``layers``)."""

@@ -171,7 +171,7 @@ class CupyBackend(Backend):
         self._kernel("scatter_add_sorted", out.dtype)(
             (vocab, (width + THREADS - 1) // THREADS), (THREADS,), (out, order, seg_start, values, np.int32(width)))
 
-    def softmax_cross_entropy(self, logits, target_ids, grad_scale):
+    def softmax_cross_entropy(self, logits, target_ids, grad_scale, label_smoothing=0.0):
         cp = self.xp
         rows, vocab = logits.shape
         self._contiguous(logits)
@@ -180,10 +180,11 @@ class CupyBackend(Backend):
         row_loss = cp.empty(rows, dtype=cp.float64)
         row_hit = cp.empty(rows, dtype=cp.int32)
         threads = 128 if vocab <= 128 else 256
-        shared = threads * (logits.dtype.itemsize + 4 + 8)
+        shared = threads * (logits.dtype.itemsize + 4 + 2 * 8)
         self._kernel("softmax_cross_entropy", logits.dtype)(
             (rows,), (threads,),
-            (logits, targets, np.float64(grad_scale), d_logits, row_loss, row_hit, np.int32(vocab)),
+            (logits, targets, np.float64(grad_scale), d_logits, row_loss, row_hit, np.int32(vocab),
+             np.float64(label_smoothing)),
             shared_mem=shared)
         return row_loss.sum(), row_hit.sum(), d_logits
 

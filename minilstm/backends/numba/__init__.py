@@ -425,9 +425,10 @@ class NumbaBackend(Backend):
         self.kernels.dropout_mask(mask, rate, np.uint64(key), row_offset)
         return mask
 
-    def softmax_cross_entropy(self, logits, target_ids, grad_scale):
+    def softmax_cross_entropy(self, logits, target_ids, grad_scale, label_smoothing=0.0):
         d_logits = np.empty_like(logits)
-        loss_sum, n_correct = self.kernels.softmax_cross_entropy(logits, target_ids, grad_scale, d_logits)
+        loss_sum, n_correct = self.kernels.softmax_cross_entropy(logits, target_ids, grad_scale, d_logits,
+                                                                 float(label_smoothing))
         return np.float64(loss_sum), np.int64(n_correct), d_logits
 
     # The optimizers: a factor of exactly 1 in the array's dtype where there is no clipping (g * 1 is g, bit for bit);

@@ -219,13 +219,16 @@ def scatter_add_rows(out, ids, values):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def softmax_cross_entropy(logits, target_ids, grad_scale, d_logits):
+def softmax_cross_entropy(logits, target_ids, grad_scale, d_logits, label_smoothing):
     """Per row: stable log-softmax, loss -log p[target], argmax hit, d_logits = (softmax - onehot) * grad_scale;
-    a row whose target is negative (IGNORE) counts nothing and gets a zero gradient. Returns (loss_sum, n_correct);
-    sums in float64 whatever the dtype."""
+    a row whose target is negative (IGNORE) counts nothing and gets a zero gradient. With ``label_smoothing`` eps > 0
+    the target is (1 - eps) onehot + eps / V (``layers.softmax_cross_entropy``); eps = 0 runs exactly the plain
+    arithmetic. Returns (loss_sum, n_correct); sums in float64 whatever the dtype."""
     loss_sum = 0.0
     n_correct = 0
     rows, vocab = logits.shape
+    off = label_smoothing / vocab
+    on = 1.0 - label_smoothing + off
     for n in range(rows):
         best = 0
         top = logits[n, 0]
@@ -243,13 +246,22 @@ def softmax_cross_entropy(logits, target_ids, grad_scale, d_logits):
             for k in range(vocab):
                 d_logits[n, k] = 0.0
             continue
-        loss_sum += math.log(total) - (logits[n, target] - top)
         n_correct += best == target
         inv_total = 1.0 / total
         p_target = d_logits[n, target] * inv_total
+        if label_smoothing == 0.0:
+            loss_sum += math.log(total) - (logits[n, target] - top)
+            for k in range(vocab):
+                d_logits[n, k] = d_logits[n, k] * inv_total * grad_scale
+            d_logits[n, target] = (p_target - 1.0) * grad_scale  # subtract before scaling: exact 0 when p = 1
+            continue
+        shifted_sum = 0.0  # sum_k (z_k - max), in float64
         for k in range(vocab):
-            d_logits[n, k] = d_logits[n, k] * inv_total * grad_scale
-        d_logits[n, target] = (p_target - 1.0) * grad_scale  # subtract before scaling: exact 0 when p = 1
+            shifted_sum += np.float64(logits[n, k] - top)
+        loss_sum += math.log(total) - (1.0 - label_smoothing) * (logits[n, target] - top) - off * shifted_sum
+        for k in range(vocab):
+            d_logits[n, k] = (d_logits[n, k] * inv_total - off) * grad_scale
+        d_logits[n, target] = (p_target - on) * grad_scale
     return loss_sum, n_correct
 
 

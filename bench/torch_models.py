@@ -11,11 +11,14 @@ the way PyTorch users write them (OpenNMT-py's layout for attention).
   (general) or ``v . tanh(linear_query(h) + linear_context(hbar))`` (concat, OpenNMT's "mlp"), a softmax over each
   sentence's real source positions, ``htilde = tanh(linear_out([context, h]))``;
 - ``dense``: ``nn.Linear`` to the logits. Time-major, as minilstm: inputs (T, B, V), logits (T, B, V).
+- with ``embedding_dim`` E: ``nn.Embedding(V, E)`` before each side instead of the one-hot characters (inputs are
+  then the ids, (T, B)); the LSTMs' input size is E (the input-feeding cell's E + H).
 
 Weights come from minilstm explicitly: ``TorchSeq2Seq.from_minilstm(model)``, or ``set_weights(weights)`` with a
 dict in minilstm's (Keras's) names and layout. The mapping: kernels transposed (PyTorch keeps (out, in)), gate
 order i, f, c, o = PyTorch's i, f, g, o, our one bias in ``bias_ih`` and ``bias_hh`` held at zero (frozen unless
 asked otherwise: two trained biases would each get their own optimizer update, not our model);
+``encoder_embedding.weight`` = ``encoder_embedding.embeddings`` (the same (V, E) layout; the decoder's likewise),
 ``linear_in.weight`` = score_kernel, ``linear_out.weight`` = output_kernelᵀ, ``linear_query`` = query_kernelᵀ and
 query_bias, ``linear_context.weight`` = key_kernelᵀ, ``v.weight`` = score_vector as (1, A) (minilstm.convert
 exports the same names). ``get_weights()`` and ``get_grads()`` map back, for comparing with ``model.params`` and
@@ -75,7 +78,8 @@ class TorchSeq2Seq(torch.nn.Module):
     encoder (the decoder has ``units`` x directions), ``layers`` on each side, ``attention`` None or a score."""
 
     def __init__(self, n_in: int, n_out: int, units: int, *, layers: int = 1, bidirectional: bool = False,
-                 attention: str | None = None, input_feed: bool = True, dtype="float32", device="cpu", seed=0):
+                 attention: str | None = None, input_feed: bool = True, embedding_dim: int = 0, dtype="float32",
+                 device="cpu", seed=0):
         super().__init__()
         if seed is not None:
             torch.manual_seed(seed)
@@ -86,14 +90,20 @@ class TorchSeq2Seq(torch.nn.Module):
         self.input_feed = input_feed and attention is not None
         hidden = units * self.directions
         factory = {"device": self.device, "dtype": self.dtype}
-        self.encoder = torch.nn.LSTM(n_in, units, layers, bidirectional=bidirectional, **factory)
+        self.embedding_dim = int(embedding_dim or 0)
+        self.encoder_embedding = self.decoder_embedding = None
+        if self.embedding_dim:
+            self.encoder_embedding = torch.nn.Embedding(n_in, self.embedding_dim, **factory)
+            self.decoder_embedding = torch.nn.Embedding(n_out, self.embedding_dim, **factory)
+        in_size, out_size = (self.embedding_dim, self.embedding_dim) if self.embedding_dim else (n_in, n_out)
+        self.encoder = torch.nn.LSTM(in_size, units, layers, bidirectional=bidirectional, **factory)
         if self.input_feed:
-            self.cells = torch.nn.ModuleList(torch.nn.LSTMCell(n_out + hidden if layer == 0 else hidden, hidden,
+            self.cells = torch.nn.ModuleList(torch.nn.LSTMCell(out_size + hidden if layer == 0 else hidden, hidden,
                                                                **factory) for layer in range(layers))
             self.decoder = None
         else:
             self.cells = None
-            self.decoder = torch.nn.LSTM(n_out, hidden, layers, **factory)
+            self.decoder = torch.nn.LSTM(out_size, hidden, layers, **factory)
         self.attention = None if attention is None else GlobalAttention(hidden, hidden, attention, **factory)
         self.dense = torch.nn.Linear(hidden, n_out, **factory)
         # minilstm's names for the same weights (its LSTM's naming: encoder, encoder_reverse, encoder_l1, ...)
@@ -110,7 +120,8 @@ class TorchSeq2Seq(torch.nn.Module):
         reference = cls(len(model.input_vocab), len(model.target_vocab), model.latent_dim,
                         layers=model.encoder.num_layers, bidirectional=model.encoder.bidirectional,
                         attention=model.attention, input_feed=model.input_feed,
-                        dtype=str(model.dtype) if dtype is None else dtype, device=device, seed=None)
+                        embedding_dim=model.arch.embedding_dim, dtype=str(model.dtype) if dtype is None else dtype,
+                        device=device, seed=None)
         reference.set_weights(model.get_weights())
         return reference
 
@@ -132,6 +143,9 @@ class TorchSeq2Seq(torch.nn.Module):
 
     def _pairs(self):
         """(our name, parameter, layout) of every weight minilstm's model has."""
+        if self.embedding_dim:
+            yield "encoder_embedding.embeddings", self.encoder_embedding.weight, ""
+            yield "decoder_embedding.embeddings", self.decoder_embedding.weight, ""
         yield from ((name, p, layout) for name, p, layout in self._lstm_pairs() if name is not None)
         if self.attention is not None:
             owned = dict(self.attention.named_parameters())
@@ -176,9 +190,14 @@ class TorchSeq2Seq(torch.nn.Module):
     # -- running it -----------------------------------------------------------------------------------------------
 
     def one_hot(self, ids, classes: int):
-        """Batch-major ids (B, T) (NumPy) -> time-major one-hot (T, B, classes) on the model's device and dtype."""
+        """Batch-major ids (B, T) (NumPy) -> time-major one-hot (T, B, classes) on the model's device and dtype;
+        with embeddings the time-major ids themselves (T, B), which ``forward`` looks up."""
         ids = torch.from_numpy(np.ascontiguousarray(np.asarray(ids).T)).long().to(self.device)
-        return torch.nn.functional.one_hot(ids, classes).to(self.dtype)
+        return ids if self.embedding_dim else torch.nn.functional.one_hot(ids, classes).to(self.dtype)
+
+    def _token_inputs(self, x, embedding):
+        """One-hot inputs as they are; ids through the side's ``nn.Embedding``."""
+        return x if embedding is None else embedding(x)
 
     def valid(self, lengths, source_len: int):
         """(B, S): True at the first ``lengths[b]`` source positions of each sentence (None: at all of them)."""
@@ -224,7 +243,9 @@ class TorchSeq2Seq(torch.nn.Module):
         return torch.stack(outputs), (h, c), feed
 
     def forward(self, enc_x, dec_x, valid=None):
-        """Teacher-forced logits (T, B, V) of one-hot inputs (``upload``)."""
+        """Teacher-forced logits (T, B, V) of one-hot inputs, or ids with embeddings (``upload``)."""
+        enc_x = self._token_inputs(enc_x, self.encoder_embedding)
+        dec_x = self._token_inputs(dec_x, self.decoder_embedding)
         memory, state = self.encode(enc_x)
         if valid is None and self.attention is not None:
             valid = self.valid(None, enc_x.shape[0]).expand(enc_x.shape[1], -1)
@@ -258,14 +279,15 @@ class TorchSeq2Seq(torch.nn.Module):
         """Batched greedy decoding (B sentences at once, every row kept until all have produced END): ids (B, <=
         max_len + 1)."""
         with torch.no_grad():
-            memory, state = self.encode(enc_x)
+            memory, state = self.encode(self._token_inputs(enc_x, self.encoder_embedding))
             batch = enc_x.shape[1]
             if valid is None and self.attention is not None:
                 valid = self.valid(None, enc_x.shape[0]).expand(batch, -1)
             prev = torch.full((batch,), start_id, device=self.device, dtype=torch.long)
             feed, finished, tokens = torch.zeros_like(state[0][0]), torch.zeros_like(prev, dtype=torch.bool), []
             for _ in range(max_len + 1):
-                x = torch.nn.functional.one_hot(prev, self.n_out).to(self.dtype)[None]
+                x = torch.nn.functional.one_hot(prev, self.n_out).to(self.dtype)[None] if not self.embedding_dim \
+                    else self.decoder_embedding(prev)[None]
                 outputs, state, feed = self.decode(x, state, memory, valid, feed)
                 prev = self.dense(outputs[0]).argmax(dim=1)
                 tokens.append(prev)

@@ -1,15 +1,15 @@
 """minilstm: a from-scratch LSTM engine and the Keras character-level seq2seq example, hand-written.
 
-The layer API: ``LSTM``, ``Dense`` and ``Parameters`` (minilstm.nn), ``Attention`` and ``AttentionDecoder``
-(minilstm.attention), the optimizers (minilstm.optim) and their learning-rate ``Schedule`` (minilstm.schedules),
-the array backends (``get_backend``) and the loss (``softmax_cross_entropy``); the seq2seq model is
-``minilstm.seq2seq``.
+The layer API: ``Embedding``, ``LSTM``, ``Dense`` and ``Parameters`` (minilstm.nn), ``Attention`` and
+``AttentionDecoder`` (minilstm.attention), the optimizers (minilstm.optim) and their learning-rate ``Schedule``
+(minilstm.schedules), the array backends (``get_backend``) and the loss (``softmax_cross_entropy``); the seq2seq
+model is ``minilstm.seq2seq``.
 """
 
 from .attention import Attention, AttentionDecoder
 from .backends import get_backend
 from .errors import MinilstmError
-from .nn import LSTM, Dense, Parameters
+from .nn import LSTM, Dense, Embedding, Parameters
 from .optim import SGD, Adam, RMSprop, make_optimizer
 from .schedules import Schedule
 
@@ -22,5 +22,5 @@ def softmax_cross_entropy(backend, logits, target_ids, grad_scale, label_smoothi
 
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "SGD", "Adam", "Attention", "AttentionDecoder", "Dense", "MinilstmError", "Parameters", "RMSprop",
-           "Schedule", "get_backend", "make_optimizer", "softmax_cross_entropy", "__version__"]
+__all__ = ["LSTM", "SGD", "Adam", "Attention", "AttentionDecoder", "Dense", "Embedding", "MinilstmError", "Parameters",
+           "RMSprop", "Schedule", "get_backend", "make_optimizer", "softmax_cross_entropy", "__version__"]

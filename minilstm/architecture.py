@@ -4,6 +4,9 @@
 vocabularies and the sequence lengths, which come from the data), what the train command's flags make, and what
 ``models.build``, the ONNX export and the Keras conversion read. All fields at their defaults: the Keras example's
 model (one-layer encoder and decoder of 256 units, no attention, float32, padding computed as the example does).
+
+``embedding_dim`` 0 (the default) is the example's one-hot input; a checkpoint's ``config.json`` names the key only
+when it is set, so the config of a model without embeddings is what it always was, and old checkpoints load.
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -32,6 +35,9 @@ class Architecture:
     input_feed: bool = True
     """With attention: the decoder's input is the previous character and the previous attentional output. Always
     False without attention (there is nothing to feed)."""
+    embedding_dim: int = 0
+    """A trained (V, E) embedding table before each LSTM stack instead of the one-hot input; 0: one-hot (the
+    example's)."""
 
     def __post_init__(self):
         dtype = str(np.dtype(self.dtype))
@@ -39,10 +45,13 @@ class Architecture:
             raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
         if self.attention not in ("none", *SCORES):
             raise ValueError(f"attention must be 'none' or one of {SCORES}, not {self.attention!r}")
+        embedding_dim = int(self.embedding_dim or 0)
+        if embedding_dim < 0:
+            raise ValueError(f"embedding_dim must be 0 (one-hot input) or positive, not {self.embedding_dim}")
         normal = {"latent_dim": int(self.latent_dim), "dtype": dtype, "mask_padding": bool(self.mask_padding),
                   "encoder_layers": int(self.encoder_layers), "decoder_layers": int(self.decoder_layers),
                   "bidirectional_encoder": bool(self.bidirectional_encoder), "dropout": float(self.dropout),
-                  "input_feed": bool(self.input_feed) and self.attention != "none"}
+                  "input_feed": bool(self.input_feed) and self.attention != "none", "embedding_dim": embedding_dim}
         for name, value in normal.items():
             object.__setattr__(self, name, value)
 
@@ -54,16 +63,21 @@ class Architecture:
 
     @classmethod
     def from_args(cls, args) -> "Architecture":
-        """The architecture the train command's parsed flags ask for."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+        """The architecture the train command's parsed flags ask for (a flag its namespace lacks: the default)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
     def to_config(self) -> dict:
-        return asdict(self)
+        """The fields by name; ``embedding_dim`` only where set (module doc)."""
+        config = asdict(self)
+        if not self.embedding_dim:
+            del config["embedding_dim"]
+        return config
 
     def beyond_example(self) -> dict:
-        """The options the Keras example's model does not have (all at their defaults: the example's model)."""
-        return {name: getattr(self, name) for name in ("encoder_layers", "decoder_layers", "bidirectional_encoder",
-                                                       "dropout", "attention", "input_feed")}
+        """The options the Keras example's model does not have (all at their defaults: the example's model);
+        ``embedding_dim`` only where set, so that what a model without embeddings reports is unchanged."""
+        names = ("encoder_layers", "decoder_layers", "bidirectional_encoder", "dropout", "attention", "input_feed")
+        return {name: getattr(self, name) for name in names + (("embedding_dim",) if self.embedding_dim else ())}
 
     def is_example(self) -> bool:
         """Whether this is the Keras example's model (whatever its size, dtype and padding handling)."""

@@ -30,8 +30,10 @@ Backward, given d htilde_t (and summing every weight gradient over b and t):
 The decoder (``AttentionDecoder``): an ``LSTM`` stack whose top layer's states are the queries, then ``htilde``
 goes to the output layer. With input feeding (Luong §3.3) the bottom layer's input at step t is
 ``[y_{t-1}, htilde_{t-1}]`` (htilde_0 = 0): its kernel has V + H rows, the token ids gather from the first V and the
-fed vector multiplies the last H. Then step t + 1 needs step t's attention, so the whole stack runs one step at a
-time; without input feeding the stack runs as usual (``LSTM.forward``) and attention over all steps at once.
+fed vector multiplies the last H. Over vectors of D features (embedded characters, ``input_size``) the first D rows
+multiply them instead, as one GEMM over all steps before the loop, and backward returns their gradient. Then step
+t + 1 needs step t's attention, so the whole stack runs one step at a time; without input feeding the stack runs as
+usual (``LSTM.forward``) and attention over all steps at once.
 
 Backward of the input-feeding loop, for t = T-1 .. 0 (dh_l, dc_l carried back per layer, d feed from step t + 1):
 
@@ -42,7 +44,8 @@ Backward of the input-feeding loop, for t = T-1 .. 0 (dh_l, dc_l carried back pe
         bottom layer: d feed = dz_0(t) @ kernel_0[V:]^T  (the gradient w.r.t. htilde_{t-1})
 
 and the LSTM weight gradients after the loop, as ``lstm`` computes them (one GEMM each over all steps; the feed rows
-of kernel_0 are ``feeds^T @ dz_0``, its token rows a scatter-add).
+of kernel_0 are ``feeds^T @ dz_0``, its token rows a scatter-add; over vectors X its first D rows are X^T @ dz_0
+and d X = dz_0 @ kernel_0[:D]^T).
 """
 
 from dataclasses import dataclass
@@ -266,17 +269,24 @@ class DecoderState:
 
 
 class AttentionDecoder:
-    """An LSTM stack over token ids with attention over a memory and, by default, input feeding (module doc).
-    Its weights are the stack's (``decoder.kernel``, ...: Keras's layout; with input feeding the bottom kernel has
-    ``vocab_size + units`` rows) and the attention's (``attention.output_kernel``, ...). Time-major like ``LSTM``:
-    ids (T, B), memory (S, B, M), outputs htilde (T, B, H)."""
+    """An LSTM stack over token ids (``vocab_size``) or vectors (``input_size``: embedded characters) with attention
+    over a memory and, by default, input feeding (module doc). Its weights are the stack's (``decoder.kernel``, ...:
+    Keras's layout; with input feeding the bottom kernel has ``vocab_size + units`` or ``input_size + units`` rows)
+    and the attention's (``attention.output_kernel``, ...). Time-major like ``LSTM``: ids (T, B) or vectors
+    (T, B, D), memory (S, B, M), outputs htilde (T, B, H)."""
 
-    def __init__(self, units: int, *, vocab_size: int, memory_size: int | None = None, score: str = "general",
-                 input_feed: bool = True, num_layers: int = 1, dropout: float = 0.0, name: str = "decoder",
-                 attention_name: str = "attention"):
-        self.vocab_size, self.input_feed = int(vocab_size), bool(input_feed)
-        self.lstm = LSTM(units, vocab_size=self.vocab_size + (units if input_feed else 0), num_layers=num_layers,
-                         dropout=dropout, name=name)
+    def __init__(self, units: int, *, vocab_size: int | None = None, input_size: int | None = None,
+                 memory_size: int | None = None, score: str = "general", input_feed: bool = True, num_layers: int = 1,
+                 dropout: float = 0.0, name: str = "decoder", attention_name: str = "attention"):
+        if (vocab_size is None) == (input_size is None):
+            raise ValueError("give exactly one of vocab_size (token-id inputs) and input_size (vector inputs)")
+        self.vocab_size = None if vocab_size is None else int(vocab_size)
+        self.input_size = None if input_size is None else int(input_size)
+        self.input_feed = bool(input_feed)
+        self.token_rows = self.vocab_size or self.input_size  # kernel_0's rows before the fed ones
+        rows = self.token_rows + (units if input_feed else 0)
+        self.lstm = LSTM(units, **({"vocab_size": rows} if self.vocab_size else {"input_size": rows}),
+                         num_layers=num_layers, dropout=dropout, name=name)
         self.attention = Attention(units, memory_size, score, name=attention_name)
 
     @property
@@ -296,14 +306,15 @@ class AttentionDecoder:
     def forward(self, params, ids, initial_state, memory, lengths=None, *, training: bool = False,
                 seed: int | None = None, row_offset: int = 0, workspaces: dict | None = None,
                 exact_keys: bool = False):
-        """htilde (T, B, H) for ``ids`` (T, B) from ``initial_state`` (h0, c0), each (L, B, H), attending over
-        ``memory`` (S, B, M) whose first ``lengths[b]`` positions are real. Returns ``(outputs, (h_n, c_n), cache)``;
-        ``training`` and ``seed`` as in ``LSTM.forward`` (dropout between stacked layers); ``exact_keys`` as
-        ``Attention.prepare``'s ``exact_rows``: True gives the keys decoding (``start``) uses, as teacher-forced
-        evaluation wants; False (training) BLAS's."""
+        """htilde (T, B, H) for ``ids`` (T, B) (or vectors (T, B, D)) from ``initial_state`` (h0, c0), each
+        (L, B, H), attending over ``memory`` (S, B, M) whose first ``lengths[b]`` positions are real. Returns
+        ``(outputs, (h_n, c_n), cache)``; ``training`` and ``seed`` as in ``LSTM.forward`` (dropout between stacked
+        layers); ``exact_keys`` as ``Attention.prepare``'s ``exact_rows``: True gives the keys decoding (``start``)
+        uses, as teacher-forced evaluation wants; False (training) BLAS's."""
         xp = params.backend.xp
-        if not is_token_ids(ids):
-            raise ValueError(f"{self.lstm.name} takes token ids (got an array of {ids.dtype})")
+        if is_token_ids(ids) != (self.vocab_size is not None):
+            raise ValueError(f"{self.lstm.name} takes {'token ids' if self.vocab_size else 'float vectors'} "
+                             f"(got an array of {ids.dtype})")
         attn_memory = self.attention.prepare(params, xp.ascontiguousarray(memory.transpose(1, 0, 2)), lengths,
                                              exact_rows=exact_keys)
         if not self.input_feed:
@@ -333,7 +344,7 @@ class AttentionDecoder:
         where the backend compiles the decoders (without feeding, layer 0's input kernel then has no rows: the fed
         part of its input is empty)."""
         backend, xp, dtype = params.backend, params.backend.xp, params.dtype
-        steps, batch = ids.shape
+        steps, batch = ids.shape[:2]
         units, layers_ = self.units, self.num_layers
         h0, c0 = self.lstm.zero_state(params, batch) if initial_state is None else initial_state
         weights = [(params[f"{cell}.kernel"], params[f"{cell}.recurrent_kernel"], params[f"{cell}.bias"])
@@ -356,8 +367,13 @@ class AttentionDecoder:
         for layer in range(layers_):
             hs[layer][0], cs[layer][0] = h0[layer], c0[layer]
         kernel0, _, bias0 = weights[0]
-        backend.gather_rows_add(kernel0, ids, bias0, out=gates[0])  # the token part of every step at once
-        feed_kernel = kernel0[self.vocab_size :]
+        rows = self.token_rows
+        if is_token_ids(ids):
+            backend.gather_rows_add(kernel0, ids, bias0, out=gates[0])  # the token part of every step at once
+        else:  # vectors (embedded characters): one GEMM over every step
+            backend.matmul(ids.reshape(steps * batch, rows), kernel0[:rows], out=gates[0].reshape(steps * batch, -1))
+            gates[0] += bias0
+        feed_kernel = kernel0[rows:]
         if self._compiled(backend):  # the loop below as one call, filling the same arrays
             for layer in range(1, layers_):
                 gates[layer][...] = weights[layer][2]  # the bias; the input part is added in the loop
@@ -396,23 +412,25 @@ class AttentionDecoder:
                  workspaces: dict | None = None):
         """Gradients of every weight into ``grads`` (default ``params.grads``, overwriting), from ``d_outputs``
         (T, B, H) = d htilde and ``d_final_state`` (dh_n, dc_n) or None. Returns ``(d_memory, (d_h0, d_c0))``,
-        d_memory time-major (S, B, M) like the memory."""
+        d_memory time-major (S, B, M) like the memory; over vectors ``(d_memory, (d_h0, d_c0), d_inputs)``, d_inputs
+        (T, B, D) like the inputs."""
         xp = params.backend.xp
         grads = params.grads if grads is None else grads
         memory = cache.memory
         acc = AttentionGrads(xp, self.attention, memory, params.dtype)
         if not self.input_feed:
             d_states = self.attention.backward(params, memory, cache.attention, d_outputs.transpose(1, 0, 2), acc)
-            _, d_state = self.lstm.backward(params, cache.lstm, xp.ascontiguousarray(d_states.transpose(1, 0, 2)),
-                                            d_final_state, grads, workspaces)
+            d_inputs, d_state = self.lstm.backward(params, cache.lstm,
+                                                   xp.ascontiguousarray(d_states.transpose(1, 0, 2)), d_final_state,
+                                                   grads, workspaces)
         else:
-            d_state = self._input_feed_backward(params, cache, d_outputs, d_final_state, grads, acc)
-        d_memory = self.attention.finish(params, memory, acc, grads)
-        return xp.ascontiguousarray(d_memory.transpose(1, 0, 2)), d_state
+            d_state, d_inputs = self._input_feed_backward(params, cache, d_outputs, d_final_state, grads, acc)
+        d_memory = xp.ascontiguousarray(self.attention.finish(params, memory, acc, grads).transpose(1, 0, 2))
+        return (d_memory, d_state) if self.vocab_size else (d_memory, d_state, d_inputs)
 
     def _input_feed_backward(self, params, cache, d_outputs, d_final_state, grads, acc):
         backend, xp, dtype = params.backend, params.backend.xp, params.dtype
-        steps, batch = cache.ids.shape
+        steps, batch = cache.ids.shape[:2]
         units, layers_ = self.units, self.num_layers
         if d_final_state is None:
             d_final_state = self.lstm.zero_state(params, batch)
@@ -421,12 +439,13 @@ class AttentionDecoder:
         dz = [xp.empty((steps, batch, 4 * units), dtype=dtype) for _ in range(layers_)]
         cells = [cell for _, _, cell in self.lstm.cells()]
         kernel0 = params[f"{cells[0]}.kernel"]
-        feed_kernel_t = kernel0[self.vocab_size :].T
+        rows = self.token_rows
+        feed_kernel_t = kernel0[rows:].T
         attn = cache.attention
         if self._compiled(backend):  # the loop below as one call; the attention's weight gradients after it
             mem_size = self.attention.memory_size
             d_pre = xp.empty((batch, steps, units), dtype=dtype)
-            input_kernels = [kernel0[self.vocab_size :]] + [params[f"{cell}.kernel"] for cell in cells[1:]]
+            input_kernels = [kernel0[rows:]] + [params[f"{cell}.kernel"] for cell in cells[1:]]
             recurrent_kernels = [params[f"{cell}.recurrent_kernel"] for cell in cells]
             concat = None
             if attn.hidden is not None:  # d scores (B, T, S) and d q (B, T, A) come out of the loop
@@ -467,6 +486,7 @@ class AttentionDecoder:
                             d_above *= cache.masks[layer][t]
                     else:
                         d_feed = backend.matmul(dz[0][t], feed_kernel_t)
+        d_inputs = None
         for layer, cell in enumerate(cells):
             g = grads.group(cell)
             dz_flat = dz[layer].reshape(steps * batch, 4 * units)
@@ -475,10 +495,15 @@ class AttentionDecoder:
             if layer:
                 backend.matmul(cache.layer_inputs[layer].reshape(steps * batch, units).T, dz_flat, out=g["kernel"])
                 continue
-            g["kernel"][...] = 0
-            backend.scatter_add_rows(g["kernel"], cache.ids.reshape(-1), dz_flat)
-            g["kernel"][self.vocab_size :] = backend.matmul(cache.feeds[:-1].reshape(steps * batch, units).T, dz_flat)
-        return xp.stack(dh), xp.stack(dc)
+            if is_token_ids(cache.ids):
+                g["kernel"][...] = 0
+                backend.scatter_add_rows(g["kernel"], cache.ids.reshape(-1), dz_flat)
+            else:  # vectors X: d kernel_0[:D] = X^T @ dz_0, d X = dz_0 @ kernel_0[:D]^T
+                inputs = cache.ids.reshape(steps * batch, rows)
+                g["kernel"][:rows] = backend.matmul(inputs.T, dz_flat)
+                d_inputs = backend.matmul(dz_flat, kernel0[:rows].T).reshape(cache.ids.shape)
+            g["kernel"][rows:] = backend.matmul(cache.feeds[:-1].reshape(steps * batch, units).T, dz_flat)
+        return (xp.stack(dh), xp.stack(dc)), d_inputs
 
     # -- step by step (decoding) ---------------------------------------------------------------------------------
 
@@ -503,7 +528,7 @@ class AttentionDecoder:
             self.attention._w(params, key) for key in ("query_kernel", "query_bias", "score_vector"))
         memory = state.memory
         return (kernel0, [params[f"{cell}.bias"] for cell in cells],
-                [kernel0[self.vocab_size :]] + [params[f"{cell}.kernel"] for cell in cells[1:]],
+                [kernel0[self.token_rows :]] + [params[f"{cell}.kernel"] for cell in cells[1:]],
                 [params[f"{cell}.recurrent_kernel"] for cell in cells], self.attention._w(params, "output_kernel"),
                 dense_kernel, dense_bias, memory.memory, memory.keys, memory.lengths, state.h, state.c, concat)
 
@@ -547,7 +572,7 @@ class AttentionDecoder:
         reproduces them to rounding (the teacher-forced forward runs the LSTM first, then the attention over all
         steps at once)."""
         xp = params.backend.xp
-        ids = prev_ids.reshape(1, -1)
+        ids = prev_ids[None]  # one step: (1, B) ids or (1, B, D) vectors
         if self.input_feed or self._compiled(params.backend):  # without feeding: the compiled decoders' step
             outputs, (h, c), cache = self._input_feed_forward(params, ids, (state.h, state.c), state.memory, False,
                                                               None, 0, feed0=state.feed)

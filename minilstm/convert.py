@@ -19,6 +19,8 @@ Attention in the state dict (OpenNMT-py's names, ``nn.Linear`` weights as (out, 
 ``attention.linear_context.weight`` = key_kernel^T, ``attention.v.weight`` = score_vector as (1, A). With input
 feeding the decoder's layer-0 input is [onehot(y_{t-1}), htilde_{t-1}] (``weight_ih_l0`` has V + H columns), so it runs
 one step at a time: one ``nn.LSTMCell`` per layer with ``weight_ih``/``weight_hh``/``bias_ih`` = the layer's.
+With ``--embedding-dim`` E the state dict adds ``encoder_embedding.weight`` and ``decoder_embedding.weight`` for
+``nn.Embedding(V, E)`` (the LSTMs' input size is then E); the Keras export refuses such a model (one line).
 
 Our weights are already in Keras's layout and names (kernel (V, 4H), recurrent_kernel (H, 4H), bias (4H), gates i,
 f, c, o), so Keras conversion copies tensors. PyTorch's ``nn.LSTM`` has the same gate order (i, f, g, o), keeps
@@ -245,6 +247,9 @@ def torch_state_dict(model: Seq2Seq) -> dict[str, np.ndarray]:
             state[f"{lstm.name}.weight_hh{suffix}"] = w[f"{cell}.recurrent_kernel"].T
             state[f"{lstm.name}.bias_ih{suffix}"] = w[f"{cell}.bias"]
             state[f"{lstm.name}.bias_hh{suffix}"] = np.zeros_like(w[f"{cell}.bias"])
+    for side in ("encoder", "decoder"):  # nn.Embedding(V, E): the same layout as ours
+        if f"{side}_embedding.embeddings" in w:
+            state[f"{side}_embedding.weight"] = w[f"{side}_embedding.embeddings"]
     for key, value in w.items():
         if key.startswith("attention."):
             name, transpose = TORCH_ATTENTION_NAMES[key.split(".", 1)[1]]

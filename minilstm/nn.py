@@ -1,5 +1,6 @@
-"""The public layer API: ``LSTM`` (token ids or vectors in, any number of stacked layers, optionally bidirectional,
-inverted dropout between layers), ``Dense``, and ``Parameters``, the weights of some layers in one flat buffer.
+"""The public layer API: ``Embedding``, ``LSTM`` (token ids or vectors in, any number of stacked layers, optionally
+bidirectional, inverted dropout between layers), ``Dense``, and ``Parameters``, the weights of some layers in one
+flat buffer.
 
 A layer holds no arrays. It names its weights (Keras's layout, one set per layer and direction: ``lstm.kernel``,
 ``lstm_reverse.kernel``, ``lstm_l1.kernel``, ... like PyTorch's ``weight_ih_l1_reverse``) and reads them, by name,
@@ -16,6 +17,11 @@ time-reversed sequence, its outputs handed back in time order):
 
 Backward, from the top layer down: each direction's backward-through-time (``lstm``) takes its half of dL/dy_l and
 returns dL/dx_l; the two directions' parts are added, multiplied by m_l, and are dL/dy_{l-1}.
+
+Embedding (Keras's ``Embedding``, PyTorch's ``nn.Embedding``), a table E (V, D) of trained rows; its gradient is the
+transpose of a gather, a scatter-add (duplicates of an id add up; the GPU's sorted version in a fixed order):
+
+    x_t[b] = E[ids_t[b]]                     dE[v] = sum over (t, b) with ids_t[b] == v of dL/dx_t[b]
 
 Dropout masks are a pure function of (seed, layer, time step, row, feature) (``dropout_mask``), not draws from a
 generator's running state: the same seed gives the same masks on every backend, however a batch is cut into thread
@@ -107,6 +113,40 @@ class Dense:
         params.backend.matmul(flat.T, d_flat, out=grads[f"{self.name}.kernel"])
         grads[f"{self.name}.bias"][...] = d_flat.sum(axis=0)
         return params.backend.matmul(d_flat, params[f"{self.name}.kernel"].T).reshape(x.shape)
+
+
+class Embedding:
+    """Token ids (any shape) -> rows of a trained table ``{name}.embeddings`` (``vocab_size``, ``dim``), Keras's
+    ``Embedding`` with its default initialiser, uniform(-0.05, 0.05). Before an LSTM it replaces the one-hot input:
+    the LSTM then reads vectors of ``dim`` features (``LSTM(units, input_size=dim)``)."""
+
+    def __init__(self, vocab_size: int, dim: int, name: str = "embedding"):
+        if vocab_size < 1 or dim < 1:
+            raise ValueError("vocab_size and dim must be at least 1")
+        self.vocab_size, self.dim, self.name = int(vocab_size), int(dim), name
+
+    @property
+    def weight_name(self) -> str:
+        return f"{self.name}.embeddings"
+
+    def shapes(self) -> dict:
+        return {self.weight_name: (self.vocab_size, self.dim)}
+
+    def initial_weights(self, rng) -> dict:
+        return {self.weight_name: rng.uniform(-0.05, 0.05, size=(self.vocab_size, self.dim))}
+
+    def forward(self, params, ids):
+        """The rows of ``ids``: ``ids.shape + (dim,)``, a new array (a gather)."""
+        return params.backend.xp.take(params[self.weight_name], ids, axis=0)
+
+    def backward(self, params, ids, d_x, grads=None):
+        """Write d table, the scatter-add of ``d_x``'s rows at ``ids`` (module doc), into ``grads`` (default
+        ``params.grads``, overwriting)."""
+        grads = params.grads if grads is None else grads
+        xp, d_table = params.backend.xp, grads[self.weight_name]
+        d_table[...] = 0
+        params.backend.scatter_add_rows(d_table, xp.ascontiguousarray(ids.reshape(-1)),
+                                        xp.ascontiguousarray(d_x.reshape(-1, self.dim)))
 
 
 class LSTMStackCache:

@@ -17,7 +17,8 @@
   the length to pad to, the longest output): with it a program needs nothing of minilstm (docs/guide/convert.md).
 
 The layers are ONNX's own operators (opset 17): the standard ``LSTM`` (``layout`` 0, time-major: onnxruntime
-refuses 1), a ``Gather`` from an identity matrix for the one-hot characters, ``MatMul``/``Add`` for Dense and the
+refuses 1), a ``Gather`` from an identity matrix for the one-hot characters (from the embedding table, a model
+with ``--embedding-dim``: the LSTM then reads its rows), ``MatMul``/``Add`` for Dense and the
 attention, ``Softmax`` for the attention weights with padding set to -inf first (so its weight is exactly 0, as
 ours). ONNX's LSTM orders its gates i, o, f, c where Keras's are i, f, c, o, keeps weights as (4H, in) and has
 two biases: ``W`` = the kernel's gate blocks reordered and transposed, ``R`` likewise, ``B`` = [our bias, zeros].
@@ -118,12 +119,22 @@ def _cells(lstm, weights):
             for layer in range(lstm.num_layers)]
 
 
+def _token_table(model, weights, side: str):
+    """What the characters' ``Gather`` reads, and its name: the side's embedding table, or an identity matrix (the
+    one-hot characters)."""
+    name = f"{side}_embedding.embeddings"
+    if name in weights:
+        return weights[name].astype(np.float32), f"{side}_embedding"
+    vocab = model.input_vocab if side == "encoder" else model.target_vocab
+    return np.eye(len(vocab), dtype=np.float32), "onehot"
+
+
 def encoder_model(model, onnx):
     g = _Graph(onnx)
     enc, weights, float_ = model.encoder, model.get_weights(), onnx.TensorProto.FLOAT
     units, directions = enc.units, enc.directions
     ids_t = g.op("Transpose", ["source_ids"], perm=[1, 0])  # (S, B): the LSTM operator is time-major
-    x = g.op("Gather", [g.const(np.eye(len(model.input_vocab), dtype=np.float32), "onehot"), ids_t])  # (S, B, V)
+    x = g.op("Gather", [g.const(*_token_table(model, weights, "encoder")), ids_t])  # (S, B, V or E)
     finals = []
     y = None
     cells = _cells(enc, weights)
@@ -190,10 +201,10 @@ def decoder_model(model, onnx):
         time_major = g.op("Transpose", [name], perm=[1, 0, 2])
         states[name] = [time_major] if layers == 1 else \
             g.op("Split", [time_major, g.const(np.ones(layers, dtype=np.int64))], layers, axis=0)
-    x = g.op("Gather", [g.const(np.eye(vocab, dtype=np.float32), "onehot"), "prev_ids"])  # (B, V)
+    x = g.op("Gather", [g.const(*_token_table(model, weights, "decoder")), "prev_ids"])  # (B, V or E)
     if model.input_feed:
         inputs.append(_tensor(onnx, "feed", float_, ["batch", units]))
-        x = g.op("Concat", [x, "feed"], axis=1)  # [onehot(y_{t-1}), htilde_{t-1}]: kernel rows V + H
+        x = g.op("Concat", [x, "feed"], axis=1)  # [onehot(y_{t-1}) or its row, htilde_{t-1}]: kernel rows V + H
     x = g.op("Unsqueeze", [x, g.const(np.array([0]))])  # (1, B, D): one time step
     h_out, c_out = [], []
     top = None

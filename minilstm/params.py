@@ -33,3 +33,22 @@ class FlatParameters:
         """The views whose names start with ``prefix + "."``, keyed by the rest: ``group("encoder")["kernel"]``."""
         start = prefix + "."
         return {name[len(start) :]: view for name, view in self.views.items() if name.startswith(start)}
+
+
+class ParameterView:
+    """Some weights of a ``Parameters`` replaced by other arrays, read like it (``view[name]``, ``backend``,
+    ``dtype``): the weights decoding reads where embeddings are folded into the first kernels
+    (``Seq2Seq.folded``)."""
+
+    def __init__(self, params, replaced: dict):
+        self.backend, self.dtype = params.backend, params.dtype
+        self.views = {**params.views, **replaced}
+
+    def __getitem__(self, name):
+        return self.views[name]
+
+    def __iter__(self):
+        return iter(self.views)
+
+    def items(self):
+        return self.views.items()

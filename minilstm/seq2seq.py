@@ -15,6 +15,13 @@ layer max(0, N - M + l) for N encoder and M decoder layers (layer to layer when 
 otherwise). A bidirectional encoder hands over its forward and backward states concatenated, so the decoder has 2H
 units (the common Keras recipe).
 
+With ``embedding_dim`` E each stack reads its characters through a trained table (``nn.Embedding``, (V, E)) instead
+of one-hot vectors: x_t = table[y_t], and layer 0's kernel is (E, 4H) (the decoder's (E + H, 4H) with input
+feeding). Training gathers the rows of every step and multiplies them by the kernel in one GEMM; backward returns
+d x = dz @ kernel^T and scatter-adds its rows into d table. Decoding folds the table into the kernel once per call
+(``folded``): (table @ kernel)[y] = table[y] @ kernel, so the decoders run the one-hot model's code, compiled loops
+included, with the folded (V, 4H) kernel gathered row by row.
+
 Backward of the whole model (the LSTM part is in ``lstm`` and ``nn``):
 
     logits = Y @ W + b,  Y = decoder outputs (T*B, H)
@@ -22,8 +29,10 @@ Backward of the whole model (the LSTM part is in ``lstm`` and ``nn``):
     decoder BPTT with d_outputs = dY             -> d(h0, c0) of each decoder layer, added into d(final h, c) of the
                                                     encoder layer it started from (split in halves when bidirectional)
     encoder BPTT with d_outputs = None, those final-state gradients -> d(initial state of the encoder)
+    with embeddings: each stack's d inputs (T, B, E) scatter-added into its table's rows
 """
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -34,8 +43,8 @@ from .attention import AttentionDecoder
 from .backends import get_backend
 from .decoding import AttentionSteps, DecoderSteps, PlainSteps
 from .encoding import run_encoder
-from .nn import LSTM, Dense, Parameters, dropout_key
-from .params import FlatParameters
+from .nn import LSTM, Dense, Embedding, Parameters, dropout_key
+from .params import FlatParameters, ParameterView
 from .vocab import Vocab
 
 # Below this many rows a shard is not worth a thread: smaller batches run as one shard. It was 32 while each time
@@ -61,26 +70,64 @@ class Seq2Seq:
         self.target_vocab = target_vocab
         self.max_encoder_len = max_encoder_len
         self.max_decoder_len = max_decoder_len
-        self.encoder = LSTM(arch.latent_dim, vocab_size=len(input_vocab), num_layers=arch.encoder_layers,
-                            bidirectional=arch.bidirectional_encoder, dropout=arch.dropout, name="encoder")
-        if self.attention is None:
-            self.attention_decoder = None
-            self.decoder = LSTM(self.encoder.output_size, vocab_size=len(target_vocab),
-                                num_layers=arch.decoder_layers, dropout=arch.dropout, name="decoder")
-            decoder_layers = [self.decoder]
-        else:  # the decoder's LSTM stack plus the attention's weights (minilstm/attention.py)
-            self.attention_decoder = AttentionDecoder(
-                self.encoder.output_size, vocab_size=len(target_vocab), memory_size=self.encoder.output_size,
-                score=arch.attention, input_feed=arch.input_feed, num_layers=arch.decoder_layers,
-                dropout=arch.dropout)
-            self.decoder = self.attention_decoder.lstm
-            decoder_layers = [self.attention_decoder]
+        self.encoder, self.decoder, self.attention_decoder = self._stacks(arch)
+        self.encoder_embedding = self.decoder_embedding = None
+        if arch.embedding_dim:
+            self.encoder_embedding = Embedding(len(input_vocab), arch.embedding_dim, name="encoder_embedding")
+            self.decoder_embedding = Embedding(len(target_vocab), arch.embedding_dim, name="decoder_embedding")
+        decoder_layers = [self.decoder if self.attention_decoder is None else self.attention_decoder]
         self.dense = Dense(self.decoder.units, len(target_vocab), name="dense")
-        self.params = Parameters(self.backend, [self.encoder, *decoder_layers, self.dense], self.dtype)
+        layers_ = [self.encoder_embedding, self.encoder, self.decoder_embedding, *decoder_layers, self.dense]
+        self.params = Parameters(self.backend, [layer for layer in layers_ if layer is not None], self.dtype)
         self.grads = self.params.grads
         self._shard_grads = []  # one gradient buffer per parallel shard (see forward_backward)
         self._workspaces = {}  # shard -> {layer name: lstm.Workspace}: big arrays reused from batch to batch
         self.d_initial_state = None  # (dh0, dc0) of the encoder after the last loss_and_grads
+
+    def _stacks(self, arch: Architecture):
+        """The encoder, the decoder's LSTM stack and the attention decoder (None without attention) of ``arch``:
+        over token ids, or over vectors of ``embedding_dim`` features."""
+        def inputs(vocab):
+            return {"input_size": arch.embedding_dim} if arch.embedding_dim else {"vocab_size": len(vocab)}
+
+        encoder = LSTM(arch.latent_dim, **inputs(self.input_vocab), num_layers=arch.encoder_layers,
+                       bidirectional=arch.bidirectional_encoder, dropout=arch.dropout, name="encoder")
+        if arch.attention == "none":
+            return encoder, LSTM(encoder.output_size, **inputs(self.target_vocab), num_layers=arch.decoder_layers,
+                                 dropout=arch.dropout, name="decoder"), None
+        # the decoder's LSTM stack plus the attention's weights (minilstm/attention.py)
+        attention_decoder = AttentionDecoder(
+            encoder.output_size, **inputs(self.target_vocab), memory_size=encoder.output_size, score=arch.attention,
+            input_feed=arch.input_feed, num_layers=arch.decoder_layers, dropout=arch.dropout)
+        return encoder, attention_decoder.lstm, attention_decoder
+
+    def folded(self) -> "Seq2Seq":
+        """The model decoding runs: this one, or, with embeddings, its one-hot twin whose layer-0 kernels are
+        ``table @ kernel`` (each direction's of the encoder; the decoder's token rows, its fed rows kept), the same
+        function computed from the weights as they are now. It shares everything else, weights included; fold again
+        after the weights change (each decoding call does)."""
+        if not self.arch.embedding_dim:
+            return self
+        twin = copy.copy(self)
+        twin.arch = dataclasses.replace(self.arch, embedding_dim=0)
+        twin.encoder, twin.decoder, twin.attention_decoder = twin._stacks(twin.arch)
+        twin.encoder_embedding = twin.decoder_embedding = None
+        p, xp, rows = self.params, self.backend.xp, self.arch.embedding_dim
+        replaced = {}
+        for embedding, cells in ((self.encoder_embedding, [(0, d) for d in range(self.encoder.directions)]),
+                                 (self.decoder_embedding, [(0, 0)])):
+            lstm = self.encoder if embedding is self.encoder_embedding else self.decoder
+            for layer, direction in cells:
+                name = f"{lstm.cell_name(layer, direction)}.kernel"
+                kernel = p[name]
+                tokens = self.backend.matmul(p[embedding.weight_name], kernel[:rows])
+                replaced[name] = tokens if kernel.shape[0] == rows else xp.concatenate([tokens, kernel[rows:]])
+        twin.params = ParameterView(p, replaced)
+        return twin
+
+    def _embed(self, embedding, ids):
+        """Time-major ids (T, B) as the stack's inputs: the ids themselves (one-hot), or their table rows."""
+        return ids if embedding is None else embedding.forward(self.params, ids)
 
     # What the architecture says, read where the model is used.
 
@@ -196,6 +243,8 @@ class Seq2Seq:
         validation losses have always computed them; otherwise row-exact, as decoding computes them."""
         p, workspaces = self.params, self._workspaces_of(shard)
         training = dropout_seed is not None
+        encoder_ids = self._embed(self.encoder_embedding, encoder_ids)
+        decoder_ids = self._embed(self.decoder_embedding, decoder_ids)
         memory, encoder_state, enc = self.encoder.forward(
             p, encoder_ids, self._encoder_initial_state(initial_state), training=training,
             seed=None if not training else dropout_key(dropout_seed, 1), row_offset=row_offset,
@@ -275,10 +324,10 @@ class Seq2Seq:
         """One shard: loss sum, hits, and (when ``grads`` is given) its gradient part written into ``grads``,
         plus the gradient w.r.t. the encoder's initial state (shaped as ``initial_state`` was)."""
         p = self.params
-        dec_ids = self.time_major(decoder_input_ids)
+        enc_ids, dec_ids = self.time_major(encoder_input_ids), self.time_major(decoder_input_ids)
         target_ids = self.time_major(decoder_target_ids).reshape(-1)
         steps, batch = dec_ids.shape
-        enc, dec, outputs, logits = self._forward(self.time_major(encoder_input_ids), dec_ids, initial_state, shard,
+        enc, dec, outputs, logits = self._forward(enc_ids, dec_ids, initial_state, shard,
                                                   dropout_seed if grads is not None else None, row_offset,
                                                   source_lengths, blas_keys=True)
         loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, grad_scale,
@@ -289,11 +338,16 @@ class Seq2Seq:
         workspaces = self._workspaces_of(shard)
         if self.attention is None:
             d_memory = None  # the encoder's outputs are not used
-            _, d_decoder_state = self.decoder.backward(p, dec, d_outputs, None, grads, workspaces)
+            d_decoder_inputs, d_decoder_state = self.decoder.backward(p, dec, d_outputs, None, grads, workspaces)
         else:
-            d_memory, d_decoder_state = self.attention_decoder.backward(p, dec, d_outputs, None, grads, workspaces)
-        _, d_state = self.encoder.backward(p, enc, d_memory, self._encoder_final_state_grads(d_decoder_state),
-                                           grads, workspaces)
+            d_memory, d_decoder_state, *d_decoder_inputs = self.attention_decoder.backward(
+                p, dec, d_outputs, None, grads, workspaces)
+            d_decoder_inputs = d_decoder_inputs[0] if d_decoder_inputs else None
+        d_encoder_inputs, d_state = self.encoder.backward(
+            p, enc, d_memory, self._encoder_final_state_grads(d_decoder_state), grads, workspaces)
+        if self.decoder_embedding is not None:  # d table: the scatter-add of d inputs (module doc)
+            self.decoder_embedding.backward(p, dec_ids, d_decoder_inputs, grads)
+            self.encoder_embedding.backward(p, enc_ids, d_encoder_inputs, grads)
         if initial_state is not None and initial_state[0].ndim == 2:
             d_state = (d_state[0][0], d_state[1][0])
         return loss_sum, n_correct, d_state
@@ -316,6 +370,8 @@ class Seq2Seq:
     def encode(self, encoder_input_ids, source_lengths=None):
         """The decoder's initial (h, c), each (decoder layers, B, decoder units), for a batch of ids (B, T)
         (``source_lengths``: see ``start_decoding``)."""
+        if self.arch.embedding_dim:
+            return self.folded().encode(encoder_input_ids, source_lengths)
         _, state = run_encoder(self, encoder_input_ids, source_lengths, return_outputs=False)
         return self._decoder_initial_state(state)
 
@@ -325,7 +381,10 @@ class Seq2Seq:
         (B,): each row's real characters (None: every position). A ``mask_padding`` model stops each row's encoder at
         its own length (a bidirectional one also starts its reverse direction there), so rows of different lengths
         share a batch and each gets the state it would get alone (``encoding.run_encoder``); otherwise the encoder
-        reads every position."""
+        reads every position. With embeddings this and ``step`` fold them first (``folded``); the decoding algorithms
+        fold once per call (``decoder_steps``)."""
+        if self.arch.embedding_dim:
+            return self.folded().start_decoding(encoder_input_ids, source_lengths)
         if self.attention is None:
             return self.encode(encoder_input_ids, source_lengths)
         memory, state = run_encoder(self, encoder_input_ids, source_lengths)
@@ -342,6 +401,8 @@ class Seq2Seq:
         previous step's) state: (logits (B, V), the next state, the attention weights (B, S) or None). Without
         attention: the backend's time loop over one step and its ``dense``, the operations of its compiled greedy
         loop, so that every algorithm sees the same logits for the same state."""
+        if self.arch.embedding_dim:
+            return self.folded().step(prev_ids, state)
         p = self.params
         if self.attention is None:
             outputs, state, _ = self.decoder.forward(p, prev_ids.reshape(1, -1), state)
@@ -350,8 +411,10 @@ class Seq2Seq:
         return self.backend.dense(outputs, p["dense.kernel"], p["dense.bias"]), state, weights
 
     def decoder_steps(self) -> DecoderSteps:
-        """This model's decoder as the interface the decoding algorithms run over."""
-        return PlainSteps(self) if self.attention is None else AttentionSteps(self)
+        """This model's decoder as the interface the decoding algorithms run over (with embeddings, folded once
+        here: ``folded``)."""
+        model = self.folded()
+        return PlainSteps(model) if self.attention is None else AttentionSteps(model)
 
     def greedy_decode_ids(self, encoder_input_ids, source_lengths=None, attention_maps=None) -> list[list[int]]:
         """Greedy decoding of a batch of ids (B, T) (``decoding.greedy``): each row's ids, END not included."""

@@ -93,6 +93,9 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                         "(h . W hbar) or concat (Bahdanau's v . tanh(W h + U hbar)); none: the Keras example's model")
     p.add_argument("--no-input-feed", dest="input_feed", action="store_false", default=default(True),
                    help="with --attention: do not feed each step's attentional output into the next step's input")
+    p.add_argument("--embedding-dim", type=positive_int, default=default(0), metavar="E",
+                   help="a trained (V, E) embedding table before each LSTM stack instead of one-hot characters "
+                        "(0: one-hot, the Keras example's)")
     p.add_argument("--learning-rate", type=positive_float, default=None,
                    help="left out: Keras's default for the --optimizer, 0.001 (rmsprop, adam) or 0.01 (sgd)")
     p.add_argument("--rho", type=positive_float, default=default(0.9), help="RMSprop decay")

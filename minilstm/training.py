@@ -232,9 +232,10 @@ class Training:
             enc, dec = self.model.encoder, self.model.decoder
             attention = "no attention" if args.attention == "none" else \
                 f"{args.attention} attention {'with' if args.input_feed else 'without'} input feeding"
+            embedding = f", embeddings of {self.model.arch.embedding_dim}" if self.model.arch.embedding_dim else ""
             print(f"Model: {enc.num_layers}-layer {'bidirectional ' if enc.bidirectional else ''}encoder, "
                   f"{dec.num_layers}-layer decoder of {dec.units} units, dropout {enc.dropout} between layers, "
-                  f"{attention}", flush=True)
+                  f"{attention}{embedding}", flush=True)
         if args.mask_padding:
             print("--mask-padding: loss and accuracy count real characters only (not comparable with the Keras-style "
                   "numbers of a run without it)", flush=True)

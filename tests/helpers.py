@@ -9,12 +9,13 @@ from minilstm.data import Vocab
 from minilstm.seq2seq import Seq2Seq
 
 
-def small_model(backend, n_in=5, n_out=6, units=3, enc_len=4, dec_len=5, dtype="float64", seed=0):
-    """A Seq2Seq with synthetic vocabularies; the target vocabulary holds START and END."""
+def small_model(backend, n_in=5, n_out=6, units=3, enc_len=4, dec_len=5, dtype="float64", seed=0, **options):
+    """A Seq2Seq with synthetic vocabularies; the target vocabulary holds START and END; ``options``: more fields of
+    its ``Architecture``."""
     in_chars = " abcdefghijklmnopqrstuvwxyz"[:n_in]
     out_chars = "\t\n ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:n_out]
     model = Seq2Seq(backend, Vocab(list(in_chars)), Vocab(list(out_chars)), enc_len, dec_len, latent_dim=units,
-                    dtype=dtype)
+                    dtype=dtype, **options)
     model.initialize(seed)
     # Keras's bias init is mostly zeros; perturb every weight so no gradient is trivially zero.
     rng = np.random.default_rng(seed + 1)

@@ -34,6 +34,11 @@ ARCHITECTURES = {
     "attention-concat-bidirectional": {"attention": "concat", "bidirectional_encoder": True},
     "attention-general-no-feed": {"attention": "general", "input_feed": False},
     "attention-dot-mask-padding": {"attention": "dot", "mask_padding": True},
+    "embedding": {"embedding_dim": 12},
+    "embedding-attention-general-stacked-bidirectional": {"embedding_dim": 12, "attention": "general",
+                                                          "encoder_layers": 2, "decoder_layers": 2,
+                                                          "bidirectional_encoder": True},
+    "embedding-attention-concat-no-feed": {"embedding_dim": 12, "attention": "concat", "input_feed": False},
 }
 
 

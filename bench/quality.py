@@ -113,11 +113,12 @@ def run_side_by_side(jobs: list[tuple[str, list[str], Path]], parallel: int):
 
 def warm_up(configs: dict, args):
     """A few steps of each of our configurations on a few pairs: Numba compiles (and caches on disk) the kernels the
-    timed run will use, so that its first minute is not spent compiling."""
+    timed run will use, so that its first minute is not spent compiling. Its runs go under ``OUT/runs/warm-up``,
+    with the timed runs' checkpoints (not results to keep)."""
     jobs = []
     for name, (engine, flags) in configs.items():
         if engine == "minilstm":
-            out = args.out / "warm-up" / name
+            out = args.out / "runs" / "warm-up" / name
             jobs.append((f"warm-up {name}", [sys.executable, "-m", "minilstm.train", "--num-samples", "256",
                                              "--epochs", "1", "--num-decodes", "0", "--progress", "never",
                                              "--backend", "numba", "--out", str(out), *flags], out / "log.txt"))

@@ -13,7 +13,6 @@ Writes, per model, its ``history.jsonl`` and ``evaluate-best.json``, and ``summa
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.machine import cpu_model
 
 MODELS = {
     "one-layer": [],
@@ -34,14 +35,6 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> int:

@@ -19,29 +19,19 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from bench.machine import cpu_model
 from minilstm.checkpoint import load_checkpoint
 from minilstm.data import validation_rows
 from minilstm.evaluate import chrf
 from minilstm.models import DEFAULT_MODEL
 from minilstm.pairs import read_pairs
 from minilstm.sentences import split_texts
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def held_out_sentences(checkpoint, data: Path, model) -> list[tuple[str, str]]:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import cpu_model
 from minilstm.checkpoint import load_checkpoint
 from minilstm.data import validation_rows
 from minilstm.evaluate import LENGTH_BUCKETS, score_translations
@@ -172,14 +173,7 @@ def score_run(name: str, engine: str, run_dir: Path, inputs, references, args) -
 
 
 def machine() -> str:
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        import platform
-
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} logical CPUs"
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
 
 
 def number(value, spec: str) -> str:

@@ -7,18 +7,11 @@ Gradients use a second buffer with the same layout.
 import math
 
 
-class FlatParameters:
-    """Named views ``self[name]`` of shape ``shapes[name]`` into the 1-D array ``self.flat``."""
+class NamedArrays:
+    """Reading ``self.views``, a dict of named arrays: ``self[name]``, iteration over the names, ``items()``,
+    ``group(prefix)``."""
 
-    def __init__(self, xp, shapes: dict[str, tuple[int, ...]], dtype):
-        self.shapes = dict(shapes)
-        self.flat = xp.zeros(sum(math.prod(s) for s in self.shapes.values()), dtype=dtype)
-        self.views = {}
-        offset = 0
-        for name, shape in self.shapes.items():
-            size = math.prod(shape)
-            self.views[name] = self.flat[offset : offset + size].reshape(shape)
-            offset += size
+    views: dict
 
     def __getitem__(self, name):
         return self.views[name]
@@ -35,7 +28,21 @@ class FlatParameters:
         return {name[len(start) :]: view for name, view in self.views.items() if name.startswith(start)}
 
 
-class ParameterView:
+class FlatParameters(NamedArrays):
+    """Named views ``self[name]`` of shape ``shapes[name]`` into the 1-D array ``self.flat``."""
+
+    def __init__(self, xp, shapes: dict[str, tuple[int, ...]], dtype):
+        self.shapes = dict(shapes)
+        self.flat = xp.zeros(sum(math.prod(s) for s in self.shapes.values()), dtype=dtype)
+        self.views = {}
+        offset = 0
+        for name, shape in self.shapes.items():
+            size = math.prod(shape)
+            self.views[name] = self.flat[offset : offset + size].reshape(shape)
+            offset += size
+
+
+class ParameterView(NamedArrays):
     """Some weights of a ``Parameters`` replaced by other arrays, read like it (``view[name]``, ``backend``,
     ``dtype``): the weights decoding reads where embeddings are folded into the first kernels
     (``Seq2Seq.folded``)."""
@@ -43,12 +50,3 @@ class ParameterView:
     def __init__(self, params, replaced: dict):
         self.backend, self.dtype = params.backend, params.dtype
         self.views = {**params.views, **replaced}
-
-    def __getitem__(self, name):
-        return self.views[name]
-
-    def __iter__(self):
-        return iter(self.views)
-
-    def items(self):
-        return self.views.items()

@@ -119,9 +119,20 @@ class Attention:
     def shapes(self) -> dict:
         return {f"{self.name}.{k}": shape for k, shape in self.local_shapes().items()}
 
-    def initial_weights(self, rng) -> dict:
-        """glorot_uniform for the matrices (Keras's Dense default; the score vector as a (A, 1) matrix), zero bias."""
+    # The input size of each weight as PyTorch's nn.Linear sees it (score = h . (W m): W is linear_in (H -> M)).
+    FAN_IN = {"output_kernel": 0, "score_kernel": 1, "query_kernel": 0, "query_bias": 0, "key_kernel": 0,
+              "score_vector": 0}
+
+    def initial_weights(self, rng, scheme: str = "keras") -> dict:
+        """glorot_uniform for the matrices (Keras's Dense default; the score vector as a (A, 1) matrix), zero bias;
+        ``pytorch``: each as its nn.Linear starts, uniform(+-1/sqrt(fan_in)) (``layers.INIT_SCHEMES``)."""
         out = {}
+        if scheme == "pytorch":
+            shapes = self.local_shapes()
+            for key, shape in shapes.items():
+                fan_in = shapes["query_kernel"][0] if key == "query_bias" else shape[self.FAN_IN[key]]
+                out[f"{self.name}.{key}"] = layers.fan_in_uniform(rng, shape, fan_in)
+            return out
         for key, shape in self.local_shapes().items():
             if key == "query_bias":
                 out[f"{self.name}.{key}"] = np.zeros(shape)
@@ -300,8 +311,8 @@ class AttentionDecoder:
     def shapes(self) -> dict:
         return {**self.lstm.shapes(), **self.attention.shapes()}
 
-    def initial_weights(self, rng) -> dict:
-        return {**self.lstm.initial_weights(rng), **self.attention.initial_weights(rng)}
+    def initial_weights(self, rng, scheme: str = "keras") -> dict:
+        return {**self.lstm.initial_weights(rng, scheme), **self.attention.initial_weights(rng, scheme)}
 
     def forward(self, params, ids, initial_state, memory, lengths=None, *, training: bool = False,
                 seed: int | None = None, row_offset: int = 0, workspaces: dict | None = None,

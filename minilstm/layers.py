@@ -29,6 +29,32 @@ def orthogonal(rng: np.random.Generator, shape: tuple[int, int], gain: float = 1
     return gain * q
 
 
+INIT_SCHEMES = ("keras", "pytorch")
+"""The named initialisations every layer offers (``initial_weights(rng, scheme)``):
+
+- ``keras`` (the default, the Keras example's): glorot_uniform kernels, orthogonal recurrent kernels, zero biases
+  but the LSTM forget gate's (1), embeddings uniform(-0.05, 0.05);
+- ``pytorch`` (PyTorch's module defaults): every LSTM weight and both of its biases uniform(-1/sqrt(H), 1/sqrt(H))
+  (our one bias is their sum, b_ih + b_hh, so it starts as PyTorch's effective bias), every linear map's weight and
+  bias uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), embeddings standard normal.
+
+The scale differs a lot at the input: an embedding row of E standard normals through U(+-1/sqrt(H)) gives gate
+pre-activations of standard deviation about sqrt(E / (3 H)) (0.58 at E = H = 256), where a one-hot character through
+glorot_uniform gives about 0.04 and a Keras embedding of 64 about 0.002."""
+
+
+def check_init_scheme(scheme: str) -> str:
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init scheme must be one of {INIT_SCHEMES}, not {scheme!r}")
+    return scheme
+
+
+def fan_in_uniform(rng: np.random.Generator, shape, fan_in: int) -> np.ndarray:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's nn.Linear and nn.LSTM defaults."""
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape)
+
+
 def lstm_bias(units: int) -> np.ndarray:
     """Zeros except the forget-gate block, which is 1 (Keras ``unit_forget_bias=True``); gate order i, f, c, o."""
     bias = np.zeros(4 * units)

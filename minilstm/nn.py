@@ -42,10 +42,11 @@ from .params import FlatParameters
 
 class Parameters(FlatParameters):
     """The weights of ``layers`` as named views into one flat buffer, on ``backend``; ``grads``: a second buffer of
-    the same layout for their gradients. With ``seed`` the weights get the layers' Keras initialisers, drawn on the
-    host in float64 from one generator, layer after layer, so every backend and dtype starts from the same numbers."""
+    the same layout for their gradients. With ``seed`` the weights get the layers' initialisers (``init``: one of
+    ``layers.INIT_SCHEMES``, Keras's by default), drawn on the host in float64 from one generator, layer after layer,
+    so every backend and dtype starts from the same numbers."""
 
-    def __init__(self, backend, layers_, dtype="float32", seed=None):
+    def __init__(self, backend, layers_, dtype="float32", seed=None, init: str = "keras"):
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
         self.layers = list(layers_)
@@ -58,17 +59,18 @@ class Parameters(FlatParameters):
         super().__init__(self.backend.xp, shapes, self.dtype)
         self.grads = FlatParameters(self.backend.xp, shapes, self.dtype)
         if seed is not None:
-            self.initialize(seed)
+            self.initialize(seed, init)
 
     @property
     def size(self) -> int:
         return self.flat.size
 
-    def initialize(self, seed: int | np.random.Generator = 0):
+    def initialize(self, seed: int | np.random.Generator = 0, init: str = "keras"):
+        layers.check_init_scheme(init)
         rng = np.random.default_rng(seed)
         weights = {}
         for layer in self.layers:
-            weights.update(layer.initial_weights(rng))
+            weights.update(layer.initial_weights(rng, init))
         self.set_weights(weights)
         return self
 
@@ -96,9 +98,12 @@ class Dense:
     def shapes(self) -> dict:
         return {f"{self.name}.kernel": (self.input_size, self.units), f"{self.name}.bias": (self.units,)}
 
-    def initial_weights(self, rng) -> dict:
-        return {f"{self.name}.kernel": layers.glorot_uniform(rng, (self.input_size, self.units)),
-                f"{self.name}.bias": np.zeros(self.units)}
+    def initial_weights(self, rng, scheme: str = "keras") -> dict:
+        shape = (self.input_size, self.units)
+        if scheme == "pytorch":
+            return {f"{self.name}.kernel": layers.fan_in_uniform(rng, shape, self.input_size),
+                    f"{self.name}.bias": layers.fan_in_uniform(rng, (self.units,), self.input_size)}
+        return {f"{self.name}.kernel": layers.glorot_uniform(rng, shape), f"{self.name}.bias": np.zeros(self.units)}
 
     def forward(self, params, x):
         flat = x.reshape(-1, self.input_size)
@@ -132,8 +137,11 @@ class Embedding:
     def shapes(self) -> dict:
         return {self.weight_name: (self.vocab_size, self.dim)}
 
-    def initial_weights(self, rng) -> dict:
-        return {self.weight_name: rng.uniform(-0.05, 0.05, size=(self.vocab_size, self.dim))}
+    def initial_weights(self, rng, scheme: str = "keras") -> dict:
+        shape = (self.vocab_size, self.dim)
+        if scheme == "pytorch":
+            return {self.weight_name: rng.standard_normal(shape)}
+        return {self.weight_name: rng.uniform(-0.05, 0.05, size=shape)}
 
     def forward(self, params, ids):
         """The rows of ``ids``: ``ids.shape + (dim,)``, a new array (a gather)."""
@@ -201,9 +209,17 @@ class LSTM:
             out[f"{cell}.bias"] = (4 * self.units,)
         return out
 
-    def initial_weights(self, rng) -> dict:
-        """Keras's LSTM initialisers: glorot_uniform kernel, orthogonal recurrent kernel, forget-gate bias 1."""
+    def initial_weights(self, rng, scheme: str = "keras") -> dict:
+        """Keras's LSTM initialisers: glorot_uniform kernel, orthogonal recurrent kernel, forget-gate bias 1; or
+        PyTorch's (``layers.INIT_SCHEMES``)."""
         out, shapes = {}, self.shapes()
+        if scheme == "pytorch":
+            for _, _, cell in self.cells():
+                for key in ("kernel", "recurrent_kernel"):
+                    out[f"{cell}.{key}"] = layers.fan_in_uniform(rng, shapes[f"{cell}.{key}"], self.units)
+                bias_ih = layers.fan_in_uniform(rng, (4 * self.units,), self.units)
+                out[f"{cell}.bias"] = bias_ih + layers.fan_in_uniform(rng, (4 * self.units,), self.units)
+            return out
         for _, _, cell in self.cells():
             out[f"{cell}.kernel"] = layers.glorot_uniform(rng, shapes[f"{cell}.kernel"])
             out[f"{cell}.recurrent_kernel"] = layers.orthogonal(rng, (self.units, 4 * self.units))

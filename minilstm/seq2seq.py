@@ -154,10 +154,11 @@ class Seq2Seq:
 
     # -- weights -------------------------------------------------------------------------------------------------
 
-    def initialize(self, seed: int | np.random.Generator = 0):
-        """Keras initialisers (glorot_uniform kernels, orthogonal recurrent kernels, forget bias 1), drawn on the
-        host in float64 from ``seed`` so every backend and dtype starts from the same numbers."""
-        self.params.initialize(seed)
+    def initialize(self, seed: int | np.random.Generator = 0, init: str = "keras"):
+        """Keras initialisers (glorot_uniform kernels, orthogonal recurrent kernels, forget bias 1), or PyTorch's
+        (``init``, one of ``layers.INIT_SCHEMES``), drawn on the host in float64 from ``seed`` so every backend and
+        dtype starts from the same numbers."""
+        self.params.initialize(seed, init)
         return self
 
     def set_weights(self, weights: dict):

@@ -39,6 +39,7 @@ from .cli import (
 from .data import VALIDATION_SPLIT_MODES
 from .errors import MinilstmError
 from .files import prepare_output_dir
+from .layers import INIT_SCHEMES
 from .optim import DEFAULT_LEARNING_RATE, OPTIMIZERS
 from .schedules import SCHEDULES
 from .training import Training
@@ -96,6 +97,10 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--embedding-dim", type=positive_int, default=default(0), metavar="E",
                    help="a trained (V, E) embedding table before each LSTM stack instead of one-hot characters "
                         "(0: one-hot, the Keras example's)")
+    p.add_argument("--init", choices=INIT_SCHEMES, default=default("keras"),
+                   help="how the weights start: keras (glorot_uniform, orthogonal recurrent kernels, forget bias 1, "
+                        "embeddings uniform(+-0.05); the Keras example's) or pytorch (PyTorch's module defaults: "
+                        "uniform(+-1/sqrt(fan_in)), embeddings standard normal)")
     p.add_argument("--learning-rate", type=positive_float, default=None,
                    help="left out: Keras's default for the --optimizer, 0.001 (rmsprop, adam) or 0.01 (sgd)")
     p.add_argument("--rho", type=positive_float, default=default(0.9), help="RMSprop decay")

@@ -218,7 +218,7 @@ class Training:
                                         learning_rate=args.learning_rate, clip_norm=args.clip_norm,
                                         schedule=self._schedule(resumed), **own)
         if resumed is None:
-            self.model.initialize(np.random.default_rng(init_seed))
+            self.model.initialize(np.random.default_rng(init_seed), args.init)
             self.progress = Progress()
         else:
             self._resume(resumed)

@@ -109,7 +109,7 @@ class Seq2Seq:
         if not self.arch.embedding_dim:
             return self
         twin = copy.copy(self)
-        twin.arch = dataclasses.replace(self.arch, embedding_dim=0)
+        twin.arch = dataclasses.replace(self.arch, embedding_dim=0, embedding_dropout=0.0)
         twin.encoder, twin.decoder, twin.attention_decoder = twin._stacks(twin.arch)
         twin.encoder_embedding = twin.decoder_embedding = None
         p, xp, rows = self.params, self.backend.xp, self.arch.embedding_dim
@@ -244,8 +244,11 @@ class Seq2Seq:
         validation losses have always computed them; otherwise row-exact, as decoding computes them."""
         p, workspaces = self.params, self._workspaces_of(shard)
         training = dropout_seed is not None
-        encoder_ids = self._embed(self.encoder_embedding, encoder_ids)
-        decoder_ids = self._embed(self.decoder_embedding, decoder_ids)
+        masks = {}
+        encoder_ids = self._drop(masks, "encoder_inputs", self._embed(self.encoder_embedding, encoder_ids),
+                                 self.arch.embedding_dropout, dropout_seed, row_offset)
+        decoder_ids = self._drop(masks, "decoder_inputs", self._embed(self.decoder_embedding, decoder_ids),
+                                 self.arch.embedding_dropout, dropout_seed, row_offset)
         memory, encoder_state, enc = self.encoder.forward(
             p, encoder_ids, self._encoder_initial_state(initial_state), training=training,
             seed=None if not training else dropout_key(dropout_seed, 1), row_offset=row_offset,
@@ -257,9 +260,23 @@ class Seq2Seq:
             p, decoder_ids, self._decoder_initial_state(encoder_state), *extra, training=training,
             seed=None if not training else dropout_key(dropout_seed, 2), row_offset=row_offset,
             workspaces=workspaces, **keys)
+        outputs = self._drop(masks, "outputs", outputs, self.arch.output_dropout, dropout_seed, row_offset)
         outputs = outputs.reshape(-1, self.decoder_units)
         logits = self.dense.forward(p, outputs)
-        return enc, dec, outputs, logits
+        return enc, dec, outputs, logits, masks
+
+    # Where each dropout's masks come from: dropout_key(step seed, KEY) (1 and 2 are the stacks' own).
+    DROPOUT_KEYS = {"encoder_inputs": 3, "decoder_inputs": 4, "outputs": 5}
+
+    def _drop(self, masks: dict, name: str, x, rate: float, dropout_seed, row_offset: int):
+        """``x`` (T, B, F) times inverted-dropout multipliers (kept in ``masks[name]`` for backward) when training
+        with ``rate`` > 0, else ``x`` itself. Backward through it: d x = d y * the same multipliers."""
+        if dropout_seed is None or not rate:
+            return x
+        mask = self.backend.dropout_mask(x.shape, rate, dropout_key(dropout_seed, self.DROPOUT_KEYS[name]),
+                                         row_offset, x.dtype)
+        masks[name] = mask
+        return x * mask
 
     def teacher_forced_logits(self, encoder_input_ids, decoder_input_ids, source_lengths=None):
         """Logits (B, T, V) of the decoder fed the true previous characters, as a host array."""
@@ -328,7 +345,7 @@ class Seq2Seq:
         enc_ids, dec_ids = self.time_major(encoder_input_ids), self.time_major(decoder_input_ids)
         target_ids = self.time_major(decoder_target_ids).reshape(-1)
         steps, batch = dec_ids.shape
-        enc, dec, outputs, logits = self._forward(enc_ids, dec_ids, initial_state, shard,
+        enc, dec, outputs, logits, masks = self._forward(enc_ids, dec_ids, initial_state, shard,
                                                   dropout_seed if grads is not None else None, row_offset,
                                                   source_lengths, blas_keys=True)
         loss_sum, n_correct, d_logits = self.backend.softmax_cross_entropy(logits, target_ids, grad_scale,
@@ -336,6 +353,8 @@ class Seq2Seq:
         if grads is None:
             return loss_sum, n_correct, None
         d_outputs = self.dense.backward(p, outputs, d_logits, grads).reshape(steps, batch, self.decoder_units)
+        if "outputs" in masks:
+            d_outputs *= masks["outputs"]
         workspaces = self._workspaces_of(shard)
         if self.attention is None:
             d_memory = None  # the encoder's outputs are not used
@@ -347,6 +366,9 @@ class Seq2Seq:
         d_encoder_inputs, d_state = self.encoder.backward(
             p, enc, d_memory, self._encoder_final_state_grads(d_decoder_state), grads, workspaces)
         if self.decoder_embedding is not None:  # d table: the scatter-add of d inputs (module doc)
+            if masks:
+                d_decoder_inputs = d_decoder_inputs * masks.get("decoder_inputs", 1)
+                d_encoder_inputs = d_encoder_inputs * masks.get("encoder_inputs", 1)
             self.decoder_embedding.backward(p, dec_ids, d_decoder_inputs, grads)
             self.encoder_embedding.backward(p, enc_ids, d_encoder_inputs, grads)
         if initial_state is not None and initial_state[0].ndim == 2:

@@ -97,6 +97,12 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--embedding-dim", type=positive_int, default=default(0), metavar="E",
                    help="a trained (V, E) embedding table before each LSTM stack instead of one-hot characters "
                         "(0: one-hot, the Keras example's)")
+    p.add_argument("--embedding-dropout", type=unit_fraction, default=default(0.0), metavar="P",
+                   help="with --embedding-dim: inverted dropout on the embedded characters of both sides (training "
+                        "only)")
+    p.add_argument("--output-dropout", type=unit_fraction, default=default(0.0), metavar="P",
+                   help="inverted dropout on the decoder's outputs (with --attention, the attentional outputs) before "
+                        "the output layer (training only)")
     p.add_argument("--init", choices=INIT_SCHEMES, default=default("keras"),
                    help="how the weights start: keras (glorot_uniform, orthogonal recurrent kernels, forget bias 1, "
                         "embeddings uniform(+-0.05); the Keras example's) or pytorch (PyTorch's module defaults: "
@@ -199,6 +205,8 @@ def parse_args(argv, prepare_out=True):
     given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
     if not args.input_feed and args.attention == "none":
         raise MinilstmError("--no-input-feed is for models with --attention (dot, general or concat)")
+    if args.embedding_dropout > 0 and not args.embedding_dim:
+        raise MinilstmError("--embedding-dropout drops embedded characters: use it with --embedding-dim")
     if args.dropout > 0 and args.encoder_layers == 1 and args.decoder_layers == 1:
         raise MinilstmError("--dropout acts between stacked LSTM layers: use it with --encoder-layers or "
                             "--decoder-layers of 2 or more")

@@ -232,7 +232,10 @@ class Training:
             enc, dec = self.model.encoder, self.model.decoder
             attention = "no attention" if args.attention == "none" else \
                 f"{args.attention} attention {'with' if args.input_feed else 'without'} input feeding"
-            embedding = f", embeddings of {self.model.arch.embedding_dim}" if self.model.arch.embedding_dim else ""
+            arch = self.model.arch
+            embedding = f", embeddings of {arch.embedding_dim}" if arch.embedding_dim else ""
+            embedding += f" (dropout {arch.embedding_dropout})" if arch.embedding_dropout else ""
+            embedding += f", output dropout {arch.output_dropout}" if arch.output_dropout else ""
             print(f"Model: {enc.num_layers}-layer {'bidirectional ' if enc.bidirectional else ''}encoder, "
                   f"{dec.num_layers}-layer decoder of {dec.units} units, dropout {enc.dropout} between layers, "
                   f"{attention}{embedding}", flush=True)

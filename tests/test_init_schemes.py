@@ -2,9 +2,9 @@
 
 ``pytorch`` is checked against PyTorch's own modules at the same architecture: every weight of the model drawn from
 the distribution PyTorch's default initialisation draws it from (a two-sample Kolmogorov-Smirnov test against
-``bench.torch_models.TorchSeq2Seq`` built without copying weights in, so each module keeps its constructor's values). ``keras`` is checked to
-be exactly what the layers drew before the choice existed (the Keras initialisers in a fixed order).
-"""
+``bench.torch_models.TorchSeq2Seq`` built without copying weights in, so each module keeps its constructor's values).
+``keras`` is checked to be exactly what the layers drew before the choice existed (the Keras initialisers in a fixed
+order)."""
 
 import numpy as np
 import pytest

@@ -1,7 +1,8 @@
 """The training recipe's flags end to end (--lr-schedule, --warmup-steps, --min-learning-rate, --plateau-*,
---label-smoothing): how they are checked, what the run records, and a run stopped at a chosen step (inside the
-warm-up) and resumed ending with the weights of a run never stopped, to the bit. Runs are in-process and tiny; the
-stop is the one Ctrl-C makes (a checkpoint of latest/ after the step), asked for after exactly k steps."""
+--label-smoothing, --init, --embedding-dropout, --output-dropout): how they are checked, what the run records, and a
+run stopped at a chosen step (inside the warm-up) and resumed ending with the weights of a run never stopped, to the
+bit. Runs are in-process and tiny; the stop is the one Ctrl-C makes (a checkpoint of latest/ after the step), asked
+for after exactly k steps."""
 
 import json
 import math
@@ -69,6 +70,11 @@ RECIPES = {  # flags, the step to stop after, and what the checkpoint there show
     "rmsprop-inverse-sqrt-smoothing": (["--lr-schedule", "inverse-sqrt", "--warmup-steps", "6",
                                         "--label-smoothing", "0.1"], 4,
                                        lambda schedule: schedule["state"]["step"] < schedule["warmup_steps"]),
+    "adam-pytorch-init-dropouts": (["--optimizer", "adam", "--init", "pytorch", "--embedding-dim", "6",
+                                    "--embedding-dropout", "0.2", "--output-dropout", "0.3", "--attention", "general",
+                                    "--no-input-feed", "--mask-padding", "--lr-schedule", "inverse-sqrt",
+                                    "--warmup-steps", "8"], 5,
+                                   lambda schedule: schedule["state"]["step"] < schedule["warmup_steps"]),
     # 32 training pairs, 4 steps an epoch: val_loss rises after epoch 7, so the rate is cut before the stop
     "adam-plateau": (["--num-samples", "40", "--batch-size", "8", "--latent-dim", "32", "--epochs", "9",
                       "--optimizer", "adam", "--learning-rate", "0.05", "--lr-schedule", "plateau",
@@ -139,6 +145,7 @@ def test_label_smoothing_trains_and_validates_with_the_plain_loss(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
+    (["--embedding-dropout", "0.1"], "--embedding-dropout drops embedded characters: use it with --embedding-dim"),
     (["--min-learning-rate", "1e-5"], "--min-learning-rate is for --lr-schedule cosine, this run's is constant"),
     (["--lr-schedule", "cosine", "--plateau-factor", "0.2"], "--plateau-factor is for --lr-schedule plateau"),
     (["--lr-schedule", "inverse-sqrt", "--plateau-patience", "3"], "--plateau-patience is for --lr-schedule plateau"),
@@ -150,6 +157,7 @@ def test_flags_of_another_schedule_are_refused(tmp_path, argv, message):
 
 
 @pytest.mark.parametrize("argv", [["--warmup-steps", "-1"], ["--label-smoothing", "1"], ["--plateau-factor", "1"],
+                                  ["--output-dropout", "1"], ["--init", "xavier"],
                                   ["--lr-schedule", "linear"], ["--plateau-patience", "0"]])
 def test_malformed_values_are_argparse_errors(tmp_path, argv):
     with pytest.raises(SystemExit) as exit_info:

@@ -316,21 +316,25 @@ class AttentionDecoder:
 
     def forward(self, params, ids, initial_state, memory, lengths=None, *, training: bool = False,
                 seed: int | None = None, row_offset: int = 0, workspaces: dict | None = None,
-                exact_keys: bool = False):
+                exact_keys: bool = False, input_table=None):
         """htilde (T, B, H) for ``ids`` (T, B) (or vectors (T, B, D)) from ``initial_state`` (h0, c0), each
         (L, B, H), attending over ``memory`` (S, B, M) whose first ``lengths[b]`` positions are real. Returns
         ``(outputs, (h_n, c_n), cache)``; ``training`` and ``seed`` as in ``LSTM.forward`` (dropout between stacked
         layers); ``exact_keys`` as ``Attention.prepare``'s ``exact_rows``: True gives the keys decoding (``start``)
-        uses, as teacher-forced evaluation wants; False (training) BLAS's."""
+        uses, as teacher-forced evaluation wants; False (training) BLAS's. ``input_table``: an embedding folded into
+        layer 0, as ``LSTM.forward``'s (without input feeding only)."""
         xp = params.backend.xp
-        if is_token_ids(ids) != (self.vocab_size is not None):
+        if input_table is not None and self.input_feed:
+            raise ValueError("an input_table is folded into the decoder without input feeding only")
+        if is_token_ids(ids) != (self.vocab_size is not None or input_table is not None):
             raise ValueError(f"{self.lstm.name} takes {'token ids' if self.vocab_size else 'float vectors'} "
                              f"(got an array of {ids.dtype})")
         attn_memory = self.attention.prepare(params, xp.ascontiguousarray(memory.transpose(1, 0, 2)), lengths,
                                              exact_rows=exact_keys)
         if not self.input_feed:
             states, final, lstm_cache = self.lstm.forward(params, ids, initial_state, training=training, seed=seed,
-                                                          row_offset=row_offset, workspaces=workspaces)
+                                                          row_offset=row_offset, workspaces=workspaces,
+                                                          input_table=input_table)
             outputs, attn_cache = self.attention.forward(params, attn_memory, states.transpose(1, 0, 2))
             return (xp.ascontiguousarray(outputs.transpose(1, 0, 2)), final,
                     AttentionDecoderCache(attn_memory, attn_cache, lstm=lstm_cache))
@@ -424,7 +428,7 @@ class AttentionDecoder:
         """Gradients of every weight into ``grads`` (default ``params.grads``, overwriting), from ``d_outputs``
         (T, B, H) = d htilde and ``d_final_state`` (dh_n, dc_n) or None. Returns ``(d_memory, (d_h0, d_c0))``,
         d_memory time-major (S, B, M) like the memory; over vectors ``(d_memory, (d_h0, d_c0), d_inputs)``, d_inputs
-        (T, B, D) like the inputs."""
+        (T, B, D) like the inputs (with a folded ``input_table``: the gradient w.r.t. the table)."""
         xp = params.backend.xp
         grads = params.grads if grads is None else grads
         memory = cache.memory

@@ -160,10 +160,11 @@ class Embedding:
 class LSTMStackCache:
     """What ``LSTM.backward`` needs: per layer, the caches of its directions and its dropout multipliers."""
 
-    def __init__(self, batch: int):
+    def __init__(self, batch: int, input_table=None):
         self.batch = batch
         self.cells = []  # [layer][direction] -> lstm.LSTMCache
         self.masks = []  # [layer] -> multipliers of the layer's inputs, or None
+        self.input_table = input_table  # the embedding table folded into layer 0 (``LSTM.forward``), or None
 
 
 class LSTM:
@@ -232,7 +233,8 @@ class LSTM:
         return xp.zeros(shape, dtype=params.dtype), xp.zeros(shape, dtype=params.dtype)
 
     def forward(self, params, inputs, initial_state=None, *, training: bool = False, seed: int | None = None,
-                row_offset: int = 0, workspaces: dict | None = None, return_outputs: bool = True):
+                row_offset: int = 0, workspaces: dict | None = None, return_outputs: bool = True,
+                input_table=None):
         """Run the stack over ``inputs`` from ``initial_state`` (h0, c0), each (L * directions, B, H) (zeros when
         None). Returns ``(outputs, (h_n, c_n), cache)``: outputs (T, B, H * directions) of the top layer (None with
         ``return_outputs=False``), the final states like the initial ones, and what ``backward`` needs.
@@ -240,18 +242,28 @@ class LSTM:
         ``training`` applies dropout, with masks drawn from ``seed`` (required then: e.g. the step number, so a
         rerun draws the same masks) for rows ``row_offset..`` of the batch. ``workspaces`` (a dict the caller
         keeps) lets repeated calls reuse their arrays; the outputs and the cache stay valid until the next call with
-        the same ``workspaces``."""
+        the same ``workspaces``.
+
+        ``input_table`` (V, D), for a stack over vectors: ``inputs`` are token ids (T, B) and layer 0 reads
+        ``input_table[inputs]``, an embedding in front, computed folded: ``table[ids] @ kernel`` is
+        ``(table @ kernel)[ids]``, one (V, D) x (D, 4H) product and a row gather instead of a (T*B, D) x (D, 4H)
+        GEMM (V is a few dozen characters, T*B thousands of positions). ``backward`` then returns the gradient
+        w.r.t. the table."""
         backend, xp = params.backend, params.backend.xp
         steps, batch = inputs.shape[:2]
-        if is_token_ids(inputs) != (self.vocab_size is not None):
-            raise ValueError(f"{self.name} takes {'token ids' if self.vocab_size else 'float vectors'} "
+        takes_ids = self.vocab_size is not None or input_table is not None
+        if is_token_ids(inputs) != takes_ids:
+            raise ValueError(f"{self.name} takes {'token ids' if takes_ids else 'float vectors'} "
                              f"(got an array of {inputs.dtype})")
+        if input_table is not None and (self.vocab_size is not None or input_table.shape[1] != self.input_size):
+            raise ValueError(f"{self.name}: an input_table needs a stack over vectors of its width "
+                             f"({self.input_size}), not {input_table.shape}")
         dropping = training and self.dropout > 0 and self.num_layers > 1
         if dropping and seed is None:
             raise ValueError("training with dropout needs a seed (e.g. the step number), so that the masks repeat")
         workspaces = {} if workspaces is None else workspaces
         h0, c0 = self.zero_state(params, batch) if initial_state is None else initial_state
-        cache = LSTMStackCache(batch)
+        cache = LSTMStackCache(batch, input_table)
         h_n, c_n = xp.empty_like(h0), xp.empty_like(c0)
         x = inputs
         outputs = None
@@ -265,7 +277,11 @@ class LSTM:
                 cell = self.cell_name(layer, direction)
                 index = layer * self.directions + direction
                 workspace = workspaces.setdefault(cell, Workspace(xp))
-                cells.append(lstm_forward(backend, params[f"{cell}.kernel"], params[f"{cell}.recurrent_kernel"],
+                kernel = params[f"{cell}.kernel"]
+                if layer == 0 and input_table is not None:  # folded: (table @ kernel)[ids] (docstring)
+                    folded = workspace.get("folded_kernel", (input_table.shape[0], kernel.shape[1]), kernel.dtype)
+                    kernel = backend.matmul(input_table, kernel, out=folded)
+                cells.append(lstm_forward(backend, kernel, params[f"{cell}.recurrent_kernel"],
                                           params[f"{cell}.bias"], x, h0[index], c0[index], workspace,
                                           reverse=direction == 1))
                 h_n[index], c_n[index] = cells[-1].hs[-1], cells[-1].cs[-1]
@@ -288,7 +304,11 @@ class LSTM:
         """Backpropagate through the stack. ``d_outputs`` (T, B, H * directions) or None (outputs unused),
         ``d_final_state`` (dh_n, dc_n) or None (final states unused). Writes every weight gradient into ``grads``
         (default ``params.grads``, overwriting) and returns ``(d_inputs, (d_h0, d_c0))``; d_inputs is None for
-        token-id inputs."""
+        token-id inputs, and the gradient w.r.t. the table (V, D) where ``forward`` had an ``input_table``:
+
+            S = onehot(ids)^T dZ  (V, 4H: a scatter-add)     d kernel = table^T S
+            d table = sum over the directions of S kernel^T
+        """
         backend, xp = params.backend, params.backend.xp
         grads = params.grads if grads is None else grads
         workspaces = {} if workspaces is None else workspaces
@@ -298,20 +318,32 @@ class LSTM:
         d_h0, d_c0 = xp.empty_like(d_hn), xp.empty_like(d_cn)
         d_y = d_outputs
         d_inputs = None
+        table = cache.input_table
         for layer in reversed(range(self.num_layers)):
-            wants_input_grad = layer > 0 or self.vocab_size is None
+            folded = layer == 0 and table is not None
+            wants_input_grad = (layer > 0 or self.vocab_size is None) and not folded
             d_x = None
             for direction in range(self.directions):
                 cell = self.cell_name(layer, direction)
                 index = layer * self.directions + direction
                 d_y_cell = d_y if d_y is None or self.directions == 1 else \
                     d_y[:, :, direction * self.units : (direction + 1) * self.units]
+                workspace = workspaces.setdefault(cell, Workspace(xp))
+                cell_grads = grads.group(cell)
+                kernel, d_kernel = params[f"{cell}.kernel"], cell_grads["kernel"]
+                if folded:  # the gradient w.r.t. the folded kernel (V, 4H) first: S in the docstring
+                    cell_grads["kernel"] = workspace.get("d_folded_kernel", (table.shape[0], kernel.shape[1]),
+                                                         kernel.dtype)
                 result = lstm_backward(backend, cache.cells[layer][direction], params[f"{cell}.recurrent_kernel"],
-                                       d_y_cell, d_hn[index], d_cn[index],
-                                       grads.group(cell), workspaces.setdefault(cell, Workspace(xp)),
-                                       kernel=params[f"{cell}.kernel"] if wants_input_grad else None)
+                                       d_y_cell, d_hn[index], d_cn[index], cell_grads, workspace,
+                                       kernel=kernel if wants_input_grad else None)
                 d_h0[index], d_c0[index] = result[0], result[1]
-                if wants_input_grad:
+                if folded:
+                    s_folded = cell_grads["kernel"]
+                    backend.matmul(table.T, s_folded, out=d_kernel)
+                    d_table = backend.matmul(s_folded, kernel.T)
+                    d_x = d_table if d_x is None else d_x + d_table
+                elif wants_input_grad:
                     d_x = result[2] if d_x is None else d_x + result[2]
             if cache.masks[layer] is not None:
                 d_x = d_x * cache.masks[layer]

@@ -245,25 +245,39 @@ class Seq2Seq:
         p, workspaces = self.params, self._workspaces_of(shard)
         training = dropout_seed is not None
         masks = {}
-        encoder_ids = self._drop(masks, "encoder_inputs", self._embed(self.encoder_embedding, encoder_ids),
-                                 self.arch.embedding_dropout, dropout_seed, row_offset)
-        decoder_ids = self._drop(masks, "decoder_inputs", self._embed(self.decoder_embedding, decoder_ids),
-                                 self.arch.embedding_dropout, dropout_seed, row_offset)
+        tables = masks["tables"] = self._folded_tables(training)  # backward reads which sides were folded
+        if tables["encoder"] is None:
+            encoder_ids = self._drop(masks, "encoder_inputs", self._embed(self.encoder_embedding, encoder_ids),
+                                     self.arch.embedding_dropout, dropout_seed, row_offset)
+        if tables["decoder"] is None:
+            decoder_ids = self._drop(masks, "decoder_inputs", self._embed(self.decoder_embedding, decoder_ids),
+                                     self.arch.embedding_dropout, dropout_seed, row_offset)
         memory, encoder_state, enc = self.encoder.forward(
             p, encoder_ids, self._encoder_initial_state(initial_state), training=training,
             seed=None if not training else dropout_key(dropout_seed, 1), row_offset=row_offset,
-            workspaces=workspaces, return_outputs=self.attention is not None)
+            workspaces=workspaces, return_outputs=self.attention is not None, input_table=tables["encoder"])
         decoder = self.decoder if self.attention is None else self.attention_decoder
         extra = () if self.attention is None else (memory, source_lengths)
         keys = {} if self.attention is None else {"exact_keys": not blas_keys}
         outputs, _, dec = decoder.forward(
             p, decoder_ids, self._decoder_initial_state(encoder_state), *extra, training=training,
             seed=None if not training else dropout_key(dropout_seed, 2), row_offset=row_offset,
-            workspaces=workspaces, **keys)
+            workspaces=workspaces, input_table=tables["decoder"], **keys)
         outputs = self._drop(masks, "outputs", outputs, self.arch.output_dropout, dropout_seed, row_offset)
         outputs = outputs.reshape(-1, self.decoder_units)
         logits = self.dense.forward(p, outputs)
         return enc, dec, outputs, logits, masks
+
+    def _folded_tables(self, training: bool) -> dict:
+        """Each side's embedding table where the stack reads it folded into its layer-0 kernel (``LSTM.forward``'s
+        ``input_table``: a gather from table @ kernel instead of a GEMM over every position), else None: without
+        embeddings, where dropout acts on the embedded characters themselves, and for an input-feeding decoder
+        (whose layer-0 input is the character and the fed vector together)."""
+        if not self.arch.embedding_dim or (training and self.arch.embedding_dropout):
+            return {"encoder": None, "decoder": None}
+        p = self.params
+        return {"encoder": p[self.encoder_embedding.weight_name],
+                "decoder": None if self.input_feed else p[self.decoder_embedding.weight_name]}
 
     # Where each dropout's masks come from: dropout_key(step seed, KEY) (1 and 2 are the stacks' own).
     DROPOUT_KEYS = {"encoder_inputs": 3, "decoder_inputs": 4, "outputs": 5}
@@ -366,11 +380,15 @@ class Seq2Seq:
         d_encoder_inputs, d_state = self.encoder.backward(
             p, enc, d_memory, self._encoder_final_state_grads(d_decoder_state), grads, workspaces)
         if self.decoder_embedding is not None:  # d table: the scatter-add of d inputs (module doc)
-            if masks:
-                d_decoder_inputs = d_decoder_inputs * masks.get("decoder_inputs", 1)
-                d_encoder_inputs = d_encoder_inputs * masks.get("encoder_inputs", 1)
-            self.decoder_embedding.backward(p, dec_ids, d_decoder_inputs, grads)
-            self.encoder_embedding.backward(p, enc_ids, d_encoder_inputs, grads)
+            tables = masks["tables"]
+            for side, embedding, ids, d_inputs in (("decoder", self.decoder_embedding, dec_ids, d_decoder_inputs),
+                                                   ("encoder", self.encoder_embedding, enc_ids, d_encoder_inputs)):
+                if tables[side] is not None:  # folded: the stack returned d table itself
+                    grads[embedding.weight_name][...] = d_inputs
+                    continue
+                if f"{side}_inputs" in masks:
+                    d_inputs = d_inputs * masks[f"{side}_inputs"]
+                embedding.backward(p, ids, d_inputs, grads)
         if initial_state is not None and initial_state[0].ndim == 2:
             d_state = (d_state[0][0], d_state[1][0])
         return loss_sum, n_correct, d_state

@@ -225,6 +225,27 @@ def test_numba_equals_numpy(rng, name, batch, units, dim, enc_len, dec_len):
     assert model.greedy_decode_ids(enc, lengths) == reference.greedy_decode_ids(enc, lengths)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_folded_tables_equal_the_gather_then_gemm(monkeypatch, rng, backend, name):
+    """Training reads each table folded into layer 0's kernel ((table @ kernel)[ids], d table = S kernel^T): the
+    same loss and gradients as gathering the rows and multiplying (float64, to rounding), on both sides and
+    backends; the input-feeding decoder is never folded."""
+    reference = embedded_model("numpy", OPTIONS[name], embedding_dim=3, units=4, enc_len=5, dec_len=6,
+                               seed=int(rng.integers(1000)))
+    model = copy_to_backend(reference, backend)
+    batch = random_batch(rng, reference, 7)
+    folded = model._folded_tables(False)
+    assert folded["encoder"] is not None and (folded["decoder"] is None) == model.input_feed
+    folded_loss = float(model.forward_backward(*batch, dropout_seed=3)[0])
+    folded_grads = {key: np.array(grad) for key, grad in model.grads.items()}
+    monkeypatch.setattr(model, "_folded_tables", lambda training: {"encoder": None, "decoder": None})
+    plain_loss = float(model.forward_backward(*batch, dropout_seed=3)[0])
+    assert folded_loss == pytest.approx(plain_loss, rel=1e-13)
+    for key, grad in model.grads.items():
+        assert relative_error(folded_grads[key], grad) < 1e-12, key
+
+
 # -- padding --------------------------------------------------------------------------------------------------------
 
 

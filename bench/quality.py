@@ -115,15 +115,16 @@ def run_side_by_side(jobs: list[tuple[str, list[str], Path]], parallel: int):
 def warm_up(configs: dict, args):
     """A few steps of each of our configurations on a few pairs: Numba compiles (and caches on disk) the kernels the
     timed run will use, so that its first minute is not spent compiling. Its runs go under ``OUT/runs/warm-up``,
-    with the timed runs' checkpoints (not results to keep). Its few steps run without warm-up (a cosine schedule
-    needs more steps than warm-up ones); the rate does not change what gets compiled."""
+    with the timed runs' checkpoints (not results to keep). Its few steps (one epoch of 256 pairs, whatever
+    the configuration's --epochs) run without warm-up (a cosine schedule needs more steps than warm-up ones); the rate
+    does not change what gets compiled."""
     jobs = []
     for name, (engine, flags) in configs.items():
         if engine == "minilstm":
             out = args.out / "runs" / "warm-up" / name
-            jobs.append((f"warm-up {name}", [sys.executable, "-m", "minilstm.train", "--num-samples", "256",
-                                             "--epochs", "1", "--num-decodes", "0", "--progress", "never",
-                                             "--backend", "numba", "--out", str(out), *flags, "--warmup-steps", "0"],
+            few_steps = ["--num-samples", "256", "--epochs", "1", "--warmup-steps", "0"]  # after the flags: they win
+            jobs.append((f"warm-up {name}", [sys.executable, "-m", "minilstm.train", "--num-decodes", "0", "--progress",
+                                             "never", "--backend", "numba", "--out", str(out), *flags, *few_steps],
                          out / "log.txt"))
     run_side_by_side(jobs, args.parallel)
 

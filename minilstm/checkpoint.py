@@ -30,6 +30,8 @@ from .seq2seq import Seq2Seq
 FORMAT = "minilstm-checkpoint"
 FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
+UNITS_FILES = {"input": "input_units.model", "target": "target_units.model"}
+"""The SentencePiece models of a model with such units (``minilstm.units``): the checkpoint is self-contained."""
 # (weights, optimizer state) file names of each format version this minilstm reads; it writes the last one.
 TENSOR_FILES = {1: ("weights.npz", "optimizer.npz"), 2: ("model.safetensors", "optimizer.safetensors")}
 WEIGHTS_FILE, OPTIMIZER_FILE = TENSOR_FILES[FORMAT_VERSION]
@@ -97,6 +99,9 @@ def save_checkpoint(path, model: Seq2Seq, optimizer=None, extra: dict | None = N
             arrays = {name: model.backend.to_numpy(array) for name, array in optimizer.state().items()}
             state = safetensors.numpy.save(arrays, metadata={"format": FORMAT})
             _write_file(tmp / OPTIMIZER_FILE, lambda f: f.write(state))
+        for side, units_model in model.units_models().items():
+            what = f"the {side} SentencePiece model ({UNITS_FILES[side]})"
+            _write_file(tmp / UNITS_FILES[side], lambda f, data=units_model: f.write(data))
         what = f"the config ({CONFIG_FILE})"
         text = json.dumps(config, indent=1, ensure_ascii=False) + "\n"
         _write_file(tmp / CONFIG_FILE, lambda f: f.write(text.encode("utf-8")))
@@ -194,10 +199,16 @@ def load_checkpoint(path, backend="numpy") -> Checkpoint:
         raise MinilstmError(f"{config_path}: checkpoint format version {version!r}, this minilstm reads versions "
                             f"{', '.join(map(str, TENSOR_FILES))}")
     weights_file, optimizer_file = TENSOR_FILES[version]
+    units_models = {}
+    for side, name in UNITS_FILES.items():
+        with contextlib.suppress(FileNotFoundError):  # a character or word model has none; Vocab says if one is missing
+            units_models[side] = (path / name).read_bytes()
     try:
-        model = Seq2Seq.from_config(backend, config["model"])
+        model = Seq2Seq.from_config(backend, config["model"], units_models)
     except (KeyError, TypeError, ValueError) as e:
         raise MinilstmError(f"{config_path}: invalid model config ({type(e).__name__}: {e})") from None
+    except MinilstmError as e:  # the vocabulary or its SentencePiece model
+        raise MinilstmError(f"{path}: {e}") from None
     weights_path = path / weights_file
     weights = _read_tensors(weights_path)
     for name, shape in model.params.shapes.items():

@@ -343,6 +343,10 @@ def main(argv=None) -> int:
         print(f"Wrote {dest}: a PyTorch state dict for encoder/decoder nn.LSTM and dense nn.Linear"
               f"{' and attention' if model.attention else ''} (hyper-parameters and vocabularies in its metadata)")
         return 0
+    if not model.input_vocab.is_chars:
+        raise MinilstmError(f"{path} reads and writes {model.input_vocab.units.name} units, not characters: the Keras "
+                            "example's model is a character model (the PyTorch export, to a .safetensors file, "
+                            "takes the weights of every model)")
     if not model.arch.is_example():
         options = ", ".join(f"{k}={v}" for k, v in model.arch.beyond_example().items() if k != "input_feed")
         raise MinilstmError(f"{path} is not the Keras example's model ({options}); the Keras export writes that one "

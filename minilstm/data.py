@@ -79,13 +79,13 @@ class Dataset:
         if target_vocab is None:
             target_vocab = Vocab.from_texts(target_texts)
         if max_encoder_len is None:
-            max_encoder_len = max(map(len, input_texts))
+            max_encoder_len = max(map(input_vocab.length, input_texts))
         else:
-            _check_lengths(input_texts, max_encoder_len, "English")
+            _check_lengths(input_texts, max_encoder_len, "English", vocab=input_vocab)
         if max_decoder_len is None:
-            max_decoder_len = max(map(len, target_texts))
+            max_decoder_len = max(map(target_vocab.length, target_texts))
         else:
-            _check_lengths(target_texts, max_decoder_len, "French", " with the start and end markers")
+            _check_lengths(target_texts, max_decoder_len, "French", " with the start and end markers", target_vocab)
         encoder_input_ids = _encode_padded(input_texts, input_vocab, max_encoder_len, "input")
         decoder_input_ids = _encode_padded(target_texts, target_vocab, max_decoder_len, "output")
         decoder_target_ids = np.empty_like(decoder_input_ids)
@@ -107,13 +107,13 @@ class Dataset:
         return len(self.input_texts)
 
     def input_lengths(self) -> np.ndarray:
-        """Characters in each English sentence, padding not counted."""
-        return np.fromiter(map(len, self.input_texts), dtype=np.int64, count=len(self))
+        """Tokens (characters, for the example's units) in each English sentence, padding not counted."""
+        return np.fromiter(map(self.input_vocab.length, self.input_texts), dtype=np.int64, count=len(self))
 
     def target_steps(self) -> np.ndarray:
         """Decoder positions with a real target in each row: the French characters and END (len(START+fr+END) - 1);
         the positions after them predict padding."""
-        return np.fromiter(map(len, self.target_texts), dtype=np.int64, count=len(self)) - 1
+        return np.fromiter(map(self.target_vocab.length, self.target_texts), dtype=np.int64, count=len(self)) - 1
 
     def masked_target_ids(self) -> np.ndarray:
         """``decoder_target_ids`` with IGNORE at every padding position, for ``--mask-padding``."""

@@ -312,9 +312,10 @@ def _translate_sentences(model, texts: list[str], batch_size: int, beam_width: i
     sentence's own characters only."""
     min_len = 0 if model.mask_padding else model.max_encoder_len
     mixed = model.takes_mixed_lengths()  # then any lengths share a batch, sorted to pad little
+    steps_of = list(map(model.input_vocab.length, texts))  # encoder steps: characters, words or pieces
     by_length: dict[int, list[int]] = {}
-    for k in sorted(range(len(texts)), key=lambda k: len(texts[k])) if mixed else range(len(texts)):
-        by_length.setdefault(0 if mixed else max(len(texts[k]), min_len), []).append(k)  # 0: one group
+    for k in sorted(range(len(texts)), key=lambda k: steps_of[k]) if mixed else range(len(texts)):
+        by_length.setdefault(0 if mixed else max(steps_of[k], min_len), []).append(k)  # 0: one group
     chunks = []  # (padded length, sentence indices), decoded in parallel where the backend has workers
     if mixed and model.backend.mixed_batch_rows is not None:
         batch_size = min(batch_size, model.backend.mixed_batch_rows)
@@ -322,7 +323,7 @@ def _translate_sentences(model, texts: list[str], batch_size: int, beam_width: i
         per_chunk = min(batch_size, -(-len(members) // model.backend.workers))
         for i in range(0, len(members), per_chunk):
             chunk = members[i : i + per_chunk]
-            chunks.append((max(max(len(texts[k]) for k in chunk), min_len), chunk))
+            chunks.append((max(max(steps_of[k] for k in chunk), min_len), chunk))
     seeds = np.random.SeedSequence(seed).spawn(len(chunks))
     want_maps = attention_maps is not None and model.attention is not None
     steps = model.decoder_steps()
@@ -330,7 +331,7 @@ def _translate_sentences(model, texts: list[str], batch_size: int, beam_width: i
     def decode(item):
         (length, members), chunk_seed = item
         ids = encode_inputs([texts[k] for k in members], model.input_vocab, length)
-        lengths = [len(texts[k]) for k in members]
+        lengths = [steps_of[k] for k in members]
         if temperature is not None:
             return sample(steps, ids, temperature, np.random.default_rng(chunk_seed), lengths), None
         if n_best or beam_width > 1:
@@ -345,7 +346,7 @@ def _translate_sentences(model, texts: list[str], batch_size: int, beam_width: i
         for j, (k, ids) in enumerate(zip(members, decoded, strict=True)):
             results[k] = [model.target_vocab.decode(x) for x in ids] if n_best else model.target_vocab.decode(ids)
             if maps is not None:
-                maps_by_text[k] = maps[j][:, : len(texts[k])]
+                maps_by_text[k] = maps[j][:, : steps_of[k]]
     if want_maps:
         attention_maps.extend(maps_by_text)
     return results

@@ -102,7 +102,8 @@ def evaluate_pairs(model, pairs, all_pairs, batch_size=256, beam_width=1, temper
     for english, french in pairs:
         target = START + french + END
         if (model.input_vocab.unknown_chars(english) or model.target_vocab.unknown_chars(target)
-                or len(english) > model.max_encoder_len or len(target) > model.max_decoder_len):
+                or model.input_vocab.length(english) > model.max_encoder_len
+                or model.target_vocab.length(target) > model.max_decoder_len):
             skipped += 1
         else:
             usable.append((english, french))

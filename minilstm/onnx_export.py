@@ -53,6 +53,9 @@ def import_onnx():
 
 def check_exportable(model):
     """Raise one line naming what the exporter cannot write (nothing to say: return)."""
+    if not (model.input_vocab.is_chars and model.target_vocab.is_chars):
+        raise MinilstmError(f"this model reads and writes {model.input_vocab.units.name} units: the ONNX export "
+                            "writes character models only (translate and evaluate take every model)")
     if model.dtype != np.float32:
         raise MinilstmError(f"this model is {model.dtype}: the ONNX export writes float32 models only (onnxruntime's "
                             "LSTM operator does not run float64); train with --dtype float32 to export it")

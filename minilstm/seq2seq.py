@@ -183,11 +183,19 @@ class Seq2Seq:
                 "input_vocab": self.input_vocab.to_json(), "target_vocab": self.target_vocab.to_json(),
                 "max_encoder_len": self.max_encoder_len, "max_decoder_len": self.max_decoder_len, **arch}
 
+    def units_models(self) -> dict[str, bytes]:
+        """The SentencePiece model files a checkpoint stores beside config.json ("input" and "target" sides, those
+        that have one)."""
+        models = {"input": self.input_vocab.units_model, "target": self.target_vocab.units_model}
+        return {side: model for side, model in models.items() if model is not None}
+
     @classmethod
-    def from_config(cls, backend, config: dict) -> "Seq2Seq":
-        """The model a ``config()`` describes (weights uninitialised); keys a checkpoint from before an option
-        existed lacks take that option's default."""
-        return cls(backend, Vocab.from_json(config["input_vocab"]), Vocab.from_json(config["target_vocab"]),
+    def from_config(cls, backend, config: dict, units_models: dict[str, bytes] | None = None) -> "Seq2Seq":
+        """The model a ``config()`` describes (weights uninitialised), with the ``units_models()`` its checkpoint
+        stored; keys a checkpoint from before an option existed lacks take that option's default."""
+        models = units_models or {}
+        return cls(backend, Vocab.from_json(config["input_vocab"], models.get("input")),
+                   Vocab.from_json(config["target_vocab"], models.get("target")),
                    int(config["max_encoder_len"]), int(config["max_decoder_len"]), Architecture.from_config(config))
 
     # -- training ------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from .layers import INIT_SCHEMES
 from .optim import DEFAULT_LEARNING_RATE, OPTIMIZERS
 from .schedules import SCHEDULES
 from .training import Training
+from .units import parse_units
 
 
 def _num_samples(text: str):
@@ -94,6 +95,9 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
                         "(h . W hbar) or concat (Bahdanau's v . tanh(W h + U hbar)); none: the Keras example's model")
     p.add_argument("--no-input-feed", dest="input_feed", action="store_false", default=default(True),
                    help="with --attention: do not feed each step's attentional output into the next step's input")
+    p.add_argument("--units", default=default("char"), metavar="UNITS",
+                   help="what the model reads and writes: char (the Keras example's), word, or sentencepiece:N "
+                        "(sentencepiece-bpe:N) pieces learnt from the training pairs, one model per language")
     p.add_argument("--embedding-dim", type=positive_int, default=default(0), metavar="E",
                    help="a trained (V, E) embedding table before each LSTM stack instead of one-hot characters "
                         "(0: one-hot, the Keras example's)")
@@ -203,6 +207,7 @@ def parse_args(argv, prepare_out=True):
     parser = build_parser()
     args = parser.parse_args(argv)
     given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
+    parse_units(args.units)
     if not args.input_feed and args.attention == "none":
         raise MinilstmError("--no-input-feed is for models with --attention (dot, general or concat)")
     if args.embedding_dropout > 0 and not args.embedding_dim:

@@ -24,6 +24,8 @@ from .pairs import read_pairs, resolve_pairs
 from .run_outputs import Progress, ProgressBar, RunFiles, args_record, peak_memory_mib
 from .schedules import Schedule
 from .seq2seq import Seq2Seq
+from .units import learn_units, parse_units
+from .vocab import Vocab
 
 EXIT_TERMINATED = 143
 OUT_OF_TIME = 1  # the stop code of --max-minutes: below every signal's number, so that a signal wins the ranks' max
@@ -104,8 +106,8 @@ def training_data(args) -> tuple[Dataset, np.ndarray, np.ndarray]:
     translations per sentence). Vocabularies and lengths cover both parts, as in Keras."""
     pairs = resolve_pairs(args.data, args.num_samples)
     if args.validation_data is None:
-        dataset = Dataset.from_pairs(pairs)
         train_idx, val_idx = validation_rows(pairs, args.validation_split, args.validation_split_mode, args.seed)
+        dataset = Dataset.from_pairs(pairs, *unit_vocabularies(args.units, [pairs[k] for k in train_idx]))
         if args.validation_split_mode == "random":
             sentences = len({pairs[k][0] for k in val_idx})
             print(f"Holding out the {len(val_idx):,} pairs of {sentences:,} English sentences drawn at random "
@@ -119,8 +121,19 @@ def training_data(args) -> tuple[Dataset, np.ndarray, np.ndarray]:
                             "left to train on")
     print(f"Validating on the {len(val_pairs):,} pairs of {args.validation_data}; left out "
           f"{len(pairs) - len(train_pairs):,} training pairs with the same English sentences", flush=True)
-    dataset = Dataset.from_pairs(train_pairs + val_pairs)
+    dataset = Dataset.from_pairs(train_pairs + val_pairs, *unit_vocabularies(args.units, train_pairs))
     return dataset, np.arange(len(train_pairs)), np.arange(len(train_pairs), len(dataset))
+
+
+def unit_vocabularies(units: str, train_pairs) -> tuple[Vocab | None, Vocab | None]:
+    """The English and French vocabularies of ``--units`` other than characters, each language's units learnt from
+    the training pairs alone (the held-out ones never shape them); (None, None) for characters, whose vocabularies
+    ``Dataset.from_pairs`` takes from all the pairs, as Keras does."""
+    if parse_units(units)[0] == "char":
+        return None, None
+    print(f"Learning {units} units from the {len(train_pairs):,} training pairs", flush=True)
+    english, french = (list(dict.fromkeys(side)) for side in zip(*train_pairs, strict=True))
+    return Vocab.from_units(learn_units(units, english)), Vocab.from_units(learn_units(units, french))
 
 
 def check_finite(model: Seq2Seq, loss: float | None, epoch: int, step: int):

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         print(note, file=sys.stderr)
     model = load_checkpoint(path, backend=args.backend).model
     sentences = read_sentences(args)
-    if args.skip_unknown:
+    if args.skip_unknown and model.input_vocab.is_chars:  # words and pieces spell every character (units.py)
         sentences = ["".join(ch for ch in s if ch in model.input_vocab.index) for s in sentences]
         for number, sentence in enumerate(sentences, start=1):
             if not sentence:

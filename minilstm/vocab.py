@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .errors import MinilstmError
+from .units import CharUnits, units_from_json
 
 START = "\t"
 """Start-of-sequence character: the Keras example prefixes every French target with a tab."""
@@ -19,6 +20,7 @@ END = "\n"
 """End-of-sequence character: the Keras example appends a newline to every French target."""
 PAD = " "
 """Padding character: the Keras example pads with one-hot spaces (not a dedicated pad token, not zeros)."""
+MARKERS = (START, END, PAD)
 
 # ------------------------------------------------------------------------------------------- vocabularies
 
@@ -32,21 +34,40 @@ def _show_text(text: str, limit: int = 80) -> str:
 
 
 class Vocab:
-    """A character vocabulary: id ``i`` is ``chars[i]``.
+    """A vocabulary of tokens: id ``i`` is ``tokens[i]``; the tokens are what ``units`` splits sentences into.
 
-    Built with :meth:`from_texts` as the sorted set of characters, which is exactly how the Keras example
-    numbers its one-hot positions; so our ids are the example's one-hot indices.
+    With characters (the default), built with :meth:`from_texts` as the sorted set of characters, which is exactly
+    how the Keras example numbers its one-hot positions; so our ids are the example's one-hot indices. With words
+    or SentencePiece pieces (``minilstm.units``), built with :meth:`from_units`: the learnt tokens in the units'
+    order, then the markers START, END and PAD.
     """
 
-    def __init__(self, chars: Sequence[str]):
-        self.chars: list[str] = list(chars)
-        self.index: dict[str, int] = {c: i for i, c in enumerate(self.chars)}
-        if len(self.index) != len(self.chars):
-            raise MinilstmError("vocabulary has duplicate characters (corrupt checkpoint?)")
-        # For vectorised encoding: a table from code point to id (-1 = not in the vocabulary).
-        codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
-        self._table = np.full(int(codes.max(initial=-1)) + 1, -1, dtype=np.int32)
-        self._table[codes] = np.arange(len(codes), dtype=np.int32)
+    def __init__(self, tokens: Sequence[str], units=None):
+        self.units = CharUnits() if units is None else units
+        self.tokens: list[str] = list(tokens)
+        self.index: dict[str, int] = {c: i for i, c in enumerate(self.tokens)}
+        if len(self.index) != len(self.tokens):
+            raise MinilstmError("vocabulary has duplicate tokens (corrupt checkpoint?)")
+        if self.is_chars:
+            # For vectorised encoding: a table from code point to id (-1 = not in the vocabulary).
+            codes = np.array([ord(c) for c in self.tokens], dtype=np.int64)
+            self._table = np.full(int(codes.max(initial=-1)) + 1, -1, dtype=np.int32)
+            self._table[codes] = np.arange(len(codes), dtype=np.int32)
+
+    @property
+    def is_chars(self) -> bool:
+        return self.units.name == "char"
+
+    @property
+    def chars(self) -> list[str]:
+        """The tokens of a character vocabulary (its characters in id order)."""
+        return self.tokens
+
+    @classmethod
+    def from_units(cls, units) -> Vocab:
+        """The learnt tokens of word or SentencePiece ``units`` in their own order, then START, END and PAD."""
+        learnt = units.pieces if hasattr(units, "pieces") else units.words
+        return cls([*learnt, START, END, PAD], units)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], extra: str = PAD) -> Vocab:
@@ -65,36 +86,74 @@ class Vocab:
         return char in self.index
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocab) and self.chars == other.chars
+        return isinstance(other, Vocab) and self.tokens == other.tokens and self.units.name == other.units.name
 
     def __repr__(self) -> str:
-        return f"Vocab({len(self.chars)} chars: {''.join(self.chars)!r})"
+        if self.is_chars:
+            return f"Vocab({len(self.tokens)} chars: {''.join(self.tokens)!r})"
+        return f"Vocab({len(self.tokens)} {self.units.name} tokens)"
 
     def unknown_chars(self, text: str) -> list[str]:
-        """Sorted unique characters of ``text`` that are not in the vocabulary."""
-        return sorted(set(text) - self.index.keys())
+        """Sorted unique characters of ``text`` that the vocabulary cannot spell: none for SentencePiece (byte
+        fallback) or words (an unknown word is ``<unk>``)."""
+        return sorted(set(text) - self.index.keys()) if self.is_chars else []
+
+    def split(self, text: str) -> list[str]:
+        """The tokens of ``text``. A START in front and an END at the end (a decoder sequence) are tokens of their own
+        for every kind of units; what is between them is split by the units."""
+        if self.is_chars:
+            return list(text)
+        start = [START] if text.startswith(START) else []
+        end = [END] if text.endswith(END) and len(text) > len(start) else []
+        return start + self.units.split(text[len(start): len(text) - len(end)]) + end
+
+    def length(self, text: str) -> int:
+        """How many tokens (encoder or decoder steps) ``text`` takes."""
+        return len(text) if self.is_chars else len(self.split(text))
 
     def encode(self, text: str) -> list[int]:
-        """Ids of the characters of ``text``; unknown characters raise :class:`MinilstmError` naming them."""
+        """Ids of the tokens of ``text``; unknown characters raise :class:`MinilstmError` naming them."""
         unknown = self.unknown_chars(text)
         if unknown:
             raise MinilstmError(f"unknown character(s) {_show_chars(unknown)} in {_show_text(text)}")
-        return [self.index[c] for c in text]
+        return [self.index[c] for c in self.split(text)]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """The characters of ``ids`` joined into a string."""
-        return "".join(self.chars[int(i)] for i in ids)
+        """The tokens of ``ids`` joined into text (markers dropped, for units other than characters)."""
+        tokens = [self.tokens[int(i)] for i in ids]
+        if self.is_chars:
+            return "".join(tokens)
+        return self.units.join(t for t in tokens if t not in MARKERS)
 
-    def to_json(self) -> list[str]:
-        """The characters in id order: all a checkpoint needs to rebuild the vocabulary."""
-        return list(self.chars)
+    def to_json(self):
+        """What a checkpoint's config.json needs to rebuild the vocabulary: the characters in id order (the
+        example's, kept as they were), or the units' description and the tokens. A SentencePiece model's bytes
+        are stored beside (``units_model``)."""
+        if self.is_chars:
+            return list(self.tokens)
+        return {**self.units.to_json(), "tokens": list(self.tokens)}
+
+    @property
+    def units_model(self) -> bytes | None:
+        """The SentencePiece model file's bytes, or None for units that need none."""
+        return getattr(self.units, "model", None)
 
     @classmethod
-    def from_json(cls, chars: list[str]) -> Vocab:
-        """Rebuild from :meth:`to_json`'s list, keeping its order (ids must not move)."""
-        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
-            raise MinilstmError("vocabulary must be a list of single characters (corrupt checkpoint?)")
-        return cls(chars)
+    def from_json(cls, config, units_model: bytes | None = None) -> Vocab:
+        """Rebuild from :meth:`to_json`'s value (and the SentencePiece model's bytes), keeping the order (ids must
+        not move)."""
+        if isinstance(config, list):
+            if not all(isinstance(c, str) and len(c) == 1 for c in config):
+                raise MinilstmError("vocabulary must be a list of single characters (corrupt checkpoint?)")
+            return cls(config)
+        tokens = config.get("tokens") if isinstance(config, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+            raise MinilstmError("vocabulary must list its tokens (corrupt checkpoint?)")
+        units = units_from_json(config, units_model)
+        vocab = cls.from_units(units)
+        if vocab.tokens != tokens:
+            raise MinilstmError(f"the vocabulary's tokens do not match its {units.name} units (corrupt checkpoint?)")
+        return vocab
 
     def _lookup(self, codes: np.ndarray) -> np.ndarray:
         """Ids for an array of code points (uint32), -1 for those not in the vocabulary."""
@@ -121,6 +180,11 @@ def _encode_padded(texts: Sequence[str], vocab: Vocab, width: int, what: str) ->
     out = np.full((n, width), vocab.index[PAD], dtype=np.int32)
     if n == 0:
         return out
+    if not vocab.is_chars:  # words or pieces: the units split each text (SentencePiece in C++)
+        for i, text in enumerate(texts):
+            ids = vocab.encode(text)
+            out[i, : len(ids)] = ids
+        return out
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
     utf32 = "".join(texts).encode("utf-32-le", "surrogatepass")
     codes = np.frombuffer(utf32, dtype=np.uint32)
@@ -143,11 +207,13 @@ def _encode_padded(texts: Sequence[str], vocab: Vocab, width: int, what: str) ->
     return out
 
 
-def _check_lengths(texts: Sequence[str], max_len: int, what: str, note: str = "") -> None:
+def _check_lengths(texts: Sequence[str], max_len: int, what: str, note: str = "", vocab: Vocab | None = None) -> None:
+    measure = len if vocab is None else vocab.length
+    unit = "characters" if vocab is None or vocab.is_chars else "tokens"
     for text in texts:
-        if len(text) > max_len:
+        if measure(text) > max_len:
             raise MinilstmError(
-                f"{what} sentence {_show_text(text)} is too long: {len(text)} characters{note},"
+                f"{what} sentence {_show_text(text)} is too long: {measure(text)} {unit}{note},"
                 f" the model takes at most {max_len}"
             )
 
@@ -163,7 +229,7 @@ def encode_inputs(texts: Sequence[str], vocab: Vocab, min_len: int) -> np.ndarra
     for text in texts:
         if not text.strip():
             raise MinilstmError("cannot translate an empty sentence")
-    width = max([min_len, *map(len, texts)])
+    width = max([min_len, *map(vocab.length, texts)])
     return _encode_padded(texts, vocab, width, "input")
 
 

@@ -5,6 +5,7 @@ corrupt or missing SentencePiece model."""
 
 import numpy as np
 import pytest
+from test_recipe import history, train, weights
 
 from minilstm import training
 from minilstm.checkpoint import UNITS_FILES, load_checkpoint
@@ -13,8 +14,6 @@ from minilstm.errors import MinilstmError
 from minilstm.evaluate import evaluate_pairs
 from minilstm.train import parse_args
 from minilstm.units import SPACE
-
-from test_recipe import history, train, weights
 
 TINY = ["--num-samples", "600", "--batch-size", "16", "--latent-dim", "8", "--num-decodes", "0", "--progress",
         "never", "--seed", "3", "--epochs", "2", "--embedding-dim", "6", "--attention", "general", "--no-input-feed",

@@ -39,8 +39,9 @@ def test_a_sentencepiece_checkpoint_is_self_contained(sentencepiece_run):
     assert dataset.input_vocab == model.input_vocab and dataset.target_vocab == model.target_vocab
     # the pieces were learnt from the training pairs: learnt again from them alone, they are the same
     assert dataset.input_vocab.units.model == model.input_vocab.units.model
-    steps = dataset.input_lengths()
-    assert steps.max() == model.max_encoder_len < max(map(len, dataset.input_texts))  # fewer steps than characters
+    assert dataset.input_lengths().max() == model.max_encoder_len
+    assert dataset.input_lengths().sum() < sum(map(len, dataset.input_texts))  # fewer steps than characters
+    assert dataset.target_steps().sum() < sum(len(t) - 1 for t in dataset.target_texts)
 
 
 def test_sentencepiece_models_translate_and_evaluate(sentencepiece_run):

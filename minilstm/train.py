@@ -98,6 +98,9 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--units", default=default("char"), metavar="UNITS",
                    help="what the model reads and writes: char (the Keras example's), word, or sentencepiece:N "
                         "(sentencepiece-bpe:N) pieces learnt from the training pairs, one model per language")
+    p.add_argument("--joint-units", action="store_true", default=default(False),
+                   help="with --units word or sentencepiece: one vocabulary learnt from both languages together, "
+                        "used on both sides")
     p.add_argument("--embedding-dim", type=positive_int, default=default(0), metavar="E",
                    help="a trained (V, E) embedding table before each LSTM stack instead of one-hot characters "
                         "(0: one-hot, the Keras example's)")
@@ -207,7 +210,9 @@ def parse_args(argv, prepare_out=True):
     parser = build_parser()
     args = parser.parse_args(argv)
     given = {k for k, v in vars(build_parser(with_defaults=False).parse_args(argv)).items() if v is not None}
-    parse_units(args.units)
+    if parse_units(args.units)[0] == "char" and args.joint_units:
+        raise MinilstmError("--joint-units learns one vocabulary of words or pieces for both languages: use it with "
+                            "--units word or sentencepiece:N")
     if not args.input_feed and args.attention == "none":
         raise MinilstmError("--no-input-feed is for models with --attention (dot, general or concat)")
     if args.embedding_dropout > 0 and not args.embedding_dim:

@@ -107,7 +107,8 @@ def training_data(args) -> tuple[Dataset, np.ndarray, np.ndarray]:
     pairs = resolve_pairs(args.data, args.num_samples)
     if args.validation_data is None:
         train_idx, val_idx = validation_rows(pairs, args.validation_split, args.validation_split_mode, args.seed)
-        dataset = Dataset.from_pairs(pairs, *unit_vocabularies(args.units, [pairs[k] for k in train_idx]))
+        train_pairs = [pairs[k] for k in train_idx]
+        dataset = Dataset.from_pairs(pairs, *unit_vocabularies(args.units, train_pairs, args.joint_units))
         if args.validation_split_mode == "random":
             sentences = len({pairs[k][0] for k in val_idx})
             print(f"Holding out the {len(val_idx):,} pairs of {sentences:,} English sentences drawn at random "
@@ -121,18 +122,23 @@ def training_data(args) -> tuple[Dataset, np.ndarray, np.ndarray]:
                             "left to train on")
     print(f"Validating on the {len(val_pairs):,} pairs of {args.validation_data}; left out "
           f"{len(pairs) - len(train_pairs):,} training pairs with the same English sentences", flush=True)
-    dataset = Dataset.from_pairs(train_pairs + val_pairs, *unit_vocabularies(args.units, train_pairs))
+    dataset = Dataset.from_pairs(train_pairs + val_pairs, *unit_vocabularies(args.units, train_pairs, args.joint_units))
     return dataset, np.arange(len(train_pairs)), np.arange(len(train_pairs), len(dataset))
 
 
-def unit_vocabularies(units: str, train_pairs) -> tuple[Vocab | None, Vocab | None]:
-    """The English and French vocabularies of ``--units`` other than characters, each language's units learnt from
-    the training pairs alone (the held-out ones never shape them); (None, None) for characters, whose vocabularies
-    ``Dataset.from_pairs`` takes from all the pairs, as Keras does."""
+def unit_vocabularies(units: str, train_pairs, joint: bool = False) -> tuple[Vocab | None, Vocab | None]:
+    """The English and French vocabularies of ``--units`` other than characters, learnt from the training pairs
+    alone (the held-out ones never shape them): one per language, or with ``joint`` one from both, used on both
+    sides. (None, None) for characters, whose vocabularies ``Dataset.from_pairs`` takes from all the pairs, as
+    Keras does."""
     if parse_units(units)[0] == "char":
         return None, None
-    print(f"Learning {units} units from the {len(train_pairs):,} training pairs", flush=True)
+    print(f"Learning {'joint ' if joint else ''}{units} units from the {len(train_pairs):,} training pairs",
+          flush=True)
     english, french = (list(dict.fromkeys(side)) for side in zip(*train_pairs, strict=True))
+    if joint:
+        both = Vocab.from_units(learn_units(units, english + french))
+        return both, both
     return Vocab.from_units(learn_units(units, english)), Vocab.from_units(learn_units(units, french))
 
 

@@ -72,6 +72,14 @@ def test_word_models_train_and_translate(tmp_path):
     assert all(isinstance(t, str) for t in translate_texts(model, ["Go.", "Zyxwv qqq."]))
 
 
+def test_joint_units_share_one_vocabulary_and_survive_the_checkpoint(tmp_path):
+    assert train([*TINY, *SENTENCEPIECE, "--joint-units", "--out", tmp_path]) == 0
+    model = load_checkpoint(tmp_path / "final").model
+    assert model.input_vocab == model.target_vocab and len(model.input_vocab) == 403
+    assert model.input_vocab.units.model == model.target_vocab.units.model
+    assert all(isinstance(t, str) for t in translate_texts(model, ["Go.", "I'm sick."]))
+
+
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
 def test_a_damaged_sentencepiece_model_is_one_line(tmp_path, sentencepiece_run, damage):
     import shutil
@@ -99,11 +107,12 @@ def test_exports_and_the_server_refuse_other_units_in_one_line(tmp_path, sentenc
         convert([str(sentencepiece_run / "final"), str(tmp_path / "m.keras")])
 
 
-@pytest.mark.parametrize("units, message", [("sentencepiece:0", "positive whole number"),
-                                            ("chars", "not a kind of units")])
-def test_bad_units_are_refused_before_training(tmp_path, units, message):
+@pytest.mark.parametrize("flags, message", [(["--units", "sentencepiece:0"], "positive whole number"),
+                                            (["--units", "chars"], "not a kind of units"),
+                                            (["--joint-units"], "use it with --units word or sentencepiece")])
+def test_bad_units_are_refused_before_training(tmp_path, flags, message):
     with pytest.raises(MinilstmError, match=message):
-        parse_args([*TINY, "--units", units, "--out", str(tmp_path)])
+        parse_args([*TINY, *flags, "--out", str(tmp_path)])
 
 
 def test_more_pieces_than_the_training_pairs_allow_is_one_line(tmp_path):

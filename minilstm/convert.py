@@ -335,8 +335,9 @@ def main(argv=None) -> int:
         from .onnx_export import export_onnx
 
         export_onnx(model, dest)
-        print(f"Wrote {dest}: encoder.onnx, decoder_step.onnx and vocab.json (decode them with onnxruntime alone: "
-              "README, \"Convert\")")
+        units = " and the SentencePiece models" if model.units_models() else ""
+        print(f"Wrote {dest}: encoder.onnx, decoder_step.onnx and vocab.json{units} (decode them with onnxruntime "
+              "alone: docs/guide/convert.md)")
         return 0
     if suffix == TORCH_SUFFIX:
         checkpoint_to_torch(model, dest)

@@ -292,7 +292,7 @@ def translate_texts(model, texts: list[str], batch_size: int = 512, beam_width: 
     if not split_sentences:
         return _translate_sentences(model, texts, batch_size, beam_width, temperature, seed, attention_maps, n_best,
                                     length_penalty)
-    plan = split_texts(texts, model.max_encoder_len)
+    plan = split_texts(texts, model.max_encoder_len, model.input_vocab.length)
     maps = None if attention_maps is None else []
     decoded = _translate_sentences(model, plan.sentences, batch_size, beam_width, temperature, seed, maps, n_best,
                                    length_penalty)
@@ -347,9 +347,39 @@ def _translate_sentences(model, texts: list[str], batch_size: int, beam_width: i
             results[k] = [model.target_vocab.decode(x) for x in ids] if n_best else model.target_vocab.decode(ids)
             if maps is not None:
                 maps_by_text[k] = maps[j][:, : steps_of[k]]
+                if not model.input_vocab.is_chars or not model.target_vocab.is_chars:
+                    maps_by_text[k] = characters_map(maps_by_text[k], model.input_vocab, texts[k],
+                                                     model.target_vocab, ids)
     if want_maps:
         attention_maps.extend(maps_by_text)
     return results
+
+
+def characters_map(weights, input_vocab, text: str, target_vocab, ids) -> np.ndarray:
+    """An attention map over tokens (a row per generated token and one for END if it ended, a column per token
+    of ``text``) as one over characters (a row per character of the translation and END, a column per character
+    of ``text``), as a character model draws it: each character carries the weight of the token it is part of, so
+    that a word or piece shows as a block. A character spelt by several tokens (SentencePiece's byte fallback)
+    carries their sum as an input, and their mean as an output; a marker generated mid-sentence has no row."""
+    weights = np.asarray(weights, dtype=np.float64)
+    columns = _tokens_to_chars(input_vocab.locate(text), len(text))  # (input tokens, characters)
+    by_char = weights @ columns
+    translation, spans = target_vocab.decode_located(ids)
+    rows = _tokens_to_chars(spans, len(translation)).T  # (characters, generated tokens)
+    rows /= np.maximum(rows.sum(axis=1, keepdims=True), 1)
+    out = rows @ by_char[: len(ids)]
+    return np.concatenate([out, by_char[len(ids) :]])  # and the END row, where there is one
+
+
+def _tokens_to_chars(spans: list, length: int) -> np.ndarray:
+    """(tokens, characters) 0/1: 1 where the character lies in the token's span; an empty span holds the character
+    at its start (the first bytes of a character spelt in bytes), a None span nothing."""
+    out = np.zeros((len(spans), length))
+    for t, span in enumerate(spans):
+        if span is not None and length:
+            start, end = span
+            out[t, min(start, length - 1) : max(end, min(start, length - 1) + 1)] = 1
+    return out
 
 
 # -- the flags of translate, evaluate and serve ------------------------------------------------------------------

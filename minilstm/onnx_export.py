@@ -13,8 +13,12 @@
 - ``decoder_step.onnx``: ``prev_ids`` int64 (batch,) and every output of the encoder, by the same names -> ``logits``
   (batch, target vocabulary), the next state as ``h_out``, ``c_out`` [, ``feed_out``], and, with attention,
   ``attention`` (batch, source_len): this step's weights.
-- ``vocab.json``: both vocabularies and the decoding settings (the ids of START and END, the padding character and
-  the length to pad to, the longest output): with it a program needs nothing of minilstm (docs/guide/convert.md).
+- ``vocab.json``: both vocabularies (their tokens in id order) and the decoding settings (the ids of START and END,
+  the padding token and the length to pad to, the longest output), and how a text becomes tokens and back
+  (``units``: ``char``; ``word``, with the pattern of a word; or ``sentencepiece:N``): with it a program needs
+  nothing of minilstm (docs/guide/convert.md).
+- ``input_units.model``, ``target_units.model``: a model of SentencePiece pieces' two SentencePiece models, which
+  the ``sentencepiece`` library loads to split a text into pieces and join pieces back.
 
 The layers are ONNX's own operators (opset 17): the standard ``LSTM`` (``layout`` 0, time-major: onnxruntime
 refuses 1), a ``Gather`` from an identity matrix for the one-hot characters (from the embedding table, a model
@@ -34,8 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import UNITS_FILES
 from .errors import MinilstmError
 from .files import describe_os_error
+from .units import SPACE, UNKNOWN, WORD_PATTERN
 from .vocab import END, PAD, START
 
 OPSET = 17
@@ -53,9 +59,6 @@ def import_onnx():
 
 def check_exportable(model):
     """Raise one line naming what the exporter cannot write (nothing to say: return)."""
-    if not (model.input_vocab.is_chars and model.target_vocab.is_chars):
-        raise MinilstmError(f"this model reads and writes {model.input_vocab.units.name} units: the ONNX export "
-                            "writes character models only (translate and evaluate take every model)")
     if model.dtype != np.float32:
         raise MinilstmError(f"this model is {model.dtype}: the ONNX export writes float32 models only (onnxruntime's "
                             "LSTM operator does not run float64); train with --dtype float32 to export it")
@@ -264,17 +267,20 @@ def _attention(g, model, weights, query, inputs, outputs, onnx):
 
 
 def vocab_and_settings(model) -> dict:
-    """What a program needs besides the two graphs: characters, special ids, padding, the length limit."""
+    """What a program needs besides the two graphs: tokens, special ids, padding, the length limit, the units."""
+    units = model.input_vocab.units.name
     return {
-        "input_vocab": model.input_vocab.chars,
-        "target_vocab": model.target_vocab.chars,
+        "units": units,
+        **({"word_pattern": WORD_PATTERN, "space_mark": SPACE, "unknown": UNKNOWN} if units == "word" else {}),
+        "input_vocab": model.input_vocab.tokens,
+        "target_vocab": model.target_vocab.tokens,
         "start_id": model.target_vocab.index[START],
         "end_id": model.target_vocab.index[END],
         "pad_char": PAD,
         # inputs are padded with pad_char to max(pad_to, their own length); sentences of one padded length decode
         # together (minilstm translate does the same): a model trained with --mask-padding pads nothing
         "pad_to": 0 if model.arch.mask_padding else model.max_encoder_len,
-        "max_steps": model.max_decoder_len + 1,  # decoding stops at END or after this many characters
+        "max_steps": model.max_decoder_len + 1,  # decoding stops at END or after this many tokens
         "attention": model.arch.attention,
         "input_feed": model.arch.input_feed,
         # the encoder's outputs, which decoder_step reads by the same names; those of them that every step
@@ -300,6 +306,8 @@ def export_onnx(model, dest: Path):
         tmp.mkdir()
         for name, proto in files.items():
             (tmp / name).write_bytes(proto.SerializeToString())
+        for side, units_model in model.units_models().items():
+            (tmp / UNITS_FILES[side]).write_bytes(units_model)
         (tmp / "vocab.json").write_text(json.dumps(vocab_and_settings(model), ensure_ascii=False, indent=1) + "\n",
                                         encoding="utf-8")
         os.replace(tmp, dest)

@@ -117,18 +117,20 @@ def _interleave(gaps: list[str], pieces: list[str]) -> str:
     return gaps[0] + "".join(piece + gap for piece, gap in zip(pieces, gaps[1:], strict=True))
 
 
-def split_texts(texts: list[str], max_len: int | None = None) -> SentencePlan:
-    """The sentences of ``texts``, none longer than ``max_len`` characters (None: no limit), and their places."""
+def split_texts(texts: list[str], max_len: int | None = None, measure=len) -> SentencePlan:
+    """The sentences of ``texts``, none longer than ``max_len`` (None: no limit), and their places. A sentence's
+    length is ``measure(sentence)``: its characters, or the tokens a model of words or pieces reads (one
+    character at most is left longer, when a single one takes more)."""
     if max_len is not None and max_len < 1:
         raise ValueError(f"max_len must be at least 1, not {max_len}")
-    return SentencePlan([TextLayout(text, _sentence_spans(text, max_len)) for text in texts])
+    return SentencePlan([TextLayout(text, _sentence_spans(text, max_len, measure)) for text in texts])
 
 
-def _sentence_spans(text: str, max_len: int | None) -> list[tuple[int, int]]:
+def _sentence_spans(text: str, max_len: int | None, measure) -> list[tuple[int, int]]:
     spans = []
     for line in LINE.finditer(text):
         for start, end in _segment(line.group()):
-            spans.extend(_fit(text, line.start() + start, line.start() + end, max_len))
+            spans.extend(_fit(text, line.start() + start, line.start() + end, max_len, measure))
     return spans or [(0, len(text))]  # nothing but whitespace: the text as it is
 
 
@@ -155,11 +157,11 @@ def _segment(line: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _fit(text: str, start: int, end: int, max_len: int | None) -> list[tuple[int, int]]:
-    """``text[start:end]`` as pieces of at most ``max_len`` characters: cut at the clause boundary nearest its
+def _fit(text: str, start: int, end: int, max_len: int | None, measure=len) -> list[tuple[int, int]]:
+    """``text[start:end]`` as pieces of at most ``max_len`` (``measure``): cut at the clause boundary nearest its
     middle, else the space nearest it, else at the middle itself, and each side cut again until it fits. Cutting
     near the middle keeps the pieces long enough to read as clauses."""
-    if max_len is None or end - start <= max_len:
+    if max_len is None or end - start <= 1 or measure(text[start:end]) <= max_len:
         return [(start, end)]
     sentence = text[start:end]
     for pattern in (CLAUSE_CUT, SPACE_CUT):
@@ -172,4 +174,5 @@ def _fit(text: str, start: int, end: int, max_len: int | None) -> list[tuple[int
         cut = len(sentence) // 2
     left = sentence[:cut].rstrip()
     right_start = start + cut + (len(sentence[cut:]) - len(sentence[cut:].lstrip()))
-    return _fit(text, start, start + len(left), max_len) + _fit(text, right_start, end, max_len)
+    return (_fit(text, start, start + len(left), max_len, measure)
+            + _fit(text, right_start, end, max_len, measure))

@@ -26,12 +26,16 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from .errors import MinilstmError
 
 SPACE = "\u2581"
 """How words and pieces mark a space before them (SentencePiece's 'lower one eighth block')."""
 UNKNOWN = "<unk>"
-_WORD = re.compile(r"(\s*)(\w+|[^\w\s])")
+WORD_PATTERN = r"(\s*)(\w+|[^\w\s])"
+"""A word token: the whitespace before it (kept as a ``▁`` mark), then a run of word characters or one other."""
+_WORD = re.compile(WORD_PATTERN)
 
 
 class CharUnits:
@@ -44,6 +48,12 @@ class CharUnits:
 
     def join(self, tokens: Iterable[str]) -> str:
         return "".join(tokens)
+
+    def locate(self, text: str) -> list[tuple[int, int]]:
+        return [(i, i + 1) for i in range(len(text))]
+
+    def join_spans(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
+        return [(i, i + 1) for i in range(len(tokens))]
 
     def to_json(self) -> dict:
         return {"units": self.name}
@@ -69,6 +79,19 @@ class WordUnits:
 
     def join(self, tokens: Iterable[str]) -> str:
         return join_words(tokens)
+
+    def locate(self, text: str) -> list[tuple[int, int]]:
+        """Where each token of ``split(text)`` lies in ``text``: its word or mark with the whitespace before it."""
+        return [m.span() for m in _WORD.finditer(text)]
+
+    def join_spans(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
+        """Where each token lies in ``join(tokens)``: a marked token's space is its own."""
+        spans, end = [], 0
+        for k, token in enumerate(tokens):
+            length = len(token) - (k == 0 and token.startswith(SPACE))  # join drops a leading space
+            spans.append((end, end + length))
+            end += length
+        return spans
 
     def to_json(self) -> dict:
         return {"units": self.name}  # the words are the vocabulary's tokens
@@ -137,8 +160,27 @@ class SentencePieceUnits:
     def join(self, tokens: Iterable[str]) -> str:
         return self.processor.decode_pieces(list(tokens))
 
+    def locate(self, text: str) -> list[tuple[int, int]]:
+        """Where each piece of ``split(text)`` lies in ``text`` (a piece's spaces are its own; of the bytes that spell
+        one character, the last holds it and the others are empty at its start)."""
+        return _char_spans(self.processor.encode(text, return_type="proto"), text)
+
+    def join_spans(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
+        """Where each piece lies in ``join(tokens)``."""
+        decoded = self.processor.decode([self.processor.piece_to_id(t) for t in tokens], return_type="proto")
+        return _char_spans(decoded, decoded.text)
+
     def to_json(self) -> dict:
         return {"units": self.name}
+
+
+def _char_spans(proto, text: str) -> list[tuple[int, int]]:
+    """SentencePiece's pieces' UTF-8 byte offsets in ``text`` as character offsets."""
+    char_at = np.zeros(len(text.encode("utf-8")) + 1, dtype=np.int64)
+    ends = np.cumsum([len(ch.encode("utf-8")) for ch in text], dtype=np.int64)
+    char_at[ends] = 1
+    char_at = np.cumsum(char_at)  # bytes before offset b belong to char_at[b] whole characters
+    return [(int(char_at[p.begin]), int(char_at[p.end])) for p in proto.pieces]
 
 
 def units_spec(model_type: str, pieces: int) -> str:

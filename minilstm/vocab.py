@@ -125,6 +125,21 @@ class Vocab:
             return "".join(tokens)
         return self.units.join(t for t in tokens if t not in MARKERS)
 
+    def locate(self, text: str) -> list[tuple[int, int]]:
+        """Where each token of ``split(text)`` lies in ``text``, as character offsets (text without markers)."""
+        return self.units.locate(text)
+
+    def decode_located(self, ids: Sequence[int]) -> tuple[str, list[tuple[int, int] | None]]:
+        """``decode(ids)`` and where each id's token lies in it (None for a marker, which decodes to nothing)."""
+        tokens = [self.tokens[int(i)] for i in ids]
+        if self.is_chars:
+            return "".join(tokens), [(k, k + 1) for k in range(len(tokens))]
+        kept = [k for k, t in enumerate(tokens) if t not in MARKERS]
+        spans: list[tuple[int, int] | None] = [None] * len(tokens)
+        for k, span in zip(kept, self.units.join_spans([tokens[k] for k in kept]), strict=True):
+            spans[k] = span
+        return self.decode(ids), spans
+
     def to_json(self):
         """What a checkpoint's config.json needs to rebuild the vocabulary: the characters in id order (the
         example's, kept as they were), or the units' description and the tokens. A SentencePiece model's bytes

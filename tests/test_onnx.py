@@ -178,6 +178,31 @@ def test_the_files_are_valid_onnx_with_symbolic_batch_and_time(data, tmp_path):
     assert (weights[1, 1:] == 0).all() and (weights[2, 4:] == 0).all() and (weights[0] > 0).all()
 
 
+@pytest.mark.parametrize("kind", ["sentencepiece", "word"])
+def test_a_model_of_words_or_pieces_exports_and_decodes_as_translate(data, tmp_path, kind):
+    """The units travel with the files (vocab.json's ``units``, and the SentencePiece models), and the guide's
+    loop, run as written there, splits, decodes and joins exactly as ``Seq2Seq.translate``."""
+    from minilstm.units import learn_units
+    from minilstm.vocab import Vocab
+
+    pairs, _ = data
+    spec = "sentencepiece:400" if kind == "sentencepiece" else "word"
+    ds = Dataset.from_pairs(pairs, Vocab.from_units(learn_units(spec, [en for en, _ in pairs])),
+                            Vocab.from_units(learn_units(spec, [fr for _, fr in pairs])))
+    model = trained_model((pairs, ds), {"embedding_dim": 12, "attention": "general", "mask_padding": True})
+    dest = export(model, tmp_path)
+    settings = json.loads((dest / "vocab.json").read_text(encoding="utf-8"))
+    assert settings["units"] == model.input_vocab.units.name and settings["input_vocab"] == model.input_vocab.tokens
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        ["decoder_step.onnx", "encoder.onnx", "vocab.json"]
+        + (["input_units.model", "target_units.model"] if kind == "sentencepiece" else []))
+    texts = [english for english, _ in pairs[::3]][:200] + ["Who are you? \u2603", "Zorblax  ran."]
+    ours = model.translate(texts, split_sentences=False)
+    assert len(set(ours)) > 10, ours[:20]  # the decodes differ from sentence to sentence
+    load, onnx_translate = readme_onnx_functions()
+    assert onnx_translate(load(str(dest)), texts) == ours
+
+
 def test_onnx_export_refusals(data, tmp_path, capsys):
     pairs, ds = data
     float64 = Seq2Seq("numpy", ds.input_vocab, ds.target_vocab, ds.max_encoder_len, ds.max_decoder_len,

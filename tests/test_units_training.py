@@ -1,7 +1,7 @@
 """Word and SentencePiece models end to end: they train (units learnt from the training pairs only), their checkpoint
 holds the SentencePiece models and rebuilds the same vocabularies, translate and evaluate read them, a run stopped
-mid-epoch resumes to the bit, and what does not take them yet (ONNX, Keras, the server) says so in one line; so does a
-corrupt or missing SentencePiece model."""
+mid-epoch resumes to the bit, ``models.build`` ships one with its units, and the Keras export (the example's model is
+one of characters) refuses one in one line; so does a corrupt or missing SentencePiece model."""
 
 import numpy as np
 import pytest
@@ -96,15 +96,23 @@ def test_a_damaged_sentencepiece_model_is_one_line(tmp_path, sentencepiece_run, 
     assert "\n" not in str(e.value) and str(copy) in str(e.value)
 
 
-def test_exports_and_the_server_refuse_other_units_in_one_line(tmp_path, sentencepiece_run):
+def test_the_keras_export_refuses_other_units_in_one_line(tmp_path, sentencepiece_run):
     from minilstm.convert import main as convert
-    from minilstm.onnx_export import check_exportable
 
-    model = load_checkpoint(sentencepiece_run / "final").model
-    with pytest.raises(MinilstmError, match="ONNX export writes character models only"):
-        check_exportable(model)
     with pytest.raises(MinilstmError, match="Keras example's model is a character model"):
         convert([str(sentencepiece_run / "final"), str(tmp_path / "m.keras")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_ships_a_sentencepiece_model_with_its_pieces(tmp_path, sentencepiece_run):
+    from minilstm.models.build import main as build
+
+    assert build(["--from", str(sentencepiece_run), "--dest", str(tmp_path / "shipped")]) == 0
+    assert all((tmp_path / "shipped" / name).is_file() for name in UNITS_FILES.values())
+    texts = ["Go.", "I'm sick.", "Who are you?"]
+    shipped, trained = load_checkpoint(tmp_path / "shipped").model, load_checkpoint(sentencepiece_run / "best").model
+    assert shipped.input_vocab == trained.input_vocab and shipped.target_vocab == trained.target_vocab
+    assert translate_texts(shipped, texts, beam_width=2) == translate_texts(trained, texts, beam_width=2)
 
 
 @pytest.mark.parametrize("flags, message", [(["--units", "sentencepiece:0"], "positive whole number"),

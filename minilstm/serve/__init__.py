@@ -119,9 +119,6 @@ def main(argv=None) -> int:
         print(note, file=sys.stderr)
     sock = _listen(args.host, args.port)
     model = load_checkpoint(path, backend=args.backend).model
-    if not model.input_vocab.is_chars:
-        raise MinilstmError(f"{path} reads and writes {model.input_vocab.units.name} units: the server serves "
-                            "character models only (translate and evaluate take every model)")
     translator = Translator(model, args.beam_width, args.length_penalty)
     metrics = Metrics()
     batcher = Batcher(translator.decode, args.max_batch, args.max_delay_ms / 1000, args.max_queue, metrics)

@@ -1,4 +1,4 @@
-"""The model's side of ``minilstm serve``: what a request's texts become (sentences of characters the model knows, the
+"""The model's side of ``minilstm serve``: what a request's texts become (sentences the model can read, the
 markup of an HTML text kept aside), decoding a batch of sentences on the decoder thread, and the texts put back
 together from the sentences' answers."""
 
@@ -44,7 +44,8 @@ class RequestPlan:
         for count in self.segment_counts:
             self.dropped.append(sorted({ch for _, lost in cleaned[start : start + count] for ch in lost}))
             start += count
-        self.plan = split_texts([segment for segment, _ in cleaned], translator.model.max_encoder_len)
+        self.plan = split_texts([segment for segment, _ in cleaned], translator.model.max_encoder_len,
+                                translator.model.input_vocab.length)
         self.decoded = [k for k, sentence in enumerate(self.plan.sentences) if sentence.strip()]
         self.sentences = [translator.known_sentence(self.plan.sentences[k]) for k in self.decoded]
         self.attention = translator.has_attention and not html
@@ -93,7 +94,10 @@ class Translator:
 
     def clean(self, text: str) -> tuple[str, list[str]]:
         """The text without the characters the model never saw, and those characters (sorted, once each). Whitespace
-        it never saw stays (a line break parts sentences), to become a space inside a sentence."""
+        it never saw stays (a line break parts sentences), to become a space inside a sentence. A model of words or
+        pieces drops nothing: an unknown word is ``<unk>``, and SentencePiece spells an unknown character in bytes."""
+        if not self.model.input_vocab.is_chars:
+            return text, []
         vocab = self.model.input_vocab.index
         dropped = sorted({ch for ch in text if ch not in vocab and not ch.isspace()})
         return ("".join(ch for ch in text if ch in vocab or ch.isspace()) if dropped else text), dropped
@@ -104,7 +108,10 @@ class Translator:
         return RequestPlan(self, texts, html)
 
     def known_sentence(self, sentence: str) -> str:
-        """A sentence as the model reads it: whitespace it never saw (a tab, a no-break space) as a space."""
+        """A sentence as the model reads it: whitespace it never saw (a tab, a no-break space) as a space; for words
+        and pieces, whitespace that would read as a marker (a tab, a line break) as a space."""
+        if not self.model.input_vocab.is_chars:
+            return "".join(" " if ch.isspace() and ch.isascii() else ch for ch in sentence)
         vocab = self.model.input_vocab.index
         return "".join(ch if ch in vocab else " " for ch in sentence)
 

@@ -253,7 +253,7 @@ class Seq2Seq:
         p, workspaces = self.params, self._workspaces_of(shard)
         training = dropout_seed is not None
         masks = {}
-        tables = masks["tables"] = self._folded_tables(training)  # backward reads which sides were folded
+        tables = masks["tables"] = self._folded_tables(training, encoder_ids, decoder_ids)  # backward reads them
         if tables["encoder"] is None:
             encoder_ids = self._drop(masks, "encoder_inputs", self._embed(self.encoder_embedding, encoder_ids),
                                      self.arch.embedding_dropout, dropout_seed, row_offset)
@@ -276,16 +276,21 @@ class Seq2Seq:
         logits = self.dense.forward(p, outputs)
         return enc, dec, outputs, logits, masks
 
-    def _folded_tables(self, training: bool) -> dict:
+    def _folded_tables(self, training: bool, encoder_ids, decoder_ids) -> dict:
         """Each side's embedding table where the stack reads it folded into its layer-0 kernel (``LSTM.forward``'s
         ``input_table``: a gather from table @ kernel instead of a GEMM over every position), else None: without
-        embeddings, where dropout acts on the embedded characters themselves, and for an input-feeding decoder
-        (whose layer-0 input is the character and the fed vector together)."""
+        embeddings, where dropout acts on the embedded characters themselves, for an input-feeding decoder (whose
+        layer-0 input is the character and the fed vector together), and where the vocabulary has more tokens
+        than the batch has positions (words or pieces: folding costs V x E x 4H, the GEMM over the positions
+        T x B x E x 4H)."""
         if not self.arch.embedding_dim or (training and self.arch.embedding_dropout):
             return {"encoder": None, "decoder": None}
         p = self.params
-        return {"encoder": p[self.encoder_embedding.weight_name],
-                "decoder": None if self.input_feed else p[self.decoder_embedding.weight_name]}
+
+        def table(embedding, ids):
+            return p[embedding.weight_name] if embedding.vocab_size <= ids.shape[0] * ids.shape[1] else None
+        return {"encoder": table(self.encoder_embedding, encoder_ids),
+                "decoder": None if self.input_feed else table(self.decoder_embedding, decoder_ids)}
 
     # Where each dropout's masks come from: dropout_key(step seed, KEY) (1 and 2 are the stacks' own).
     DROPOUT_KEYS = {"encoder_inputs": 3, "decoder_inputs": 4, "outputs": 5}

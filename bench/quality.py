@@ -7,7 +7,8 @@ along the way; then every snapshot scored on the same held-out sentences.
 
 - training: every run on the same pairs (``--data``, ``--num-samples``) and the same held-out split (20% of the
   English sentences drawn with seed 0, every pair of each: ``minilstm.data.validation_rows``, mode ``random``, as the
-  shipped model), characters as units, ``--minutes`` of training wall time each (``minilstm.train --max-minutes``,
+  shipped model), characters as units unless a configuration asks for others (``--units``: learnt from the training
+  pairs only), ``--minutes`` of training wall time each (``minilstm.train --max-minutes``,
   whose clock starts with the first step: reading the data and building the model are not counted), a snapshot of
   the weights every ``--snapshot-minutes`` and where training stops; one thread per run (``MINILSTM_THREADS=1``,
   ``torch.set_num_threads(1)``), ``--parallel`` runs at a time. Before the timed runs, each of our configurations
@@ -112,17 +113,31 @@ def run_side_by_side(jobs: list[tuple[str, list[str], Path]], parallel: int):
         raise SystemExit(f"error: {', '.join(failed)} failed; see their log.txt under the --out's runs/")
 
 
+def units_of(flags: list[str]) -> str:
+    """The ``--units`` a configuration's minilstm.train flags ask for (the last one wins), or ``char``."""
+    units = "char"
+    for k, flag in enumerate(flags):
+        if flag == "--units" and k + 1 < len(flags):
+            units = flags[k + 1]
+        elif flag.startswith("--units="):
+            units = flag.split("=", 1)[1]
+    return units
+
+
 def warm_up(configs: dict, args):
     """A few steps of each of our configurations on a few pairs: Numba compiles (and caches on disk) the kernels the
     timed run will use, so that its first minute is not spent compiling. Its runs go under ``OUT/runs/warm-up``,
     with the timed runs' checkpoints (not results to keep). Its few steps (one epoch of 256 pairs, whatever
-    the configuration's --epochs) run without warm-up (a cosine schedule needs more steps than warm-up ones); the rate
-    does not change what gets compiled."""
+    the configuration's --epochs) run without warm-up (a cosine schedule needs more steps than warm-up ones), and with
+    words for any units other than characters (256 pairs are too few to learn thousands of pieces from); neither
+    changes what gets compiled."""
     jobs = []
     for name, (engine, flags) in configs.items():
         if engine == "minilstm":
             out = args.out / "runs" / "warm-up" / name
             few_steps = ["--num-samples", "256", "--epochs", "1", "--warmup-steps", "0"]  # after the flags: they win
+            if units_of(flags) != "char":
+                few_steps += ["--units", "word"]  # 256 pairs are too few for thousands of pieces; the same kernels
             jobs.append((f"warm-up {name}", [sys.executable, "-m", "minilstm.train", "--num-decodes", "0", "--progress",
                                              "never", "--backend", "numba", "--out", str(out), *flags, *few_steps],
                          out / "log.txt"))

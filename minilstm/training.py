@@ -259,7 +259,8 @@ class Training:
                   f"{dec.num_layers}-layer decoder of {dec.units} units, dropout {enc.dropout} between layers, "
                   f"{attention}{embedding}", flush=True)
         if args.mask_padding:
-            print("--mask-padding: loss and accuracy count real characters only (not comparable with the Keras-style "
+            real = "characters" if self.dataset.target_vocab.is_chars else "tokens"
+            print(f"--mask-padding: loss and accuracy count real {real} only (not comparable with the Keras-style "
                   "numbers of a run without it)", flush=True)
         self.val_plan = self.batches.plan(self.val_idx, 256, None)
         self.files = RunFiles(args.out, comm, args)

@@ -154,7 +154,7 @@ def worst_recurrence_error(backend_for) -> float:
 def softmax_error(backend) -> float:
     """Softmax cross-entropy against numpy float64, three launches without label smoothing and three with; each
     row's maximum is placed at a different index (low, high, in the last warp's reach) and half the rows are hits,
-    so a wrong argmax shows."""
+    so a wrong argmax shows; then two launches at 4,003 classes (a model of pieces)."""
     rng = np.random.default_rng(2)
     worst = 0.0
     for label_smoothing in (0.0, 0.0, 0.0, 0.1, 0.1, 0.1):
@@ -164,6 +164,14 @@ def softmax_error(backend) -> float:
         targets = np.where(np.arange(12) % 2, top, rng.integers(0, 70, size=12))
         loss, hits, d = backend.softmax_cross_entropy(logits, targets, 1 / 12, label_smoothing)
         ref_loss, ref_hits, ref_d = layers.softmax_cross_entropy(np, logits, targets, 1 / 12, label_smoothing)
+        worst = max(worst, relative_error(d, ref_d), relative_error([loss], [ref_loss]), float(hits != ref_hits))
+    for label_smoothing in (0.0, 0.1):  # a vocabulary of SentencePiece pieces: many blocks' width per row
+        logits = rng.standard_normal((3, 4003)) * 3
+        top = np.array([0, 2050, 4002])
+        logits[np.arange(3), top] = logits.max(axis=1) + 1
+        targets = np.array([0, 7, 4002])
+        loss, hits, d = backend.softmax_cross_entropy(logits, targets, 1 / 3, label_smoothing)
+        ref_loss, ref_hits, ref_d = layers.softmax_cross_entropy(np, logits, targets, 1 / 3, label_smoothing)
         worst = max(worst, relative_error(d, ref_d), relative_error([loss], [ref_loss]), float(hits != ref_hits))
     return worst
 

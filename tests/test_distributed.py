@@ -2,7 +2,7 @@
 
 N ranks of one thread each sum the same gradient parts as one process with N thread shards, so: 2 ranks give its
 weights to the byte (a + b is exact in either order), 3 ranks to 1e-12 in float64 (the order of the sum changes);
-the same with --mask-padding, and after one rank is SIGKILLed and the run resumed under mpiexec. Bad setups stop
+the same with --mask-padding and with SentencePiece units, and after one rank is SIGKILLed and the run resumed under mpiexec. Bad setups stop
 with one line. The NCCL path runs where there are GPUs, and says why it is skipped where there are not.
 """
 
@@ -211,6 +211,25 @@ def uninterrupted(tmp_path_factory):
     rc, _, stderr = train_mpi(2, *RUN, *LONGER, "--out", out)
     assert rc == 0, stderr
     return out
+
+
+@pytest.mark.mpi
+def test_sentencepiece_units_on_two_ranks_give_the_two_shard_weights_to_the_byte(tmp_path):
+    """Every rank learns the pieces from the same training pairs, deterministically, so the ranks agree on the
+    vocabulary, and the run is the one-process run with two shards, to the byte."""
+    run = [*RUN, "--num-samples", "600", "--batch-size", "16", "--mask-padding", "--units", "sentencepiece:400",
+           "--embedding-dim", "8", "--attention", "general", "--no-input-feed", "--epochs", "2"]
+    reference = tmp_path / "one"
+    code = ("import sys; import minilstm.seq2seq as s; s.MIN_SHARD_ROWS = 1; from minilstm.train import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, *run, "--out", str(reference)], capture_output=True,
+                            text=True, timeout=600, env={**ENV, "MINILSTM_THREADS": "2"})
+    assert result.returncode == 0, result.stderr
+    rc, stdout, stderr = train_mpi(2, *run, "--out", tmp_path / "two")
+    assert rc == 0, stderr
+    assert_same_bytes(tmp_path / "two" / "final", reference / "final")
+    assert load_checkpoint(tmp_path / "two" / "final").model.input_vocab.units.name == "sentencepiece:400"
+    assert [h["loss"] for h in history(tmp_path / "two")] == [h["loss"] for h in history(reference)]
 
 
 @pytest.mark.mpi

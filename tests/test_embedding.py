@@ -235,15 +235,28 @@ def test_folded_tables_equal_the_gather_then_gemm(monkeypatch, rng, backend, nam
                                seed=int(rng.integers(1000)))
     model = copy_to_backend(reference, backend)
     batch = random_batch(rng, reference, 7)
-    folded = model._folded_tables(False)
+    enc_ids, dec_ids = (model.time_major(ids) for ids in batch[:2])
+    folded = model._folded_tables(False, enc_ids, dec_ids)
     assert folded["encoder"] is not None and (folded["decoder"] is None) == model.input_feed
     folded_loss = float(model.forward_backward(*batch, dropout_seed=3)[0])
     folded_grads = {key: np.array(grad) for key, grad in model.grads.items()}
-    monkeypatch.setattr(model, "_folded_tables", lambda training: {"encoder": None, "decoder": None})
+    monkeypatch.setattr(model, "_folded_tables", lambda *_: {"encoder": None, "decoder": None})
     plain_loss = float(model.forward_backward(*batch, dropout_seed=3)[0])
     assert folded_loss == pytest.approx(plain_loss, rel=1e-13)
     for key, grad in model.grads.items():
         assert relative_error(folded_grads[key], grad) < 1e-12, key
+
+
+def test_a_vocabulary_larger_than_the_batch_is_not_folded(rng):
+    """Folding costs V x E x 4H, the GEMM over the positions T x B x E x 4H: with more tokens than positions (words,
+    pieces) each side gathers its rows instead, whatever the other side does."""
+    model = embedded_model("numpy", OPTIONS["attention-dot-no-feed"], embedding_dim=3, units=4, n_in=7, n_out=40,
+                           enc_len=5, dec_len=6)
+    enc_ids, dec_ids = (model.time_major(ids) for ids in random_batch(rng, model, 3)[:2])  # 15 and 18 positions
+    folded = model._folded_tables(False, enc_ids, dec_ids)
+    assert folded["encoder"] is not None and folded["decoder"] is None
+    folded = model._folded_tables(False, enc_ids[:2], dec_ids)  # 6 positions, 7 tokens
+    assert folded["encoder"] is None and folded["decoder"] is None
 
 
 # -- padding --------------------------------------------------------------------------------------------------------

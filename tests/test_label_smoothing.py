@@ -12,7 +12,8 @@ from test_cupy_backend import TOL, close, device  # noqa: F401 - the device fixt
 from minilstm import layers
 from minilstm.backends import get_backend
 
-SHAPES = [(1, 3), (5, 3), (8, 7), (1, 90), (37, 90), (300, 129)]  # (rows, V): batch 1, V = 3, wider than a block
+SHAPES = [(1, 3), (5, 3), (8, 7), (1, 90), (37, 90), (300, 129),  # (rows, V): batch 1, V = 3, wider than a block
+          (3, 4003), (40, 8003)]  # the output layers of SentencePiece pieces
 
 
 def random_case(rng, rows, vocab, ignore=True):

@@ -237,10 +237,12 @@ def softmax_cross_entropy(logits, target_ids, grad_scale, d_logits, label_smooth
                 top = logits[n, k]
                 best = k
         total = 0.0
+        shifted_sum = 0.0  # sum_k (z_k - max) in float64, for label smoothing (the same pass: one read of the row)
         for k in range(vocab):
             e = math.exp(logits[n, k] - top)
             d_logits[n, k] = e
             total += e
+            shifted_sum += np.float64(logits[n, k] - top)
         target = target_ids[n]
         if target < 0:  # IGNORE: a padding position under --mask-padding
             for k in range(vocab):
@@ -255,9 +257,6 @@ def softmax_cross_entropy(logits, target_ids, grad_scale, d_logits, label_smooth
                 d_logits[n, k] = d_logits[n, k] * inv_total * grad_scale
             d_logits[n, target] = (p_target - 1.0) * grad_scale  # subtract before scaling: exact 0 when p = 1
             continue
-        shifted_sum = 0.0  # sum_k (z_k - max), in float64
-        for k in range(vocab):
-            shifted_sum += np.float64(logits[n, k] - top)
         loss_sum += math.log(total) - (1.0 - label_smoothing) * (logits[n, target] - top) - off * shifted_sum
         for k in range(vocab):
             d_logits[n, k] = (d_logits[n, k] * inv_total - off) * grad_scale

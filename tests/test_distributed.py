@@ -1,9 +1,8 @@
-"""Data-parallel training under mpiexec (MPICH from the test extra; oversubscribed on a small machine).
-
-N ranks of one thread each sum the same gradient parts as one process with N thread shards, so: 2 ranks give its
-weights to the byte (a + b is exact in either order), 3 ranks to 1e-12 in float64 (the order of the sum changes);
-the same with --mask-padding and with SentencePiece units, and after one rank is SIGKILLed and the run resumed under mpiexec. Bad setups stop
-with one line. The NCCL path runs where there are GPUs, and says why it is skipped where there are not.
+"""Data-parallel training under mpiexec (MPICH from the test extra; oversubscribed on a small machine). N ranks of one
+thread each sum the same gradient parts as one process with N thread shards, so: 2 ranks give its weights to the
+byte (a + b is exact in either order), 3 ranks to 1e-12 in float64 (the order of the sum changes); the same with
+--mask-padding and with SentencePiece units, and after one rank is SIGKILLed and the run resumed under mpiexec. Bad
+setups stop with one line. The NCCL path runs where there are GPUs, and says why it is skipped where there are not.
 """
 
 import json
@@ -77,6 +76,17 @@ def assert_close_weights(reference_dir: Path, got_dir: Path, tolerance: float):
 
 def history(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+def train_two_shards_of_every_batch(run: list, out: Path) -> Path:
+    """One process, two threads, every batch of two or more rows split into two shards (MIN_SHARD_ROWS lowered to
+    1), as two ranks split it."""
+    code = ("import sys; import minilstm.seq2seq as s; s.MIN_SHARD_ROWS = 1; from minilstm.train import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, *run, "--out", str(out)], capture_output=True,
+                            text=True, timeout=600, env={**ENV, "MINILSTM_THREADS": "2"})
+    assert result.returncode == 0, result.stderr
+    return out
 
 
 def one_line_error(rc, stdout, stderr, *fragments):
@@ -153,12 +163,7 @@ def test_mask_padding_two_ranks_give_the_two_shard_weights_to_the_byte(tmp_path)
     """Buckets make short batches; the reference splits every batch of two or more rows into two shards (its
     MIN_SHARD_ROWS lowered to 1), as two ranks do. A one-row batch is one shard there and 0 + a here: the same."""
     run = [*RUN, "--num-samples", "400", "--batch-size", "16", "--mask-padding"]
-    reference = tmp_path / "one"
-    code = ("import sys; import minilstm.seq2seq as s; s.MIN_SHARD_ROWS = 1; from minilstm.train import main; "
-            "sys.exit(main(sys.argv[1:]))")
-    result = subprocess.run([sys.executable, "-c", code, *run, "--out", str(reference)], capture_output=True,
-                            text=True, timeout=600, env={**ENV, "MINILSTM_THREADS": "2"})
-    assert result.returncode == 0, result.stderr
+    reference = train_two_shards_of_every_batch(run, tmp_path / "one")
     rc, stdout, stderr = train_mpi(2, *run, "--out", tmp_path / "two")
     assert rc == 0, stderr
     assert_same_bytes(tmp_path / "two" / "final", reference / "final")
@@ -219,12 +224,7 @@ def test_sentencepiece_units_on_two_ranks_give_the_two_shard_weights_to_the_byte
     vocabulary, and the run is the one-process run with two shards, to the byte."""
     run = [*RUN, "--num-samples", "600", "--batch-size", "16", "--mask-padding", "--units", "sentencepiece:400",
            "--embedding-dim", "8", "--attention", "general", "--no-input-feed", "--epochs", "2"]
-    reference = tmp_path / "one"
-    code = ("import sys; import minilstm.seq2seq as s; s.MIN_SHARD_ROWS = 1; from minilstm.train import main; "
-            "sys.exit(main(sys.argv[1:]))")
-    result = subprocess.run([sys.executable, "-c", code, *run, "--out", str(reference)], capture_output=True,
-                            text=True, timeout=600, env={**ENV, "MINILSTM_THREADS": "2"})
-    assert result.returncode == 0, result.stderr
+    reference = train_two_shards_of_every_batch(run, tmp_path / "one")
     rc, stdout, stderr = train_mpi(2, *run, "--out", tmp_path / "two")
     assert rc == 0, stderr
     assert_same_bytes(tmp_path / "two" / "final", reference / "final")

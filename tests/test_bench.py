@@ -165,3 +165,24 @@ def test_quality_bench_smoke(tmp_path):
     table = (tmp_path / "quality.md").read_text()
     assert "| config | steps | ms/step | chrF greedy | chrF beam |" in table and "| torch-256-adam |" in table
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_unit_lengths_counts_what_it_says():
+    """bench.unit_lengths on the built-in pairs: characters' lengths are the sentences' own, pieces are never longer
+    than characters, and an epoch of batches of one row runs no padding."""
+    from bench.unit_lengths import epoch_positions, side_lengths
+    from minilstm.data import resolve_pairs
+
+    pairs = resolve_pairs(None, 2000)
+    english = [pair[0] for pair in pairs]
+    distinct = list(dict.fromkeys(english))
+    vocabulary, mean, longest = side_lengths(english, "char", 3)
+    assert vocabulary is None
+    assert mean == pytest.approx(sum(map(len, distinct[::3])) / len(distinct[::3]))
+    assert longest == max(map(len, distinct[::3]))
+    pieces, piece_mean, piece_longest = side_lengths(english, "sentencepiece:400", 3)
+    assert pieces == 400 and piece_mean < mean and piece_longest <= longest
+    run, padding = epoch_positions(pairs, "char", 1)
+    assert padding == 0 and run > len(pairs) * 2  # every French sentence and its END, at least one character
+    batched_run, batched_padding = epoch_positions(pairs, "char", 32)
+    assert batched_run == pytest.approx(run / (1 - batched_padding)) and batched_padding > 0

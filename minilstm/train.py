@@ -161,7 +161,7 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                    help="also write latest/ every N training steps (it is always written after each epoch)")
     p.add_argument("--patience", type=positive_int, default=None, metavar="N",
-                   help="stop early once val_loss has not improved for N epochs (the example over-fits after ~25)")
+                   help="stop early once val_loss has not improved for N epochs (the example over-fits after ~20)")
     p.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
                    help="stop at the first step boundary after M minutes of training wall time (from the start of the "
                         "first step; a resumed run's budget counts afresh), with latest/ written as on Ctrl-C; exit 0")

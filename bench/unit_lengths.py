@@ -6,19 +6,22 @@
   statistic only: training learns them on its training pairs), then every ``--every``-th distinct sentence (in file
   order) is split into them; the table gives the vocabulary, the mean tokens a sentence and the longest;
 - positions: one epoch of the training pairs (``minilstm.training``'s random held-out split, seed 0) in the
-  ``--mask-padding`` plan at batch ``--batch-size``, with units learnt on those pairs as training learns them: the
-  decoder positions run (each batch to its longest French sentence) and the share of them that is padding.
+  ``--mask-padding`` plan at batch ``--batch-size``, with units learnt on those pairs by training's own
+  ``unit_vocabularies``: the decoder positions run (each batch to its longest French sentence) and the share of
+  them that is padding.
 
 Prints a Markdown table; nothing else.
 """
 
 import argparse
+import contextlib
+import io
 
 import numpy as np
 
 from minilstm.data import Batches, Dataset, resolve_pairs, validation_rows
+from minilstm.training import unit_vocabularies
 from minilstm.units import learn_units
-from minilstm.vocab import Vocab
 
 
 class HostArrays:
@@ -43,9 +46,8 @@ def epoch_positions(pairs, units: str, batch_size: int) -> tuple[int, float]:
     """(decoder positions of one epoch of the training pairs in the --mask-padding plan, padding's share)."""
     train_rows, _ = validation_rows(pairs, 0.2, "random", 0)
     train_pairs = [pairs[k] for k in train_rows]
-    vocabs = [None, None]
-    if units != "char":
-        vocabs = [Vocab.from_units(learn_units(units, [pair[side] for pair in train_pairs])) for side in (0, 1)]
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress line would break the table
+        vocabs = unit_vocabularies(units, train_pairs)
     dataset = Dataset.from_pairs(train_pairs, *vocabs)
     batches = Batches(dataset, HostArrays, mask_padding=True)
     plan = batches.plan(np.arange(len(train_pairs)), batch_size, np.random.default_rng(0))

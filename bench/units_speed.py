@@ -47,9 +47,8 @@ def build(args):
     pairs = resolve_pairs(args.data, args.num_samples)
     train_rows, held = validation_rows(pairs, 0.2, "random", 0)
     train_pairs = [pairs[k] for k in train_rows]
-    vocabs = [Vocab.from_units(learn_units(args.units, [pair[side] for pair in train_pairs])) for side in (0, 1)]
-    if args.units == "char":
-        vocabs = [None, None]
+    vocabs = [None, None] if args.units == "char" else [
+        Vocab.from_units(learn_units(args.units, [pair[side] for pair in train_pairs])) for side in (0, 1)]
     dataset = Dataset.from_pairs(pairs, *vocabs)
     model = Seq2Seq("numba", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
                     dataset.max_decoder_len, latent_dim=LATENT, dtype="float32", bidirectional_encoder=True,

@@ -232,12 +232,13 @@ def main(argv=None) -> int:
     print(f"Evaluated {args.checkpoint} on {where}" + (f"; skipped {metrics['skipped_pairs']} with unseen characters "
                                                         "or over-long sentences" if metrics["skipped_pairs"] else ""))
     not_trained = "n/a (trained with --mask-padding)"
+    target_units = {"char": "characters", "word": "words"}.get(checkpoint.model.target_vocab.units.name, "pieces")
     rows = [("loss (Keras-style, padding included)",
              not_trained if metrics["loss"] is None else f"{metrics['loss']:.4f}"),
             ("accuracy (Keras-style, padding included)",
              not_trained if metrics["accuracy"] is None else f"{metrics['accuracy']:.4f}"),
-            ("loss over real characters", f"{metrics['loss_real_characters']:.4f}"),
-            ("accuracy over real characters", f"{metrics['accuracy_real_characters']:.4f}"),
+            (f"loss over real {target_units}", f"{metrics['loss_real_characters']:.4f}"),
+            (f"accuracy over real {target_units}", f"{metrics['accuracy_real_characters']:.4f}"),
             ("decoding", f"{metrics['decoding']} ({metrics['decode_seconds']:.1f} s)"),
             ("exact match (any reference)", f"{metrics['exact_match']:.4f}"),
             ("character error rate (closest reference)", f"{metrics['character_error_rate']:.4f}"),

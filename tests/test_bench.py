@@ -186,3 +186,19 @@ def test_unit_lengths_counts_what_it_says():
     assert padding == 0 and run > len(pairs) * 2  # every French sentence and its END, at least one character
     batched_run, batched_padding = epoch_positions(pairs, "char", 32)
     assert batched_run == pytest.approx(run / (1 - batched_padding)) and batched_padding > 0
+
+
+def test_units_speed_builds_character_and_piece_models():
+    """bench.units_speed's model on characters (no units to learn) and on pieces learnt from the training side."""
+    import argparse
+
+    pytest.importorskip("torch")
+    from bench.units_speed import build
+
+    for units, vocabulary in (("char", None), ("sentencepiece:400", 400)):
+        args = argparse.Namespace(data=None, num_samples=2000, units=units, sentences=8)
+        dataset, train_rows, model, texts = build(args)
+        assert model.target_vocab.units.name == units and len(texts) == 8
+        assert 0 < len(train_rows) < 2000
+        if vocabulary is not None:
+            assert len(model.target_vocab) > vocabulary  # the pieces and the START/END/padding entries

@@ -47,7 +47,7 @@ from minilstm.run_outputs import SNAPSHOTS_FILE
 REPO = Path(__file__).resolve().parents[1]
 
 CONFIGS = {
-    # the shipped model's recipe
+    # the one-hot recipe of the model shipped until 2026-12-06 (Keras initialisers, RMSprop 1e-3)
     "minilstm-bi128": "minilstm:--bidirectional-encoder --latent-dim 128 --attention general --no-input-feed "
                       "--mask-padding",
     "minilstm-256": "minilstm:--latent-dim 256 --attention general --no-input-feed --mask-padding",

@@ -1,6 +1,6 @@
 """Models shipped inside the package: ``DEFAULT_MODEL`` is what ``minilstm serve`` serves with no argument.
 
-``python -m minilstm.models.build`` makes it again from the built-in data (see that module)."""
+``python -m minilstm.models.build --from CHECKPOINT`` packages a trained checkpoint as this model (see that module)."""
 
 from pathlib import Path
 

@@ -6,7 +6,8 @@ and batched greedy decoding, with the output layer as large as the pieces (4,000
 - the model: the quality recipe's (a bidirectional encoder of 2 x 128, a decoder of 256, ``general`` attention
   without input feeding, embeddings of 128, ``--mask-padding``), float32; PyTorch's is ``bench.torch_models``'s
   ``TorchSeq2Seq`` with the same weights (``nn.Embedding``, fused ``nn.LSTM``s, the same attention, ``nn.Linear``);
-- the units: learnt from the training side of the pairs (``minilstm.training``'s held-out split, seed 0);
+- the units: learnt from the training pairs by training's own ``unit_vocabularies`` (the held-out split of
+  ``minilstm.training``, seed 0; each side's distinct sentences);
 - the training step: the same batches for both (``minilstm.data.Batches``: rows of one English length, the decoder
   run to the batch's longest French, padding targets ignored), forward, backward and RMSprop; the contestants take
   turns of ``--steps`` steps, ``--rounds`` times, after untimed warm-up steps; the median per step;
@@ -19,7 +20,9 @@ Prints a table and writes ``--json``; nothing else.
 """
 
 import argparse
+import contextlib
 import datetime
+import io
 import json
 import os
 import statistics
@@ -37,8 +40,8 @@ from bench.torch_models import TorchSeq2Seq  # noqa: E402
 from minilstm.data import Batches, Dataset, encode_inputs, resolve_pairs, validation_rows  # noqa: E402
 from minilstm.optim import RMSprop  # noqa: E402
 from minilstm.seq2seq import Seq2Seq  # noqa: E402
-from minilstm.units import learn_units  # noqa: E402
-from minilstm.vocab import END, START, Vocab  # noqa: E402
+from minilstm.training import unit_vocabularies  # noqa: E402
+from minilstm.vocab import END, START  # noqa: E402
 
 LATENT, EMBEDDING = 128, 128
 
@@ -47,8 +50,8 @@ def build(args):
     pairs = resolve_pairs(args.data, args.num_samples)
     train_rows, held = validation_rows(pairs, 0.2, "random", 0)
     train_pairs = [pairs[k] for k in train_rows]
-    vocabs = [None, None] if args.units == "char" else [
-        Vocab.from_units(learn_units(args.units, [pair[side] for pair in train_pairs])) for side in (0, 1)]
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress line is not part of the report
+        vocabs = unit_vocabularies(args.units, train_pairs)
     dataset = Dataset.from_pairs(pairs, *vocabs)
     model = Seq2Seq("numba", dataset.input_vocab, dataset.target_vocab, dataset.max_encoder_len,
                     dataset.max_decoder_len, latent_dim=LATENT, dtype="float32", bidirectional_encoder=True,

@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     print(f"Evaluated {args.checkpoint} on {where}" + (f"; skipped {metrics['skipped_pairs']} with unseen characters "
                                                         "or over-long sentences" if metrics["skipped_pairs"] else ""))
     not_trained = "n/a (trained with --mask-padding)"
-    target_units = {"char": "characters", "word": "words"}.get(checkpoint.model.target_vocab.units.name, "pieces")
+    target_units = "characters" if checkpoint.model.target_vocab.is_chars else "tokens"
     rows = [("loss (Keras-style, padding included)",
              not_trained if metrics["loss"] is None else f"{metrics['loss']:.4f}"),
             ("accuracy (Keras-style, padding included)",

@@ -348,15 +348,18 @@ class Training:
               f"--resume {args.out}", flush=True)
         return 0
 
-    def snapshot(self, mark: float | None):
+    def snapshot(self, mark: float | None, epoch_done: bool = False):
         """Save the weights into snapshots/ (``mark``: the snapshot mark passed, None for the one where training
-        ends), unless this step already has its snapshot."""
+        ends), unless this step already has its snapshot. ``epoch_done``: taken after an epoch's last step, before
+        its validation; recorded as the end-of-training snapshot would record the same weights (epoch done, step 0),
+        since that one is then skipped."""
         if self.last_snapshot_step == self.optimizer.iterations:
             return
         self.last_snapshot_step = self.optimizer.iterations
         progress = self.progress
+        epoch, step_in_epoch = (progress.epoch + 1, 0) if epoch_done else (progress.epoch, progress.step)
         self.files.snapshot(self.model, {"minutes": self.clock.run_seconds() / 60, "mark": mark,
-                                         "epoch": progress.epoch, "step_in_epoch": progress.step,
+                                         "epoch": epoch, "step_in_epoch": step_in_epoch,
                                          "step": self.optimizer.iterations})
 
     def train_epoch(self, epoch: int, signals: StopSignals) -> int:
@@ -403,7 +406,7 @@ class Training:
             mark = self.clock.snapshot_due()
             if mark is not None:
                 self.pending.flush(progress, model)  # checks for NaN: no snapshot holds a non-finite number
-                self.snapshot(mark)
+                self.snapshot(mark, epoch_done=step == len(plan))
             if args.checkpoint_every and self.optimizer.iterations % args.checkpoint_every == 0 \
                     and step < len(plan):
                 self.pending.flush(progress, model)

@@ -187,6 +187,14 @@ def units_spec(model_type: str, pieces: int) -> str:
     return f"sentencepiece:{pieces}" if model_type == "unigram" else f"sentencepiece-{model_type}:{pieces}"
 
 
+def describe_units(name: str) -> str:
+    """Units as a reader would name them: ``characters``, ``words``, ``1,000 SentencePiece pieces`` (BPE noted)."""
+    kind, pieces = parse_units(name)
+    if pieces is None:
+        return "characters" if kind == "char" else "words"
+    return f"{pieces:,} SentencePiece pieces" + (" (BPE)" if kind == "sentencepiece-bpe" else "")
+
+
 def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 

@@ -12,6 +12,7 @@ from serve_helpers import Server, save_tiny_model  # noqa: E402
 
 from minilstm.checkpoint import load_checkpoint  # noqa: E402
 from minilstm.models import DEFAULT_MODEL  # noqa: E402
+from minilstm.units import describe_units  # noqa: E402
 
 BACKEND = "numba"
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "config.json").is_file(), reason="no shipped model")
@@ -248,3 +249,5 @@ def test_suggest_and_frontend_settings_as_libretranslate(shipped):
     assert settings["suggestions"] is False and settings["filesTranslation"] is True
     assert settings["supportedFilesFormat"] == [".txt", ".html", ".htm"]
     assert isinstance(settings["frontendTimeout"], int)
+    units = describe_units(load_checkpoint(DEFAULT_MODEL).model.target_vocab.units.name)
+    assert settings["model"] == f"the shipped model {DEFAULT_MODEL.name}, {units}"  # the page's model line

@@ -11,6 +11,7 @@ from minilstm.units import (
     CharUnits,
     SentencePieceUnits,
     WordUnits,
+    describe_units,
     learn_units,
     parse_units,
     split_words,
@@ -91,3 +92,8 @@ def test_units_flags_parse():
     assert parse_units("word") == ("word", None)
     assert parse_units("sentencepiece:4000") == ("sentencepiece", 4000)
     assert parse_units("sentencepiece-bpe:2000") == ("sentencepiece-bpe", 2000)
+
+
+def test_units_are_described_as_a_reader_names_them():
+    assert [describe_units(name) for name in ("char", "word", "sentencepiece:1000", "sentencepiece-bpe:500")] == \
+        ["characters", "words", "1,000 SentencePiece pieces", "500 SentencePiece pieces (BPE)"]

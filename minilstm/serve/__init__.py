@@ -20,6 +20,7 @@ from ..checkpoint import load_checkpoint, resolve_checkpoint
 from ..cli import non_negative_float, positive_int
 from ..decoding import add_decoding_flags, check_decoding_flags
 from ..errors import MinilstmError
+from ..units import describe_units
 
 
 def port_number(text: str) -> int:
@@ -127,6 +128,7 @@ def main(argv=None) -> int:
     batcher.start(warmup=translator.warmup)
     settings = Settings(args.beam_width, args.char_limit, args.batch_limit, args.api_key)
     name = f"the shipped model {path.name}" if args.checkpoint is None else str(path)
+    name += f", {describe_units(model.target_vocab.units.name)}"
     description = f"{name} ({model.backend.describe()})"
     files = None if args.disable_files_translation else FileStore()
     app = create_app(translator, batcher, settings, metrics, description=name, files=files)

@@ -45,6 +45,29 @@ def test_clock_budget_and_snapshot_marks(monkeypatch):
     assert clock.out_of_time() and clock.run_seconds() == 80.0
 
 
+def test_a_mark_on_an_epochs_last_step_records_the_epoch_as_done(tmp_path, monkeypatch):
+    """A snapshot mark that falls on an epoch's last step stands for the end-of-training snapshot, which is then
+    skipped as the same step: it records the epoch as done (step 0 of the next), as that one would."""
+    from minilstm.train import main
+
+    steps = 20  # 640 training pairs in batches of 32
+    calls = []
+
+    def due(clock):
+        calls.append(1)
+        return 0.5 if len(calls) == steps else None
+
+    monkeypatch.setattr(TrainingClock, "snapshot_due", due)
+    out = tmp_path / "run"
+    assert main(["--num-samples", "800", "--epochs", "1", "--batch-size", "32", "--latent-dim", "8",
+                 "--backend", "numpy", "--snapshot-minutes", "1", "--num-decodes", "0", "--progress", "never",
+                 "--out", str(out)]) == 0
+    assert len(calls) == steps  # asked once a step
+    snapshots = json.loads((out / "snapshots.json").read_text())
+    assert [(s["mark"], s["epoch"], s["step_in_epoch"], s["step"]) for s in snapshots] == [(0.5, 1, 0, steps)]
+    assert weights(out / snapshots[0]["path"]) == weights(out / "final")
+
+
 def test_train_refuses_a_budget_of_zero():
     result = train("--max-minutes", "0", "--out", "unused")
     assert result.returncode == 2 and "--max-minutes" in result.stderr and "Traceback" not in result.stderr

@@ -238,7 +238,7 @@ def test_ten_megabytes_of_nesting_and_invalid_utf8_get_4xx_and_the_server_goes_o
         assert srv.stop() == 0
 
 
-def test_suggest_and_frontend_settings_as_libretranslate(shipped):
+def test_suggest_and_frontend_settings_as_libretranslate(shipped, shipped_model):
     for kwargs in ({"json": {"q": "Hi.", "s": "Salut.", "source": "en", "target": "fr"}}, {"data": {}}):
         r = post(shipped.url, "/suggest", **kwargs)
         assert (r.status_code, r.json()) == (403, {"error": "Suggestions are disabled on this server."})
@@ -249,5 +249,9 @@ def test_suggest_and_frontend_settings_as_libretranslate(shipped):
     assert settings["suggestions"] is False and settings["filesTranslation"] is True
     assert settings["supportedFilesFormat"] == [".txt", ".html", ".htm"]
     assert isinstance(settings["frontendTimeout"], int)
-    units = describe_units(load_checkpoint(DEFAULT_MODEL).model.target_vocab.units.name)
+    units = describe_units(shipped_model.target_vocab.units.name)
     assert settings["model"] == f"the shipped model {DEFAULT_MODEL.name}, {units}"  # the page's model line
+
+
+def test_the_page_names_a_character_models_units(tiny):
+    assert httpx.get(tiny.url + "/frontend/settings").json()["model"].endswith("tiny, characters")

@@ -55,6 +55,31 @@ def test_finite_differences_through_dense(cpu_backend, rng, rows, features, voca
         assert relative_error(analytic[name], numerical_gradient(loss, array)) < 1e-6, name
 
 
+@pytest.mark.parametrize("rows,vocab", [(3, 4003), (2, 8003)])
+def test_finite_differences_at_a_large_vocabulary(cpu_backend, rng, rows, vocab):
+    """The fused loss's gradient at an output layer of thousands of pieces against float64 centred differences, on
+    every row's target logit, its largest logit and 100 more drawn at random (each costs two losses)."""
+    logits, targets = random_case(rng, rows, vocab, ignore=False)
+
+    def loss():
+        return float(cpu_backend.softmax_cross_entropy(logits, targets, 1.0 / rows, 0.1)[0]) / rows
+
+    d_logits = cpu_backend.softmax_cross_entropy(logits, targets, 1.0 / rows, 0.1)[2]
+    picks = {(r, int(targets[r])) for r in range(rows)} | {(r, int(logits[r].argmax())) for r in range(rows)}
+    picks |= {(int(rng.integers(rows)), int(rng.integers(vocab))) for _ in range(100)}
+    numeric, analytic = [], []
+    for r, c in sorted(picks):
+        saved = logits[r, c]
+        logits[r, c] = saved + 1e-6
+        plus = loss()
+        logits[r, c] = saved - 1e-6
+        minus = loss()
+        logits[r, c] = saved
+        numeric.append((plus - minus) / 2e-6)
+        analytic.append(float(d_logits[r, c]))
+    assert relative_error(analytic, numeric) < 1e-6
+
+
 @pytest.mark.parametrize("batch,units,enc_len,dec_len", [(3, 4, 4, 5), (1, 3, 1, 1)])
 def test_finite_differences_of_the_seq2seq_loss(cpu_backend, rng, batch, units, enc_len, dec_len):
     model = small_model(cpu_backend, units=units, enc_len=enc_len, dec_len=dec_len, seed=int(rng.integers(1000)))

@@ -1,13 +1,15 @@
 """``python -m minilstm.translate CHECKPOINT_OR_RUN_DIR "Go." "Hello!"``: batched greedy translation, one per line.
 
 With no text on the command line, reads one text per line from stdin; a text of several sentences is translated
-sentence by sentence and joined back (``--no-split-sentences``: as one input). ``--attention-map out.png`` (a model
-trained with ``--attention``) also draws, for each text, its attention weights: source characters across, generated
-characters down, as the PyTorch and TensorFlow tutorials show theirs.
+sentence by sentence and joined back (``--no-split-sentences``: as one input). A line break that a text from the
+command line holds, and so its translation keeps, is printed as a space: the output is one line per text.
+``--attention-map out.png`` (a model trained with ``--attention``) also draws, for each text, its attention weights:
+source characters across, generated characters down, as the PyTorch and TensorFlow tutorials show theirs.
 """
 
 import argparse
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from .cli import positive_int, run_main
 from .decoding import add_decoding_flags, check_decoding_flags
 from .errors import MinilstmError
 from .files import write_bytes_atomic
+
+LINE_BREAKS = re.compile(r"[\r\n]+")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
     if maps is not None:
         write_bytes_atomic(args.attention_map, attention_map_png(sentences, translations, maps), "the attention map")
     for translation in translations:
-        print(translation)
+        print(LINE_BREAKS.sub(" ", translation))  # one line per text, whatever line breaks the text held
     if maps is not None:
         print(f"Wrote {args.attention_map}", file=sys.stderr)
     return 0

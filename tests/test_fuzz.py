@@ -6,7 +6,7 @@ import gzip
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis", reason="the fuzz tests need hypothesis (pip install '.[test]')")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from minilstm import translate  # noqa: E402
@@ -62,6 +62,8 @@ def checkpoint(tmp_path_factory):
 
 @SETTINGS
 @given(sentences=st.lists(st.text(max_size=60), min_size=1, max_size=4), skip=st.booleans())
+@example(sentences=["G\n"], skip=False)  # a text's line break, kept in its translation, once made two lines
+@example(sentences=["Go.\r\n\nHi!", "Go."], skip=True)
 def test_translate_returns_lines_or_a_clear_error(checkpoint, capsys, sentences, skip):
     argv = [str(checkpoint), *(["--skip-unknown"] if skip else []), "--", *sentences]
     code = run_main(translate.main, argv)
